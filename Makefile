@@ -1,0 +1,99 @@
+# kassa — build, run, test, bench.
+#
+#   make run     install what is missing, build (release), start kassa on ./var with the sandbox
+#   make test    install what is missing, build with ASan+UBSan, run every test
+#   make bench   build (optimised, with the bench processor), run the benchmarks
+#
+# Variants live in build/<variant>/: release (make run), san (tests: sanitizers + the probe
+# processor), bench (optimised + the probe processor).
+
+VARIANT ?= release
+PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto
+CC      ?= cc
+BUILD   := build/$(VARIANT)
+
+CFLAGS_COMMON := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+                 -Wno-unused-parameter -Isrc -I$(BUILD)/gen \
+                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -pthread -g
+LDLIBS        := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
+
+ifeq ($(VARIANT),san)
+  CFLAGS_VARIANT := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+                    -fno-sanitize-recover=undefined -DKASSA_WITH_PROBE=1
+  LDFLAGS_VARIANT := -fsanitize=address,undefined
+else ifeq ($(VARIANT),bench)
+  CFLAGS_VARIANT := -O2 -DKASSA_WITH_PROBE=1
+else
+  CFLAGS_VARIANT := -O2
+endif
+CFLAGS  := $(CFLAGS_COMMON) $(CFLAGS_VARIANT) $(EXTRA_CFLAGS)
+LDFLAGS := $(LDFLAGS_VARIANT)
+
+LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+ifneq ($(filter san bench,$(VARIANT)),)
+  LIB_SRC += $(shell find tests/probe -name '*.c' | sort)
+endif
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o
+UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
+UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
+BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
+MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
+
+.PHONY: all run test bench deps build unit blackbox clean format san release help
+
+all: build
+
+help:
+	@sed -n '2,10p' Makefile
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: $(BUILD)/kassa
+
+$(BUILD)/gen/migrations.c: $(MIGRATIONS) scripts/embed-sql.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-sql.sh src/store/migrations > $@
+
+$(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libkassa.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/kassa: $(BUILD)/obj/src/main.o $(BUILD)/libkassa.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libkassa.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs criterion)
+
+$(BUILD)/kassa-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/libkassa.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# --- the two commands -------------------------------------------------------------------------
+
+run: deps
+	@$(MAKE) --no-print-directory VARIANT=release build
+	@./scripts/run.sh build/release/kassa
+
+test: deps
+	@$(MAKE) --no-print-directory VARIANT=san build/san/kassa build/san/unit-tests
+	@./tests/run-all.sh build/san
+
+bench: deps
+	@$(MAKE) --no-print-directory VARIANT=bench build/bench/kassa build/bench/kassa-bench
+	@./bench/run.sh build/bench
+
+format:
+	clang-format -i $$(find src tests bench -name '*.[ch]')
+
+clean:
+	rm -rf build

@@ -1,0 +1,81 @@
+/* ids.c — random ids and name validation (see ids.h). */
+#include "core/ids.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/limits.h"
+
+static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+int ks_random_bytes(void *out, size_t len)
+{
+    unsigned char *p = out;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = getrandom(p + done, len - done, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return KS_ERR_IO;
+        }
+        done += (size_t)n;
+    }
+    return KS_OK;
+}
+
+int ks_id_random(char *out, size_t len)
+{
+    unsigned char raw[64];
+    size_t i = 0;
+    while (i < len) {
+        int rc = ks_random_bytes(raw, sizeof(raw));
+        if (rc != KS_OK)
+            return rc;
+        for (size_t k = 0; k < sizeof(raw) && i < len; k++) {
+            /* Rejection sampling keeps the distribution uniform: 248 = 4 * 62. */
+            if (raw[k] < 248)
+                out[i++] = base62[raw[k] % 62];
+        }
+    }
+    out[len] = '\0';
+    return KS_OK;
+}
+
+bool ks_ns_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > KS_NS_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+bool ks_machine_id_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > KS_ID_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+void ks_hex(const unsigned char *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}

@@ -1,0 +1,30 @@
+/*
+ * ids.h — random base62 identifiers and name validation.
+ *
+ * Ids are drawn from the operating system's CSPRNG (getrandom), so they are unguessable and
+ * safe to hand to clients. Thread-safe.
+ */
+#ifndef KS_CORE_IDS_H
+#define KS_CORE_IDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+/* Writes `len` random base62 characters and a NUL into `out` (which holds len + 1 bytes). */
+KS_MUST_USE int ks_id_random(char *out, size_t len);
+
+/* Fills `out` with `len` random bytes from the kernel. */
+KS_MUST_USE int ks_random_bytes(void *out, size_t len);
+
+/* True if `s` is a valid namespace: 1..KS_NS_BYTES_MAX of [a-z0-9_]. */
+bool ks_ns_valid(const char *s);
+/* True if `s` is a valid machine id: 1..KS_ID_BYTES_MAX of [A-Za-z0-9._-]. */
+bool ks_machine_id_valid(const char *s);
+
+/* Hex-encodes `len` bytes of `in` into `out` (2 * len + 1 bytes). */
+void ks_hex(const unsigned char *in, size_t len, char *out);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * limits.h — every bound kassa enforces, in one place (units last in each name).
+ *
+ * Hitting one of these gives the caller a clear error (KS_ERR_LIMIT or a 4xx), never a crash or
+ * a silent truncation. Runtime-tunable bounds have their default here and a flag in main.c.
+ */
+#ifndef KS_CORE_LIMITS_H
+#define KS_CORE_LIMITS_H
+
+/* Identifiers. */
+#define KS_NS_BYTES_MAX 32          /* namespace name: [a-z0-9_]{1,32} */
+#define KS_ID_BYTES_MAX 64          /* machine id: [A-Za-z0-9._-]{1,64} */
+#define KS_TASK_ID_BYTES 22         /* random base62 task id */
+#define KS_UNIT_BYTES_MAX 32        /* unit name */
+#define KS_EVENT_TYPE_BYTES_MAX 64  /* event "type" string */
+#define KS_REASON_BYTES_MAX 1024    /* failure / repair reason */
+#define KS_IDEM_SCOPE_BYTES_MAX 128 /* idempotency scope (party + operation) */
+#define KS_IDEM_KEY_BYTES_MAX 128   /* idempotency key (X-Request-ID, externalID) */
+#define KS_CONSUMER_BYTES_MAX 64    /* outbox consumer name */
+
+/* Machines and transitions. */
+#define KS_TRANSITION_EVENTS_MAX 64       /* events one transition may append */
+#define KS_TRANSITION_TASKS_MAX 16        /* tasks one transition may emit */
+#define KS_EVENT_BYTES_MAX (64 * 1024)    /* one serialised event */
+#define KS_SNAPSHOT_BYTES_MAX (1024 * 1024) /* one serialised state */
+#define KS_HISTORY_PAGE_MAX 1000          /* events per history read */
+#define KS_CONFLICT_RETRIES_MAX 16        /* re-runs of a transition after a concurrent change */
+
+/* Group commit. */
+#define KS_COMMIT_BATCH_MAX_DEFAULT 512   /* transitions sharing one durable write */
+#define KS_COMMIT_QUEUE_MAX 65536         /* transitions waiting for the committer */
+
+/* Machine cache. */
+#define KS_CACHE_MACHINES_MAX_DEFAULT 100000
+
+/* Timers and tasks. */
+#define KS_TIMER_POLL_MS_DEFAULT 100
+#define KS_TIMERS_PER_POLL_MAX 256
+#define KS_TASK_POLL_MS_DEFAULT 50
+#define KS_TASKS_PER_CLAIM_MAX 32
+#define KS_TASK_LEASE_MS_DEFAULT 30000
+#define KS_TASK_ATTEMPTS_MAX_DEFAULT 8
+#define KS_TASK_BACKOFF_BASE_MS_DEFAULT 200
+#define KS_TASK_BACKOFF_MAX_MS_DEFAULT 60000
+#define KS_UNIT_WORKERS_MAX 64
+#define KS_UNITS_MAX 32
+#define KS_PROCESSORS_MAX 32
+
+/* Outbox and idempotency. */
+#define KS_OUTBOX_PAGE_MAX 1000
+#define KS_IDEM_TTL_MS_DEFAULT (24LL * 3600 * 1000)
+#define KS_IDEM_OUTCOME_BYTES_MAX (256 * 1024)
+
+/* Storage connections. */
+#define KS_STORE_READERS_DEFAULT 8
+#define KS_STORE_READERS_MAX 64
+
+/* HTTP. */
+#define KS_HTTP_BODY_BYTES_MAX_DEFAULT (1024 * 1024)
+#define KS_HTTP_HEADER_BYTES_MAX 16384     /* per-connection memory for the request head */
+#define KS_HTTP_CONNECTIONS_MAX_DEFAULT 1024
+#define KS_HTTP_THREADS_DEFAULT 32
+#define KS_HTTP_TIMEOUT_S_DEFAULT 30
+#define KS_HTTP_PATH_SEGMENTS_MAX 16
+#define KS_HTTP_ROUTES_MAX 128
+#define KS_JSON_DEPTH_MAX 32
+#define KS_TRACE_ID_BYTES 16
+
+#endif

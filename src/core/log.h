@@ -1,0 +1,42 @@
+/*
+ * log.h — structured JSON logs, one object per line.
+ *
+ * A `struct ks_log` is created by main and passed to every module that logs; there is no global
+ * logger. Each line carries a timestamp, a level, a message and, when known, the trace id of the
+ * request or task it belongs to. Callers must never pass card data, keys or token secrets.
+ * Thread-safe: lines from different threads never interleave.
+ */
+#ifndef KS_CORE_LOG_H
+#define KS_CORE_LOG_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+
+enum ks_log_level { KS_LOG_DEBUG = 0, KS_LOG_INFO = 1, KS_LOG_WARN = 2, KS_LOG_ERROR = 3 };
+
+struct ks_log {
+    FILE *out;            /* not owned unless owns_out */
+    int owns_out;
+    enum ks_log_level level;
+    pthread_mutex_t mu;
+};
+
+/* Initialises a logger writing to `out` (stderr if NULL) at `level` and above. */
+void ks_log_init(struct ks_log *lg, FILE *out, enum ks_log_level level);
+/* Opens `path` for appending and logs there; returns KS_ERR_IO if it cannot be opened. */
+int ks_log_open(struct ks_log *lg, const char *path, enum ks_log_level level);
+void ks_log_release(struct ks_log *lg);
+
+/* Writes one line: {"ts","level","msg","trace"?, ...fields}. `fields` (may be NULL) is an
+ * object whose members are copied into the line; the reference is stolen. `trace` may be NULL. */
+void ks_log_json(struct ks_log *lg, enum ks_log_level level, const char *trace, const char *msg,
+                 json_t *fields);
+/* printf-style message without extra fields. */
+void ks_logf(struct ks_log *lg, enum ks_log_level level, const char *trace, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Parses "debug" | "info" | "warn" | "error"; returns -1 for anything else. */
+int ks_log_level_parse(const char *s);
+
+#endif
