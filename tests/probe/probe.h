@@ -1,0 +1,31 @@
+/*
+ * probe.h — a small processor compiled only into test and bench builds (KASSA_WITH_PROBE).
+ *
+ * It exercises every engine feature from outside: calls that append events, timers, tasks with
+ * injected failures, and processor failures for repair. Namespace "probe", unit "probe_echo".
+ *
+ * Start args: any JSON object (kept in the first event). State:
+ *   {"appended": n, "last": value, "timers": [{"tag","at"}...pending, earliest first],
+ *    "fired": n, "tasks_emitted": n, "tasks_done": n, "tasks_failed": n, "poisoned": bool}
+ * Calls (request objects):
+ *   {"op":"append","value":V}                 event appended{value}; reply {"seq":N}
+ *   {"op":"timer","in_ms":N,"tag":T}          event timer_set{tag,at}; the engine timer is the
+ *                                             earliest pending one; at most 64 pending
+ *   {"op":"task","tag":T,"fail_times":K,      event task_emitted{tag}; a probe_echo task whose
+ *    "fail_until_ms":M,"give_up":B}           first K attempts (and any before M) fail
+ *                                             transiently; give_up makes it fail permanently
+ *   {"op":"get"}                              no event; reply = state
+ *   {"op":"poison"}                           event poisoned: timeouts now fail the machine
+ *   {"op":"crash"}                            the processor reports an internal error
+ * Signals: timeout -> timer_fired{tag} for each due tag; task_result -> task_done{tag,attempt}
+ * or task_failed{tag,error}; repair with payload {"cure":true} -> cured.
+ */
+#ifndef KS_TESTS_PROBE_H
+#define KS_TESTS_PROBE_H
+
+#include "engine/engine.h"
+
+/* Registers the probe processor and the probe_echo unit (`workers` threads) with `e`. */
+int ks_probe_register(struct ks_engine *e, int workers);
+
+#endif
