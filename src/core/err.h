@@ -28,6 +28,7 @@
     X(INTERNAL, -16, 500, "internal error")
 
 enum ks_err {
+    KS_OK = 0, /* success; KS_ERR_OK is the same value */
 #define KS_ERR_ENUM(name, code, http, text) KS_ERR_##name = (code),
     KS_ERR_LIST(KS_ERR_ENUM)
 #undef KS_ERR_ENUM

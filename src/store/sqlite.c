@@ -1,0 +1,1082 @@
+/*
+ * sqlite.c — the embedded storage backend (see store.h for the contract).
+ *
+ * One writer connection (behind a mutex) does every write, so SQLite's single-writer rule never
+ * makes a writer wait on another inside the process; a small pool of reader connections serves
+ * reads concurrently (WAL lets readers run beside the writer). The engine's committer hands a
+ * whole batch of transitions to ks_store_commit, which writes them in one transaction: one WAL
+ * fsync (synchronous=FULL) makes them all durable together.
+ *
+ * Guards are the first writes of each transition (idempotency record, then the machine row), so
+ * a transition that fails a guard is undone by at most one DELETE, without savepoints.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <assert.h>
+
+#include "store/store_int.h"
+
+/* Statements prepared once per connection, by index. */
+enum stmt_id {
+    ST_MACHINE_LOAD,
+    ST_EVENTS_ASC,
+    ST_EVENTS_DESC,
+    ST_EVENTS_DESC_FROM_END,
+    ST_MACHINES_LIST,
+    ST_MACHINES_LIST_NS,
+    ST_IDEM_DELETE_EXPIRED,
+    ST_IDEM_INSERT,
+    ST_IDEM_DELETE,
+    ST_MACHINE_INSERT,
+    ST_MACHINE_UPDATE,
+    ST_EVENT_INSERT,
+    ST_OUTBOX_INSERT,
+    ST_TASK_INSERT,
+    ST_TASK_CLOSE,
+    ST_TIMERS_DUE,
+    ST_TIMER_NEXT,
+    ST_TASKS_CLAIM,
+    ST_TASK_RESCHEDULE,
+    ST_TASK_GET,
+    ST_TASK_REVIVE,
+    ST_TASKS_PENDING,
+    ST_OUTBOX_READ,
+    ST_CURSOR_GET,
+    ST_CURSOR_SET,
+    ST_IDEM_GET,
+    ST_IDEM_SWEEP,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_MACHINE_LOAD] = "SELECT ns, id, last_seq, status, reason, failed_input, snapshot, args_fp,"
+                        " timer_at, timer_id, created_at, updated_at FROM machines"
+                        " WHERE ns = ?1 AND id = ?2",
+    [ST_EVENTS_ASC] = "SELECT seq, at, body FROM events WHERE ns = ?1 AND id = ?2 AND seq > ?3"
+                      " ORDER BY seq LIMIT ?4",
+    [ST_EVENTS_DESC] = "SELECT seq, at, body FROM events WHERE ns = ?1 AND id = ?2 AND seq < ?3"
+                       " ORDER BY seq DESC LIMIT ?4",
+    [ST_EVENTS_DESC_FROM_END] = "SELECT seq, at, body FROM events WHERE ns = ?1 AND id = ?2"
+                                " AND ?3 = 0 ORDER BY seq DESC LIMIT ?4",
+    [ST_MACHINES_LIST] = "SELECT ns, id, last_seq, status, reason, failed_input, NULL, args_fp,"
+                         " timer_at, timer_id, created_at, updated_at FROM machines"
+                         " WHERE status = ?1 AND (ns, id) > (?2, ?3) ORDER BY ns, id LIMIT ?4",
+    [ST_MACHINES_LIST_NS] = "SELECT ns, id, last_seq, status, reason, failed_input, NULL, args_fp,"
+                            " timer_at, timer_id, created_at, updated_at FROM machines"
+                            " WHERE status = ?1 AND ns = ?5 AND (ns, id) > (?2, ?3)"
+                            " ORDER BY ns, id LIMIT ?4",
+    [ST_IDEM_DELETE_EXPIRED] = "DELETE FROM idempotency WHERE scope = ?1 AND key = ?2"
+                               " AND expires_at <= ?3",
+    [ST_IDEM_INSERT] = "INSERT OR IGNORE INTO idempotency (scope, key, fingerprint, outcome,"
+                       " expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_IDEM_DELETE] = "DELETE FROM idempotency WHERE scope = ?1 AND key = ?2",
+    [ST_MACHINE_INSERT] = "INSERT OR IGNORE INTO machines (ns, id, last_seq, status, reason,"
+                          " failed_input, snapshot, args_fp, timer_at, timer_id, created_at,"
+                          " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    [ST_MACHINE_UPDATE] = "UPDATE machines SET last_seq = ?3, status = ?4, reason = ?5,"
+                          " failed_input = ?6, snapshot = ?7, timer_at = ?8, timer_id = ?9,"
+                          " updated_at = ?10 WHERE ns = ?1 AND id = ?2 AND last_seq = ?11",
+    [ST_EVENT_INSERT] = "INSERT INTO events (ns, id, seq, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_OUTBOX_INSERT] = "INSERT INTO outbox (ns, id, seq) VALUES (?1, ?2, ?3)",
+    [ST_TASK_INSERT] = "INSERT INTO tasks (id, ns, machine_id, unit, args, status, attempts,"
+                       " attempts_max, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6,"
+                       " ?7, ?8)",
+    [ST_TASK_CLOSE] = "UPDATE tasks SET status = ?2 WHERE id = ?1",
+    [ST_TIMERS_DUE] = "SELECT ns, id, timer_at, timer_id FROM machines WHERE timer_at > 0"
+                      " AND timer_at <= ?1 AND status = 0 ORDER BY timer_at LIMIT ?2",
+    [ST_TIMER_NEXT] = "SELECT min(timer_at) FROM machines WHERE timer_at > 0 AND status = 0",
+    [ST_TASKS_CLAIM] = "UPDATE tasks SET attempts = attempts + 1, next_at = ?3 WHERE id IN"
+                       " (SELECT id FROM tasks WHERE unit = ?1 AND status = 0 AND next_at <= ?2"
+                       " ORDER BY next_at LIMIT ?4) RETURNING id, ns, machine_id, unit, args,"
+                       " status, attempts, attempts_max, next_at, last_error, created_at",
+    [ST_TASK_RESCHEDULE] = "UPDATE tasks SET next_at = ?2, last_error = ?3 WHERE id = ?1"
+                           " AND status = 0",
+    [ST_TASK_GET] = "SELECT id, ns, machine_id, unit, args, status, attempts, attempts_max,"
+                    " next_at, last_error, created_at FROM tasks WHERE id = ?1",
+    [ST_TASK_REVIVE] = "UPDATE tasks SET status = 0, attempts = 0, next_at = ?2 WHERE id = ?1"
+                       " AND status = 2",
+    [ST_TASKS_PENDING] = "SELECT count(*) FROM tasks WHERE status = 0",
+    [ST_OUTBOX_READ] = "SELECT o.pos, o.ns, o.id, o.seq, e.at, e.body FROM outbox o JOIN events e"
+                       " ON e.ns = o.ns AND e.id = o.id AND e.seq = o.seq WHERE o.pos > ?1"
+                       " ORDER BY o.pos LIMIT ?2",
+    [ST_CURSOR_GET] = "SELECT pos FROM cursors WHERE consumer = ?1",
+    [ST_CURSOR_SET] = "INSERT INTO cursors (consumer, pos) VALUES (?1, ?2) ON CONFLICT (consumer)"
+                      " DO UPDATE SET pos = excluded.pos WHERE excluded.pos > cursors.pos",
+    [ST_IDEM_GET] = "SELECT scope, key, fingerprint, outcome, expires_at FROM idempotency"
+                    " WHERE scope = ?1 AND key = ?2 AND expires_at > ?3",
+    [ST_IDEM_SWEEP] = "DELETE FROM idempotency WHERE expires_at <= ?1",
+};
+
+struct conn {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[ST_COUNT];
+};
+
+struct sqlite_store {
+    struct ks_store base;
+    struct conn writer;
+    pthread_mutex_t writer_mu;
+    struct conn *readers;
+    int readers_n;
+    int *free_readers;   /* stack of indexes of idle readers */
+    int free_n;
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+};
+
+static struct sqlite_store *ctx_of(struct ks_store *s)
+{
+    return (struct sqlite_store *)s;
+}
+
+/* Returns the prepared statement `id` of `c`, preparing it on first use; reset and unbound. */
+static sqlite3_stmt *stmt_get(struct conn *c, enum stmt_id id)
+{
+    if (!c->stmt[id]) {
+        if (sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[id],
+                               NULL) != SQLITE_OK)
+            return NULL;
+    }
+    return c->stmt[id];
+}
+
+static void stmt_done(sqlite3_stmt *st)
+{
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+static int conn_open(struct conn *c, const char *path, int synchronous_full, char *why,
+                     size_t whylen)
+{
+    memset(c, 0, sizeof(*c));
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
+        snprintf(why, whylen, "cannot open SQLite database %s: %s", path,
+                 c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        goto out_close;
+    }
+    sqlite3_busy_timeout(c->db, 10000);
+    char pragmas[256];
+    snprintf(pragmas, sizeof(pragmas),
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;"
+             " PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;",
+             synchronous_full ? "FULL" : "NORMAL");
+    char *err = NULL;
+    if (sqlite3_exec(c->db, pragmas, NULL, NULL, &err) != SQLITE_OK) {
+        snprintf(why, whylen, "cannot configure SQLite database %s: %s", path,
+                 err ? err : "unknown error");
+        sqlite3_free(err);
+        goto out_close;
+    }
+    return KS_OK;
+out_close:
+    sqlite3_close(c->db);
+    c->db = NULL;
+    return KS_ERR_IO;
+}
+
+static void conn_close(struct conn *c)
+{
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(c->stmt[i]);
+    if (c->db)
+        sqlite3_close(c->db);
+    memset(c, 0, sizeof(*c));
+}
+
+static struct conn *reader_acquire(struct sqlite_store *st)
+{
+    pthread_mutex_lock(&st->pool_mu);
+    while (st->free_n == 0)
+        pthread_cond_wait(&st->pool_cv, &st->pool_mu);
+    struct conn *c = &st->readers[st->free_readers[--st->free_n]];
+    pthread_mutex_unlock(&st->pool_mu);
+    return c;
+}
+
+static void reader_release(struct sqlite_store *st, struct conn *c)
+{
+    pthread_mutex_lock(&st->pool_mu);
+    st->free_readers[st->free_n++] = (int)(c - st->readers);
+    pthread_cond_signal(&st->pool_cv);
+    pthread_mutex_unlock(&st->pool_mu);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap)
+{
+    ks_store_copy(dst, cap, (const char *)sqlite3_column_text(st, i));
+}
+
+/* --- migrations --------------------------------------------------------------------------- */
+
+static int migrate(struct conn *w, char *why, size_t whylen)
+{
+    char *err = NULL;
+    int rc = KS_ERR_IO;
+    if (sqlite3_exec(w->db,
+                     "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_migrations ("
+                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                     " applied_at INTEGER NOT NULL)",
+                     NULL, NULL, &err) != SQLITE_OK)
+        goto out;
+    sqlite3_stmt *q = NULL;
+    int current = 0;
+    if (sqlite3_prepare_v2(w->db, "SELECT coalesce(max(version), 0) FROM schema_migrations", -1,
+                           &q, NULL) != SQLITE_OK)
+        goto out_rollback;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        current = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+
+    size_t n;
+    const struct ks_migration *m = ks_migrations("sqlite", &n);
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].version <= current)
+            continue;
+        if (sqlite3_exec(w->db, m[i].sql, NULL, NULL, &err) != SQLITE_OK)
+            goto out_rollback;
+        sqlite3_stmt *ins = NULL;
+        if (sqlite3_prepare_v2(w->db,
+                               "INSERT INTO schema_migrations (version, name, applied_at)"
+                               " VALUES (?1, ?2, CAST(strftime('%s','now') AS INTEGER) * 1000)",
+                               -1, &ins, NULL) != SQLITE_OK)
+            goto out_rollback;
+        sqlite3_bind_int(ins, 1, m[i].version);
+        sqlite3_bind_text(ins, 2, m[i].name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(ins);
+        sqlite3_finalize(ins);
+        if (step != SQLITE_DONE)
+            goto out_rollback;
+    }
+    if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, &err) != SQLITE_OK)
+        goto out_rollback;
+    return KS_OK;
+out_rollback:
+    snprintf(why, whylen, "migration failed: %s", err ? err : sqlite3_errmsg(w->db));
+    sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_free(err);
+    return rc;
+out:
+    snprintf(why, whylen, "migration failed: %s", err ? err : sqlite3_errmsg(w->db));
+    sqlite3_free(err);
+    return rc;
+}
+
+static int sq_schema_version(struct ks_store *s, int *version)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = NULL;
+    int rc = KS_ERR_IO;
+    if (sqlite3_prepare_v2(c->db, "SELECT coalesce(max(version), 0) FROM schema_migrations", -1,
+                           &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+        *version = sqlite3_column_int(q, 0);
+        rc = KS_OK;
+    }
+    sqlite3_finalize(q);
+    reader_release(st, c);
+    return rc;
+}
+
+static int sq_ping(struct ks_store *s)
+{
+    int v;
+    return sq_schema_version(s, &v);
+}
+
+/* --- machines ----------------------------------------------------------------------------- */
+
+static void read_machine(sqlite3_stmt *q, struct ks_machine_row *out)
+{
+    memset(out, 0, sizeof(*out));
+    col_copy(q, 0, out->ns, sizeof(out->ns));
+    col_copy(q, 1, out->id, sizeof(out->id));
+    out->last_seq = sqlite3_column_int64(q, 2);
+    out->status = sqlite3_column_int(q, 3) ? KS_MACHINE_FAILED : KS_MACHINE_WORKING;
+    out->reason = col_dup(q, 4);
+    out->failed_input = col_dup(q, 5);
+    out->snapshot = col_dup(q, 6);
+    col_copy(q, 7, out->args_fp, sizeof(out->args_fp));
+    out->timer_at_ms = sqlite3_column_int64(q, 8);
+    out->timer_id = sqlite3_column_int64(q, 9);
+    out->created_at_ms = sqlite3_column_int64(q, 10);
+    out->updated_at_ms = sqlite3_column_int64(q, 11);
+}
+
+static int sq_machine_load(struct ks_store *s, const char *ns, const char *id,
+                           struct ks_machine_row *out)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_MACHINE_LOAD);
+    int rc = KS_ERR_IO;
+    if (!q)
+        goto out;
+    bind_text(q, 1, ns);
+    bind_text(q, 2, id);
+    int step = sqlite3_step(q);
+    if (step == SQLITE_ROW) {
+        read_machine(q, out);
+        rc = out->snapshot ? KS_OK : KS_ERR_NOMEM;
+    } else if (step == SQLITE_DONE) {
+        rc = KS_ERR_NOT_FOUND;
+    }
+out:
+    stmt_done(q);
+    reader_release(st, c);
+    return rc;
+}
+
+static int sq_events_read(struct ks_store *s, const char *ns, const char *id, int64_t after,
+                          size_t limit, int desc, struct ks_event_row **out, size_t *n)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    enum stmt_id which = !desc ? ST_EVENTS_ASC : after > 0 ? ST_EVENTS_DESC : ST_EVENTS_DESC_FROM_END;
+    sqlite3_stmt *q = stmt_get(c, which);
+    int rc = KS_ERR_IO;
+    struct ks_event_row *rows = NULL;
+    size_t count = 0;
+    if (!q)
+        goto out;
+    if (limit == 0) {
+        rc = KS_OK;
+        goto out;
+    }
+    rows = calloc(limit, sizeof(*rows));
+    if (!rows) {
+        rc = KS_ERR_NOMEM;
+        goto out;
+    }
+    bind_text(q, 1, ns);
+    bind_text(q, 2, id);
+    sqlite3_bind_int64(q, 3, after);
+    sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+    int step;
+    while (count < limit && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        rows[count].seq = sqlite3_column_int64(q, 0);
+        rows[count].at_ms = sqlite3_column_int64(q, 1);
+        rows[count].body = col_dup(q, 2);
+        count++;
+    }
+    rc = KS_OK;
+out:
+    stmt_done(q);
+    reader_release(st, c);
+    if (rc != KS_OK || count == 0) {
+        ks_event_rows_free(rows, count);
+        rows = NULL;
+        count = 0;
+    }
+    *out = rows;
+    *n = count;
+    return rc;
+}
+
+static int sq_machines_list(struct ks_store *s, enum ks_machine_status status, const char *ns,
+                            const char *after_ns, const char *after_id, size_t limit,
+                            struct ks_machine_row **out, size_t *n)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ns ? ST_MACHINES_LIST_NS : ST_MACHINES_LIST);
+    int rc = KS_ERR_IO;
+    struct ks_machine_row *rows = NULL;
+    size_t count = 0;
+    if (!q)
+        goto out;
+    if (limit == 0) {
+        rc = KS_OK;
+        goto out;
+    }
+    rows = calloc(limit, sizeof(*rows));
+    if (!rows) {
+        rc = KS_ERR_NOMEM;
+        goto out;
+    }
+    sqlite3_bind_int(q, 1, (int)status);
+    bind_text(q, 2, after_ns ? after_ns : "");
+    bind_text(q, 3, after_id ? after_id : "");
+    sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+    if (ns)
+        bind_text(q, 5, ns);
+    while (count < limit && sqlite3_step(q) == SQLITE_ROW)
+        read_machine(q, &rows[count++]);
+    rc = KS_OK;
+out:
+    stmt_done(q);
+    reader_release(st, c);
+    if (rc != KS_OK || count == 0) {
+        ks_machine_rows_free(rows, count);
+        rows = NULL;
+        count = 0;
+    }
+    *out = rows;
+    *n = count;
+    return rc;
+}
+
+/* --- commit ------------------------------------------------------------------------------- */
+
+/* Runs a write statement to completion; returns the SQLite result code. */
+static int step_done(sqlite3_stmt *q)
+{
+    int step = sqlite3_step(q);
+    stmt_done(q);
+    return step == SQLITE_DONE ? SQLITE_OK : step;
+}
+
+/* Writes one transition inside the open batch transaction. Returns KS_OK with t->result set
+ * (a failed guard is not an error of the batch), or KS_ERR_IO if a statement failed. */
+static int commit_one(struct conn *w, struct ks_transition *t)
+{
+    sqlite3_stmt *q;
+    int idem_inserted = 0;
+
+    if (t->idem) {
+        q = stmt_get(w, ST_IDEM_DELETE_EXPIRED);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->idem->scope);
+        bind_text(q, 2, t->idem->key);
+        sqlite3_bind_int64(q, 3, t->at_ms);
+        if (step_done(q) != SQLITE_OK)
+            return KS_ERR_IO;
+        q = stmt_get(w, ST_IDEM_INSERT);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->idem->scope);
+        bind_text(q, 2, t->idem->key);
+        bind_text(q, 3, t->idem->fingerprint);
+        bind_text(q, 4, t->idem->outcome ? t->idem->outcome : "null");
+        sqlite3_bind_int64(q, 5, t->idem->expires_at_ms);
+        if (step_done(q) != SQLITE_OK)
+            return KS_ERR_IO;
+        if (sqlite3_changes(w->db) == 0) {
+            t->result = KS_ERR_IDEM_CONFLICT;
+            return KS_OK;
+        }
+        idem_inserted = 1;
+    }
+
+    int64_t new_seq = t->base_seq + (int64_t)t->events_n;
+    if (t->base_seq == 0) {
+        q = stmt_get(w, ST_MACHINE_INSERT);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->ns);
+        bind_text(q, 2, t->id);
+        sqlite3_bind_int64(q, 3, new_seq);
+        sqlite3_bind_int(q, 4, (int)t->status);
+        bind_text(q, 5, t->reason);
+        bind_text(q, 6, t->failed_input);
+        bind_text(q, 7, t->snapshot);
+        bind_text(q, 8, t->args_fp ? t->args_fp : "");
+        sqlite3_bind_int64(q, 9, t->timer_at_ms);
+        sqlite3_bind_int64(q, 10, t->timer_id);
+        sqlite3_bind_int64(q, 11, t->at_ms);
+    } else {
+        q = stmt_get(w, ST_MACHINE_UPDATE);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->ns);
+        bind_text(q, 2, t->id);
+        sqlite3_bind_int64(q, 3, new_seq);
+        sqlite3_bind_int(q, 4, (int)t->status);
+        bind_text(q, 5, t->reason);
+        bind_text(q, 6, t->failed_input);
+        bind_text(q, 7, t->snapshot);
+        sqlite3_bind_int64(q, 8, t->timer_at_ms);
+        sqlite3_bind_int64(q, 9, t->timer_id);
+        sqlite3_bind_int64(q, 10, t->at_ms);
+        sqlite3_bind_int64(q, 11, t->base_seq);
+    }
+    if (step_done(q) != SQLITE_OK)
+        return KS_ERR_IO;
+    if (sqlite3_changes(w->db) == 0) {
+        t->result = t->base_seq == 0 ? KS_ERR_CONFLICT : KS_ERR_VERSION;
+        if (idem_inserted) {
+            q = stmt_get(w, ST_IDEM_DELETE);
+            if (!q)
+                return KS_ERR_IO;
+            bind_text(q, 1, t->idem->scope);
+            bind_text(q, 2, t->idem->key);
+            if (step_done(q) != SQLITE_OK)
+                return KS_ERR_IO;
+        }
+        return KS_OK;
+    }
+
+    for (size_t i = 0; i < t->events_n; i++) {
+        int64_t seq = t->base_seq + (int64_t)i + 1;
+        q = stmt_get(w, ST_EVENT_INSERT);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->ns);
+        bind_text(q, 2, t->id);
+        sqlite3_bind_int64(q, 3, seq);
+        sqlite3_bind_int64(q, 4, t->at_ms);
+        bind_text(q, 5, t->events[i].body);
+        if (step_done(q) != SQLITE_OK)
+            return KS_ERR_IO;
+        q = stmt_get(w, ST_OUTBOX_INSERT);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->ns);
+        bind_text(q, 2, t->id);
+        sqlite3_bind_int64(q, 3, seq);
+        if (step_done(q) != SQLITE_OK)
+            return KS_ERR_IO;
+    }
+    for (size_t i = 0; i < t->tasks_n; i++) {
+        const struct ks_task_new *tk = &t->tasks[i];
+        q = stmt_get(w, ST_TASK_INSERT);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, tk->id);
+        bind_text(q, 2, t->ns);
+        bind_text(q, 3, t->id);
+        bind_text(q, 4, tk->unit);
+        bind_text(q, 5, tk->args);
+        sqlite3_bind_int(q, 6, tk->attempts_max);
+        sqlite3_bind_int64(q, 7, tk->next_at_ms);
+        sqlite3_bind_int64(q, 8, t->at_ms);
+        if (step_done(q) != SQLITE_OK)
+            return KS_ERR_IO;
+    }
+    if (t->close_task_id) {
+        q = stmt_get(w, ST_TASK_CLOSE);
+        if (!q)
+            return KS_ERR_IO;
+        bind_text(q, 1, t->close_task_id);
+        sqlite3_bind_int(q, 2, (int)t->close_task_status);
+        if (step_done(q) != SQLITE_OK)
+            return KS_ERR_IO;
+    }
+    t->result = KS_OK;
+    return KS_OK;
+}
+
+static int sq_commit(struct ks_store *s, struct ks_transition *batch, size_t n)
+{
+    struct sqlite_store *st = ctx_of(s);
+    int rc = KS_OK;
+    pthread_mutex_lock(&st->writer_mu);
+    if (sqlite3_exec(st->writer.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = KS_ERR_IO;
+        goto out;
+    }
+    for (size_t i = 0; i < n && rc == KS_OK; i++)
+        rc = commit_one(&st->writer, &batch[i]);
+    if (rc == KS_OK && sqlite3_exec(st->writer.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = KS_ERR_IO;
+    if (rc != KS_OK)
+        sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
+out:
+    pthread_mutex_unlock(&st->writer_mu);
+    if (rc != KS_OK)
+        for (size_t i = 0; i < n; i++)
+            batch[i].result = rc;
+    return rc;
+}
+
+/* --- timers ------------------------------------------------------------------------------- */
+
+static int sq_timers_due(struct ks_store *s, int64_t now_ms, size_t limit,
+                         struct ks_timer_row *out, size_t *n)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_TIMERS_DUE);
+    int rc = KS_ERR_IO;
+    size_t count = 0;
+    if (q) {
+        sqlite3_bind_int64(q, 1, now_ms);
+        sqlite3_bind_int64(q, 2, (sqlite3_int64)limit);
+        while (count < limit && sqlite3_step(q) == SQLITE_ROW) {
+            col_copy(q, 0, out[count].ns, sizeof(out[count].ns));
+            col_copy(q, 1, out[count].id, sizeof(out[count].id));
+            out[count].at_ms = sqlite3_column_int64(q, 2);
+            out[count].timer_id = sqlite3_column_int64(q, 3);
+            count++;
+        }
+        rc = KS_OK;
+    }
+    stmt_done(q);
+    reader_release(st, c);
+    *n = count;
+    return rc;
+}
+
+static int sq_timer_next(struct ks_store *s, int64_t *at_ms)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_TIMER_NEXT);
+    int rc = KS_ERR_IO;
+    *at_ms = 0;
+    if (q && sqlite3_step(q) == SQLITE_ROW) {
+        *at_ms = sqlite3_column_int64(q, 0); /* NULL reads as 0 */
+        rc = KS_OK;
+    }
+    stmt_done(q);
+    reader_release(st, c);
+    return rc;
+}
+
+/* --- tasks -------------------------------------------------------------------------------- */
+
+static void read_task(sqlite3_stmt *q, struct ks_task_row *t)
+{
+    memset(t, 0, sizeof(*t));
+    col_copy(q, 0, t->id, sizeof(t->id));
+    col_copy(q, 1, t->ns, sizeof(t->ns));
+    col_copy(q, 2, t->machine_id, sizeof(t->machine_id));
+    col_copy(q, 3, t->unit, sizeof(t->unit));
+    t->args = col_dup(q, 4);
+    t->status = (enum ks_task_status)sqlite3_column_int(q, 5);
+    t->attempts = sqlite3_column_int(q, 6);
+    t->attempts_max = sqlite3_column_int(q, 7);
+    t->next_at_ms = sqlite3_column_int64(q, 8);
+    t->last_error = col_dup(q, 9);
+    t->created_at_ms = sqlite3_column_int64(q, 10);
+}
+
+static int sq_tasks_claim(struct ks_store *s, const char *unit, int64_t now_ms, int64_t lease_ms,
+                          size_t limit, struct ks_task_row **out, size_t *n)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct ks_task_row *rows = calloc(limit ? limit : 1, sizeof(*rows));
+    size_t count = 0;
+    int rc = KS_ERR_IO;
+    if (!rows)
+        return KS_ERR_NOMEM;
+    pthread_mutex_lock(&st->writer_mu);
+    sqlite3_stmt *q = stmt_get(&st->writer, ST_TASKS_CLAIM);
+    if (q) {
+        bind_text(q, 1, unit);
+        sqlite3_bind_int64(q, 2, now_ms);
+        sqlite3_bind_int64(q, 3, now_ms + lease_ms);
+        sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+        int step;
+        while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+            if (count < limit)
+                read_task(q, &rows[count++]);
+        }
+        rc = step == SQLITE_DONE ? KS_OK : KS_ERR_IO;
+    }
+    stmt_done(q);
+    pthread_mutex_unlock(&st->writer_mu);
+    if (rc != KS_OK || count == 0) {
+        ks_task_rows_free(rows, count);
+        rows = NULL;
+        count = 0;
+    }
+    *out = rows;
+    *n = count;
+    return rc;
+}
+
+/* Runs a single-statement write on the writer connection. `bind` fills the parameters. */
+static int writer_exec(struct sqlite_store *st, enum stmt_id id,
+                       void (*bind)(sqlite3_stmt *q, const void *arg), const void *arg,
+                       int *changes)
+{
+    pthread_mutex_lock(&st->writer_mu);
+    sqlite3_stmt *q = stmt_get(&st->writer, id);
+    int rc = KS_ERR_IO;
+    if (q) {
+        bind(q, arg);
+        if (step_done(q) == SQLITE_OK) {
+            rc = KS_OK;
+            if (changes)
+                *changes = sqlite3_changes(st->writer.db);
+        }
+    }
+    pthread_mutex_unlock(&st->writer_mu);
+    return rc;
+}
+
+struct reschedule_args {
+    const char *id;
+    int64_t next_at;
+    const char *error;
+};
+
+static void bind_reschedule(sqlite3_stmt *q, const void *arg)
+{
+    const struct reschedule_args *a = arg;
+    bind_text(q, 1, a->id);
+    sqlite3_bind_int64(q, 2, a->next_at);
+    bind_text(q, 3, a->error);
+}
+
+static int sq_task_reschedule(struct ks_store *s, const char *task_id, int64_t next_at_ms,
+                              const char *error)
+{
+    struct reschedule_args a = {task_id, next_at_ms, error};
+    return writer_exec(ctx_of(s), ST_TASK_RESCHEDULE, bind_reschedule, &a, NULL);
+}
+
+static int sq_task_get(struct ks_store *s, const char *task_id, struct ks_task_row *out)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_TASK_GET);
+    int rc = KS_ERR_IO;
+    if (q) {
+        bind_text(q, 1, task_id);
+        int step = sqlite3_step(q);
+        if (step == SQLITE_ROW) {
+            read_task(q, out);
+            rc = KS_OK;
+        } else if (step == SQLITE_DONE) {
+            rc = KS_ERR_NOT_FOUND;
+        }
+    }
+    stmt_done(q);
+    reader_release(st, c);
+    return rc;
+}
+
+struct revive_args {
+    const char *id;
+    int64_t now;
+};
+
+static void bind_revive(sqlite3_stmt *q, const void *arg)
+{
+    const struct revive_args *a = arg;
+    bind_text(q, 1, a->id);
+    sqlite3_bind_int64(q, 2, a->now);
+}
+
+static int sq_task_revive(struct ks_store *s, const char *task_id, int64_t now_ms)
+{
+    struct revive_args a = {task_id, now_ms};
+    int changes = 0;
+    int rc = writer_exec(ctx_of(s), ST_TASK_REVIVE, bind_revive, &a, &changes);
+    if (rc == KS_OK && changes == 0)
+        rc = KS_ERR_NOT_FOUND;
+    return rc;
+}
+
+/* Reads a single int64 from a one-row query on a reader; `bind` may be NULL. */
+static int reader_scalar(struct sqlite_store *st, enum stmt_id id,
+                         void (*bind)(sqlite3_stmt *q, const void *arg), const void *arg,
+                         int64_t *out, int *found)
+{
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, id);
+    int rc = KS_ERR_IO;
+    *found = 0;
+    if (q) {
+        if (bind)
+            bind(q, arg);
+        int step = sqlite3_step(q);
+        if (step == SQLITE_ROW) {
+            *out = sqlite3_column_int64(q, 0);
+            *found = 1;
+            rc = KS_OK;
+        } else if (step == SQLITE_DONE) {
+            rc = KS_OK;
+        }
+    }
+    stmt_done(q);
+    reader_release(st, c);
+    return rc;
+}
+
+static int sq_tasks_pending(struct ks_store *s, int64_t *count)
+{
+    int found;
+    *count = 0;
+    return reader_scalar(ctx_of(s), ST_TASKS_PENDING, NULL, NULL, count, &found);
+}
+
+/* --- outbox ------------------------------------------------------------------------------- */
+
+static int sq_outbox_read(struct ks_store *s, int64_t after, size_t limit,
+                          struct ks_outbox_row **out, size_t *n)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_OUTBOX_READ);
+    struct ks_outbox_row *rows = NULL;
+    size_t count = 0;
+    int rc = KS_ERR_IO;
+    if (!q)
+        goto out;
+    if (limit == 0) {
+        rc = KS_OK;
+        goto out;
+    }
+    rows = calloc(limit, sizeof(*rows));
+    if (!rows) {
+        rc = KS_ERR_NOMEM;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, after);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)limit);
+    while (count < limit && sqlite3_step(q) == SQLITE_ROW) {
+        struct ks_outbox_row *r = &rows[count++];
+        r->pos = sqlite3_column_int64(q, 0);
+        col_copy(q, 1, r->ns, sizeof(r->ns));
+        col_copy(q, 2, r->id, sizeof(r->id));
+        r->seq = sqlite3_column_int64(q, 3);
+        r->at_ms = sqlite3_column_int64(q, 4);
+        r->body = col_dup(q, 5);
+    }
+    rc = KS_OK;
+out:
+    stmt_done(q);
+    reader_release(st, c);
+    if (rc != KS_OK || count == 0) {
+        ks_outbox_rows_free(rows, count);
+        rows = NULL;
+        count = 0;
+    }
+    *out = rows;
+    *n = count;
+    return rc;
+}
+
+static void bind_consumer(sqlite3_stmt *q, const void *arg)
+{
+    bind_text(q, 1, arg);
+}
+
+static int sq_cursor_get(struct ks_store *s, const char *consumer, int64_t *pos)
+{
+    int found;
+    *pos = 0;
+    return reader_scalar(ctx_of(s), ST_CURSOR_GET, bind_consumer, consumer, pos, &found);
+}
+
+struct cursor_args {
+    const char *consumer;
+    int64_t pos;
+};
+
+static void bind_cursor(sqlite3_stmt *q, const void *arg)
+{
+    const struct cursor_args *a = arg;
+    bind_text(q, 1, a->consumer);
+    sqlite3_bind_int64(q, 2, a->pos);
+}
+
+static int sq_cursor_set(struct ks_store *s, const char *consumer, int64_t pos)
+{
+    struct cursor_args a = {consumer, pos};
+    return writer_exec(ctx_of(s), ST_CURSOR_SET, bind_cursor, &a, NULL);
+}
+
+/* --- idempotency -------------------------------------------------------------------------- */
+
+static int sq_idem_get(struct ks_store *s, const char *scope, const char *key, int64_t now_ms,
+                       struct ks_idem_row *out)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_IDEM_GET);
+    int rc = KS_ERR_IO;
+    if (q) {
+        bind_text(q, 1, scope);
+        bind_text(q, 2, key);
+        sqlite3_bind_int64(q, 3, now_ms);
+        int step = sqlite3_step(q);
+        if (step == SQLITE_ROW) {
+            memset(out, 0, sizeof(*out));
+            col_copy(q, 0, out->scope, sizeof(out->scope));
+            col_copy(q, 1, out->key, sizeof(out->key));
+            col_copy(q, 2, out->fingerprint, sizeof(out->fingerprint));
+            out->outcome = col_dup(q, 3);
+            out->expires_at_ms = sqlite3_column_int64(q, 4);
+            rc = out->outcome ? KS_OK : KS_ERR_NOMEM;
+        } else if (step == SQLITE_DONE) {
+            rc = KS_ERR_NOT_FOUND;
+        }
+    }
+    stmt_done(q);
+    reader_release(st, c);
+    return rc;
+}
+
+static int sq_idem_put(struct ks_store *s, const struct ks_idem_row *row, int64_t now_ms)
+{
+    struct sqlite_store *st = ctx_of(s);
+    int rc = KS_ERR_IO;
+    pthread_mutex_lock(&st->writer_mu);
+    sqlite3_stmt *q = stmt_get(&st->writer, ST_IDEM_DELETE_EXPIRED);
+    if (!q)
+        goto out;
+    bind_text(q, 1, row->scope);
+    bind_text(q, 2, row->key);
+    sqlite3_bind_int64(q, 3, now_ms);
+    if (step_done(q) != SQLITE_OK)
+        goto out;
+    q = stmt_get(&st->writer, ST_IDEM_INSERT);
+    if (!q)
+        goto out;
+    bind_text(q, 1, row->scope);
+    bind_text(q, 2, row->key);
+    bind_text(q, 3, row->fingerprint);
+    bind_text(q, 4, row->outcome ? row->outcome : "null");
+    sqlite3_bind_int64(q, 5, row->expires_at_ms);
+    if (step_done(q) != SQLITE_OK)
+        goto out;
+    rc = sqlite3_changes(st->writer.db) ? KS_OK : KS_ERR_CONFLICT;
+out:
+    pthread_mutex_unlock(&st->writer_mu);
+    return rc;
+}
+
+static void bind_now(sqlite3_stmt *q, const void *arg)
+{
+    sqlite3_bind_int64(q, 1, *(const int64_t *)arg);
+}
+
+static int sq_idem_sweep(struct ks_store *s, int64_t now_ms, int64_t *deleted)
+{
+    int changes = 0;
+    int rc = writer_exec(ctx_of(s), ST_IDEM_SWEEP, bind_now, &now_ms, &changes);
+    *deleted = changes;
+    return rc;
+}
+
+/* --- lifecycle ---------------------------------------------------------------------------- */
+
+static void sq_close(struct ks_store *s)
+{
+    struct sqlite_store *st = ctx_of(s);
+    for (int i = 0; i < st->readers_n; i++)
+        conn_close(&st->readers[i]);
+    conn_close(&st->writer);
+    free(st->readers);
+    free(st->free_readers);
+    pthread_mutex_destroy(&st->writer_mu);
+    pthread_mutex_destroy(&st->pool_mu);
+    pthread_cond_destroy(&st->pool_cv);
+    free(st);
+}
+
+static const struct ks_store_vtable sqlite_vtable = {
+    .kind = "sqlite",
+    .close = sq_close,
+    .schema_version = sq_schema_version,
+    .ping = sq_ping,
+    .machine_load = sq_machine_load,
+    .events_read = sq_events_read,
+    .machines_list = sq_machines_list,
+    .commit = sq_commit,
+    .timers_due = sq_timers_due,
+    .timer_next = sq_timer_next,
+    .tasks_claim = sq_tasks_claim,
+    .task_reschedule = sq_task_reschedule,
+    .task_get = sq_task_get,
+    .task_revive = sq_task_revive,
+    .tasks_pending = sq_tasks_pending,
+    .outbox_read = sq_outbox_read,
+    .cursor_get = sq_cursor_get,
+    .cursor_set = sq_cursor_set,
+    .idem_get = sq_idem_get,
+    .idem_put = sq_idem_put,
+    .idem_sweep = sq_idem_sweep,
+};
+
+/* Creates the directory that will hold `path` (one level, like `mkdir -p` for ./var). */
+static int ensure_parent_dir(const char *path, char *why, size_t whylen)
+{
+    char dir[PATH_MAX];
+    ks_store_copy(dir, sizeof(dir), path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return KS_OK;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            goto fail;
+        *p = '/';
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        goto fail;
+    return KS_OK;
+fail:
+    snprintf(why, whylen, "cannot create directory %s: %s", dir, strerror(errno));
+    return KS_ERR_IO;
+}
+
+int ks_store_sqlite_open(const char *target, const struct ks_store_options *opt,
+                         struct ks_store **out, char *why, size_t whylen)
+{
+    *out = NULL;
+    if (!target || !*target) {
+        snprintf(why, whylen, "empty SQLite path");
+        return KS_ERR_INVALID;
+    }
+    int rc = ensure_parent_dir(target, why, whylen);
+    if (rc != KS_OK)
+        return rc;
+    struct sqlite_store *st = calloc(1, sizeof(*st));
+    if (!st)
+        return KS_ERR_NOMEM;
+    st->base.vt = &sqlite_vtable;
+    pthread_mutex_init(&st->writer_mu, NULL);
+    pthread_mutex_init(&st->pool_mu, NULL);
+    pthread_cond_init(&st->pool_cv, NULL);
+    int readers = opt->readers > 0 ? opt->readers : KS_STORE_READERS_DEFAULT;
+    if (readers > KS_STORE_READERS_MAX)
+        readers = KS_STORE_READERS_MAX;
+
+    rc = conn_open(&st->writer, target, opt->sqlite_synchronous_full, why, whylen);
+    if (rc != KS_OK)
+        goto out_free;
+    rc = migrate(&st->writer, why, whylen);
+    if (rc != KS_OK)
+        goto out_free;
+    st->readers = calloc((size_t)readers, sizeof(*st->readers));
+    st->free_readers = calloc((size_t)readers, sizeof(int));
+    if (!st->readers || !st->free_readers) {
+        rc = KS_ERR_NOMEM;
+        goto out_free;
+    }
+    for (int i = 0; i < readers; i++) {
+        rc = conn_open(&st->readers[i], target, opt->sqlite_synchronous_full, why, whylen);
+        if (rc != KS_OK)
+            goto out_free;
+        st->readers_n++;
+        st->free_readers[st->free_n++] = i;
+    }
+    *out = &st->base;
+    return KS_OK;
+out_free:
+    sq_close(&st->base);
+    return rc;
+}
