@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# bench/run.sh BUILD_DIR — kassa's benchmarks, each figure beside its limit from the same run.
+#
+# Builds nothing (`make bench` builds BUILD_DIR/kassa and BUILD_DIR/kassa-bench first). Runs in a
+# fresh temporary directory on a real disk, removed at the end:
+#   1. SQLite: raw durable single-row commits/s, then the engine at 1 and 64 callers.
+#   2. PostgreSQL (a throwaway cluster from tests/harness/pg.sh): pgbench TPC-B on its own
+#      database, then the engine at 1 and 64 callers.
+#   3. HTTP: `kassa serve` on SQLite; the static /health/live baseline, then the probe append
+#      (one durable transition per request) with 64 connections.
+# Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
+# (errors, a wrong event count); a missed goal is reported, not failed: timing is never a test.
+#
+# Environment: KASSA_BENCH_SECONDS (engine and HTTP runs, default 8), KASSA_BENCH_DIR (where the
+# temporary directory goes, default $TMPDIR or /tmp, never a tmpfs), KASSA_BENCH_SKIP_PG=1,
+# KASSA_BENCH_SKIP_HTTP=1.
+set -uo pipefail
+
+build=${1:-build/bench}
+bench="$build/kassa-bench"
+kassa="$build/kassa"
+root=$(cd "$(dirname "$0")/.." && pwd)
+secs=${KASSA_BENCH_SECONDS:-8}
+short=$(( secs > 5 ? 5 : secs ))     # the 1-caller runs and the baselines
+pgbench_s=15
+failed=0
+
+if [ ! -x "$bench" ]; then
+  echo "run.sh: $bench is missing; run 'make bench'" >&2
+  exit 2
+fi
+
+base=${KASSA_BENCH_DIR:-${TMPDIR:-/tmp}}
+if [ "$(stat -f -c %T "$base" 2>/dev/null)" = tmpfs ]; then
+  # fsync on tmpfs costs nothing: the limits would mean nothing.
+  base="$build"
+fi
+tmp=$(mktemp -d "$base/kassa-bench.XXXXXX")
+chmod 755 "$tmp"
+serve_pid=""
+pg_dir=""
+
+cleanup() {
+  if [ -n "$serve_pid" ]; then
+    kill "$serve_pid" 2>/dev/null
+    wait "$serve_pid" 2>/dev/null
+  fi
+  if [ -n "$pg_dir" ]; then
+    "$root/tests/harness/pg.sh" stop "$pg_dir" >/dev/null 2>&1
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers ---------------------------------------------------------------------------------
+
+# field "RESULT ... key=value ..." key  ->  value
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+
+# run_bench LABEL ARGS...: runs kassa-bench, shows its summary, leaves the RESULT line in $res.
+res=""
+run_bench() {
+  local label=$1
+  shift
+  echo "== $label" >&2
+  local out
+  if ! out=$("$bench" "$@" 2> >(sed 's/^/   /' >&2)); then
+    echo "   FAILED: kassa-bench $*" >&2
+    failed=1
+  fi
+  sed -e '/^RESULT/d' -e 's/^/   /' <<<"$out" >&2
+  res=$(grep '^RESULT' <<<"$out" | tail -1)
+}
+
+# ratio A B -> "A/B" with one decimal, or "-" when either is missing.
+ratio() {
+  awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a == "" || b == "" || b + 0 <= 0) print "-";
+                                           else printf "%.1fx", a / b }'
+}
+meets() {
+  awk -v a="${1:-}" -v b="${2:-}" -v g="$3" 'BEGIN { if (a == "" || b == "" || b + 0 <= 0)
+                                                        print "n/a";
+                                                      else if (a / b >= g) print "met";
+                                                      else print "NOT met" }'
+}
+num() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.0f", a }'; }
+persec() { local v; v=$(num "${1:-}"); [ "$v" = "-" ] && echo "failed" || echo "$v/s"; }
+ms() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.2f", a / 1000 }'; }
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# --- 1. SQLite -------------------------------------------------------------------------------
+
+mkdir -p "$tmp/sqlite"
+run_bench "SQLite raw: single-row INSERT, each its own durable transaction (WAL, synchronous=FULL)" \
+  sqlite-raw --dir "$tmp/sqlite" --seconds "$short"
+sq_raw_res=$res
+sq_raw=$(field "$res" rate)
+run_bench "engine on SQLite, 1 caller" \
+  engine --store "sqlite:$tmp/sqlite/kassa.db" --callers 1 --seconds "$short"
+sq_e1=$res
+run_bench "engine on SQLite, 64 callers" \
+  engine --store "sqlite:$tmp/sqlite/kassa.db" --callers 64 --seconds "$secs"
+sq_e64=$res
+
+# --- 2. PostgreSQL ---------------------------------------------------------------------------
+
+pg_tps="" pg_e1="" pg_e64="" pg_note=""
+if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
+  pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
+elif ! command -v pgbench >/dev/null || [ ! -x "$root/tests/harness/pg.sh" ]; then
+  pg_note="skipped (pgbench or tests/harness/pg.sh missing)"
+else
+  pg_dir="$tmp/pg"
+  echo "== PostgreSQL: starting a throwaway cluster" >&2
+  if pg_url=$("$root/tests/harness/pg.sh" start "$pg_dir" 2> >(sed 's/^/   /' >&2)) &&
+     [ -n "$pg_url" ]; then
+    # pgbench gets a database of its own in the same cluster.
+    pgb_url=$(sed -E 's#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\1/kassa_pgbench#' <<<"$pg_url")
+    echo "== pgbench -i -s 8; pgbench -c 8 -j 2 -M prepared -T $pgbench_s (TPC-B)" >&2
+    if psql "$pg_url" -v ON_ERROR_STOP=1 -qc 'CREATE DATABASE kassa_pgbench' >/dev/null &&
+       pgbench -i -s 8 -q "$pgb_url" >"$tmp/pgbench-init.log" 2>&1 &&
+       pgbench -c 8 -j 2 -M prepared -T "$pgbench_s" "$pgb_url" >"$tmp/pgbench.log" 2>&1; then
+      pg_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' \
+               "$tmp/pgbench.log" | tail -1)
+      grep -E '^(number of transactions actually processed|latency average|tps)' \
+        "$tmp/pgbench.log" | sed 's/^/   /' >&2
+    else
+      echo "   FAILED: pgbench" >&2
+      sed 's/^/   /' "$tmp/pgbench-init.log" "$tmp/pgbench.log" 2>/dev/null | tail -20 >&2
+      failed=1
+    fi
+    run_bench "engine on PostgreSQL, 1 caller" \
+      engine --store "$pg_url" --callers 1 --seconds "$short"
+    pg_e1=$res
+    run_bench "engine on PostgreSQL, 64 callers" \
+      engine --store "$pg_url" --callers 64 --seconds "$secs"
+    pg_e64=$res
+    "$root/tests/harness/pg.sh" stop "$pg_dir" >/dev/null 2>&1
+    pg_dir=""
+  else
+    echo "   FAILED: tests/harness/pg.sh start" >&2
+    pg_note="failed to start a cluster"
+    failed=1
+  fi
+fi
+
+# --- 3. HTTP ---------------------------------------------------------------------------------
+
+http_static="" http_probe="" http_note=""
+if [ "${KASSA_BENCH_SKIP_HTTP:-0}" = 1 ]; then
+  http_note="skipped (KASSA_BENCH_SKIP_HTTP=1)"
+elif [ ! -x "$kassa" ]; then
+  http_note="skipped ($kassa missing)"
+else
+  mkdir -p "$tmp/http"
+  port=$(free_port)
+  admin_port=$(free_port)
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/http/admin-token"
+  echo "== kassa serve on SQLite, 127.0.0.1:$port" >&2
+  KASSA_LOG_LEVEL=warn "$kassa" serve --store "sqlite:$tmp/http/kassa.db" \
+    --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+    --admin-token-file "$tmp/http/admin-token" >"$tmp/http/serve.log" 2>&1 &
+  serve_pid=$!
+  ready=0
+  for _ in $(seq 1 100); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; then
+      ready=1
+      break
+    fi
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ "$ready" = 1 ]; then
+    run_bench "HTTP static baseline: GET /health/live, 64 connections" \
+      http --port "$port" --mode static --path /health/live --conns 64 --seconds "$short"
+    http_static=$res
+    run_bench "HTTP probe append (a durable transition per request), 64 connections" \
+      http --port "$port" --mode probe --conns 64 --seconds "$secs"
+    http_probe=$res
+  else
+    echo "   FAILED: kassa serve did not become ready; its log:" >&2
+    tail -20 "$tmp/http/serve.log" | sed 's/^/   /' >&2
+    http_note="kassa serve did not start"
+    failed=1
+  fi
+  kill "$serve_pid" 2>/dev/null
+  wait "$serve_pid" 2>/dev/null
+  serve_pid=""
+fi
+
+# --- the table -------------------------------------------------------------------------------
+
+row() { printf '| %-34s | %12s | %-30s | %12s | %7s | %-9s |\n' "$@"; }
+engine_row() { # LABEL RESULT LIMIT_NAME LIMIT GOAL_X
+  local label=$1 r=$2 lname=$3 lim=$4 goal=$5 rate
+  rate=$(field "$r" rate)
+  local g="-"
+  [ -n "$goal" ] && g="$(meets "$rate" "$lim" "$goal") (>= ${goal}x)"
+  row "$label" "$(persec "$rate")" "$lname" "$(persec "$lim")" "$(ratio "$rate" "$lim")" "$g"
+}
+detail() { # LABEL RESULT
+  local r=$2
+  [ -z "$r" ] && return
+  printf '| %-34s | %8s | %8s | %10s |\n' "$1" "$(ms "$(field "$r" p50_us)")" \
+    "$(ms "$(field "$r" p99_us)")" "$(field "$r" per_batch)"
+}
+
+{
+  echo
+  echo "kassa bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr)"
+  echo
+  row "kassa figure" "kassa" "limit (same run)" "limit" "ratio" "goal"
+  row "---" "---:" "---" "---:" "---:" "---"
+  engine_row "engine on SQLite, 1 caller" "$sq_e1" "SQLite raw durable commits" "$sq_raw" ""
+  engine_row "engine on SQLite, 64 callers" "$sq_e64" "SQLite raw durable commits" "$sq_raw" 5
+  if [ -n "$pg_note" ]; then
+    row "engine on PostgreSQL" "-" "pgbench TPC-B tps" "-" "-" "$pg_note"
+  else
+    engine_row "engine on PostgreSQL, 1 caller" "$pg_e1" "pgbench TPC-B tps (8 clients)" "$pg_tps" ""
+    engine_row "engine on PostgreSQL, 64 callers" "$pg_e64" "pgbench TPC-B tps (8 clients)" "$pg_tps" 2
+  fi
+  if [ -n "$http_note" ]; then
+    row "HTTP probe append, 64 conns" "-" "static /health/live" "-" "-" "$http_note"
+  else
+    row "HTTP probe append, 64 conns" "$(persec "$(field "$http_probe" rate)")" \
+      "static /health/live, 64 conns" "$(persec "$(field "$http_static" rate)")" \
+      "$(ratio "$(field "$http_probe" rate)" "$(field "$http_static" rate)")" "-"
+  fi
+  echo
+  printf '| %-34s | %8s | %8s | %10s |\n' "latency of one call" "p50 ms" "p99 ms" "per write"
+  printf '| %-34s | %8s | %8s | %10s |\n' "---" "---:" "---:" "---:"
+  [ -n "$sq_raw_res" ] && detail "SQLite raw commit" "$sq_raw_res per_batch=1"
+  detail "engine on SQLite, 1 caller" "$sq_e1"
+  detail "engine on SQLite, 64 callers" "$sq_e64"
+  detail "engine on PostgreSQL, 1 caller" "$pg_e1"
+  detail "engine on PostgreSQL, 64 callers" "$pg_e64"
+  detail "HTTP static, 64 conns" "$http_static"
+  detail "HTTP probe append, 64 conns" "$http_probe"
+  echo
+  echo "per write = engine transitions per durable write (group commit); ratio = kassa / limit."
+} | tee "$build/bench-last.md"
+
+if [ "$failed" != 0 ]; then
+  echo "run.sh: some measurements failed (see above)" >&2
+  exit 1
+fi
