@@ -131,7 +131,7 @@ struct ks_engine;
 KS_MUST_USE int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out);
 /* Registers a processor for its namespace (before ks_engine_run). `p` is borrowed. */
 KS_MUST_USE int ks_engine_register(struct ks_engine *e, const struct ks_processor *p);
-/* Registers a unit (before ks_engine_run). `u` is borrowed. */
+/* Registers a unit (before ks_engine_run). `*u` is copied; u->ctx is borrowed. */
 KS_MUST_USE int ks_engine_register_unit(struct ks_engine *e, const struct ks_unit *u);
 /* Starts the committer and, if `background` is set, the timer poller and unit workers. The
  * committer always runs: without it nothing commits. */
