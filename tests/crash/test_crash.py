@@ -1,0 +1,131 @@
+"""test_crash — kassa keeps what it acknowledged through SIGKILLs, on SQLite and PostgreSQL.
+
+While client threads drive concurrent probe calls through `kassa serve` — appends, short timers
+(50-500 ms) and tasks (some failing once or twice, so they are retried) — the test kills the
+server with SIGKILL at random moments (KASSA_CRASH_KILLS times, at least 20, 0.1-1.5 s apart)
+and restarts it on the same store. After the last restart it lets the machines quiesce (every
+timer fired, every task answered; bounded) and then checks, through the admin API:
+
+  - every acknowledged append is in its machine's history exactly once, at the event number its
+    reply gave; no value is there twice, and none that was never sent;
+  - event numbers are 1..N without gaps, and N is the machine's seq;
+  - every timer that was set fired exactly once, and every acknowledged timer was set;
+  - every task that was emitted was answered with task_done exactly once (a task may run more
+    than once, its result is delivered once), and every acknowledged task was emitted;
+  - the outbox holds every event of these machines exactly once, in increasing positions, each
+    machine's events in order and with the history's bodies;
+  - no machine is failed, the server never exited on its own, and its output holds no
+    sanitizer report.
+
+Environment: KASSA_BIN (default build/san/kassa), KASSA_TEST_PG_URL (else a throwaway cluster
+from tests/harness/pg.sh), KASSA_CRASH_KILLS (default 20), KASSA_CRASH_SEED (to replay a run's
+random choices; the seed is printed).
+"""
+
+import os
+import random
+import secrets
+import subprocess
+import time
+
+import pytest
+
+import crashlib
+
+KILLS = max(20, int(os.environ.get("KASSA_CRASH_KILLS", "20")))
+THREADS = 12
+MACHINES_PER_THREAD = 2
+OPS_PER_THREAD = 4000
+KILL_PHASE_S_MAX = 90         # the kills stop here even if fewer were done (then the test fails)
+AFTER_LAST_RESTART_S = 1.0    # load continues this long on the last incarnation
+TASK_LEASE_MS = 2000          # when `kassa serve` lets the test shorten it
+
+
+def serve_flags():
+    """Flags that shorten the wait for tasks leased by a killed incarnation, if this build
+    has them (a task claimed when the process died is claimable again after its lease)."""
+    try:
+        out = subprocess.run([crashlib.kassa_bin(), "serve", "--help"], capture_output=True,
+                             text=True, timeout=20)
+        text = out.stdout + out.stderr
+    except (OSError, subprocess.SubprocessError):
+        return [], 60
+    if "--task-lease-ms" in text:
+        return ["--task-lease-ms", str(TASK_LEASE_MS)], 30
+    return [], 60
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield "sqlite:%s" % (tmp_path_factory.mktemp("crash-sqlite") / "kassa.db")
+        return
+    url = os.environ.get("KASSA_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    harness = os.path.join(crashlib.ROOT, "tests", "harness", "pg.sh")
+    if not os.access(harness, os.X_OK):
+        pytest.skip("no KASSA_TEST_PG_URL and no tests/harness/pg.sh")
+    pg_dir = str(tmp_path_factory.mktemp("crash-pg") / "cluster")
+    out = subprocess.run([harness, "start", pg_dir], capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0 or not out.stdout.strip():
+        pytest.fail("tests/harness/pg.sh start failed:\n%s" % out.stderr[-3000:])
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([harness, "stop", pg_dir], capture_output=True, timeout=120)
+
+
+def test_sigkill_during_load_loses_nothing(store_url, tmp_path):
+    binary = crashlib.kassa_bin()
+    if not os.access(binary, os.X_OK):
+        pytest.fail("%s is not built (make VARIANT=san build/san/kassa)" % binary)
+    seed = int(os.environ.get("KASSA_CRASH_SEED", str(random.randrange(1 << 30))))
+    rnd = random.Random(seed)
+    print("\ncrash test: store %s, seed %d, %d kills" % (store_url.split("://")[0].split(":")[0],
+                                                         seed, KILLS))
+
+    extra, quiesce_s = serve_flags()
+    server = crashlib.Server(store_url, str(tmp_path), extra)
+    prefix = "crash-%s" % secrets.token_hex(4)
+    load = crashlib.Workload(server, prefix, THREADS, MACHINES_PER_THREAD, OPS_PER_THREAD, seed)
+    kills = 0
+    try:
+        server.start()
+        load.start_machines()
+        t0 = time.monotonic()
+        load.run(deadline=t0 + KILL_PHASE_S_MAX + 30)
+        while kills < KILLS and time.monotonic() - t0 < KILL_PHASE_S_MAX:
+            time.sleep(rnd.uniform(0.1, 1.5))
+            server.kill()
+            kills += 1
+            server.start()
+        time.sleep(AFTER_LAST_RESTART_S)
+        load.stop()
+        kill_phase_s = time.monotonic() - t0
+
+        admin = crashlib.Admin(server)
+        not_quiet = crashlib.wait_quiet(admin, load.all_machines(), quiesce_s)
+        problems, summary = crashlib.verify(admin, load)
+    finally:
+        load.stop_event.set()
+        if server.proc is not None:
+            server.stop()
+
+    led = load.ledger
+    print("crash test: %d kills in %.1f s; calls %s; non-2xx %s" % (
+        kills, kill_phase_s, dict(led.counts), dict(led.rejections)))
+    print("crash test: checked %s" % dict(summary))
+
+    assert kills >= KILLS, "only %d kills in %ss" % (kills, KILL_PHASE_S_MAX)
+    assert not not_quiet, "not quiet after %ss: %s" % (quiesce_s, not_quiet[:10])
+    assert not problems, "\n".join(problems[:50])
+    assert not server.unexpected_exits, "server exits: %s" % server.unexpected_exits
+    reports = server.sanitizer_reports()
+    assert not reports, "sanitizer reports:\n" + "\n\n".join(reports[:3])
+    # The load has to have been real for the checks to mean something.
+    assert led.counts["acked_append"] >= 100, dict(led.counts)
+    assert led.counts["acked_timer"] >= 10, dict(led.counts)
+    assert led.counts["acked_task"] >= 10, dict(led.counts)
