@@ -13,7 +13,7 @@ CC      ?= cc
 BUILD   := build/$(VARIANT)
 
 CFLAGS_COMMON := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-                 -Wno-unused-parameter -Isrc -I$(BUILD)/gen \
+                 -Wno-unused-parameter -Isrc -Itests -I$(BUILD)/gen \
                  $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -pthread -g
 LDLIBS        := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
 
