@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every kassa test against the binaries in BUILD_DIR (default build/san):
+#   1. C unit and conformance suites on SQLite
+#   2. a throwaway PostgreSQL cluster; the same conformance suites on it
+#   3. black-box HTTP tests against the real binary, on SQLite and on PostgreSQL
+#   4. crash tests (SIGKILL under load), on SQLite and on PostgreSQL
+# Set KASSA_TEST_ONLY=unit|blackbox|crash to run one part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build/san}
+only=${KASSA_TEST_ONLY:-all}
+py=/usr/bin/python3
+export KASSA_BIN="$PWD/$build/kassa"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+work=$(mktemp -d /tmp/kassa-test-XXXXXX)
+chmod 755 "$work"
+pgdir="$work/pg"
+cleanup() {
+  if [ -d "$pgdir" ]; then tests/harness/pg.sh stop "$pgdir" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n=== %s\n' "$*"; }
+t0=$(date +%s)
+
+if [ "$only" = all ] || [ "$only" = unit ]; then
+  step "unit + conformance suites on SQLite"
+  KASSA_TEST_STORE="" "$build/unit-tests" -j2 --short-filename
+fi
+
+step "starting a throwaway PostgreSQL cluster"
+pg_url=$(tests/harness/pg.sh start "$pgdir")
+echo "PostgreSQL at ${pg_url}"
+export KASSA_TEST_PG_URL="$pg_url"
+
+if [ "$only" = all ] || [ "$only" = unit ]; then
+  step "conformance suites on PostgreSQL"
+  KASSA_TEST_STORE="$pg_url" "$build/unit-tests" -j2 --short-filename --filter 'engine/*'
+  KASSA_TEST_STORE="$pg_url" "$build/unit-tests" -j2 --short-filename --filter 'store/*'
+fi
+
+if [ "$only" = all ] || [ "$only" = blackbox ]; then
+  step "black-box HTTP tests on SQLite"
+  KASSA_TEST_STORE_URL="" $py -m pytest -q -p no:cacheprovider tests/blackbox
+  step "black-box HTTP tests on PostgreSQL"
+  KASSA_TEST_STORE_URL="$pg_url" $py -m pytest -q -p no:cacheprovider tests/blackbox
+fi
+
+if [ "$only" = all ] || [ "$only" = crash ]; then
+  step "crash tests (SIGKILL under load) on SQLite and PostgreSQL"
+  $py -m pytest -q -p no:cacheprovider tests/crash
+fi
+
+step "all tests passed in $(( $(date +%s) - t0 ))s"
