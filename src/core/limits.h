@@ -65,5 +65,16 @@
 #define KS_HTTP_ROUTES_MAX 128
 #define KS_JSON_DEPTH_MAX 32
 #define KS_TRACE_ID_BYTES 16
+#define KS_HTTP_BODY_BYTES_MAX_CEIL (64 * 1024 * 1024) /* highest --http-body-max-bytes */
+#define KS_HTTP_BODY_DRAIN_BYTES_MAX (8 * 1024 * 1024) /* past the body limit: read and dropped
+                                                         so the client can read its 413 */
+#define KS_HTTP_THREADS_MAX 1024
+#define KS_HTTP_CONNECTIONS_MAX_CEIL 65536
+#define KS_HTTP_TIMEOUT_S_MAX 3600
+#define KS_HTTP_QUERY_PARAMS_MAX 16       /* query parameters one request may carry */
+#define KS_HTTP_PAGE_DEFAULT 100          /* list size when ?limit= is absent */
+#define KS_HTTP_PAGE_MAX 1000             /* largest ?limit= */
+#define KS_ADMIN_TOKEN_BYTES 32           /* generated admin token: base62 characters */
+#define KS_ADMIN_TOKEN_BYTES_MAX 256      /* longest admin token read from its file */
 
 #endif

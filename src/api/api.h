@@ -1,0 +1,67 @@
+/*
+ * api.h — kassa's HTTP handlers: health, the operators' low-level admin API, and (test and
+ * bench builds only) the probe routes.
+ *
+ * Each group adds its routes to a router (http/router.h) with a context it borrows; main.c
+ * builds one router per listener. The admin API and its authentication are described in
+ * docs/configuration.md ("Admin API").
+ */
+#ifndef KS_API_API_H
+#define KS_API_API_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+#include "core/limits.h"
+#include "engine/engine.h"
+#include "http/http.h"
+#include "http/router.h"
+
+/* What the handlers need. Everything borrowed; it must outlive the servers using it. */
+struct ks_api_ctx {
+    struct ks_engine *engine;
+    struct ks_store *store;
+    struct ks_log *log;
+    /* The admin bearer token (NUL-terminated), compared in constant time. */
+    char admin_token[KS_ADMIN_TOKEN_BYTES_MAX + 1];
+};
+
+/* Adds GET /health/live (200 while the process serves) and GET /health/ready (200 when the
+ * store answers a ping, else 503). Returns a router error (router.h) on failure. */
+KS_MUST_USE int ks_api_health_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+
+/* Adds the admin routes under /admin/v1 (machines, repair, outbox, tasks, stats), all requiring
+ * the admin bearer token (see ks_api_admin_authorize). */
+KS_MUST_USE int ks_api_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+
+/* The admin listener's authorizer (http/server.h): accepts `Authorization: Bearer <token>` when
+ * the token equals ctx->admin_token, compared in constant time; the principal is "admin".
+ * `ctx` is a struct ks_api_ctx. */
+int ks_api_admin_authorize(void *ctx, const struct ks_http_req *req, const char **principal);
+
+/*
+ * Reads the admin token from `path`, or, when the file does not exist, creates it (mode 0600,
+ * with its directory if missing) holding KS_ADMIN_TOKEN_BYTES random base62 characters.
+ * Surrounding whitespace in the file is ignored; an empty token or one longer than
+ * KS_ADMIN_TOKEN_BYTES_MAX is refused (KS_ERR_INVALID). `*created` says whether the file was
+ * made. Errors: KS_ERR_IO with a reason in `why` (the reason names the path, never the token).
+ */
+KS_MUST_USE int ks_api_admin_token_load(const char *path, char *token, size_t tokenlen,
+                                        int *created, char *why, size_t whylen);
+
+#ifdef KASSA_WITH_PROBE
+/* Adds the probe routes (POST /v0/probe/{id}, POST /v0/probe/{id}/call, GET /v0/probe/{id})
+ * for the test-only probe processor. */
+KS_MUST_USE int ks_api_probe_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+#endif
+
+/* --- helpers shared by the handlers --------------------------------------------------------- */
+
+/* Formats `ms` as RFC 3339 JSON string, or JSON null when `ms` is 0. New reference. */
+json_t *ks_api_time(int64_t ms);
+
+/* Parses stored JSON text (a snapshot, an event) into a new reference; JSON null for NULL
+ * text. Stored text is kassa's own output, so a failure is logged and yields null. */
+json_t *ks_api_stored_json(const char *text, struct ks_log *log, const char *trace);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * http.h — what an HTTP handler sees: the request, the response it fills, and helpers for
+ * JSON replies, errors and query parameters.
+ *
+ * The server (server.h) owns every request and response: a handler borrows `req` for the
+ * duration of the call and fills `resp`, whose JSON body the server then owns and frees. Every
+ * response body is JSON; every error is {"code": "...", "message": "..."} with a 4xx/5xx status.
+ * Error messages are written by kassa and never echo the request body (it may hold card data).
+ *
+ * Handlers run on the server's pool threads and may block (an engine call waits for a durable
+ * commit). All functions here are safe to call from any thread on distinct requests.
+ */
+#ifndef KS_HTTP_HTTP_H
+#define KS_HTTP_HTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/limits.h"
+#include "core/log.h"
+
+/* A request as handlers see it. Everything is borrowed from the server for the call. */
+struct ks_http_req {
+    const char *method;          /* "GET", "POST", ... */
+    const char *path;            /* decoded path, without the query string */
+    const char *trace;           /* KS_TRACE_ID_BYTES base62 chars, also in X-Trace-ID */
+    const char *remote;          /* client address as text */
+    const char *principal;       /* authenticated caller's name, or NULL on open routes */
+    const char *body;            /* raw body bytes (not NUL-terminated), or NULL */
+    size_t body_len;
+    const json_t *json;          /* parsed body for routes declared KS_HTTP_ROUTE_JSON_BODY */
+    const char *params[KS_HTTP_PATH_SEGMENTS_MAX]; /* values of the route's {param} segments */
+    size_t params_n;             /* in the order they appear in the pattern */
+    struct ks_log *log;          /* the server's logger; pass `trace` with every line */
+    void *conn;                  /* the server's connection handle: private to server.c */
+};
+
+/* The response a handler fills. Initialised by the server (status 0, body NULL). */
+struct ks_http_resp {
+    int status;                  /* HTTP status */
+    json_t *body;                /* owned: the server serialises and frees it */
+    char allow[64];              /* value of an Allow header (405), or empty */
+    int close;                   /* 1: send Connection: close */
+};
+
+/*
+ * A route handler. Returns KS_OK after filling `resp`, or an error code: then, unless the
+ * handler already set `resp->body`, the server replies with ks_err_http_status(code) and the
+ * code's generic name and text. A handler must not keep `req` after returning.
+ */
+typedef int (*ks_http_handler)(void *ctx, const struct ks_http_req *req,
+                               struct ks_http_resp *resp);
+
+/* --- responses ---------------------------------------------------------------------------- */
+
+/* Sets `status` and `body`, stealing the reference (a NULL body becomes 500 "internal_error",
+ * the only sign of a failed allocation). Releases any body set before. Returns KS_OK. */
+int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body);
+
+/* Sets an error reply {"code","message"} with `status`. `code` is a stable snake_case name;
+ * `fmt` is kassa's own text and must not include request data that could be secret. Returns
+ * the KS_ERR_* code that matches `status` best, so a handler can `return ks_http_error(...)`. */
+int ks_http_error(struct ks_http_resp *resp, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Sets the error reply an engine/store code maps to: ks_err_http_status(err), with `code` and
+ * `message` if given (non-empty), else ks_err_name(err) and ks_err_text(err). Returns `err`. */
+int ks_http_error_from(struct ks_http_resp *resp, int err, const char *code, const char *message);
+
+/* --- request helpers ---------------------------------------------------------------------- */
+
+/* The value of request header `name` (case-insensitive), or NULL. Borrowed for the call. */
+const char *ks_http_req_header(const struct ks_http_req *req, const char *name);
+
+/* The value of query parameter `name` (decoded), or NULL if absent. Borrowed for the call. */
+const char *ks_http_req_query(const struct ks_http_req *req, const char *name);
+
+/* Checks that the query string names only parameters in `allowed` (NULL-terminated), each at
+ * most once. On failure sets a 400 "invalid_query" reply and returns KS_ERR_INVALID. */
+KS_MUST_USE int ks_http_req_query_check(const struct ks_http_req *req,
+                                        const char *const *allowed, struct ks_http_resp *resp);
+
+/* Reads query parameter `name` as a decimal integer in [min, max]; `*out` = `dflt` when the
+ * parameter is absent. On a malformed or out-of-range value sets a 400 "invalid_query" reply
+ * and returns KS_ERR_INVALID. */
+KS_MUST_USE int ks_http_req_query_int(const struct ks_http_req *req, const char *name,
+                                      int64_t min, int64_t max, int64_t dflt, int64_t *out,
+                                      struct ks_http_resp *resp);
+
+/* Parses a whole decimal int64 in [min, max] ("-0", "+1", " 1", "1x" and overflow refused).
+ * Returns KS_OK or KS_ERR_INVALID. Shared with the command line. */
+KS_MUST_USE int ks_http_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
+
+#endif

@@ -1,0 +1,486 @@
+/*
+ * main.c — the `kassa` command line: serve | migrate | version | help.
+ *
+ * Every flag has an environment variable and a default (one table below, which also prints the
+ * help); a flag beats its variable, which beats the default. Flags and variables are checked
+ * before anything starts: a bad one prints the usage on stderr and exits 2. docs/configuration.md
+ * documents the same table.
+ *
+ * `serve` opens the store (which applies migrations), starts the engine and its background
+ * threads, then the public and admin listeners, and waits for SIGINT or SIGTERM. Shutdown runs
+ * in the reverse order — listeners (waiting for requests in progress), engine, store — so every
+ * request that got a reply is durable and nothing leaks.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/err.h"
+#include "core/limits.h"
+#include "core/log.h"
+#include "engine/engine.h"
+#include "http/http.h"
+#include "http/server.h"
+#include "store/store.h"
+#ifdef KASSA_WITH_PROBE
+#include "../tests/probe/probe.h"
+#endif
+
+#define KASSA_VERSION "0.1.0"
+
+/* Exit codes (printed by `kassa help`). */
+enum {
+    EXIT_OK = 0,       /* success; serve: stopped by SIGINT/SIGTERM and shut down cleanly */
+    EXIT_FAILURE_ = 1, /* a runtime failure: store, listener, token file, log file */
+    EXIT_USAGE = 2,    /* unknown command, bad flag or environment variable */
+};
+
+#ifdef KASSA_WITH_PROBE
+#define PROBE_UNIT_WORKERS 4
+#endif
+
+/* --- the option table --------------------------------------------------------------------- */
+
+enum opt_id {
+    OPT_STORE,
+    OPT_LISTEN,
+    OPT_ADMIN_LISTEN,
+    OPT_ADMIN_TOKEN_FILE,
+    OPT_HTTP_THREADS,
+    OPT_HTTP_BODY_MAX_BYTES,
+    OPT_HTTP_CONNECTIONS_MAX,
+    OPT_HTTP_TIMEOUT_S,
+    OPT_COMMIT_BATCH_MAX,
+    OPT_LOG_FILE,
+    OPT_LOG_LEVEL,
+    OPT_SQLITE_SYNCHRONOUS,
+    OPT_COUNT
+};
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static const struct opt_def {
+    const char *flag;
+    const char *env;
+    const char *dflt;
+    const char *help;
+} opt_defs[OPT_COUNT] = {
+    [OPT_STORE] = {"store", "KASSA_STORE", "sqlite:./var/kassa.db",
+                   "sqlite:PATH or postgres://... (migrations are applied at open)"},
+    [OPT_LISTEN] = {"listen", "KASSA_LISTEN", "127.0.0.1:8080",
+                    "public API address, HOST:PORT or [IPV6]:PORT (port 0: any free port)"},
+    [OPT_ADMIN_LISTEN] = {"admin-listen", "KASSA_ADMIN_LISTEN", "127.0.0.1:8081",
+                          "admin API address; empty disables the admin API"},
+    [OPT_ADMIN_TOKEN_FILE] = {"admin-token-file", "KASSA_ADMIN_TOKEN_FILE", "./var/admin.token",
+                              "admin bearer token; created (mode 0600) if missing"},
+    [OPT_HTTP_THREADS] = {"http-threads", "KASSA_HTTP_THREADS", STR(KS_HTTP_THREADS_DEFAULT),
+                          "HTTP worker threads per listener (handlers block on commits)"},
+    [OPT_HTTP_BODY_MAX_BYTES] = {"http-body-max-bytes", "KASSA_HTTP_BODY_MAX_BYTES", "1048576",
+                                 "largest request body; larger gets 413"},
+    [OPT_HTTP_CONNECTIONS_MAX] = {"http-connections-max", "KASSA_HTTP_CONNECTIONS_MAX",
+                                  STR(KS_HTTP_CONNECTIONS_MAX_DEFAULT),
+                                  "open connections per listener"},
+    [OPT_HTTP_TIMEOUT_S] = {"http-timeout-s", "KASSA_HTTP_TIMEOUT_S",
+                            STR(KS_HTTP_TIMEOUT_S_DEFAULT),
+                            "idle connection timeout in seconds"},
+    [OPT_COMMIT_BATCH_MAX] = {"commit-batch-max", "KASSA_COMMIT_BATCH_MAX",
+                              STR(KS_COMMIT_BATCH_MAX_DEFAULT),
+                              "transitions grouped into one durable write"},
+    [OPT_LOG_FILE] = {"log-file", "KASSA_LOG_FILE", "", "JSON log file (appended); empty: stderr"},
+    [OPT_LOG_LEVEL] = {"log-level", "KASSA_LOG_LEVEL", "info", "debug | info | warn | error"},
+    [OPT_SQLITE_SYNCHRONOUS] = {"sqlite-synchronous", "KASSA_SQLITE_SYNCHRONOUS", "full",
+                                "full | normal (normal may lose the last commits on power loss)"},
+};
+
+_Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576, "keep the --http-body-max-bytes default text in step");
+
+/* Parsed configuration. Strings are borrowed from argv, the environment or opt_defs. */
+struct config {
+    const char *text[OPT_COUNT];
+    int64_t http_threads;
+    int64_t http_body_max_bytes;
+    int64_t http_connections_max;
+    int64_t http_timeout_s;
+    int64_t commit_batch_max;
+    int log_level;
+    int sqlite_full;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kassa <command> [flags]\n"
+               "\n"
+               "commands:\n"
+               "  serve     run the public API, the admin API and the engine until SIGINT/SIGTERM\n"
+               "  migrate   open the store, apply pending migrations, print the schema version\n"
+               "  version   print the version\n"
+               "  help      print this help\n"
+               "\n"
+               "flags (each also read from its environment variable; a flag wins):\n");
+    for (int i = 0; i < OPT_COUNT; i++) {
+        const struct opt_def *d = &opt_defs[i];
+        fprintf(f, "  --%-22s %-28s %s\n", d->flag, d->env, d->help);
+        fprintf(f, "  %-24s %-28s default: %s\n", "", "",
+                d->dflt[0] ? d->dflt : (i == OPT_LOG_FILE ? "stderr" : "(empty)"));
+    }
+    fprintf(f, "\n"
+               "exit codes:\n"
+               "  0  success (serve: stopped by SIGINT or SIGTERM and shut down cleanly)\n"
+               "  1  runtime failure (store, listener, admin token file, log file)\n"
+               "  2  usage error (unknown command, bad flag or environment variable)\n");
+}
+
+static int bad_value(enum opt_id id, const char *why)
+{
+    fprintf(stderr, "kassa: --%s (%s): %s\n\n", opt_defs[id].flag, opt_defs[id].env, why);
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
+static int int_option(struct config *c, enum opt_id id, int64_t min, int64_t max, int64_t *out)
+{
+    if (ks_http_parse_int(c->text[id], min, max, out) != KS_OK) {
+        char why[96];
+        snprintf(why, sizeof(why), "must be an integer from %lld to %lld", (long long)min,
+                 (long long)max);
+        return bad_value(id, why);
+    }
+    return EXIT_OK;
+}
+
+/* Reads flags (argv after the command), then environment, then defaults. Returns EXIT_OK or
+ * EXIT_USAGE (after printing why). */
+static int config_parse(int argc, char **argv, struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    struct option longs[OPT_COUNT + 2];
+    for (int i = 0; i < OPT_COUNT; i++)
+        longs[i] = (struct option){opt_defs[i].flag, required_argument, NULL, i};
+    longs[OPT_COUNT] = (struct option){"help", no_argument, NULL, 'h'};
+    longs[OPT_COUNT + 1] = (struct option){0};
+
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int idx = 0;
+        int ch = getopt_long(argc, argv, "+h", longs, &idx);
+        if (ch == -1)
+            break;
+        if (ch == 'h') {
+            usage(stdout);
+            exit(EXIT_OK);
+        }
+        if (ch < 0 || ch >= OPT_COUNT) {
+            fprintf(stderr, "kassa: unknown flag or missing value: %s\n\n",
+                    optind - 1 < argc ? argv[optind - 1] : "?");
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+        c->text[ch] = optarg;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kassa: unexpected argument: %s\n\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    for (int i = 0; i < OPT_COUNT; i++) {
+        if (!c->text[i])
+            c->text[i] = getenv(opt_defs[i].env);
+        if (!c->text[i])
+            c->text[i] = opt_defs[i].dflt;
+    }
+
+    int rc;
+    if ((rc = int_option(c, OPT_HTTP_THREADS, 1, KS_HTTP_THREADS_MAX, &c->http_threads)) ||
+        (rc = int_option(c, OPT_HTTP_BODY_MAX_BYTES, 1, KS_HTTP_BODY_BYTES_MAX_CEIL,
+                         &c->http_body_max_bytes)) ||
+        (rc = int_option(c, OPT_HTTP_CONNECTIONS_MAX, 1, KS_HTTP_CONNECTIONS_MAX_CEIL,
+                         &c->http_connections_max)) ||
+        (rc = int_option(c, OPT_HTTP_TIMEOUT_S, 1, KS_HTTP_TIMEOUT_S_MAX, &c->http_timeout_s)) ||
+        (rc = int_option(c, OPT_COMMIT_BATCH_MAX, 1, KS_COMMIT_QUEUE_MAX, &c->commit_batch_max)))
+        return rc;
+    c->log_level = ks_log_level_parse(c->text[OPT_LOG_LEVEL]);
+    if (c->log_level < 0)
+        return bad_value(OPT_LOG_LEVEL, "must be debug, info, warn or error");
+    if (strcmp(c->text[OPT_SQLITE_SYNCHRONOUS], "full") == 0)
+        c->sqlite_full = 1;
+    else if (strcmp(c->text[OPT_SQLITE_SYNCHRONOUS], "normal") == 0)
+        c->sqlite_full = 0;
+    else
+        return bad_value(OPT_SQLITE_SYNCHRONOUS, "must be full or normal");
+    if (!c->text[OPT_STORE][0])
+        return bad_value(OPT_STORE, "must not be empty");
+    char host[256];
+    unsigned port;
+    if (ks_http_listen_split(c->text[OPT_LISTEN], host, sizeof(host), &port) != KS_OK)
+        return bad_value(OPT_LISTEN, "must be HOST:PORT or [IPV6]:PORT");
+    if (c->text[OPT_ADMIN_LISTEN][0] &&
+        ks_http_listen_split(c->text[OPT_ADMIN_LISTEN], host, sizeof(host), &port) != KS_OK)
+        return bad_value(OPT_ADMIN_LISTEN, "must be HOST:PORT, [IPV6]:PORT or empty");
+    if (!c->text[OPT_ADMIN_TOKEN_FILE][0])
+        return bad_value(OPT_ADMIN_TOKEN_FILE, "must not be empty");
+    return EXIT_OK;
+}
+
+/* --- shared steps ------------------------------------------------------------------------- */
+
+static int log_start(const struct config *c, struct ks_log *lg)
+{
+    const char *path = c->text[OPT_LOG_FILE];
+    if (!path[0] || strcmp(path, "-") == 0 || strcmp(path, "stderr") == 0) {
+        ks_log_init(lg, stderr, (enum ks_log_level)c->log_level);
+        return EXIT_OK;
+    }
+    if (ks_log_open(lg, path, (enum ks_log_level)c->log_level) != KS_OK) {
+        fprintf(stderr, "kassa: cannot open log file %s: %s\n", path, strerror(errno));
+        return EXIT_FAILURE_;
+    }
+    return EXIT_OK;
+}
+
+static int store_start(const struct config *c, struct ks_log *lg, struct ks_store **out)
+{
+    struct ks_store_options so = {.readers = KS_STORE_READERS_DEFAULT,
+                                  .sqlite_synchronous_full = c->sqlite_full};
+    char why[256] = "";
+    int rc = ks_store_open(c->text[OPT_STORE], &so, out, why, sizeof(why));
+    if (rc != KS_OK) {
+        /* `why` is written without credentials (store.h). */
+        ks_logf(lg, KS_LOG_ERROR, NULL, "cannot open the store: %s (%s)", why, ks_err_name(rc));
+        fprintf(stderr, "kassa: cannot open the store: %s\n", why);
+        return EXIT_FAILURE_;
+    }
+    return EXIT_OK;
+}
+
+/* --- commands ----------------------------------------------------------------------------- */
+
+static int cmd_migrate(int argc, char **argv)
+{
+    struct config c;
+    int rc = config_parse(argc, argv, &c);
+    if (rc != EXIT_OK)
+        return rc;
+    struct ks_log lg;
+    if ((rc = log_start(&c, &lg)) != EXIT_OK)
+        return rc;
+    struct ks_store *store = NULL;
+    if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
+        goto out_log;
+    int version = 0;
+    if (ks_store_schema_version(store, &version) != KS_OK) {
+        fprintf(stderr, "kassa: cannot read the schema version\n");
+        rc = EXIT_FAILURE_;
+        goto out_store;
+    }
+    printf("%s store migrated: schema version %d\n", ks_store_kind(store), version);
+out_store:
+    ks_store_close(store);
+out_log:
+    ks_log_release(&lg);
+    return rc;
+}
+
+/* Routers and servers of one `serve` run. */
+struct serve_state {
+    struct ks_api_ctx api;
+    struct ks_http_router public_router;
+    struct ks_http_router admin_router;
+    struct ks_http_server *public_srv;
+    struct ks_http_server *admin_srv;
+};
+
+static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log *lg)
+{
+    int rc;
+    ks_http_router_init(&st->public_router);
+    ks_http_router_init(&st->admin_router);
+    rc = ks_api_health_routes(&st->public_router, &st->api);
+#ifdef KASSA_WITH_PROBE
+    if (rc == KS_OK)
+        rc = ks_api_probe_routes(&st->public_router, &st->api);
+#endif
+    if (rc == KS_OK && admin_enabled)
+        rc = ks_api_health_routes(&st->admin_router, &st->api);
+    if (rc == KS_OK && admin_enabled)
+        rc = ks_api_admin_routes(&st->admin_router, &st->api);
+    if (rc != KS_OK)
+        ks_logf(lg, KS_LOG_ERROR, NULL, "cannot build the routes: %s", ks_err_name(rc));
+    return rc;
+}
+
+static int server_start(const struct config *c, const char *name, const char *listen,
+                        const struct ks_http_router *router, struct serve_state *st,
+                        ks_http_authorizer authorize, struct ks_log *lg,
+                        struct ks_http_server **out)
+{
+    struct ks_http_server_options o = {
+        .name = name,
+        .listen = listen,
+        .router = router,
+        .log = lg,
+        .threads = (int)c->http_threads,
+        .body_bytes_max = (size_t)c->http_body_max_bytes,
+        .connections_max = (unsigned)c->http_connections_max,
+        .timeout_s = (unsigned)c->http_timeout_s,
+        .authorize = authorize,
+        .authorize_ctx = &st->api,
+    };
+    char why[256] = "";
+    int rc = ks_http_server_start(&o, out, why, sizeof(why));
+    if (rc != KS_OK) {
+        ks_logf(lg, KS_LOG_ERROR, NULL, "%s listener: %s", name, why);
+        fprintf(stderr, "kassa: %s listener: %s\n", name, why);
+        return EXIT_FAILURE_;
+    }
+    ks_log_json(lg, KS_LOG_INFO, NULL, "listening",
+                json_pack("{s:s, s:s}", "listener", name, "url", ks_http_server_url(*out)));
+    return EXIT_OK;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    struct config c;
+    int rc = config_parse(argc, argv, &c);
+    if (rc != EXIT_OK)
+        return rc;
+
+    /* Signals: SIGINT/SIGTERM are blocked in every thread (they inherit this mask) and taken
+     * synchronously by sigwait below; SIGPIPE from a vanished client is ignored. */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct ks_log lg;
+    if ((rc = log_start(&c, &lg)) != EXIT_OK)
+        return rc;
+    struct serve_state *st = calloc(1, sizeof(*st));
+    struct ks_store *store = NULL;
+    struct ks_engine *engine = NULL;
+    int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
+    if (!st) {
+        rc = EXIT_FAILURE_;
+        goto out_log;
+    }
+
+    if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
+        goto out_state;
+
+    struct ks_engine_options eo = {
+        .store = store, .log = &lg, .commit_batch_max = (int)c.commit_batch_max};
+    int erc = ks_engine_create(&eo, &engine);
+#ifdef KASSA_WITH_PROBE
+    if (erc == KS_OK)
+        erc = ks_probe_register(engine, PROBE_UNIT_WORKERS);
+#endif
+    if (erc == KS_OK)
+        erc = ks_engine_run(engine, 1);
+    if (erc != KS_OK) {
+        ks_logf(&lg, KS_LOG_ERROR, NULL, "cannot start the engine: %s", ks_err_name(erc));
+        fprintf(stderr, "kassa: cannot start the engine: %s\n", ks_err_text(erc));
+        rc = EXIT_FAILURE_;
+        goto out_engine;
+    }
+
+    st->api.engine = engine;
+    st->api.store = store;
+    st->api.log = &lg;
+    const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
+    if (admin_enabled) {
+        char why[256] = "";
+        int created = 0;
+        if (ks_api_admin_token_load(token_file, st->api.admin_token, sizeof(st->api.admin_token),
+                                    &created, why, sizeof(why)) != KS_OK) {
+            ks_logf(&lg, KS_LOG_ERROR, NULL, "admin token: %s", why);
+            fprintf(stderr, "kassa: admin token: %s\n", why);
+            rc = EXIT_FAILURE_;
+            goto out_engine;
+        }
+        ks_log_json(&lg, KS_LOG_INFO, NULL,
+                    created ? "admin token created" : "admin token read",
+                    json_pack("{s:s}", "path", token_file));
+    }
+
+    if (routes_build(st, admin_enabled, &lg) != KS_OK) {
+        rc = EXIT_FAILURE_;
+        goto out_engine;
+    }
+    if ((rc = server_start(&c, "public", c.text[OPT_LISTEN], &st->public_router, st, NULL, &lg,
+                           &st->public_srv)) != EXIT_OK)
+        goto out_servers;
+    if (admin_enabled &&
+        (rc = server_start(&c, "admin", c.text[OPT_ADMIN_LISTEN], &st->admin_router, st,
+                           ks_api_admin_authorize, &lg, &st->admin_srv)) != EXIT_OK)
+        goto out_servers;
+
+    printf("kassa %s serving (store: %s)\n", KASSA_VERSION, ks_store_kind(store));
+    printf("  public API  %s   (try: curl %s/health/ready)\n",
+           ks_http_server_url(st->public_srv), ks_http_server_url(st->public_srv));
+    if (admin_enabled)
+        printf("  admin API   %s   (bearer token in %s)\n", ks_http_server_url(st->admin_srv),
+               token_file);
+    else
+        printf("  admin API   disabled\n");
+    printf("stop with Ctrl-C or SIGTERM\n");
+    fflush(stdout);
+    ks_log_json(&lg, KS_LOG_INFO, NULL, "kassa serving",
+                json_pack("{s:s, s:s}", "version", KASSA_VERSION, "store", ks_store_kind(store)));
+
+    int sig = 0;
+    while (sigwait(&stop_set, &sig) != 0)
+        ;
+    ks_log_json(&lg, KS_LOG_INFO, NULL, "shutting down",
+                json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
+    rc = EXIT_OK;
+
+out_servers:
+    ks_http_server_stop(st->admin_srv);
+    ks_http_server_stop(st->public_srv);
+out_engine:
+    if (engine)
+        ks_engine_free(engine);
+    ks_store_close(store);
+out_state:
+    explicit_bzero(st->api.admin_token, sizeof(st->api.admin_token));
+    free(st);
+out_log:
+    if (rc == EXIT_OK)
+        ks_log_json(&lg, KS_LOG_INFO, NULL, "stopped", NULL);
+    ks_log_release(&lg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    /* The command's flags start after the command name. */
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(sub_argc, sub_argv);
+    if (strcmp(cmd, "migrate") == 0)
+        return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("kassa %s\n", KASSA_VERSION);
+        return EXIT_OK;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    fprintf(stderr, "kassa: unknown command: %s\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}
