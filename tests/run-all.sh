@@ -13,6 +13,7 @@ py=/usr/bin/python3
 export KASSA_BIN="$PWD/$build/kassa"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 
 work=$(mktemp -d /tmp/kassa-test-XXXXXX)
 chmod 755 "$work"

@@ -49,6 +49,7 @@
 /* Outbox and idempotency. */
 #define KS_OUTBOX_PAGE_MAX 1000
 #define KS_IDEM_TTL_MS_DEFAULT (24LL * 3600 * 1000)
+#define KS_IDEM_SWEEP_INTERVAL_MS (60LL * 1000)
 #define KS_IDEM_OUTCOME_BYTES_MAX (256 * 1024)
 
 /* Storage connections. */

@@ -1027,7 +1027,16 @@ static int bg_wait(struct ks_engine *e, int64_t ms)
 static void *timer_main(void *arg)
 {
     struct ks_engine *e = arg;
+    int64_t last_sweep_ms = 0;
     for (;;) {
+        int64_t now = now_ms(e);
+        if (now - last_sweep_ms >= KS_IDEM_SWEEP_INTERVAL_MS) {
+            int64_t deleted = 0;
+            if (ks_store_idem_sweep(e->store, now, &deleted) == KS_OK && deleted > 0)
+                logj(e, KS_LOG_INFO, "expired idempotency records deleted",
+                     json_pack("{s:I}", "count", (json_int_t)deleted));
+            last_sweep_ms = now;
+        }
         int fired = 0;
         if (ks_engine_fire_timers(e, &fired) != KS_OK)
             fired = 0;
