@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@
 /* A transition waiting for the committer. Lives on the waiting caller's stack. */
 struct commit_req {
     struct ks_transition t;
-    int done;
+    sem_t done;               /* posted by the committer: wakes exactly this caller */
     struct commit_req *next;
 };
 
@@ -50,7 +51,6 @@ struct ks_engine {
     /* committer */
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv;    /* work queued, or stopping */
-    pthread_cond_t done_cv; /* a batch finished */
     struct commit_req *q_head, *q_tail;
     size_t q_len;
     int q_stopping;
@@ -157,12 +157,11 @@ static void *committer_main(void *arg)
                  json_pack("{s:s, s:I}", "error", ks_err_name(rc), "transitions", (json_int_t)n));
         atomic_fetch_add(&e->st_batches, 1);
 
-        pthread_mutex_lock(&e->q_mu);
         for (size_t i = 0; i < n; i++) {
             reqs[i]->t.result = batch[i].result;
-            reqs[i]->done = 1;
+            sem_post(&reqs[i]->done);
         }
-        pthread_cond_broadcast(&e->done_cv);
+        pthread_mutex_lock(&e->q_mu);
     }
     pthread_mutex_unlock(&e->q_mu);
     free(reqs);
@@ -173,15 +172,18 @@ static void *committer_main(void *arg)
 /* Queues `req` for the committer and waits until its batch is durable (or failed). */
 static int commit_wait(struct ks_engine *e, struct commit_req *req)
 {
-    req->done = 0;
     req->next = NULL;
+    if (sem_init(&req->done, 0, 0) != 0)
+        return KS_ERR_INTERNAL;
     pthread_mutex_lock(&e->q_mu);
     if (e->q_stopping || !e->committer_started) {
         pthread_mutex_unlock(&e->q_mu);
+        sem_destroy(&req->done);
         return KS_ERR_STOPPED;
     }
     if (e->q_len >= KS_COMMIT_QUEUE_MAX) {
         pthread_mutex_unlock(&e->q_mu);
+        sem_destroy(&req->done);
         return KS_ERR_BUSY;
     }
     if (e->q_tail)
@@ -191,9 +193,10 @@ static int commit_wait(struct ks_engine *e, struct commit_req *req)
     e->q_tail = req;
     e->q_len++;
     pthread_cond_signal(&e->q_cv);
-    while (!req->done)
-        pthread_cond_wait(&e->done_cv, &e->q_mu);
     pthread_mutex_unlock(&e->q_mu);
+    while (sem_wait(&req->done) != 0 && errno == EINTR)
+        ;
+    sem_destroy(&req->done);
     return req->t.result;
 }
 
@@ -1223,7 +1226,6 @@ int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out
     }
     pthread_mutex_init(&e->q_mu, NULL);
     pthread_cond_init(&e->q_cv, NULL);
-    pthread_cond_init(&e->done_cv, NULL);
     pthread_mutex_init(&e->bg_mu, NULL);
     pthread_cond_init(&e->bg_cv, NULL);
     *out = e;
@@ -1309,7 +1311,6 @@ void ks_engine_free(struct ks_engine *e)
     ks_machine_cache_free(e->cache);
     pthread_mutex_destroy(&e->q_mu);
     pthread_cond_destroy(&e->q_cv);
-    pthread_cond_destroy(&e->done_cv);
     pthread_mutex_destroy(&e->bg_mu);
     pthread_cond_destroy(&e->bg_cv);
     free(e);
