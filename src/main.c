@@ -86,8 +86,7 @@ static const struct opt_def {
                                   STR(KS_HTTP_CONNECTIONS_MAX_DEFAULT),
                                   "open connections per listener"},
     [OPT_HTTP_TIMEOUT_S] = {"http-timeout-s", "KASSA_HTTP_TIMEOUT_S",
-                            STR(KS_HTTP_TIMEOUT_S_DEFAULT),
-                            "idle connection timeout in seconds"},
+                            STR(KS_HTTP_TIMEOUT_S_DEFAULT), "idle connection timeout in seconds"},
     [OPT_COMMIT_BATCH_MAX] = {"commit-batch-max", "KASSA_COMMIT_BATCH_MAX",
                               STR(KS_COMMIT_BATCH_MAX_DEFAULT),
                               "transitions grouped into one durable write"},
@@ -97,7 +96,8 @@ static const struct opt_def {
                                 "full | normal (normal may lose the last commits on power loss)"},
 };
 
-_Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576, "keep the --http-body-max-bytes default text in step");
+_Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576,
+               "keep the --http-body-max-bytes default text in step");
 
 /* Parsed configuration. Strings are borrowed from argv, the environment or opt_defs. */
 struct config {
@@ -404,8 +404,7 @@ static int cmd_serve(int argc, char **argv)
             rc = EXIT_FAILURE_;
             goto out_engine;
         }
-        ks_log_json(&lg, KS_LOG_INFO, NULL,
-                    created ? "admin token created" : "admin token read",
+        ks_log_json(&lg, KS_LOG_INFO, NULL, created ? "admin token created" : "admin token read",
                     json_pack("{s:s}", "path", token_file));
     }
 
@@ -422,8 +421,8 @@ static int cmd_serve(int argc, char **argv)
         goto out_servers;
 
     printf("kassa %s serving (store: %s)\n", KASSA_VERSION, ks_store_kind(store));
-    printf("  public API  %s   (try: curl %s/health/ready)\n",
-           ks_http_server_url(st->public_srv), ks_http_server_url(st->public_srv));
+    printf("  public API  %s   (try: curl %s/health/ready)\n", ks_http_server_url(st->public_srv),
+           ks_http_server_url(st->public_srv));
     if (admin_enabled)
         printf("  admin API   %s   (bearer token in %s)\n", ks_http_server_url(st->admin_srv),
                token_file);

@@ -90,8 +90,8 @@ static int token_read(const char *path, char *token, size_t tokenlen, char *why,
     size_t a = 0, b = len;
     while (a < b && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\n' || buf[a] == '\r'))
         a++;
-    while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\n' ||
-                     buf[b - 1] == '\r'))
+    while (b > a &&
+           (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\n' || buf[b - 1] == '\r'))
         b--;
     if (b == a || b - a > KS_ADMIN_TOKEN_BYTES_MAX || b - a >= tokenlen) {
         snprintf(why, whylen, "admin token file %s must hold 1 to %d characters", path,
@@ -128,8 +128,8 @@ static void parent_dir_make(const char *path)
     (void)mkdir(dir, 0700); /* an existing directory is fine; a real problem shows at open */
 }
 
-int ks_api_admin_token_load(const char *path, char *token, size_t tokenlen, int *created,
-                            char *why, size_t whylen)
+int ks_api_admin_token_load(const char *path, char *token, size_t tokenlen, int *created, char *why,
+                            size_t whylen)
 {
     assert(path != NULL && token != NULL && created != NULL);
     *created = 0;
@@ -254,9 +254,9 @@ static int machine_get(void *vctx, const struct ks_http_req *req, struct ks_http
     json_t *events = json_array();
     for (size_t i = 0; events && i < view.events_n; i++) {
         const struct ks_event_row *ev = &view.events[i];
-        json_t *item = json_pack("{s:I, s:o, s:o}", "seq", (json_int_t)ev->seq, "at",
-                                 ks_api_time(ev->at_ms), "event",
-                                 ks_api_stored_json(ev->body, req->log, req->trace));
+        json_t *item =
+            json_pack("{s:I, s:o, s:o}", "seq", (json_int_t)ev->seq, "at", ks_api_time(ev->at_ms),
+                      "event", ks_api_stored_json(ev->body, req->log, req->trace));
         if (!item || json_array_append_new(events, item) != 0) {
             json_decref(events);
             events = NULL;
@@ -270,8 +270,8 @@ static int machine_get(void *vctx, const struct ks_http_req *req, struct ks_http
             next = cursor_json(last);
         }
     }
-    json_t *body = json_pack("{s:o, s:o, s:o}", "machine", machine_json(&view.row, req),
-                             "events", events, "next", next);
+    json_t *body = json_pack("{s:o, s:o, s:o}", "machine", machine_json(&view.row, req), "events",
+                             events, "next", next);
     ks_machine_view_release(&view);
     return ks_http_reply(resp, 200, body);
 }
@@ -301,8 +301,8 @@ static int machines_list(void *vctx, const struct ks_http_req *req, struct ks_ht
     int64_t limit;
     int rc;
     if ((rc = ks_http_req_query_check(req, allowed, resp)) != KS_OK ||
-        (rc = ks_http_req_query_int(req, "limit", 1, KS_HTTP_PAGE_MAX, KS_HTTP_PAGE_DEFAULT,
-                                    &limit, resp)) != KS_OK)
+        (rc = ks_http_req_query_int(req, "limit", 1, KS_HTTP_PAGE_MAX, KS_HTTP_PAGE_DEFAULT, &limit,
+                                    resp)) != KS_OK)
         return rc;
     const char *status_text = ks_http_req_query(req, "status");
     enum ks_machine_status status = KS_MACHINE_FAILED;
@@ -361,8 +361,7 @@ static int machine_repair(void *vctx, const struct ks_http_req *req, struct ks_h
     json_t *val;
     json_object_foreach((json_t *)body, key, val)
     {
-        if (strcmp(key, "action") != 0 && strcmp(key, "payload") != 0 &&
-            strcmp(key, "reason") != 0)
+        if (strcmp(key, "action") != 0 && strcmp(key, "payload") != 0 && strcmp(key, "reason") != 0)
             return ks_http_error(resp, 400, "invalid_request",
                                  "unknown field (expected action, payload, reason)");
     }
@@ -402,15 +401,18 @@ static int machine_repair(void *vctx, const struct ks_http_req *req, struct ks_h
     json_decref(empty);
     ks_log_json(req->log, rc == KS_OK ? KS_LOG_INFO : KS_LOG_WARN, req->trace, "admin repair",
                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ns", req->params[0], "id",
-                          req->params[1], "action", action_s, "operator", req->principal,
-                          "reason", reason, "result", ks_err_name(rc)));
+                          req->params[1], "action", action_s, "operator", req->principal, "reason",
+                          reason, "result", ks_err_name(rc)));
     if (rc == KS_ERR_NOT_FOUND)
         return ks_http_error(resp, 404, "not_found", "no such machine");
     if (rc == KS_ERR_CONFLICT)
         return ks_http_error(resp, 409, "machine_not_failed", "the machine is not failed");
     if (rc == KS_ERR_INVALID)
         return ks_http_error(resp, 422, "invalid_request", "the engine refused the repair");
-    if (rc != KS_OK)
+    /* A redo that failed again is recorded (the machine stays failed with the new reason):
+     * the repair itself happened, so the operator gets the machine to look at. */
+    const char *outcome = rc == KS_ERR_PROCESSOR ? "failed_again" : "repaired";
+    if (rc != KS_OK && rc != KS_ERR_PROCESSOR)
         return ks_http_error_from(resp, rc, NULL, NULL);
 
     struct ks_machine_row row;
@@ -418,7 +420,7 @@ static int machine_repair(void *vctx, const struct ks_http_req *req, struct ks_h
     rc = ks_store_machine_load(ctx->store, req->params[0], req->params[1], &row);
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
-    json_t *out = json_pack("{s:o}", "machine", machine_json(&row, req));
+    json_t *out = json_pack("{s:o, s:s}", "machine", machine_json(&row, req), "outcome", outcome);
     ks_machine_row_release(&row);
     return ks_http_reply(resp, 200, out);
 }
@@ -444,10 +446,10 @@ static int outbox_read(void *vctx, const struct ks_http_req *req, struct ks_http
     json_t *list = json_array();
     for (size_t i = 0; list && i < n; i++) {
         const struct ks_outbox_row *o = &rows[i];
-        json_t *item = json_pack("{s:I, s:s, s:s, s:I, s:o, s:o}", "pos", (json_int_t)o->pos,
-                                 "ns", o->ns, "id", o->id, "seq", (json_int_t)o->seq, "at",
-                                 ks_api_time(o->at_ms), "event",
-                                 ks_api_stored_json(o->body, req->log, req->trace));
+        json_t *item =
+            json_pack("{s:I, s:s, s:s, s:I, s:o, s:o}", "pos", (json_int_t)o->pos, "ns", o->ns,
+                      "id", o->id, "seq", (json_int_t)o->seq, "at", ks_api_time(o->at_ms), "event",
+                      ks_api_stored_json(o->body, req->log, req->trace));
         if (!item || json_array_append_new(list, item) != 0) {
             json_decref(list);
             list = NULL;
@@ -500,13 +502,12 @@ static int task_get(void *vctx, const struct ks_http_req *req, struct ks_http_re
         return ks_http_error(resp, 404, "not_found", "no such task");
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
-    json_t *task = json_pack(
-        "{s:s, s:s, s:s, s:s, s:o, s:s, s:i, s:i, s:o, s:s?, s:o}", "id", t.id, "ns", t.ns,
-        "machineId", t.machine_id, "unit", t.unit, "args",
-        ks_api_stored_json(t.args, req->log, req->trace), "status", task_status_name(t.status),
-        "attempts", t.attempts, "attemptsMax", t.attempts_max, "nextAt",
-        ks_api_time(t.next_at_ms), "lastError", t.last_error, "createdAt",
-        ks_api_time(t.created_at_ms));
+    json_t *task = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:i, s:i, s:o, s:s?, s:o}", "id", t.id,
+                             "ns", t.ns, "machineId", t.machine_id, "unit", t.unit, "args",
+                             ks_api_stored_json(t.args, req->log, req->trace), "status",
+                             task_status_name(t.status), "attempts", t.attempts, "attemptsMax",
+                             t.attempts_max, "nextAt", ks_api_time(t.next_at_ms), "lastError",
+                             t.last_error, "createdAt", ks_api_time(t.created_at_ms));
     free(t.args);
     free(t.last_error);
     return ks_http_reply(resp, 200, json_pack("{s:o}", "task", task));
@@ -527,14 +528,14 @@ static int stats_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
     rc = ks_store_tasks_pending(ctx->store, &pending);
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
-    json_t *body = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "transitions",
-        (json_int_t)st.transitions, "batches", (json_int_t)st.batches, "conflicts",
-        (json_int_t)st.conflicts, "timersFired", (json_int_t)st.timers_fired, "tasksRun",
-        (json_int_t)st.tasks_run, "tasksRetried", (json_int_t)st.tasks_retried, "tasksDead",
-        (json_int_t)st.tasks_dead, "cacheHits", (json_int_t)st.cache_hits, "cacheMisses",
-        (json_int_t)st.cache_misses, "tasksPending", (json_int_t)pending, "store",
-        ks_store_kind(ctx->store));
+    json_t *body =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "transitions",
+                  (json_int_t)st.transitions, "batches", (json_int_t)st.batches, "conflicts",
+                  (json_int_t)st.conflicts, "timersFired", (json_int_t)st.timers_fired, "tasksRun",
+                  (json_int_t)st.tasks_run, "tasksRetried", (json_int_t)st.tasks_retried,
+                  "tasksDead", (json_int_t)st.tasks_dead, "cacheHits", (json_int_t)st.cache_hits,
+                  "cacheMisses", (json_int_t)st.cache_misses, "tasksPending", (json_int_t)pending,
+                  "store", ks_store_kind(ctx->store));
     return ks_http_reply(resp, 200, body);
 }
 

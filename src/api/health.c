@@ -18,13 +18,12 @@ static int health_ready(void *vctx, const struct ks_http_req *req, struct ks_htt
     if (rc != KS_OK) {
         ks_logf(req->log, KS_LOG_WARN, req->trace, "readiness: store ping failed (%s)",
                 ks_err_name(rc));
-        return ks_http_reply(resp, 503,
-                             json_pack("{s:s, s:s}", "code", "not_ready", "message",
-                                       "the store does not answer"));
+        return ks_http_reply(
+            resp, 503,
+            json_pack("{s:s, s:s}", "code", "not_ready", "message", "the store does not answer"));
     }
-    return ks_http_reply(resp, 200,
-                         json_pack("{s:s, s:s}", "status", "ready", "store",
-                                   ks_store_kind(ctx->store)));
+    return ks_http_reply(
+        resp, 200, json_pack("{s:s, s:s}", "status", "ready", "store", ks_store_kind(ctx->store)));
 }
 
 int ks_api_health_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)

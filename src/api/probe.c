@@ -99,15 +99,15 @@ static int probe_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
     return ks_http_reply(resp, 200,
-                         json_pack("{s:s, s:I, s:o}", "id", req->params[0], "seq",
-                                   (json_int_t)seq, "state", state ? state : json_null()));
+                         json_pack("{s:s, s:I, s:o}", "id", req->params[0], "seq", (json_int_t)seq,
+                                   "state", state ? state : json_null()));
 }
 
 int ks_api_probe_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
 {
     assert(r != NULL && ctx != NULL && ctx->engine != NULL);
-    int rc = ks_http_router_add(r, "POST", "/v0/probe/{id}", KS_HTTP_ROUTE_JSON_BODY, probe_start,
-                                ctx);
+    int rc =
+        ks_http_router_add(r, "POST", "/v0/probe/{id}", KS_HTTP_ROUTE_JSON_BODY, probe_start, ctx);
     if (rc == KS_OK)
         rc = ks_http_router_add(r, "POST", "/v0/probe/{id}/call", KS_HTTP_ROUTE_JSON_BODY,
                                 probe_call, ctx);

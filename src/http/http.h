@@ -23,26 +23,26 @@
 
 /* A request as handlers see it. Everything is borrowed from the server for the call. */
 struct ks_http_req {
-    const char *method;          /* "GET", "POST", ... */
-    const char *path;            /* decoded path, without the query string */
-    const char *trace;           /* KS_TRACE_ID_BYTES base62 chars, also in X-Trace-ID */
-    const char *remote;          /* client address as text */
-    const char *principal;       /* authenticated caller's name, or NULL on open routes */
-    const char *body;            /* raw body bytes (not NUL-terminated), or NULL */
+    const char *method;    /* "GET", "POST", ... */
+    const char *path;      /* decoded path, without the query string */
+    const char *trace;     /* KS_TRACE_ID_BYTES base62 chars, also in X-Trace-ID */
+    const char *remote;    /* client address as text */
+    const char *principal; /* authenticated caller's name, or NULL on open routes */
+    const char *body;      /* raw body bytes (not NUL-terminated), or NULL */
     size_t body_len;
-    const json_t *json;          /* parsed body for routes declared KS_HTTP_ROUTE_JSON_BODY */
+    const json_t *json; /* parsed body for routes declared KS_HTTP_ROUTE_JSON_BODY */
     const char *params[KS_HTTP_PATH_SEGMENTS_MAX]; /* values of the route's {param} segments */
-    size_t params_n;             /* in the order they appear in the pattern */
-    struct ks_log *log;          /* the server's logger; pass `trace` with every line */
-    void *conn;                  /* the server's connection handle: private to server.c */
+    size_t params_n;                               /* in the order they appear in the pattern */
+    struct ks_log *log; /* the server's logger; pass `trace` with every line */
+    void *conn;         /* the server's connection handle: private to server.c */
 };
 
 /* The response a handler fills. Initialised by the server (status 0, body NULL). */
 struct ks_http_resp {
-    int status;                  /* HTTP status */
-    json_t *body;                /* owned: the server serialises and frees it */
-    char allow[64];              /* value of an Allow header (405), or empty */
-    int close;                   /* 1: send Connection: close */
+    int status;     /* HTTP status */
+    json_t *body;   /* owned: the server serialises and frees it */
+    char allow[64]; /* value of an Allow header (405), or empty */
+    int close;      /* 1: send Connection: close */
 };
 
 /*
@@ -50,8 +50,7 @@ struct ks_http_resp {
  * handler already set `resp->body`, the server replies with ks_err_http_status(code) and the
  * code's generic name and text. A handler must not keep `req` after returning.
  */
-typedef int (*ks_http_handler)(void *ctx, const struct ks_http_req *req,
-                               struct ks_http_resp *resp);
+typedef int (*ks_http_handler)(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp);
 
 /* --- responses ---------------------------------------------------------------------------- */
 
@@ -79,14 +78,14 @@ const char *ks_http_req_query(const struct ks_http_req *req, const char *name);
 
 /* Checks that the query string names only parameters in `allowed` (NULL-terminated), each at
  * most once. On failure sets a 400 "invalid_query" reply and returns KS_ERR_INVALID. */
-KS_MUST_USE int ks_http_req_query_check(const struct ks_http_req *req,
-                                        const char *const *allowed, struct ks_http_resp *resp);
+KS_MUST_USE int ks_http_req_query_check(const struct ks_http_req *req, const char *const *allowed,
+                                        struct ks_http_resp *resp);
 
 /* Reads query parameter `name` as a decimal integer in [min, max]; `*out` = `dflt` when the
  * parameter is absent. On a malformed or out-of-range value sets a 400 "invalid_query" reply
  * and returns KS_ERR_INVALID. */
-KS_MUST_USE int ks_http_req_query_int(const struct ks_http_req *req, const char *name,
-                                      int64_t min, int64_t max, int64_t dflt, int64_t *out,
+KS_MUST_USE int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64_t min,
+                                      int64_t max, int64_t dflt, int64_t *out,
                                       struct ks_http_resp *resp);
 
 /* Parses a whole decimal int64 in [min, max] ("-0", "+1", " 1", "1x" and overflow refused).

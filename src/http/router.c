@@ -39,7 +39,8 @@ int ks_http_router_add(struct ks_http_router *r, const char *method, const char 
     while (*p) {
         const char *end = strchr(p, '/');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == 0 || len >= sizeof(rt->segments[0]) || rt->segments_n >= KS_HTTP_PATH_SEGMENTS_MAX)
+        if (len == 0 || len >= sizeof(rt->segments[0]) ||
+            rt->segments_n >= KS_HTTP_PATH_SEGMENTS_MAX)
             return KS_ERR_INVALID;
         char *seg = rt->segments[rt->segments_n];
         if (p[0] == '{') {

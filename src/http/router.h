@@ -45,7 +45,7 @@ struct ks_http_match {
     const struct ks_http_route *route; /* NULL when nothing matched */
     const char *params[KS_HTTP_PATH_SEGMENTS_MAX];
     size_t params_n;
-    char allow[64];                    /* methods the path accepts (for 405), comma-separated */
+    char allow[64]; /* methods the path accepts (for 405), comma-separated */
 };
 
 /* Empties `r`. */
@@ -65,7 +65,7 @@ KS_MUST_USE int ks_http_router_add(struct ks_http_router *r, const char *method,
  * set; KS_ERR_NOT_FOUND when no route has this path; KS_ERR_CONFLICT when the path exists with
  * other methods only (then `m->allow` lists them, for a 405).
  */
-KS_MUST_USE int ks_http_router_match(const struct ks_http_router *r, const char *method,
-                                     char *path, struct ks_http_match *m);
+KS_MUST_USE int ks_http_router_match(const struct ks_http_router *r, const char *method, char *path,
+                                     struct ks_http_match *m);
 
 #endif

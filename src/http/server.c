@@ -35,7 +35,7 @@ struct ks_http_server {
     size_t body_bytes_max;
     unsigned port;
     char name[16];
-    char url[288];            /* "http://" + host (< 256) + ":" + port */
+    char url[288]; /* "http://" + host (< 256) + ":" + port */
 };
 
 /* One request, from its head to its completion. */
@@ -45,14 +45,14 @@ struct http_request {
     char trace[KS_TRACE_ID_BYTES + 1];
     char remote[INET6_ADDRSTRLEN + 1];
     char method[16];
-    char *path;               /* copy for the access log */
-    char *body;               /* at most srv->body_bytes_max bytes */
+    char *path; /* copy for the access log */
+    char *body; /* at most srv->body_bytes_max bytes */
     size_t body_len;
     size_t body_cap;
-    size_t body_seen;         /* all bytes received, kept or dropped */
-    int too_large;            /* body over the limit: drained, then answered 413 */
-    int status;               /* queued status, 0 until then */
-    size_t bytes;             /* queued body bytes */
+    size_t body_seen; /* all bytes received, kept or dropped */
+    int too_large;    /* body over the limit: drained, then answered 413 */
+    int status;       /* queued status, 0 until then */
+    size_t bytes;     /* queued body bytes */
 };
 
 /* --- small helpers ------------------------------------------------------------------------ */
@@ -113,7 +113,7 @@ struct query_scan {
     const char *const *allowed;
     const char *seen[KS_HTTP_QUERY_PARAMS_MAX];
     size_t seen_n;
-    int bad;                  /* 1 unknown, 2 repeated, 3 too many, 4 without value */
+    int bad; /* 1 unknown, 2 repeated, 3 too many, 4 without value */
 };
 
 static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -166,8 +166,8 @@ int ks_http_req_query_check(const struct ks_http_req *req, const char *const *al
     }
 }
 
-int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64_t min,
-                          int64_t max, int64_t dflt, int64_t *out, struct ks_http_resp *resp)
+int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64_t min, int64_t max,
+                          int64_t dflt, int64_t *out, struct ks_http_resp *resp)
 {
     assert(out != NULL && resp != NULL && min <= max);
     const char *v = ks_http_req_query(req, name);
@@ -290,9 +290,8 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
         }
         req.principal = principal;
     }
-    if (r->body_len > 0 &&
-        !content_type_is_json(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                          MHD_HTTP_HEADER_CONTENT_TYPE))) {
+    if (r->body_len > 0 && !content_type_is_json(MHD_lookup_connection_value(
+                               conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
         ks_http_error(&resp, 415, "unsupported_media_type",
                       "request body must be application/json");
         goto out_send;
@@ -395,9 +394,8 @@ static void body_take(struct http_request *r, const char *data, size_t len)
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     struct ks_http_server *srv = cls;
     struct http_request *r = *con_cls;
@@ -408,14 +406,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r)
             return MHD_NO;
         *con_cls = r;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;
         if (cl && ks_http_parse_int(cl, 0, INT64_MAX, &declared) == KS_OK &&
             (uint64_t)declared > srv->body_bytes_max) {
             r->too_large = 1;
-            const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                             MHD_HTTP_HEADER_EXPECT);
+            const char *expect =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
             /* A client that waits for 100 Continue, or one that announces more than we are
              * willing to drain, is answered now: the body is never read. */
             if ((expect && strcasecmp(expect, "100-continue") == 0) ||
@@ -451,10 +449,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     int64_t dur = ks_mono_us() - r->t0_us;
-    json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s}", "listener", srv->name, "method",
-                          r->method, "path", r->path, "status", r->status, "bytes",
-                          (json_int_t)r->bytes, "duration_us", (json_int_t)dur, "remote",
-                          r->remote);
+    json_t *f =
+        json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s}", "listener", srv->name, "method", r->method,
+                  "path", r->path, "status", r->status, "bytes", (json_int_t)r->bytes,
+                  "duration_us", (json_int_t)dur, "remote", r->remote);
     if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         json_object_set_new(f, "aborted", json_true());
     ks_log_json(srv->log, KS_LOG_INFO, r->trace, "http request", f);
@@ -473,6 +471,44 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
         msg[--n] = '\0';
     ks_log_json(srv->log, KS_LOG_WARN, NULL, "libmicrohttpd",
                 json_pack("{s:s, s:s}", "listener", srv->name, "detail", msg));
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decodes a path or query value in place, except "%00" and "%2F", which stay as they
+ * are: a NUL would silently cut the text short ("/v0/probe/x%00/call" must not become
+ * "/v0/probe/x"), and a decoded '/' would move segment boundaries after the fact. No kassa
+ * name contains either, so such a value fails validation with a 400. Malformed escapes stay
+ * literal too.
+ */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_value(r[1]) : -1;
+        int lo = hi >= 0 ? hex_value(r[2]) : -1;
+        int v = hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
+        if (v > 0 && v != '/') {
+            *w++ = (char)v;
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
@@ -532,7 +568,8 @@ int ks_http_server_start(const struct ks_http_server_options *opt, struct ks_htt
     }
     char port_text[8];
     snprintf(port_text, sizeof(port_text), "%u", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     int gai = getaddrinfo(host, port_text, &hints, &ai);
     if (gai != 0 || !ai) {
@@ -561,11 +598,11 @@ int ks_http_server_start(const struct ks_http_server_options *opt, struct ks_htt
     size_t conn_memory = (size_t)KS_HTTP_HEADER_BYTES_MAX;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT,
-        opt->connections_max, MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, conn_memory, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, opt->connections_max,
+        MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        conn_memory, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
     if (!s->daemon) {
         rc = KS_ERR_IO;
         snprintf(why, whylen, "cannot listen on %s (address in use or not available?)",

@@ -26,19 +26,18 @@
 /* Decides whether a request to a KS_HTTP_ROUTE_AUTH route may proceed. Returns KS_OK and sets
  * `*principal` (a static or ctx-owned name) to accept; any error means 401. Called on pool
  * threads concurrently. */
-typedef int (*ks_http_authorizer)(void *ctx, const struct ks_http_req *req,
-                                  const char **principal);
+typedef int (*ks_http_authorizer)(void *ctx, const struct ks_http_req *req, const char **principal);
 
 struct ks_http_server_options {
-    const char *name;                 /* "public", "admin": shown in logs */
-    const char *listen;               /* "HOST:PORT" or "[V6]:PORT"; port 0 picks a free one */
+    const char *name;                    /* "public", "admin": shown in logs */
+    const char *listen;                  /* "HOST:PORT" or "[V6]:PORT"; port 0 picks a free one */
     const struct ks_http_router *router; /* borrowed; must outlive the server, not modified */
-    struct ks_log *log;               /* borrowed; may be NULL */
-    int threads;                      /* pool threads, 1..KS_HTTP_THREADS_MAX */
-    size_t body_bytes_max;            /* 1..KS_HTTP_BODY_BYTES_MAX_CEIL */
-    unsigned connections_max;         /* 1..KS_HTTP_CONNECTIONS_MAX_CEIL */
-    unsigned timeout_s;               /* idle connection timeout, 1..KS_HTTP_TIMEOUT_S_MAX */
-    ks_http_authorizer authorize;     /* required if any route has KS_HTTP_ROUTE_AUTH */
+    struct ks_log *log;                  /* borrowed; may be NULL */
+    int threads;                         /* pool threads, 1..KS_HTTP_THREADS_MAX */
+    size_t body_bytes_max;               /* 1..KS_HTTP_BODY_BYTES_MAX_CEIL */
+    unsigned connections_max;            /* 1..KS_HTTP_CONNECTIONS_MAX_CEIL */
+    unsigned timeout_s;                  /* idle connection timeout, 1..KS_HTTP_TIMEOUT_S_MAX */
+    ks_http_authorizer authorize;        /* required if any route has KS_HTTP_ROUTE_AUTH */
     void *authorize_ctx;
 };
 
