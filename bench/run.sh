@@ -3,7 +3,8 @@
 #
 # Builds nothing (`make bench` builds BUILD_DIR/kassa and BUILD_DIR/kassa-bench first). Runs in a
 # fresh temporary directory on a real disk, removed at the end:
-#   1. SQLite: raw durable single-row commits/s, then the engine at 1 and 64 callers.
+#   1. SQLite: raw durable single-row commits/s (before and after), the engine at 1 and 64
+#      callers.
 #   2. PostgreSQL (a throwaway cluster from tests/harness/pg.sh): pgbench TPC-B on its own
 #      database, then the engine at 1 and 64 callers.
 #   3. HTTP: `kassa serve` on SQLite; the static /health/live baseline, then the probe append
@@ -94,17 +95,30 @@ free_port() {
 
 # --- 1. SQLite -------------------------------------------------------------------------------
 
+# The disk is shared and noisy: the raw limit is measured before and after the engine, and the
+# higher of the two is the one kassa is compared to (the harder comparison for kassa).
 mkdir -p "$tmp/sqlite"
 run_bench "SQLite raw: single-row INSERT, each its own durable transaction (WAL, synchronous=FULL)" \
   sqlite-raw --dir "$tmp/sqlite" --seconds "$short"
-sq_raw_res=$res
-sq_raw=$(field "$res" rate)
+sq_raw_a=$res
 run_bench "engine on SQLite, 1 caller" \
   engine --store "sqlite:$tmp/sqlite/kassa.db" --callers 1 --seconds "$short"
 sq_e1=$res
 run_bench "engine on SQLite, 64 callers" \
   engine --store "sqlite:$tmp/sqlite/kassa.db" --callers 64 --seconds "$secs"
 sq_e64=$res
+run_bench "SQLite raw again, after the engine" \
+  sqlite-raw --dir "$tmp/sqlite" --seconds "$short"
+sq_raw_b=$res
+if awk -v a="$(field "$sq_raw_a" rate)" -v b="$(field "$sq_raw_b" rate)" \
+     'BEGIN { exit !(b + 0 > a + 0) }'; then
+  sq_raw_res=$sq_raw_b
+else
+  sq_raw_res=$sq_raw_a
+fi
+sq_raw=$(field "$sq_raw_res" rate)
+echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_raw_a" rate)")/s," \
+  "$(num "$(field "$sq_raw_b" rate)")/s)" >&2
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
@@ -233,7 +247,7 @@ detail() { # LABEL RESULT
   echo
   printf '| %-34s | %8s | %8s | %10s |\n' "latency of one call" "p50 ms" "p99 ms" "per write"
   printf '| %-34s | %8s | %8s | %10s |\n' "---" "---:" "---:" "---:"
-  [ -n "$sq_raw_res" ] && detail "SQLite raw commit" "$sq_raw_res per_batch=1"
+  [ -n "$sq_raw_res" ] && detail "SQLite raw commit (the higher run)" "$sq_raw_res per_batch=1"
   detail "engine on SQLite, 1 caller" "$sq_e1"
   detail "engine on SQLite, 64 callers" "$sq_e64"
   detail "engine on PostgreSQL, 1 caller" "$pg_e1"

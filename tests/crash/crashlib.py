@@ -84,9 +84,11 @@ class Server:
                 "--listen", "127.0.0.1:%d" % port,
                 "--admin-listen", "127.0.0.1:%d" % admin_port,
                 "--admin-token-file", self.token_file] + self.extra_args
+        env = dict(os.environ)
+        env.setdefault("KASSA_LOG_LEVEL", "warn")   # one line per request would drown reports
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=self.workdir)
+                                         stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         base = "http://127.0.0.1:%d" % port
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
