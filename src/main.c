@@ -124,9 +124,8 @@ static void usage(FILE *f)
                "flags (each also read from its environment variable; a flag wins):\n");
     for (int i = 0; i < OPT_COUNT; i++) {
         const struct opt_def *d = &opt_defs[i];
-        fprintf(f, "  --%-22s %-28s %s\n", d->flag, d->env, d->help);
-        fprintf(f, "  %-24s %-28s default: %s\n", "", "",
-                d->dflt[0] ? d->dflt : (i == OPT_LOG_FILE ? "stderr" : "(empty)"));
+        const char *dflt = d->dflt[0] ? d->dflt : (i == OPT_LOG_FILE ? "stderr" : "(empty)");
+        fprintf(f, "  --%-22s %s, default %s\n      %s\n", d->flag, d->env, dflt, d->help);
     }
     fprintf(f, "\n"
                "exit codes:\n"

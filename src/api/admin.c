@@ -188,10 +188,10 @@ static int path_machine(const struct ks_http_req *req, struct ks_http_resp *resp
 {
     assert(req->params_n >= 2);
     if (!ks_ns_valid(req->params[0]))
-        return ks_http_error(resp, 400, "invalid_argument",
-                             "namespace must be 1 to %d of [a-z0-9_]", KS_NS_BYTES_MAX);
+        return ks_http_error(resp, 400, "invalidRequest", "namespace must be 1 to %d of [a-z0-9_]",
+                             KS_NS_BYTES_MAX);
     if (!ks_machine_id_valid(req->params[1]))
-        return ks_http_error(resp, 400, "invalid_argument",
+        return ks_http_error(resp, 400, "invalidRequest",
                              "machine id must be 1 to %d of [A-Za-z0-9._-]", KS_ID_BYTES_MAX);
     return KS_OK;
 }
@@ -240,14 +240,14 @@ static int machine_get(void *vctx, const struct ks_http_req *req, struct ks_http
     if (order && strcmp(order, "desc") == 0)
         desc = 1;
     else if (order && strcmp(order, "asc") != 0)
-        return ks_http_error(resp, 400, "invalid_query", "order must be asc or desc");
+        return ks_http_error(resp, 400, "invalidRequest", "order must be asc or desc");
 
     struct ks_machine_view view;
     memset(&view, 0, sizeof(view));
     rc = ks_engine_get(ctx->engine, req->params[0], req->params[1], after, (size_t)limit, desc,
                        &view);
     if (rc == KS_ERR_NOT_FOUND)
-        return ks_http_error(resp, 404, "not_found", "no such machine");
+        return ks_http_error(resp, 404, "notFound", "no such machine");
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
 
@@ -309,15 +309,15 @@ static int machines_list(void *vctx, const struct ks_http_req *req, struct ks_ht
     if (status_text && strcmp(status_text, "working") == 0)
         status = KS_MACHINE_WORKING;
     else if (status_text && strcmp(status_text, "failed") != 0)
-        return ks_http_error(resp, 400, "invalid_query", "status must be failed or working");
+        return ks_http_error(resp, 400, "invalidRequest", "status must be failed or working");
     const char *ns = ks_http_req_query(req, "ns");
     if (ns && !ks_ns_valid(ns))
-        return ks_http_error(resp, 400, "invalid_query", "ns must be 1 to %d of [a-z0-9_]",
+        return ks_http_error(resp, 400, "invalidRequest", "ns must be 1 to %d of [a-z0-9_]",
                              KS_NS_BYTES_MAX);
     const char *after = ks_http_req_query(req, "after");
     char after_ns[KS_NS_BYTES_MAX + 1] = "", after_id[KS_ID_BYTES_MAX + 1] = "";
     if (after && list_cursor_parse(after, after_ns, after_id) != KS_OK)
-        return ks_http_error(resp, 400, "invalid_query",
+        return ks_http_error(resp, 400, "invalidRequest",
                              "after must be a cursor from a previous page (ns:id)");
 
     struct ks_machine_row *rows = NULL;
@@ -356,26 +356,26 @@ static int machine_repair(void *vctx, const struct ks_http_req *req, struct ks_h
         return rc;
     const json_t *body = req->json;
     if (!json_is_object(body))
-        return ks_http_error(resp, 400, "invalid_request", "body must be a JSON object");
+        return ks_http_error(resp, 400, "invalidRequest", "body must be a JSON object");
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)body, key, val)
     {
         if (strcmp(key, "action") != 0 && strcmp(key, "payload") != 0 && strcmp(key, "reason") != 0)
-            return ks_http_error(resp, 400, "invalid_request",
+            return ks_http_error(resp, 400, "invalidRequest",
                                  "unknown field (expected action, payload, reason)");
     }
     json_t *action_v = json_object_get(body, "action");
     json_t *reason_v = json_object_get(body, "reason");
     json_t *payload = json_object_get(body, "payload");
     if (action_v && !json_is_string(action_v))
-        return ks_http_error(resp, 400, "invalid_request", "action must be a string");
+        return ks_http_error(resp, 400, "invalidRequest", "action must be a string");
     if (reason_v && !json_is_string(reason_v))
-        return ks_http_error(resp, 400, "invalid_request", "reason must be a string");
+        return ks_http_error(resp, 400, "invalidRequest", "reason must be a string");
     if (payload && !json_is_object(payload))
-        return ks_http_error(resp, 400, "invalid_request", "payload must be an object");
+        return ks_http_error(resp, 400, "invalidRequest", "payload must be an object");
     if (!action_v)
-        return ks_http_error(resp, 422, "invalid_request", "action is required");
+        return ks_http_error(resp, 422, "invalidRequest", "action is required");
     enum ks_repair_action action;
     const char *action_s = json_string_value(action_v);
     if (strcmp(action_s, "retry") == 0)
@@ -383,15 +383,15 @@ static int machine_repair(void *vctx, const struct ks_http_req *req, struct ks_h
     else if (strcmp(action_s, "signal") == 0)
         action = KS_REPAIR_SIGNAL;
     else
-        return ks_http_error(resp, 422, "invalid_request", "action must be retry or signal");
+        return ks_http_error(resp, 422, "invalidRequest", "action must be retry or signal");
     if (!reason_v || json_string_length(reason_v) == 0)
-        return ks_http_error(resp, 422, "invalid_request", "a non-empty reason is required");
+        return ks_http_error(resp, 422, "invalidRequest", "a non-empty reason is required");
     if (json_string_length(reason_v) >= KS_REASON_BYTES_MAX)
-        return ks_http_error(resp, 422, "invalid_request", "reason is longer than %d bytes",
+        return ks_http_error(resp, 422, "invalidRequest", "reason is longer than %d bytes",
                              KS_REASON_BYTES_MAX - 1);
     const char *reason = json_string_value(reason_v);
     if (strlen(reason) != json_string_length(reason_v))
-        return ks_http_error(resp, 400, "invalid_request", "reason must not contain NUL");
+        return ks_http_error(resp, 400, "invalidRequest", "reason must not contain NUL");
 
     json_t *empty = NULL;
     if (!payload)
@@ -404,14 +404,14 @@ static int machine_repair(void *vctx, const struct ks_http_req *req, struct ks_h
                           req->params[1], "action", action_s, "operator", req->principal, "reason",
                           reason, "result", ks_err_name(rc)));
     if (rc == KS_ERR_NOT_FOUND)
-        return ks_http_error(resp, 404, "not_found", "no such machine");
+        return ks_http_error(resp, 404, "notFound", "no such machine");
     if (rc == KS_ERR_CONFLICT)
-        return ks_http_error(resp, 409, "machine_not_failed", "the machine is not failed");
+        return ks_http_error(resp, 409, "machineNotFailed", "the machine is not failed");
     if (rc == KS_ERR_INVALID)
-        return ks_http_error(resp, 422, "invalid_request", "the engine refused the repair");
+        return ks_http_error(resp, 422, "invalidRequest", "the engine refused the repair");
     /* A redo that failed again is recorded (the machine stays failed with the new reason):
      * the repair itself happened, so the operator gets the machine to look at. */
-    const char *outcome = rc == KS_ERR_PROCESSOR ? "failed_again" : "repaired";
+    const char *outcome = rc == KS_ERR_PROCESSOR ? "failedAgain" : "repaired";
     if (rc != KS_OK && rc != KS_ERR_PROCESSOR)
         return ks_http_error_from(resp, rc, NULL, NULL);
 
@@ -493,13 +493,13 @@ static int task_get(void *vctx, const struct ks_http_req *req, struct ks_http_re
         return rc;
     assert(req->params_n == 1);
     if (!task_id_valid(req->params[0]))
-        return ks_http_error(resp, 400, "invalid_argument",
+        return ks_http_error(resp, 400, "invalidRequest",
                              "task id must be 1 to %d base62 characters", KS_TASK_ID_BYTES);
     struct ks_task_row t;
     memset(&t, 0, sizeof(t));
     rc = ks_store_task_get(ctx->store, req->params[0], &t);
     if (rc == KS_ERR_NOT_FOUND)
-        return ks_http_error(resp, 404, "not_found", "no such task");
+        return ks_http_error(resp, 404, "notFound", "no such task");
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
     json_t *task = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:i, s:i, s:o, s:s?, s:o}", "id", t.id,

@@ -20,7 +20,7 @@ static int health_ready(void *vctx, const struct ks_http_req *req, struct ks_htt
                 ks_err_name(rc));
         return ks_http_reply(
             resp, 503,
-            json_pack("{s:s, s:s}", "code", "not_ready", "message", "the store does not answer"));
+            json_pack("{s:s, s:s}", "code", "notReady", "message", "the store does not answer"));
     }
     return ks_http_reply(
         resp, 200, json_pack("{s:s, s:s}", "status", "ready", "store", ks_store_kind(ctx->store)));

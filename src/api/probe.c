@@ -24,7 +24,7 @@ static int probe_id_check(const struct ks_http_req *req, struct ks_http_resp *re
 {
     assert(req->params_n == 1);
     if (!ks_machine_id_valid(req->params[0]))
-        return ks_http_error(resp, 400, "invalid_argument",
+        return ks_http_error(resp, 400, "invalidRequest",
                              "machine id must be 1 to %d of [A-Za-z0-9._-]", KS_ID_BYTES_MAX);
     return ks_http_req_query_check(req, NULL, resp);
 }
@@ -42,7 +42,7 @@ static int probe_start(void *vctx, const struct ks_http_req *req, struct ks_http
     if (rc != KS_OK)
         return rc;
     if (!json_is_object(req->json))
-        return ks_http_error(resp, 400, "invalid_request", "start args must be a JSON object");
+        return ks_http_error(resp, 400, "invalidRequest", "start args must be a JSON object");
     struct ks_reply reply;
     memset(&reply, 0, sizeof(reply));
     rc = ks_engine_start(ctx->engine, probe_ns, req->params[0], req->json, NULL, &reply);
@@ -68,7 +68,7 @@ static int probe_call(void *vctx, const struct ks_http_req *req, struct ks_http_
     if (rc != KS_OK)
         return rc;
     if (!json_is_object(req->json))
-        return ks_http_error(resp, 400, "invalid_request", "a call must be a JSON object");
+        return ks_http_error(resp, 400, "invalidRequest", "a call must be a JSON object");
     struct ks_reply reply;
     memset(&reply, 0, sizeof(reply));
     rc = ks_engine_call(ctx->engine, probe_ns, req->params[0], req->json, NULL, &reply);
@@ -95,7 +95,7 @@ static int probe_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
     int64_t seq = 0;
     rc = ks_engine_state(ctx->engine, probe_ns, req->params[0], &state, &seq);
     if (rc == KS_ERR_NOT_FOUND)
-        return ks_http_error(resp, 404, "not_found", "no such machine");
+        return ks_http_error(resp, 404, "notFound", "no such machine");
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
     return ks_http_reply(resp, 200,

@@ -54,18 +54,20 @@ typedef int (*ks_http_handler)(void *ctx, const struct ks_http_req *req, struct 
 
 /* --- responses ---------------------------------------------------------------------------- */
 
-/* Sets `status` and `body`, stealing the reference (a NULL body becomes 500 "internal_error",
+/* Sets `status` and `body`, stealing the reference (a NULL body becomes 500 "internalError",
  * the only sign of a failed allocation). Releases any body set before. Returns KS_OK. */
 int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body);
 
-/* Sets an error reply {"code","message"} with `status`. `code` is a stable snake_case name;
+/* Sets an error reply {"code","message"} with `status`. `code` is a stable camelCase name;
  * `fmt` is kassa's own text and must not include request data that could be secret. Returns
  * the KS_ERR_* code that matches `status` best, so a handler can `return ks_http_error(...)`. */
 int ks_http_error(struct ks_http_resp *resp, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Sets the error reply an engine/store code maps to: ks_err_http_status(err), with `code` and
- * `message` if given (non-empty), else ks_err_name(err) and ks_err_text(err). Returns `err`. */
+/* Sets the error reply an engine/store code maps to: ks_err_http_status(err) (500 for a code
+ * that maps below 400), with `code` and `message` if given (non-empty), else ks_err_name(err)
+ * and ks_err_text(err). Codes go out in camelCase ("limit_exceeded" -> "limitExceeded"), the
+ * style of the public API's error codes. Returns `err`. */
 int ks_http_error_from(struct ks_http_resp *resp, int err, const char *code, const char *message);
 
 /* --- request helpers ---------------------------------------------------------------------- */
@@ -77,12 +79,12 @@ const char *ks_http_req_header(const struct ks_http_req *req, const char *name);
 const char *ks_http_req_query(const struct ks_http_req *req, const char *name);
 
 /* Checks that the query string names only parameters in `allowed` (NULL-terminated), each at
- * most once. On failure sets a 400 "invalid_query" reply and returns KS_ERR_INVALID. */
+ * most once. On failure sets a 400 "invalidRequest" reply and returns KS_ERR_INVALID. */
 KS_MUST_USE int ks_http_req_query_check(const struct ks_http_req *req, const char *const *allowed,
                                         struct ks_http_resp *resp);
 
 /* Reads query parameter `name` as a decimal integer in [min, max]; `*out` = `dflt` when the
- * parameter is absent. On a malformed or out-of-range value sets a 400 "invalid_query" reply
+ * parameter is absent. On a malformed or out-of-range value sets a 400 "invalidRequest" reply
  * and returns KS_ERR_INVALID. */
 KS_MUST_USE int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64_t min,
                                       int64_t max, int64_t dflt, int64_t *out,

@@ -59,6 +59,23 @@ int ks_http_error(struct ks_http_resp *resp, int status, const char *code, const
     return err_for_status(status);
 }
 
+/* "limit_exceeded" -> "limitExceeded": the wire speaks camelCase codes, as the public API's
+ * specification does, while ks_err_name is snake_case. */
+static void camel_case(const char *snake, char *out, size_t cap)
+{
+    size_t w = 0;
+    int upper = 0;
+    for (const char *p = snake; *p && w + 1 < cap; p++) {
+        if (*p == '_') {
+            upper = 1;
+            continue;
+        }
+        out[w++] = upper && *p >= 'a' && *p <= 'z' ? (char)(*p - 'a' + 'A') : *p;
+        upper = 0;
+    }
+    out[w] = '\0';
+}
+
 int ks_http_error_from(struct ks_http_resp *resp, int err, const char *code, const char *message)
 {
     assert(resp != NULL);
@@ -66,7 +83,8 @@ int ks_http_error_from(struct ks_http_resp *resp, int err, const char *code, con
     int status = ks_err_http_status(err);
     if (status < 400)
         status = 500;
-    const char *c = (code && *code) ? code : ks_err_name(err);
+    char c[64];
+    camel_case((code && *code) ? code : ks_err_name(err), c, sizeof(c));
     const char *m = (message && *message) ? message : ks_err_text(err);
     ks_http_reply(resp, status, error_body(c, m));
     return err;

@@ -159,10 +159,10 @@ int ks_http_req_query_check(const struct ks_http_req *req, const char *const *al
     case 1:
         /* The name is the client's own text; it is short and never a body, but we still keep
          * client bytes out of messages and list what is accepted instead. */
-        return ks_http_error(resp, 400, "invalid_query", "unknown query parameter");
-    case 2: return ks_http_error(resp, 400, "invalid_query", "repeated query parameter");
-    case 3: return ks_http_error(resp, 400, "invalid_query", "too many query parameters");
-    default: return ks_http_error(resp, 400, "invalid_query", "query parameter without a value");
+        return ks_http_error(resp, 400, "invalidRequest", "unknown query parameter");
+    case 2: return ks_http_error(resp, 400, "invalidRequest", "repeated query parameter");
+    case 3: return ks_http_error(resp, 400, "invalidRequest", "too many query parameters");
+    default: return ks_http_error(resp, 400, "invalidRequest", "query parameter without a value");
     }
 }
 
@@ -176,7 +176,7 @@ int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64
         return KS_OK;
     }
     if (ks_http_parse_int(v, min, max, out) != KS_OK)
-        return ks_http_error(resp, 400, "invalid_query",
+        return ks_http_error(resp, 400, "invalidRequest",
                              "query parameter '%s' must be an integer from %lld to %lld", name,
                              (long long)min, (long long)max);
     return KS_OK;
@@ -189,9 +189,9 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
                                      struct ks_http_resp *resp, int www_authenticate)
 {
     if (!resp->body)
-        ks_http_error(resp, 500, "internal_error", "internal error");
+        ks_http_error(resp, 500, "internalError", "internal error");
     char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : NULL;
-    static const char fallback[] = "{\"code\":\"internal_error\",\"message\":\"out of memory\"}";
+    static const char fallback[] = "{\"code\":\"internalError\",\"message\":\"out of memory\"}";
     struct MHD_Response *mr;
     size_t len;
     if (text) {
@@ -237,7 +237,7 @@ static enum MHD_Result send_too_large(struct MHD_Connection *conn, struct http_r
 {
     char msg[96];
     snprintf(msg, sizeof(msg), "request body larger than %zu bytes", r->srv->body_bytes_max);
-    return send_error(conn, r, 413, "body_too_large", msg, 1);
+    return send_error(conn, r, 413, "limitExceeded", msg, 1);
 }
 
 /* --- dispatch ----------------------------------------------------------------------------- */
@@ -253,15 +253,15 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
 
     char *pathbuf = strdup(url);
     if (!pathbuf)
-        return send_error(conn, r, 503, "out_of_memory", "out of memory", 0);
+        return send_error(conn, r, 503, "outOfMemory", "out of memory", 0);
     struct ks_http_match m;
     int rc = ks_http_router_match(srv->router, method, pathbuf, &m);
     if (rc == KS_ERR_NOT_FOUND) {
-        ks_http_error(&resp, 404, "not_found", "no such resource");
+        ks_http_error(&resp, 404, "notFound", "no such resource");
         goto out_send;
     }
     if (rc != KS_OK) {
-        ks_http_error(&resp, 405, "method_not_allowed", "method not allowed on this resource");
+        ks_http_error(&resp, 405, "methodNotAllowed", "method not allowed on this resource");
         copy_bounded(resp.allow, sizeof(resp.allow), m.allow);
         goto out_send;
     }
@@ -292,23 +292,22 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
     }
     if (r->body_len > 0 && !content_type_is_json(MHD_lookup_connection_value(
                                conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-        ks_http_error(&resp, 415, "unsupported_media_type",
-                      "request body must be application/json");
+        ks_http_error(&resp, 415, "unsupportedMediaType", "request body must be application/json");
         goto out_send;
     }
     if (m.route->flags & KS_HTTP_ROUTE_JSON_BODY) {
         char why[128];
         if (r->body_len == 0) {
-            ks_http_error(&resp, 400, "malformed_json", "request body is required");
+            ks_http_error(&resp, 400, "invalidRequest", "request body is required");
             goto out_send;
         }
         rc = ks_json_parse(r->body, r->body_len, &json, why, sizeof(why));
         if (rc == KS_ERR_LIMIT) {
-            ks_http_error(&resp, 400, "json_too_deep", "%s", why);
+            ks_http_error(&resp, 400, "invalidRequest", "%s", why);
             goto out_send;
         }
         if (rc != KS_OK) {
-            ks_http_error(&resp, 400, "malformed_json", "%s", why);
+            ks_http_error(&resp, 400, "invalidRequest", "%s", why);
             goto out_send;
         }
         req.json = json;
@@ -320,7 +319,7 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
     if (!resp.body) {
         ks_logf(srv->log, KS_LOG_ERROR, r->trace, "handler for %s %s set no response",
                 m.route->method, m.route->pattern);
-        ks_http_error(&resp, 500, "internal_error", "internal error");
+        ks_http_error(&resp, 500, "internalError", "internal error");
     }
     if (resp.status >= 500)
         ks_logf(srv->log, KS_LOG_ERROR, r->trace, "%s %s answered %d (%s)", m.route->method,

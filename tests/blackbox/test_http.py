@@ -161,27 +161,33 @@ def test_admin_token_file_is_private_and_not_logged(kassa):
 # --- bad bodies --------------------------------------------------------------------------------
 
 BAD_BODIES = [
-    ("malformed", b'{"cardNumber": "' + SECRET.encode() + b'" oops}', 400, "malformed_json"),
-    ("not_json", b"cardNumber=" + SECRET.encode(), 400, "malformed_json"),
-    ("truncated", b'{"cardNumber": "' + SECRET.encode() + b'", "n": [1, 2', 400, "malformed_json"),
-    ("invalid_utf8", b'{"cardNumber": "' + SECRET.encode() + b'\xff\xfe"}', 400, "malformed_json"),
-    ("overlong_utf8", b'{"a": "\xc0\xaf"}', 400, "malformed_json"),
+    # name, body, status, code, words the message must contain
+    ("malformed", b'{"cardNumber": "' + SECRET.encode() + b'" oops}', 400, "invalidRequest",
+     "malformed"),
+    ("not_json", b"cardNumber=" + SECRET.encode(), 400, "invalidRequest", "malformed"),
+    ("truncated", b'{"cardNumber": "' + SECRET.encode() + b'", "n": [1, 2', 400, "invalidRequest",
+     "end of input"),
+    ("invalid_utf8", b'{"cardNumber": "' + SECRET.encode() + b'\xff\xfe"}', 400, "invalidRequest",
+     "UTF-8"),
+    ("overlong_utf8", b'{"a": "\xc0\xaf"}', 400, "invalidRequest", "UTF-8"),
     ("duplicate_keys", b'{"cardNumber": "' + SECRET.encode() + b'", "cardNumber": "1"}', 400,
-     "malformed_json"),
-    ("too_deep", b'{"a":' * 40 + b'1' + b'}' * 40, 400, "json_too_deep"),
-    ("trailing_garbage", b'{"a": 1} {"b": 2}', 400, "malformed_json"),
-    ("empty", b"", 400, None),
-    ("array_not_object", b'["' + SECRET.encode() + b'"]', 400, "invalid_request"),
-    ("string_not_object", b'"' + SECRET.encode() + b'"', 400, None),
-    ("number_not_object", b"42", 400, None),
-    ("nul_byte", b'{"a": "\x00"}', 400, "malformed_json"),
+     "invalidRequest", "duplicate"),
+    ("too_deep", b'{"a":' * 40 + b'1' + b'}' * 40, 400, "invalidRequest", "nesting"),
+    ("trailing_garbage", b'{"a": 1} {"b": 2}', 400, "invalidRequest", None),
+    ("empty", b"", 400, "invalidRequest", "required"),
+    ("array_not_object", b'["' + SECRET.encode() + b'"]', 400, "invalidRequest", "object"),
+    ("string_not_object", b'"' + SECRET.encode() + b'"', 400, "invalidRequest", None),
+    ("number_not_object", b"42", 400, "invalidRequest", None),
+    ("nul_byte", b'{"a": "\x00"}', 400, "invalidRequest", None),
 ]
 
 
-@pytest.mark.parametrize("name,body,status,code", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
-def test_bad_body_is_a_json_4xx(kassa, name, body, status, code):
+@pytest.mark.parametrize("name,body,status,code,words", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_body_is_a_json_4xx(kassa, name, body, status, code, words):
     mid = new_id("bad")
-    assert_error(post(kassa, "/v0/probe/" + mid, body), status, code)
+    err = assert_error(post(kassa, "/v0/probe/" + mid, body), status, code)
+    if words:
+        assert words in err["message"], err
     # nothing was created
     assert_error(requests.get(kassa.base + "/v0/probe/" + mid, timeout=HTTP_TIMEOUT_S), 404)
 
@@ -200,7 +206,7 @@ def test_wrong_types_in_a_call(kassa):
         r = post(kassa, "/v0/probe/%s/call" % mid, req)
         assert 400 <= r.status_code < 500, (req, r.status_code, r.text)
         assert_error(r, r.status_code)
-    assert_error(post(kassa, "/v0/probe/%s/call" % mid, b"[]"), 400, "invalid_request")
+    assert_error(post(kassa, "/v0/probe/%s/call" % mid, b"[]"), 400, "invalidRequest")
 
 
 def test_calling_an_unknown_machine_is_404(kassa):
@@ -213,7 +219,7 @@ def test_body_needs_json_content_type(kassa, ctype):
     headers = {"Content-Type": ctype} if ctype else {}
     r = requests.post(kassa.base + "/v0/probe/" + new_id("ct"), data=b'{"n": 1}',
                       headers=headers, timeout=HTTP_TIMEOUT_S)
-    assert_error(r, 415, "unsupported_media_type")
+    assert_error(r, 415, "unsupportedMediaType")
 
 
 def test_json_content_type_with_charset_is_accepted(kassa):
@@ -249,12 +255,12 @@ def test_body_over_the_limit_is_413(kassa):
     mid = new_id("big")
     start_probe(kassa, mid)
     assert_error(post(kassa, "/v0/probe/%s/call" % mid, padded(BODY_MAX_BYTES + 1)), 413,
-                 "body_too_large")
+                 "limitExceeded")
 
 
 def test_huge_body_is_413(kassa):
     body = b'{"pad":"' + b"a" * (4 * 1024 * 1024) + b'"}'
-    assert_error(post(kassa, "/v0/probe/" + new_id("huge"), body), 413, "body_too_large")
+    assert_error(post(kassa, "/v0/probe/" + new_id("huge"), body), 413, "limitExceeded")
 
 
 def test_chunked_body_over_the_limit_is_413(kassa):
@@ -265,7 +271,7 @@ def test_chunked_body_over_the_limit_is_413(kassa):
         yield b'"}'
     r = requests.post(kassa.base + "/v0/probe/" + new_id("chunk"), data=chunks(), headers=JSON,
                       timeout=HTTP_TIMEOUT_S)
-    assert_error(r, 413, "body_too_large")
+    assert_error(r, 413, "limitExceeded")
 
 
 def test_chunked_body_under_the_limit_is_accepted(kassa):
@@ -284,7 +290,7 @@ def test_expect_continue_over_the_limit_is_refused_before_the_body(kassa):
             "Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (mid, BODY_MAX_BYTES * 10))
     status, raw = raw_request(kassa, head.encode())
     assert status == 413, raw[:300]
-    assert b'"body_too_large"' in raw
+    assert b'"limitExceeded"' in raw
 
 
 def test_oversize_headers_are_refused(kassa):
@@ -343,7 +349,7 @@ def test_client_closing_mid_body(kassa):
                                   "/v0/probe//call", "/health/live/", "/health//live",
                                   "/v0/probe/x/CALL"])
 def test_unknown_route_is_404(kassa, path):
-    assert_error(requests.get(kassa.base + path, timeout=HTTP_TIMEOUT_S), 404, "not_found")
+    assert_error(requests.get(kassa.base + path, timeout=HTTP_TIMEOUT_S), 404, "notFound")
 
 
 @pytest.mark.parametrize("method,path,allow", [
@@ -355,7 +361,7 @@ def test_unknown_route_is_404(kassa, path):
 ])
 def test_wrong_method_is_405_with_allow(kassa, method, path, allow):
     r = requests.request(method, kassa.base + path, timeout=HTTP_TIMEOUT_S)
-    assert_error(r, 405, "method_not_allowed")
+    assert_error(r, 405, "methodNotAllowed")
     assert set(m.strip() for m in r.headers["Allow"].split(",")) == allow
 
 
@@ -453,7 +459,7 @@ def test_bad_admin_query_is_400(kassa, path, params):
 def test_query_parameter_without_value_is_400(kassa):
     r = requests.get(kassa.admin + "/admin/v1/outbox?limit", headers=kassa.auth(),
                      timeout=HTTP_TIMEOUT_S)
-    assert_error(r, 400, "invalid_query")
+    assert_error(r, 400, "invalidRequest")
 
 
 def test_admin_unknown_machine_and_task_are_404(kassa):
