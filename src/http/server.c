@@ -438,6 +438,23 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return dispatch(conn, r, url, method);
 }
 
+/* Writes the request's access-log line (at info level only: it is skipped, and nothing is
+ * built, when the log level is higher). */
+static void access_log(struct ks_http_server *srv, const struct http_request *r,
+                       enum MHD_RequestTerminationCode toe)
+{
+    if (!srv->log || srv->log->level > KS_LOG_INFO)
+        return;
+    int64_t dur = ks_mono_us() - r->t0_us;
+    json_t *f =
+        json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s}", "listener", srv->name, "method", r->method,
+                  "path", r->path, "status", r->status, "bytes", (json_int_t)r->bytes,
+                  "duration_us", (json_int_t)dur, "remote", r->remote);
+    if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        json_object_set_new(f, "aborted", json_true());
+    ks_log_json(srv->log, KS_LOG_INFO, r->trace, "http request", f);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -447,14 +464,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    int64_t dur = ks_mono_us() - r->t0_us;
-    json_t *f =
-        json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s}", "listener", srv->name, "method", r->method,
-                  "path", r->path, "status", r->status, "bytes", (json_int_t)r->bytes,
-                  "duration_us", (json_int_t)dur, "remote", r->remote);
-    if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        json_object_set_new(f, "aborted", json_true());
-    ks_log_json(srv->log, KS_LOG_INFO, r->trace, "http request", f);
+    access_log(srv, r, toe);
     free(r->body);
     free(r->path);
     free(r);
