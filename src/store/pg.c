@@ -1252,13 +1252,42 @@ static bool send_guard(PGconn *pg, const struct ks_transition *t)
            1;
 }
 
+/* What one commit attempt learnt about its failure, to decide whether trying again on a
+ * fresh connection is safe (nothing was committed) and useful (the cause may pass). */
+struct attempt {
+    bool commit_sent;    /* COMMIT went out: the outcome is unknown unless the server said so */
+    bool reading_commit; /* the next result is COMMIT's own */
+    bool aborted;        /* the server reported an error that rules the commit out */
+    bool transient;      /* an error a fresh connection may not meet: deadlock, serialization
+                            failure (class 40), connection lost or terminated (08, 57P) */
+};
+
+/* Notes a server error result in `at`. */
+static void note_error(struct attempt *at, const PGresult *r)
+{
+    if (PQresultStatus(r) != PGRES_FATAL_ERROR)
+        return;
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (!code)
+        return; /* made up by libpq (connection lost): the server said nothing */
+    bool gone = strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0;
+    /* An error in place of an earlier statement's result means COMMIT, queued behind it in
+     * the same pipeline, never ran. In place of COMMIT's own result, an error of a connection
+     * being cut may come after the commit was made durable: that one proves nothing. */
+    if (!at->reading_commit || !gone)
+        at->aborted = true;
+    if (gone || strncmp(code, "40", 2) == 0)
+        at->transient = true;
+}
+
 /* Reads the result of the next query of a pipeline, and the NULL that ends it. NULL when the
  * stream is not what a pipeline gives (then the connection is dropped by the caller). */
-static PGresult *pipe_next(PGconn *pg)
+static PGresult *pipe_next(PGconn *pg, struct attempt *at)
 {
     PGresult *r = PQgetResult(pg);
     if (!r || PQresultStatus(r) == PGRES_PIPELINE_SYNC)
         return r;
+    note_error(at, r);
     PGresult *end = PQgetResult(pg);
     if (end) {
         PQclear(end);
@@ -1269,9 +1298,9 @@ static PGresult *pipe_next(PGconn *pg)
 }
 
 /* Reads one result that must have status `want`; false otherwise. */
-static bool pipe_expect(PGconn *pg, ExecStatusType want)
+static bool pipe_expect(PGconn *pg, struct attempt *at, ExecStatusType want)
 {
-    PGresult *r = pipe_next(pg);
+    PGresult *r = pipe_next(pg, at);
     bool ok = r && PQresultStatus(r) == want;
     PQclear(r);
     return ok;
@@ -1386,27 +1415,20 @@ static void committer_drop(struct pg_conn *c)
     }
 }
 
-/* See store.h: ks_store_commit. */
-static int pg_commit(struct ks_store *s, struct ks_transition *b, size_t n)
+/* One attempt at committing the batch on the committer connection (see the top of the file).
+ * The caller holds commit_mu. On failure the connection is dropped and `at` says what is known
+ * about the transaction. */
+static int commit_once(struct pg_store *ps, struct ks_transition *b, size_t n,
+                       struct attempt *at)
 {
-    struct pg_store *ps = pg_of(s);
     struct pg_scratch *sc = &ps->scratch;
     struct pg_conn *c = &ps->committer;
-    int rc = KS_ERR_IO;
     size_t live = 0;
 
-    if (n > KS_COMMIT_QUEUE_MAX) {
-        rc = KS_ERR_LIMIT;
-        goto out_fail_unlocked;
-    }
-    pthread_mutex_lock(&ps->commit_mu);
-    if (!scratch_fit(sc, n)) {
-        rc = KS_ERR_NOMEM;
-        goto out_fail;
-    }
-    rc = conn_ready(ps, c);
+    memset(at, 0, sizeof(*at));
+    int rc = conn_ready(ps, c);
     if (rc != KS_OK)
-        goto out_fail;
+        return rc;
     rc = KS_ERR_IO;
     for (size_t i = 0; i < n; i++) {
         b[i].result = transition_check(&b[i]);
@@ -1428,11 +1450,11 @@ static int pg_commit(struct ks_store *s, struct ks_transition *b, size_t n)
             goto out_drop;
     if (PQpipelineSync(pg) != 1)
         goto out_drop;
-    if (!pipe_expect(pg, PGRES_COMMAND_OK))
+    if (!pipe_expect(pg, at, PGRES_COMMAND_OK))
         goto out_drop;
     for (size_t k = 0; k < live; k++) {
         struct ks_transition *t = sc->order[k];
-        PGresult *r = pipe_next(pg);
+        PGresult *r = pipe_next(pg, at);
         bool undo = false;
         bool ok = r && guard_outcome(t, r, &undo);
         PQclear(r);
@@ -1440,7 +1462,7 @@ static int pg_commit(struct ks_store *s, struct ks_transition *b, size_t n)
             goto out_drop;
         sc->undo[t - b] = undo;
     }
-    if (!pipe_expect(pg, PGRES_PIPELINE_SYNC))
+    if (!pipe_expect(pg, at, PGRES_PIPELINE_SYNC))
         goto out_drop;
 
     /* Phase 2: undo, events and outbox, tasks, closes, COMMIT. */
@@ -1458,28 +1480,62 @@ static int pg_commit(struct ks_store *s, struct ks_transition *b, size_t n)
         goto out_drop;
     if (cl_n > 0 && (++sent, !send_arrays(pg, ST_TASKS_CLOSE, sc->arr, A_CL_ID)))
         goto out_drop;
+    at->commit_sent = true;
     if (!send_plain(pg, "COMMIT") || PQpipelineSync(pg) != 1)
         goto out_drop;
     for (int k = 0; k < sent; k++)
-        if (!pipe_expect(pg, PGRES_COMMAND_OK))
+        if (!pipe_expect(pg, at, PGRES_COMMAND_OK))
             goto out_drop;
-    PGresult *r = pipe_next(pg);
+    at->reading_commit = true;
+    PGresult *r = pipe_next(pg, at);
     /* A COMMIT of a transaction that failed reports "ROLLBACK" with a success status. */
     bool committed = r && PQresultStatus(r) == PGRES_COMMAND_OK &&
                      strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    if (r && PQresultStatus(r) == PGRES_COMMAND_OK && !committed)
+        at->aborted = true;
     PQclear(r);
-    if (!committed || !pipe_expect(pg, PGRES_PIPELINE_SYNC))
+    if (!committed)
         goto out_drop;
-    if (PQexitPipelineMode(pg) != 1)
-        goto out_drop;
-    pthread_mutex_unlock(&ps->commit_mu);
+    /* Durable from here on: what follows only tidies the connection. */
+    if (!pipe_expect(pg, at, PGRES_PIPELINE_SYNC) || PQexitPipelineMode(pg) != 1)
+        committer_drop(c);
     return KS_OK;
 
 out_drop:
     committer_drop(c);
-out_fail:
+    return rc;
+}
+
+/* See store.h: ks_store_commit. A failed attempt is made once more on a fresh connection when
+ * it certainly committed nothing and failed for a reason that may pass: the connection broke
+ * before COMMIT went out (say the server restarted since the last batch), or the server
+ * reported a deadlock or serialization failure. */
+static int pg_commit(struct ks_store *s, struct ks_transition *b, size_t n)
+{
+    struct pg_store *ps = pg_of(s);
+    int rc;
+
+    if (n > KS_COMMIT_QUEUE_MAX) {
+        rc = KS_ERR_LIMIT;
+        goto out_fail;
+    }
+    pthread_mutex_lock(&ps->commit_mu);
+    rc = KS_ERR_NOMEM;
+    for (int attempt = 0; attempt < 2 && scratch_fit(&ps->scratch, n); attempt++) {
+        bool was_connected = ps->committer.pg != NULL;
+        struct attempt at;
+        rc = commit_once(ps, b, n, &at);
+        bool nothing_committed = !at.commit_sent || at.aborted;
+        /* A connection kept from earlier batches may have died unnoticed; one this attempt
+         * made and lost at once says the server is down: no point in going again. */
+        bool may_pass = at.transient || (!at.aborted && was_connected);
+        if (rc != KS_ERR_IO || !nothing_committed || !may_pass)
+            break;
+    }
     pthread_mutex_unlock(&ps->commit_mu);
-out_fail_unlocked:
+    if (rc == KS_OK)
+        return KS_OK;
+out_fail:
     for (size_t i = 0; i < n; i++)
         b[i].result = rc;
     return rc;

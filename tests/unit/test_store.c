@@ -10,6 +10,7 @@
  *   KASSA_TEST_STORE=postgres://... build/san/unit-tests --filter store/'*'
  */
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1084,4 +1085,62 @@ Test(store, two_writers_on_one_machine_lose_nothing)
         ks_outbox_rows_free(o, n);
     }
     cr_assert_eq(want, 52);
+}
+
+/* --- PostgreSQL: connections that break ---------------------------------------------------- */
+
+/* Ends every server session whose application_name is `app`, as an operator (or a restart)
+ * would. The harness's user is a superuser. */
+static void terminate_sessions(const char *app)
+{
+    PGconn *c = PQconnectdb(fx.url);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+    const char *v[] = {app};
+    PGresult *r = PQexecParams(c,
+                               "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE application_name = $1",
+                               1, NULL, v, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+    cr_assert_geq(strtol(PQgetvalue(r, 0, 0), NULL, 10), 2, "the committer and a pool connection");
+    PQclear(r);
+    PQfinish(c);
+}
+
+Test(store, broken_connections_are_replaced)
+{
+    if (strncmp(fx.url, "postgres", 8) != 0)
+        cr_skip_test("PostgreSQL only");
+    char app[40], url[600];
+    snprintf(app, sizeof(app), "ks_%s", fx.tag);
+    snprintf(url, sizeof(url), "%s%sapplication_name=%s", fx.url,
+             strchr(fx.url, '?') ? "&" : "?", app);
+    char why[256];
+    struct ks_store *s = NULL;
+    struct ks_store_options opt = {.readers = 2};
+    cr_assert_eq(ks_store_open(url, &opt, &s, why, sizeof(why)), KS_OK, "%s", why);
+    struct ks_store *keep = fx.s;
+    fx.s = s; /* the helpers use fx.s */
+    create("m", 1, 100);
+    cr_assert_eq(last_seq("m"), 1);
+
+    terminate_sessions(app);
+    /* A read finds its connection dead and goes again on a new one. */
+    cr_assert_eq(last_seq("m"), 1);
+    /* So does a commit whose connection died before it sent anything. */
+    struct tb b;
+    tb_init(&b, "m", 1, 1, 200);
+    cr_assert_eq(commit1(&b), KS_OK);
+    cr_assert_eq(last_seq("m"), 2);
+
+    terminate_sessions(app);
+    int64_t pending;
+    int rc = ks_store_tasks_pending(s, &pending);
+    cr_assert(rc == KS_OK || rc == KS_ERR_IO);
+    cr_assert_eq(ks_store_tasks_pending(s, &pending), KS_OK, "the next call reconnects");
+    tb_init(&b, "m", 2, 1, 300);
+    cr_assert_eq(commit1(&b), KS_OK);
+    cr_assert_eq(count_events("m"), 3);
+
+    fx.s = keep;
+    ks_store_close(s);
 }
