@@ -52,7 +52,6 @@
 #define PG_PARAM_BYTES_MAX (512u * 1024 * 1024)  /* one array parameter; a message is < 1 GiB */
 #define PG_PARAMS_MAX 17                         /* parameters of one statement */
 #define PG_MIGRATION_LOCK_KEY 0x6b61737361LL     /* pg_advisory_xact_lock key: "kassa" */
-#define PG_SECRET_BYTES_MAX 256
 
 /* --- statements ------------------------------------------------------------------------------ */
 
@@ -336,8 +335,8 @@ struct pg_scratch {
 struct pg_store {
     struct ks_store base;
     char *url;
-    char secret[PG_SECRET_BYTES_MAX];     /* password as given (decoded), for scrubbing */
-    char secret_raw[PG_SECRET_BYTES_MAX]; /* password as written in the URL */
+    char *secret;     /* password as libpq reads it (decoded), for scrubbing; or NULL */
+    char *secret_raw; /* password as written in the URL; or NULL */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -360,10 +359,11 @@ static struct pg_store *pg_of(struct ks_store *s)
 
 /* --- messages without secrets ---------------------------------------------------------------- */
 
-/* Replaces every occurrence of `secret` in `buf` (NUL-terminated) by "***", in place. */
+/* Replaces every occurrence of `secret` in `buf` (NUL-terminated, `cap` bytes) by "***", in
+ * place. Where there is no room (or too many occurrences), the text is cut before it. */
 static void scrub(char *buf, size_t cap, const char *secret)
 {
-    size_t sl = strlen(secret);
+    size_t sl = secret ? strlen(secret) : 0;
     if (sl == 0)
         return;
     for (int guard = 0; guard < 64; guard++) {
@@ -371,17 +371,14 @@ static void scrub(char *buf, size_t cap, const char *secret)
         if (!hit)
             return;
         size_t tail = strlen(hit + sl);
-        if (sl >= 3) {
-            memcpy(hit, "***", 3);
-            memmove(hit + 3, hit + sl, tail + 1);
-        } else {
-            size_t have = strlen(buf);
-            if (have + 3 - sl >= cap)
-                return;
-            memmove(hit + 3, hit + sl, tail + 1);
-            memcpy(hit, "***", 3);
-        }
+        if (sl < 3 && strlen(buf) + 3 - sl >= cap)
+            break;
+        memmove(hit + 3, hit + sl, tail + 1);
+        memcpy(hit, "***", 3);
     }
+    char *left = strstr(buf, secret);
+    if (left)
+        *left = '\0';
 }
 
 /* Writes "what: detail" into `why`, trimmed to one line and without the password. */
@@ -401,14 +398,13 @@ static void set_why(const struct pg_store *ps, char *why, size_t whylen, const c
     scrub(why, whylen, ps->secret);
 }
 
-/* Finds the password written in a postgres:// URL (the text between the first ':' of the
- * userinfo and the '@'), as written. Empty when there is none. */
-static void url_password_raw(const char *url, char *out, size_t cap)
+/* The password written in a postgres:// URL (between the first ':' of the userinfo and the
+ * '@' that ends it), as written, malloc'ed; NULL when there is none (or out of memory). */
+static char *url_password_raw(const char *url)
 {
-    out[0] = '\0';
     const char *p = strstr(url, "://");
     if (!p)
-        return;
+        return NULL;
     p += 3;
     size_t host_start = strcspn(p, "/?");
     const char *at = NULL;
@@ -416,15 +412,11 @@ static void url_password_raw(const char *url, char *out, size_t cap)
         if (p[i] == '@')
             at = p + i; /* the last '@' before the path ends the userinfo */
     if (!at)
-        return;
+        return NULL;
     const char *colon = memchr(p, ':', (size_t)(at - p));
-    if (!colon)
-        return;
-    size_t n = (size_t)(at - colon - 1);
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(out, colon + 1, n);
-    out[n] = '\0';
+    if (!colon || colon + 1 == at)
+        return NULL;
+    return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
 /* --- connections ----------------------------------------------------------------------------- */
@@ -1623,6 +1615,15 @@ out_rollback:
     return KS_ERR_IO;
 }
 
+/* Frees a string that may hold a password, wiping it first. */
+static void free_secret(char *p)
+{
+    if (p) {
+        explicit_bzero(p, strlen(p));
+        free(p);
+    }
+}
+
 /* See store.h: ks_store_close. Waits for nothing: callers have stopped using the store. */
 static void pg_close(struct ks_store *s)
 {
@@ -1637,11 +1638,9 @@ static void pg_close(struct ks_store *s)
     pthread_mutex_destroy(&ps->commit_mu);
     free(ps->pool);
     free(ps->free_idx);
-    if (ps->url) {
-        memset(ps->url, 0, strlen(ps->url)); /* the URL may hold a password */
-        free(ps->url);
-    }
-    memset(ps->secret, 0, sizeof(ps->secret));
+    free_secret(ps->url);
+    free_secret(ps->secret);
+    free_secret(ps->secret_raw);
     free(ps);
 }
 
@@ -1650,31 +1649,34 @@ static void pg_close(struct ks_store *s)
 int ks_store_pg_open(const char *target, const struct ks_store_options *opt,
                      struct ks_store **out, char *why, size_t whylen)
 {
-    struct pg_store *ps = NULL;
-    PQconninfoOption *info = NULL;
-    char *err = NULL;
     int rc = KS_ERR_NOMEM;
 
     *out = NULL;
     if (why && whylen)
         why[0] = '\0';
-    ps = calloc(1, sizeof(*ps));
+    struct pg_store *ps = calloc(1, sizeof(*ps));
     if (!ps) {
         snprintf(why, whylen, "out of memory");
         return KS_ERR_NOMEM;
     }
     ps->base.vt = &pg_vtable;
-    url_password_raw(target, ps->secret_raw, sizeof(ps->secret_raw));
-    info = PQconninfoParse(target, &err);
+    pthread_mutex_init(&ps->mu, NULL);
+    pthread_cond_init(&ps->cv, NULL);
+    pthread_mutex_init(&ps->commit_mu, NULL);
+
+    /* Learn the password first, so that no message below can show it. */
+    ps->secret_raw = url_password_raw(target);
+    char *err = NULL;
+    PQconninfoOption *info = PQconninfoParse(target, &err);
     if (!info) {
         set_why(ps, why, whylen, "invalid PostgreSQL URL", err ? err : "out of memory");
         PQfreemem(err);
-        free(ps);
-        return KS_ERR_INVALID;
+        rc = err ? KS_ERR_INVALID : KS_ERR_NOMEM;
+        goto out_close;
     }
     for (PQconninfoOption *o = info; o->keyword; o++)
-        if (strcmp(o->keyword, "password") == 0 && o->val)
-            ks_store_copy(ps->secret, sizeof(ps->secret), o->val);
+        if (strcmp(o->keyword, "password") == 0 && o->val && !ps->secret)
+            ps->secret = strdup(o->val);
     PQconninfoFree(info);
 
     int readers = opt && opt->readers > 0 ? opt->readers : KS_STORE_READERS_DEFAULT;
@@ -1687,23 +1689,17 @@ int ks_store_pg_open(const char *target, const struct ks_store_options *opt,
     ps->free_idx = calloc((size_t)readers, sizeof(*ps->free_idx));
     if (!ps->url || !ps->pool || !ps->free_idx) {
         snprintf(why, whylen, "out of memory");
-        free(ps->url);
-        free(ps->pool);
-        free(ps->free_idx);
-        free(ps);
-        return KS_ERR_NOMEM;
+        rc = KS_ERR_NOMEM;
+        goto out_close;
     }
     ps->pool_n = readers;
     for (int i = 0; i < readers; i++)
         ps->free_idx[ps->free_n++] = readers - 1 - i;
-    pthread_mutex_init(&ps->mu, NULL);
-    pthread_cond_init(&ps->cv, NULL);
-    pthread_mutex_init(&ps->commit_mu, NULL);
 
     /* The committer's connection migrates first, then prepares (the statements need the
      * tables); the pool connects on first use. */
-    ps->committer.pg = conn_connect(ps, why, whylen);
     rc = KS_ERR_IO;
+    ps->committer.pg = conn_connect(ps, why, whylen);
     if (!ps->committer.pg)
         goto out_close;
     rc = migrate(ps, ps->committer.pg, why, whylen);
