@@ -421,6 +421,8 @@ static char *url_password_raw(const char *url)
 
 /* --- connections ----------------------------------------------------------------------------- */
 
+/* Drops server notices ("relation ... already exists, skipping"), which libpq would otherwise
+ * print on stderr. Errors do not come this way. */
 static void notice_discard(void *arg, const char *message)
 {
     (void)arg;

@@ -486,6 +486,47 @@ Test(store, idempotency_guard)
     ks_idem_row_release(&ir);
 }
 
+Test(store, a_batch_the_database_refuses_writes_nothing)
+{
+    char unit[40], task_id[KS_TASK_ID_BYTES + 1];
+    snprintf(unit, sizeof(unit), "u_%s", fx.tag);
+    struct tb first;
+    tb_init(&first, "a", 0, 1, 100);
+    tb_task(&first, task_id, unit, 100);
+    cr_assert_eq(commit1(&first), KS_OK);
+    int64_t end = outbox_end();
+
+    /* The second batch reuses a task id: the database refuses it, and with it the batch. */
+    struct tb b[3];
+    tb_init(&b[0], "c", 0, 2, 200);
+    tb_init(&b[1], "a", 1, 1, 200);
+    tb_init(&b[2], "d", 0, 1, 200);
+    tb_task(&b[2], NULL, unit, 100);
+    memcpy(b[2].task[0].id, task_id, sizeof(task_id));
+    int rc = commit_tbs(b, 3);
+    cr_assert_eq(rc, KS_ERR_IO);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(b[i].t.result, KS_ERR_IO);
+    cr_assert_eq(last_seq("c"), -1);
+    cr_assert_eq(last_seq("a"), 1);
+    cr_assert_eq(last_seq("d"), -1);
+    cr_assert_eq(count_events("a"), 1);
+    struct ks_outbox_row *o;
+    size_t n;
+    cr_assert_eq(ks_store_outbox_read(fx.s, end, KS_OUTBOX_PAGE_MAX, &o, &n), KS_OK);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_neq(o[i].ns, fx.ns, "no outbox row of the refused batch");
+    ks_outbox_rows_free(o, n);
+
+    /* The store carries on. */
+    tb_init(&b[0], "c", 0, 2, 300);
+    tb_init(&b[1], "a", 1, 1, 300);
+    cr_assert_eq(commit_tbs(b, 2), KS_OK);
+    cr_assert_eq(b[0].t.result, KS_OK);
+    cr_assert_eq(b[1].t.result, KS_OK);
+    cr_assert_eq(last_seq("a"), 2);
+}
+
 /* --- history -------------------------------------------------------------------------------- */
 
 static void expect_seqs(int64_t after, size_t limit, int desc, const int64_t *want, size_t want_n)
