@@ -47,11 +47,11 @@
 #define OID_INT8_ARRAY 1016
 
 /* Bounds private to this backend. */
-#define PG_POOL_WAIT_MS 30000                    /* wait for a free pool connection */
-#define PG_CONNECT_TIMEOUT_S "10"                /* unless the URL says otherwise */
-#define PG_PARAM_BYTES_MAX (512u * 1024 * 1024)  /* one array parameter; a message is < 1 GiB */
-#define PG_PARAMS_MAX 17                         /* parameters of one statement */
-#define PG_MIGRATION_LOCK_KEY 0x6b61737361LL     /* pg_advisory_xact_lock key: "kassa" */
+#define PG_POOL_WAIT_MS 30000                   /* wait for a free pool connection */
+#define PG_CONNECT_TIMEOUT_S "10"               /* unless the URL says otherwise */
+#define PG_PARAM_BYTES_MAX (512u * 1024 * 1024) /* one array parameter; a message is < 1 GiB */
+#define PG_PARAMS_MAX 17                        /* parameters of one statement */
+#define PG_MIGRATION_LOCK_KEY 0x6b61737361LL    /* pg_advisory_xact_lock key: "kassa" */
 
 /* --- statements ------------------------------------------------------------------------------ */
 
@@ -93,11 +93,11 @@ struct pg_stmt_def {
     bool retry; /* safe to send again on a fresh connection if the first one broke */
 };
 
-#define MACHINE_COLS                                                                              \
-    "ns, id, last_seq, status, reason, failed_input, snapshot, args_fp, timer_at, timer_id, "     \
+#define MACHINE_COLS                                                                               \
+    "ns, id, last_seq, status, reason, failed_input, snapshot, args_fp, timer_at, timer_id, "      \
     "created_at, updated_at"
-#define TASK_COLS                                                                                 \
-    "id, ns, machine_id, unit, args, status, attempts, attempts_max, next_at, last_error, "       \
+#define TASK_COLS                                                                                  \
+    "id, ns, machine_id, unit, args, status, attempts, attempts_max, next_at, last_error, "        \
     "created_at"
 
 /*
@@ -114,28 +114,32 @@ struct pg_stmt_def {
  * The record is inserted only once g holds, so a machine guard that fails leaves no record
  * behind (and a later transition of the batch with the same key is not blocked by it).
  */
-#define GUARD_TYPES                                                                               \
-    {OID_TEXT, OID_TEXT, OID_INT8, OID_INT8, OID_INT4, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,     \
+/* clang-format off */
+#define GUARD_TYPES                                                                                \
+    {OID_TEXT, OID_TEXT, OID_INT8, OID_INT8, OID_INT4, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,      \
      OID_INT8, OID_INT8, OID_INT8, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8}
-#define IDEM_SEEN_CTE                                                                             \
+/* clang-format on */
+#define IDEM_SEEN_CTE                                                                              \
     "WITH e AS (SELECT 1 FROM idempotency WHERE scope = $13 AND key = $14 AND expires_at > $12), "
-#define IDEM_INSERT_CTE                                                                           \
-    "i AS (INSERT INTO idempotency AS x (scope, key, fingerprint, outcome, expires_at) "          \
-    "SELECT $13, $14, $15, $16, $17 WHERE EXISTS (SELECT 1 FROM g) "                             \
-    "ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "                 \
-    "outcome = EXCLUDED.outcome, expires_at = EXCLUDED.expires_at "                               \
+#define IDEM_INSERT_CTE                                                                            \
+    "i AS (INSERT INTO idempotency AS x (scope, key, fingerprint, outcome, expires_at) "           \
+    "SELECT $13, $14, $15, $16, $17 WHERE EXISTS (SELECT 1 FROM g) "                               \
+    "ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "                  \
+    "outcome = EXCLUDED.outcome, expires_at = EXCLUDED.expires_at "                                \
     "WHERE x.expires_at <= $12 RETURNING 1), "
-#define IDEM_RESULT                                                                               \
-    "SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM g), EXISTS (SELECT 1 FROM i), "       \
+#define IDEM_RESULT                                                                                \
+    "SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM g), EXISTS (SELECT 1 FROM i), "        \
     "EXISTS (SELECT 1 FROM m)"
-#define MACHINE_SET                                                                               \
-    "SET last_seq = $4, status = $5, reason = $6, failed_input = $7, snapshot = $8, "             \
+#define MACHINE_SET                                                                                \
+    "SET last_seq = $4, status = $5, reason = $6, failed_input = $7, snapshot = $8, "              \
     "timer_at = $10, timer_id = $11, updated_at = $12"
 
 static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
     [ST_PING] = {"ks_ping", "SELECT 1", 0, {0}, true},
     [ST_SCHEMA_VERSION] = {"ks_schema_version",
-                           "SELECT COALESCE(max(version), 0) FROM schema_migrations", 0, {0},
+                           "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+                           0,
+                           {0},
                            true},
     [ST_MACHINE_LOAD] = {"ks_machine_load",
                          "SELECT " MACHINE_COLS " FROM machines WHERE ns = $1 AND id = $2",
@@ -185,16 +189,16 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
                             3,
                             {OID_TEXT, OID_INT8, OID_TEXT},
                             true},
-    [ST_TASK_GET] = {"ks_task_get", "SELECT " TASK_COLS " FROM tasks WHERE id = $1", 1,
-                     {OID_TEXT}, true},
+    [ST_TASK_GET] =
+        {"ks_task_get", "SELECT " TASK_COLS " FROM tasks WHERE id = $1", 1, {OID_TEXT}, true},
     [ST_TASK_REVIVE] = {"ks_task_revive",
                         "UPDATE tasks SET status = 0, attempts = 0, next_at = $2 "
                         "WHERE id = $1 AND status = 2",
                         2,
                         {OID_TEXT, OID_INT8},
                         false},
-    [ST_TASKS_PENDING] = {"ks_tasks_pending", "SELECT count(*) FROM tasks WHERE status = 0", 0,
-                          {0}, true},
+    [ST_TASKS_PENDING] =
+        {"ks_tasks_pending", "SELECT count(*) FROM tasks WHERE status = 0", 0, {0}, true},
     [ST_OUTBOX_READ] = {"ks_outbox_read",
                         "SELECT o.pos, o.ns, o.id, o.seq, e.at, e.body FROM outbox o "
                         "JOIN events e ON e.ns = o.ns AND e.id = o.id AND e.seq = o.seq "
@@ -202,8 +206,8 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
                         2,
                         {OID_INT8, OID_INT8},
                         true},
-    [ST_CURSOR_GET] = {"ks_cursor_get", "SELECT pos FROM cursors WHERE consumer = $1", 1,
-                       {OID_TEXT}, true},
+    [ST_CURSOR_GET] =
+        {"ks_cursor_get", "SELECT pos FROM cursors WHERE consumer = $1", 1, {OID_TEXT}, true},
     [ST_CURSOR_SET] = {"ks_cursor_set",
                        "INSERT INTO cursors AS c (consumer, pos) VALUES ($1, $2) "
                        "ON CONFLICT (consumer) DO UPDATE SET pos = EXCLUDED.pos "
@@ -226,15 +230,13 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
                      6,
                      {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_INT8},
                      false},
-    [ST_IDEM_SWEEP] = {"ks_idem_sweep", "DELETE FROM idempotency WHERE expires_at <= $1", 1,
-                       {OID_INT8}, false},
+    [ST_IDEM_SWEEP] =
+        {"ks_idem_sweep", "DELETE FROM idempotency WHERE expires_at <= $1", 1, {OID_INT8}, false},
     [ST_G_CREATE] = {"ks_g_create",
                      "INSERT INTO machines (" MACHINE_COLS ") "
                      "VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) "
                      "ON CONFLICT (ns, id) DO NOTHING RETURNING 1",
-                     12,
-                     GUARD_TYPES,
-                     false},
+                     12, GUARD_TYPES, false},
     [ST_G_CREATE_IDEM] = {"ks_g_create_idem",
                           IDEM_SEEN_CTE
                           "g AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM e) AND NOT EXISTS "
@@ -243,25 +245,19 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
                           "SELECT $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12 "
                           "WHERE EXISTS (SELECT 1 FROM i) "
                           "ON CONFLICT (ns, id) DO NOTHING RETURNING 1) " IDEM_RESULT,
-                          17,
-                          GUARD_TYPES,
-                          false},
+                          17, GUARD_TYPES, false},
     [ST_G_UPDATE] = {"ks_g_update",
                      "UPDATE machines " MACHINE_SET
                      " WHERE ns = $1 AND id = $2 AND last_seq = $3 RETURNING 1",
-                     12,
-                     GUARD_TYPES,
-                     false},
-    [ST_G_UPDATE_IDEM] = {"ks_g_update_idem",
-                          IDEM_SEEN_CTE
-                          "g AS (SELECT 1 FROM machines WHERE ns = $1 AND id = $2 "
-                          "AND last_seq = $3 AND NOT EXISTS (SELECT 1 FROM e) FOR UPDATE), "
-                          IDEM_INSERT_CTE "m AS (UPDATE machines " MACHINE_SET
-                          " WHERE ns = $1 AND id = $2 AND last_seq = $3 "
-                          "AND EXISTS (SELECT 1 FROM i) RETURNING 1) " IDEM_RESULT,
-                          17,
-                          GUARD_TYPES,
-                          false},
+                     12, GUARD_TYPES, false},
+    [ST_G_UPDATE_IDEM] =
+        {"ks_g_update_idem",
+         IDEM_SEEN_CTE
+         "g AS (SELECT 1 FROM machines WHERE ns = $1 AND id = $2 "
+         "AND last_seq = $3 AND NOT EXISTS (SELECT 1 FROM e) FOR UPDATE), " IDEM_INSERT_CTE
+         "m AS (UPDATE machines " MACHINE_SET " WHERE ns = $1 AND id = $2 AND last_seq = $3 "
+         "AND EXISTS (SELECT 1 FROM i) RETURNING 1) " IDEM_RESULT,
+         17, GUARD_TYPES, false},
     /* Removes the records of transitions whose machine write lost a race after the record
      * was inserted (see the guard statements). */
     [ST_IDEM_UNDO] = {"ks_idem_undo",
@@ -317,10 +313,23 @@ struct pg_arr {
 };
 
 enum {
-    A_EV_NS, A_EV_ID, A_EV_SEQ, A_EV_AT, A_EV_BODY,
-    A_TK_ID, A_TK_NS, A_TK_MID, A_TK_UNIT, A_TK_ARGS, A_TK_AMAX, A_TK_NEXT, A_TK_CREATED,
-    A_CL_ID, A_CL_STATUS,
-    A_UN_SCOPE, A_UN_KEY,
+    A_EV_NS,
+    A_EV_ID,
+    A_EV_SEQ,
+    A_EV_AT,
+    A_EV_BODY,
+    A_TK_ID,
+    A_TK_NS,
+    A_TK_MID,
+    A_TK_UNIT,
+    A_TK_ARGS,
+    A_TK_AMAX,
+    A_TK_NEXT,
+    A_TK_CREATED,
+    A_CL_ID,
+    A_CL_STATUS,
+    A_UN_SCOPE,
+    A_UN_KEY,
     A_COUNT
 };
 
@@ -433,8 +442,7 @@ static void notice_discard(void *arg, const char *message)
 static PGconn *conn_connect(struct pg_store *ps, char *why, size_t whylen)
 {
     /* Defaults first: the URL, expanded in place of "dbname", overrides them. */
-    const char *keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname",
-                          NULL};
+    const char *keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname", NULL};
     const char *vals[] = {PG_CONNECT_TIMEOUT_S, "kassa", "UTF8", ps->url, NULL};
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (!pg) {
@@ -776,8 +784,8 @@ out_clear:
 }
 
 /* See store.h: ks_store_timers_due. */
-static int pg_timers_due(struct ks_store *s, int64_t now_ms, size_t limit,
-                         struct ks_timer_row *out, size_t *n)
+static int pg_timers_due(struct ks_store *s, int64_t now_ms, size_t limit, struct ks_timer_row *out,
+                         size_t *n)
 {
     char a[24], l[24];
     PGresult *r;
@@ -1235,15 +1243,27 @@ static bool send_guard(PGconn *pg, const struct ks_transition *t)
     if (im)
         fmt_i64(exp, im->expires_at_ms);
     const char *v[PG_PARAMS_MAX] = {
-        t->ns, t->id, base, last, st, t->reason, t->failed_input, t->snapshot,
-        t->args_fp ? t->args_fp : "", tat, tid, at,
-        im ? im->scope : NULL, im ? im->key : NULL, im ? im->fingerprint : NULL,
-        im ? im->outcome : NULL, im ? exp : NULL,
+        t->ns,
+        t->id,
+        base,
+        last,
+        st,
+        t->reason,
+        t->failed_input,
+        t->snapshot,
+        t->args_fp ? t->args_fp : "",
+        tat,
+        tid,
+        at,
+        im ? im->scope : NULL,
+        im ? im->key : NULL,
+        im ? im->fingerprint : NULL,
+        im ? im->outcome : NULL,
+        im ? exp : NULL,
     };
     enum pg_stmt s = t->base_seq == 0 ? (im ? ST_G_CREATE_IDEM : ST_G_CREATE)
                                       : (im ? ST_G_UPDATE_IDEM : ST_G_UPDATE);
-    return PQsendQueryPrepared(pg, stmt_defs[s].name, stmt_defs[s].nparams, v, NULL, NULL, 0) ==
-           1;
+    return PQsendQueryPrepared(pg, stmt_defs[s].name, stmt_defs[s].nparams, v, NULL, NULL, 0) == 1;
 }
 
 /* What one commit attempt learnt about its failure, to decide whether trying again on a
@@ -1314,8 +1334,7 @@ static bool guard_outcome(struct ks_transition *t, const PGresult *r, bool *undo
     }
     if (PQntuples(r) != 1 || PQnfields(r) != 4)
         return false;
-    bool e = col_bool(r, 0, 0), g = col_bool(r, 0, 1), i = col_bool(r, 0, 2),
-         m = col_bool(r, 0, 3);
+    bool e = col_bool(r, 0, 0), g = col_bool(r, 0, 1), i = col_bool(r, 0, 2), m = col_bool(r, 0, 3);
     int res;
     if (e)
         res = KS_ERR_IDEM_CONFLICT;
@@ -1340,12 +1359,12 @@ static bool build_phase2(struct pg_scratch *sc, struct ks_transition *b, size_t 
 {
     struct pg_arr *a = sc->arr;
     static const uint32_t oids[A_COUNT] = {
-        [A_EV_NS] = OID_TEXT,     [A_EV_ID] = OID_TEXT,    [A_EV_SEQ] = OID_INT8,
-        [A_EV_AT] = OID_INT8,     [A_EV_BODY] = OID_TEXT,  [A_TK_ID] = OID_TEXT,
-        [A_TK_NS] = OID_TEXT,     [A_TK_MID] = OID_TEXT,   [A_TK_UNIT] = OID_TEXT,
-        [A_TK_ARGS] = OID_TEXT,   [A_TK_AMAX] = OID_INT4,  [A_TK_NEXT] = OID_INT8,
+        [A_EV_NS] = OID_TEXT,      [A_EV_ID] = OID_TEXT,   [A_EV_SEQ] = OID_INT8,
+        [A_EV_AT] = OID_INT8,      [A_EV_BODY] = OID_TEXT, [A_TK_ID] = OID_TEXT,
+        [A_TK_NS] = OID_TEXT,      [A_TK_MID] = OID_TEXT,  [A_TK_UNIT] = OID_TEXT,
+        [A_TK_ARGS] = OID_TEXT,    [A_TK_AMAX] = OID_INT4, [A_TK_NEXT] = OID_INT8,
         [A_TK_CREATED] = OID_INT8, [A_CL_ID] = OID_TEXT,   [A_CL_STATUS] = OID_INT4,
-        [A_UN_SCOPE] = OID_TEXT,  [A_UN_KEY] = OID_TEXT,
+        [A_UN_SCOPE] = OID_TEXT,   [A_UN_KEY] = OID_TEXT,
     };
     for (int k = 0; k < A_COUNT; k++)
         arr_begin(&a[k], oids[k]);
@@ -1412,8 +1431,7 @@ static void committer_drop(struct pg_conn *c)
 /* One attempt at committing the batch on the committer connection (see the top of the file).
  * The caller holds commit_mu. On failure the connection is dropped and `at` says what is known
  * about the transaction. */
-static int commit_once(struct pg_store *ps, struct ks_transition *b, size_t n,
-                       struct attempt *at)
+static int commit_once(struct pg_store *ps, struct ks_transition *b, size_t n, struct attempt *at)
 {
     struct pg_scratch *sc = &ps->scratch;
     struct pg_conn *c = &ps->committer;
@@ -1483,8 +1501,8 @@ static int commit_once(struct pg_store *ps, struct ks_transition *b, size_t n,
     at->reading_commit = true;
     PGresult *r = pipe_next(pg, at);
     /* A COMMIT of a transaction that failed reports "ROLLBACK" with a success status. */
-    bool committed = r && PQresultStatus(r) == PGRES_COMMAND_OK &&
-                     strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    bool committed =
+        r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
     if (r && PQresultStatus(r) == PGRES_COMMAND_OK && !committed)
         at->aborted = true;
     PQclear(r);
@@ -1580,8 +1598,8 @@ static int migrate(struct pg_store *ps, PGconn *pg, char *why, size_t whylen)
         char ver[24];
         fmt_i64(ver, mig[i].version);
         const char *vv[] = {ver, mig[i].name};
-        r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1::integer", 1,
-                         NULL, vv, NULL, NULL, 0);
+        r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1::integer", 1, NULL,
+                         vv, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             set_why(ps, why, whylen, "migrate: read versions", PQresultErrorMessage(r));
             goto out_rollback;
@@ -1648,8 +1666,8 @@ static void pg_close(struct ks_store *s)
 
 /* Opens the store: checks the URL, connects the committer, migrates, prepares the pool (whose
  * connections are made on first use). See store_int.h. */
-int ks_store_pg_open(const char *target, const struct ks_store_options *opt,
-                     struct ks_store **out, char *why, size_t whylen)
+int ks_store_pg_open(const char *target, const struct ks_store_options *opt, struct ks_store **out,
+                     char *why, size_t whylen)
 {
     int rc = KS_ERR_NOMEM;
 

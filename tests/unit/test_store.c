@@ -28,8 +28,8 @@ struct fixture {
     char url[512];
     char dir[256];
     struct ks_store *s;
-    char ns[KS_NS_BYTES_MAX + 1];  /* this test's namespace */
-    char tag[16];                  /* random, for unit, consumer and scope names */
+    char ns[KS_NS_BYTES_MAX + 1]; /* this test's namespace */
+    char tag[16];                 /* random, for unit, consumer and scope names */
 };
 
 static struct fixture fx;
@@ -391,12 +391,12 @@ Test(store, a_failed_guard_spares_the_rest_of_the_batch)
 {
     create("b", 1, 500);
     struct tb t[6];
-    tb_init(&t[0], "a", 0, 1, 1000);   /* create a: ok */
-    tb_init(&t[1], "b", 0, 2, 1000);   /* b exists: conflict */
-    tb_init(&t[2], "b", 7, 1, 1000);   /* stale: version */
-    tb_init(&t[3], "a", 0, 3, 1000);   /* a was created just before in this batch: conflict */
-    tb_init(&t[4], "a", 1, 2, 1000);   /* builds on t[0] in the same batch: ok */
-    tb_init(&t[5], "b", 1, 1, 1000);   /* ok */
+    tb_init(&t[0], "a", 0, 1, 1000); /* create a: ok */
+    tb_init(&t[1], "b", 0, 2, 1000); /* b exists: conflict */
+    tb_init(&t[2], "b", 7, 1, 1000); /* stale: version */
+    tb_init(&t[3], "a", 0, 3, 1000); /* a was created just before in this batch: conflict */
+    tb_init(&t[4], "a", 1, 2, 1000); /* builds on t[0] in the same batch: ok */
+    tb_init(&t[5], "b", 1, 1, 1000); /* ok */
     cr_assert_eq(commit_tbs(t, 6), KS_OK);
     cr_assert_eq(t[0].t.result, KS_OK);
     cr_assert_eq(t[1].t.result, KS_ERR_CONFLICT);
@@ -818,8 +818,7 @@ static void task_release(struct ks_task_row *t)
     free(t->last_error);
 }
 
-static void close_task(const char *machine, int64_t base, const char *task,
-                       enum ks_task_status st)
+static void close_task(const char *machine, int64_t base, const char *task, enum ks_task_status st)
 {
     struct tb b;
     tb_init(&b, machine, base, 1, 100);
@@ -994,8 +993,7 @@ Test(store, idem_get_put_and_sweep)
 /* --- listing ------------------------------------------------------------------------------ */
 
 static void expect_list(enum ks_machine_status st, const char *ns, const char *after_ns,
-                        const char *after_id, size_t limit, const char *const *want,
-                        size_t want_n)
+                        const char *after_id, size_t limit, const char *const *want, size_t want_n)
 {
     struct ks_machine_row *m;
     size_t n;
@@ -1153,8 +1151,8 @@ Test(store, broken_connections_are_replaced)
         cr_skip_test("PostgreSQL only");
     char app[40], url[600];
     snprintf(app, sizeof(app), "ks_%s", fx.tag);
-    snprintf(url, sizeof(url), "%s%sapplication_name=%s", fx.url,
-             strchr(fx.url, '?') ? "&" : "?", app);
+    snprintf(url, sizeof(url), "%s%sapplication_name=%s", fx.url, strchr(fx.url, '?') ? "&" : "?",
+             app);
     char why[256];
     struct ks_store *s = NULL;
     struct ks_store_options opt = {.readers = 2};
