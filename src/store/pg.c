@@ -361,6 +361,7 @@ struct pg_store {
 
 static const struct ks_store_vtable pg_vtable;
 
+/* The backend's context of a store (its first member is the generic part). */
 static struct pg_store *pg_of(struct ks_store *s)
 {
     return (struct pg_store *)s;
@@ -574,6 +575,7 @@ static int run(struct pg_store *ps, enum pg_stmt st, const char *const *vals, Ex
 
 /* --- result helpers -------------------------------------------------------------------------- */
 
+/* A bigint or integer column; 0 when NULL. */
 static int64_t col_i64(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
@@ -581,6 +583,7 @@ static int64_t col_i64(const PGresult *r, int row, int col)
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/* A boolean column (text "t" / "f"); false when NULL. */
 static bool col_bool(const PGresult *r, int row, int col)
 {
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
@@ -596,6 +599,7 @@ static bool col_dup(const PGresult *r, int row, int col, char **out)
     return *out != NULL;
 }
 
+/* Writes `v` in decimal, as a text parameter. */
 static void fmt_i64(char buf[24], int64_t v)
 {
     snprintf(buf, 24, "%lld", (long long)v);
@@ -1072,6 +1076,7 @@ static bool arr_room(struct pg_arr *a, size_t more)
     return true;
 }
 
+/* Writes `v` at `p` in network byte order, as the binary formats want. */
 static void put_u32(char *p, uint32_t v)
 {
     uint32_t be = htonl(v);
@@ -1096,6 +1101,7 @@ static void arr_begin(struct pg_arr *a, uint32_t elem_oid)
     a->len = 20;
 }
 
+/* Appends a text element (NULL for SQL NULL). */
 static void arr_text(struct pg_arr *a, const char *s)
 {
     if (!s) {
@@ -1120,6 +1126,7 @@ static void arr_text(struct pg_arr *a, const char *s)
     a->n++;
 }
 
+/* Appends a bigint element. */
 static void arr_i64(struct pg_arr *a, int64_t v)
 {
     if (!arr_room(a, 12))
@@ -1132,6 +1139,7 @@ static void arr_i64(struct pg_arr *a, int64_t v)
     a->n++;
 }
 
+/* Appends an integer element. */
 static void arr_i32(struct pg_arr *a, int32_t v)
 {
     if (!arr_room(a, 8))
@@ -1142,6 +1150,7 @@ static void arr_i32(struct pg_arr *a, int32_t v)
     a->n++;
 }
 
+/* Completes the header (element count, has-null flag) once the elements are in. */
 static void arr_end(struct pg_arr *a)
 {
     if (a->failed)
@@ -1183,6 +1192,7 @@ static bool scratch_fit(struct pg_scratch *sc, size_t n)
     return true;
 }
 
+/* Frees the committer's reusable buffers. */
 static void scratch_free(struct pg_scratch *sc)
 {
     for (int i = 0; i < A_COUNT; i++)

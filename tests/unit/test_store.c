@@ -59,6 +59,7 @@ static void random_name(char *out, size_t len)
             out[i] = (char)(out[i] - 'A' + 'a');
 }
 
+/* Opens another handle on the test's store (as another node would). */
 static struct ks_store *store_open(void)
 {
     char why[256] = "";
@@ -69,6 +70,7 @@ static struct ks_store *store_open(void)
     return s;
 }
 
+/* Each test: the store from KASSA_TEST_STORE (or a fresh SQLite file), its own names. */
 static void setup(void)
 {
     memset(&fx, 0, sizeof(fx));
@@ -87,6 +89,7 @@ static void setup(void)
     fx.s = store_open();
 }
 
+/* Closes the store and removes the SQLite directory this test made, if any. */
 static void teardown(void)
 {
     ks_store_close(fx.s);
@@ -133,6 +136,7 @@ static void tb_init(struct tb *b, const char *id, int64_t base, int events, int6
     tb_fill(b, id, base, events, at);
 }
 
+/* Adds a task with a random id (copied to `id_out` if given). */
 static void tb_task(struct tb *b, char *id_out, const char *unit, int64_t next_at)
 {
     cr_assert_lt(b->t.tasks_n, TB_TASKS_MAX);
@@ -147,6 +151,7 @@ static void tb_task(struct tb *b, char *id_out, const char *unit, int64_t next_a
         memcpy(id_out, t->id, KS_TASK_ID_BYTES + 1);
 }
 
+/* Makes the transition carry an idempotency record. */
 static void tb_idem(struct tb *b, const char *scope, const char *key, const char *fp,
                     int64_t expires)
 {
@@ -158,6 +163,7 @@ static void tb_idem(struct tb *b, const char *scope, const char *key, const char
     b->t.idem = &b->idem;
 }
 
+/* Makes the transition leave its machine failed. */
 static void tb_fail(struct tb *b, const char *reason)
 {
     b->t.status = KS_MACHINE_FAILED;
@@ -185,6 +191,7 @@ static int commit1(struct tb *b)
     return b->t.result;
 }
 
+/* Creates machine `id` with `events` events; must succeed. */
 static void create(const char *id, int events, int64_t at)
 {
     struct tb b;
@@ -192,6 +199,7 @@ static void create(const char *id, int events, int64_t at)
     cr_assert_eq(commit1(&b), KS_OK, "create %s", id);
 }
 
+/* The machine's last_seq, or -1 if it does not exist. */
 static int64_t last_seq(const char *id)
 {
     struct ks_machine_row m;
@@ -203,6 +211,7 @@ static int64_t last_seq(const char *id)
     return m.last_seq;
 }
 
+/* Number of events of `id`, checking that they are numbered 1, 2, 3... */
 static size_t count_events(const char *id)
 {
     struct ks_event_row *ev;
@@ -730,6 +739,7 @@ static size_t my_timers(int64_t now, char ids[][KS_ID_BYTES_MAX + 1], int64_t *a
     return mine;
 }
 
+/* Creates (base 0, one event) or updates (no event) machine `id` with timer `at`. */
 static void set_timer(const char *id, int64_t base, int64_t at, int failed)
 {
     struct tb b;
@@ -805,6 +815,7 @@ static bool claimed(const struct ks_task_row *t, size_t n, const char *id)
     return false;
 }
 
+/* Loads a task that must exist; release with task_release. */
 static struct ks_task_row task_get(const char *id)
 {
     struct ks_task_row t;
@@ -812,12 +823,14 @@ static struct ks_task_row task_get(const char *id)
     return t;
 }
 
+/* Frees the text members of a task row loaded by task_get. */
 static void task_release(struct ks_task_row *t)
 {
     free(t->args);
     free(t->last_error);
 }
 
+/* Closes `task` with status `st` through a transition of `machine` at `base`. */
 static void close_task(const char *machine, int64_t base, const char *task, enum ks_task_status st)
 {
     struct tb b;
