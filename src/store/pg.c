@@ -28,6 +28,7 @@
 #include "store/store_int.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -522,6 +523,7 @@ static int pool_take(struct pg_store *ps, struct pg_conn **out)
     }
     int slot = ps->free_idx[--ps->free_n];
     pthread_mutex_unlock(&ps->mu);
+    assert(slot >= 0 && slot < ps->pool_n);
 
     struct pg_conn *c = &ps->pool[slot];
     int rc = conn_ready(ps, c);
@@ -540,7 +542,9 @@ static int pool_take(struct pg_store *ps, struct pg_conn **out)
 static void pool_give(struct pg_store *ps, struct pg_conn *c)
 {
     int slot = (int)(c - ps->pool);
+    assert(slot >= 0 && slot < ps->pool_n);
     pthread_mutex_lock(&ps->mu);
+    assert(ps->free_n < ps->pool_n); /* a connection given back twice */
     ps->free_idx[ps->free_n++] = slot;
     pthread_cond_signal(&ps->cv);
     pthread_mutex_unlock(&ps->mu);
@@ -1414,6 +1418,9 @@ static bool build_phase2(struct pg_scratch *sc, struct ks_transition *b, size_t 
         if (a[k].failed)
             return false;
     }
+    /* Parallel arrays: a statement's arrays must all have the same length. */
+    assert(a[A_EV_BODY].n == a[A_EV_NS].n && a[A_TK_CREATED].n == a[A_TK_ID].n);
+    assert(a[A_CL_STATUS].n == a[A_CL_ID].n && a[A_UN_KEY].n == a[A_UN_SCOPE].n);
     *ev_n = a[A_EV_NS].n;
     *tk_n = a[A_TK_ID].n;
     *cl_n = a[A_CL_ID].n;
@@ -1458,6 +1465,7 @@ static int commit_once(struct pg_store *ps, struct ks_transition *b, size_t n, s
         if (b[i].result == KS_OK)
             sc->order[live++] = &b[i];
     }
+    assert(live <= n && n <= sc->cap);
     qsort(sc->order, live, sizeof(*sc->order), order_cmp);
 
     PGconn *pg = c->pg;
@@ -1482,6 +1490,7 @@ static int commit_once(struct pg_store *ps, struct ks_transition *b, size_t n, s
         PQclear(r);
         if (!ok)
             goto out_drop;
+        assert(t >= b && t < b + n);
         sc->undo[t - b] = undo;
     }
     if (!pipe_expect(pg, at, PGRES_PIPELINE_SYNC))
