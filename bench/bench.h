@@ -17,9 +17,9 @@
 #include <stdint.h>
 
 /* Bounds that no flag can exceed. */
-#define KB_SECONDS_MAX 120          /* one measurement */
-#define KB_COUNT_MAX 20000000LL     /* operations in one measurement */
-#define KB_THREADS_MAX 256          /* callers, connections */
+#define KB_SECONDS_MAX 120                /* one measurement */
+#define KB_COUNT_MAX 20000000LL           /* operations in one measurement */
+#define KB_THREADS_MAX 256                /* callers, connections */
 #define KB_SAMPLES_PER_THREAD_MAX 2000000 /* latency samples kept per thread */
 
 /* Returns the value after `name` in argv ("--callers 64"), or `dflt` when absent. */

@@ -29,12 +29,12 @@
 struct caller {
     int index;
     struct ks_engine *engine;
-    const char *run;              /* random prefix of this run's machine ids */
+    const char *run; /* random prefix of this run's machine ids */
     int machines;
-    long long count_max;          /* calls this caller may make */
-    pthread_barrier_t *ready;     /* machines started */
-    pthread_barrier_t *go;        /* main has taken the start time */
-    const int64_t *deadline;      /* written by main between the two barriers */
+    long long count_max;      /* calls this caller may make */
+    pthread_barrier_t *ready; /* machines started */
+    pthread_barrier_t *go;    /* main has taken the start time */
+    const int64_t *deadline;  /* written by main between the two barriers */
     struct kb_lat lat;
     long long ok;
     long long errors;
@@ -119,8 +119,7 @@ static long long verify(struct ks_engine *e, struct caller *cs, int callers)
             if (rc != KS_OK || seq != cs[i].start_seq[m] + cs[i].calls_ok[m]) {
                 if (bad == 0)
                     fprintf(stderr,
-                            "engine: machine %s has seq %" PRId64 ", expected %" PRId64
-                            " (%s)\n",
+                            "engine: machine %s has seq %" PRId64 ", expected %" PRId64 " (%s)\n",
                             id, seq, cs[i].start_seq[m] + cs[i].calls_ok[m], ks_err_name(rc));
                 bad++;
             }
@@ -134,8 +133,7 @@ int kb_engine_main(int argc, char **argv)
     int ok = 0;
     const char *url = kb_arg_str(argc, argv, "--store", NULL);
     int callers = (int)kb_arg_int(argc, argv, "--callers", 1, 1, KB_THREADS_MAX, &ok);
-    int machines =
-        (int)kb_arg_int(argc, argv, "--machines", 1, 1, KB_MACHINES_PER_CALLER_MAX, &ok);
+    int machines = (int)kb_arg_int(argc, argv, "--machines", 1, 1, KB_MACHINES_PER_CALLER_MAX, &ok);
     long long seconds = kb_arg_int(argc, argv, "--seconds", 5, 1, KB_SECONDS_MAX, &ok);
     long long count = kb_arg_int(argc, argv, "--count", 2000000, 1, KB_COUNT_MAX, &ok);
     if (url == NULL || ok != 0) {

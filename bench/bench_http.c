@@ -31,16 +31,16 @@
 
 #define KB_HTTP_REQUEST_BYTES_MAX 1024
 #define KB_HTTP_RESPONSE_BYTES_MAX 65536
-#define KB_HTTP_DRAIN_US (5 * 1000000LL)   /* in-flight requests may finish this long after */
-#define KB_HTTP_IO_TIMEOUT_S 10           /* blocking setup and verification requests */
+#define KB_HTTP_DRAIN_US (5 * 1000000LL) /* in-flight requests may finish this long after */
+#define KB_HTTP_IO_TIMEOUT_S 10          /* blocking setup and verification requests */
 
 enum kb_mode { KB_STATIC, KB_PROBE };
 
 struct conn {
     int fd;
     int index;
-    int busy;                    /* a request is in flight */
-    int want_out;                /* registered for EPOLLOUT */
+    int busy;     /* a request is in flight */
+    int want_out; /* registered for EPOLLOUT */
     char machine[64];
     char out[KB_HTTP_REQUEST_BYTES_MAX];
     size_t out_len, out_off;
@@ -48,7 +48,7 @@ struct conn {
     size_t in_len;
     int64_t sent_us;
     long long next_value;
-    long long acked;             /* 2xx replies to appends */
+    long long acked; /* 2xx replies to appends */
     int64_t start_seq;
 };
 
@@ -118,8 +118,8 @@ static const char *header(const char *h, const char *end, const char *name, cons
 
 /* Parses one response at the start of buf[0..len) (NUL-terminated). Returns its total length
  * when complete, 0 when more bytes are needed, -1 when it is malformed. */
-static long parse_response(const char *buf, size_t len, int *status, int *closes,
-                           size_t *body_off, size_t *body_len)
+static long parse_response(const char *buf, size_t len, int *status, int *closes, size_t *body_off,
+                           size_t *body_len)
 {
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
     if (end == NULL)
@@ -183,16 +183,16 @@ static void build_request(struct worker *w, struct conn *c, const char *method, 
                      "Content-Length: %zu\r\n\r\n%s",
                      method, path, w->port, blen, body);
     else
-        n = snprintf(c->out, sizeof(c->out), "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
-                     method, path, w->port);
+        n = snprintf(c->out, sizeof(c->out), "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", method,
+                     path, w->port);
     c->out_len = n > 0 && (size_t)n < sizeof(c->out) ? (size_t)n : 0;
     c->out_off = 0;
 }
 
 /* A blocking request on the connection (setup and verification). Returns the status or -1;
  * with `reply` set, parses the body as JSON into it. */
-static int blocking_request(struct worker *w, struct conn *c, const char *method,
-                            const char *path, const char *body, json_t **reply)
+static int blocking_request(struct worker *w, struct conn *c, const char *method, const char *path,
+                            const char *body, json_t **reply)
 {
     build_request(w, c, method, path, body);
     while (c->out_off < c->out_len) {
@@ -287,8 +287,8 @@ static int watch(int ep, struct conn *c, int out)
 static int flush_out(int ep, struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t k = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t k =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return c->want_out ? 0 : watch(ep, c, 1);
         if (k <= 0)
@@ -336,8 +336,8 @@ static int on_readable(struct worker *w, int ep, struct conn *c)
     for (int reads = 0; reads < 64; reads++) {
         if (c->in_len >= KB_HTTP_RESPONSE_BYTES_MAX)
             return -1;
-        ssize_t k = recv(c->fd, c->in + c->in_len, KB_HTTP_RESPONSE_BYTES_MAX - c->in_len,
-                         MSG_DONTWAIT);
+        ssize_t k =
+            recv(c->fd, c->in + c->in_len, KB_HTTP_RESPONSE_BYTES_MAX - c->in_len, MSG_DONTWAIT);
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return 0;
         if (k <= 0) {
@@ -549,8 +549,8 @@ int kb_http_main(int argc, char **argv)
     printf("http %s %s, %d connections on %d threads: %lld responses in %.2f s = %.0f/s "
            "(p50 %.2f ms, p99 %.2f ms); %lld errors, %lld reconnects, %lld machines short\n",
            mode == KB_PROBE ? "probe" : "static", mode == KB_PROBE ? "append" : path, conns_n,
-           threads_n, done, secs, rate, (double)p50 / 1000, (double)p99 / 1000, errors,
-           reconnects, bad);
+           threads_n, done, secs, rate, (double)p50 / 1000, (double)p99 / 1000, errors, reconnects,
+           bad);
     if (first_error)
         fprintf(stderr, "http: first error: %s\n", first_error);
     printf("RESULT kind=http mode=%s conns=%d ops=%lld seconds=%.3f rate=%.1f p50_us=%lld "

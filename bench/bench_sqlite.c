@@ -97,8 +97,8 @@ int kb_sqlite_raw_main(int argc, char **argv)
     printf("sqlite-raw: %lld durable single-row commits in %.2f s = %.0f commits/s "
            "(p50 %.2f ms, p99 %.2f ms)\n",
            done, secs, rate, (double)p50 / 1000, (double)p99 / 1000);
-    printf("RESULT kind=sqlite-raw ops=%lld seconds=%.3f rate=%.1f p50_us=%lld p99_us=%lld\n",
-           done, secs, rate, (long long)p50, (long long)p99);
+    printf("RESULT kind=sqlite-raw ops=%lld seconds=%.3f rate=%.1f p50_us=%lld p99_us=%lld\n", done,
+           secs, rate, (long long)p50, (long long)p99);
     rc = done > 0 ? 0 : 1;
 out:
     sqlite3_finalize(ins);
