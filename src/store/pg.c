@@ -392,21 +392,37 @@ static void scrub(char *buf, size_t cap, const char *secret)
         *left = '\0';
 }
 
-/* Writes "what: detail" into `why`, trimmed to one line and without the password. */
+/* Writes "what: detail" into `why`, on one line and without the password. The password is
+ * removed from the whole text before it is cut to `whylen`, so no prefix of it can remain. */
 static void set_why(const struct pg_store *ps, char *why, size_t whylen, const char *what,
                     const char *detail)
 {
     if (!why || whylen == 0)
         return;
-    snprintf(why, whylen, "%s%s%s", what, detail && *detail ? ": " : "", detail ? detail : "");
-    for (char *p = why; *p; p++) {
-        if (*p == '\t')
-            *p = ' ';
-        else if (*p == '\n' || *p == '\r')
-            *p = (p[1] ? ' ' : '\0');
+    if (!detail)
+        detail = "";
+    size_t cap = 3 * (strlen(what) + strlen(detail)) + 8; /* room for a 1-byte secret's "***" */
+    char *text = malloc(cap);
+    if (!text) {
+        snprintf(why, whylen, "%s", what);
+        return;
     }
-    scrub(why, whylen, ps->secret_raw);
-    scrub(why, whylen, ps->secret);
+    snprintf(text, cap, "%s%s%s", what, *detail ? ": " : "", detail);
+    scrub(text, cap, ps->secret_raw);
+    scrub(text, cap, ps->secret);
+    /* One line: newlines and tabs become spaces, runs of spaces one, none at the end. */
+    size_t w = 0;
+    for (size_t r = 0; text[r]; r++) {
+        char ch = text[r] == '\n' || text[r] == '\r' || text[r] == '\t' ? ' ' : text[r];
+        if (ch == ' ' && (w == 0 || text[w - 1] == ' '))
+            continue;
+        text[w++] = ch;
+    }
+    if (w > 0 && text[w - 1] == ' ')
+        w--;
+    text[w] = '\0';
+    snprintf(why, whylen, "%s", text);
+    free(text);
 }
 
 /* The password written in a postgres:// URL (between the first ':' of the userinfo and the

@@ -291,6 +291,13 @@ Test(store, open_error_never_shows_the_password)
         cr_assert_neq(why[0], '\0', "a reason is given");
         cr_assert_null(strstr(why, "s3cret"), "password in: %s", why);
     }
+    /* Nor a piece of it, where a short buffer cuts the message. */
+    for (size_t len = 40; len < 80; len++) {
+        char why[80];
+        struct ks_store *s = NULL;
+        cr_assert_neq(ks_store_open(urls[0], NULL, &s, why, len), KS_OK);
+        cr_assert_null(strstr(why, "s3c"), "piece of the password in: %s", why);
+    }
 }
 
 /* --- guards ------------------------------------------------------------------------------- */
