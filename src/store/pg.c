@@ -39,7 +39,6 @@
 #include <time.h>
 
 /* Type oids from pg_type.dat: stable across PostgreSQL versions. */
-#define OID_BOOL 16
 #define OID_INT8 20
 #define OID_INT4 23
 #define OID_TEXT 25
