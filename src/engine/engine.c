@@ -27,8 +27,11 @@
 /* A transition waiting for the committer. Lives on the waiting caller's stack. */
 struct commit_req {
     struct ks_transition t;
-    sem_t done;               /* posted by the committer: wakes exactly this caller */
-    struct commit_req *next;
+    sem_t done;               /* posted when the batch is done: wakes exactly this caller */
+    struct commit_req *next;  /* queue link */
+    /* Wake-up fan-out: the committer wakes the batch's first caller only, and every woken
+     * caller wakes these two, so the committer does not spend its time in wake-ups. */
+    struct commit_req *wake[2];
 };
 
 struct unit_slot {
@@ -128,6 +131,7 @@ static void logj(struct ks_engine *e, enum ks_log_level lvl, const char *msg, js
 static void *committer_main(void *arg)
 {
     struct ks_engine *e = arg;
+    pthread_setname_np(pthread_self(), "ks-committer");
     size_t cap = (size_t)e->opt.commit_batch_max;
     struct commit_req **reqs = calloc(cap, sizeof(*reqs));
     struct ks_transition *batch = calloc(cap, sizeof(*batch));
@@ -159,8 +163,10 @@ static void *committer_main(void *arg)
 
         for (size_t i = 0; i < n; i++) {
             reqs[i]->t.result = batch[i].result;
-            sem_post(&reqs[i]->done);
+            reqs[i]->wake[0] = 2 * i + 1 < n ? reqs[2 * i + 1] : NULL;
+            reqs[i]->wake[1] = 2 * i + 2 < n ? reqs[2 * i + 2] : NULL;
         }
+        sem_post(&reqs[0]->done);
         pthread_mutex_lock(&e->q_mu);
     }
     pthread_mutex_unlock(&e->q_mu);
@@ -196,6 +202,9 @@ static int commit_wait(struct ks_engine *e, struct commit_req *req)
     pthread_mutex_unlock(&e->q_mu);
     while (sem_wait(&req->done) != 0 && errno == EINTR)
         ;
+    for (int i = 0; i < 2; i++)
+        if (req->wake[i])
+            sem_post(&req->wake[i]->done);
     sem_destroy(&req->done);
     return req->t.result;
 }
@@ -1030,6 +1039,7 @@ static int bg_wait(struct ks_engine *e, int64_t ms)
 static void *timer_main(void *arg)
 {
     struct ks_engine *e = arg;
+    pthread_setname_np(pthread_self(), "ks-timers");
     int64_t last_sweep_ms = 0;
     for (;;) {
         int64_t now = now_ms(e);
@@ -1179,6 +1189,9 @@ static void *worker_main(void *arg)
 {
     struct worker_arg wa = *(struct worker_arg *)arg;
     free(arg);
+    char name[16];
+    snprintf(name, sizeof(name), "ks-u-%.10s", wa.u->name);
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         pthread_mutex_lock(&wa.e->bg_mu);
         int stop = wa.e->bg_stop;
