@@ -39,8 +39,7 @@ export KASSA_TEST_PG_URL="$pg_url"
 
 if [ "$only" = all ] || [ "$only" = unit ]; then
   step "conformance suites on PostgreSQL"
-  KASSA_TEST_STORE="$pg_url" "$build/unit-tests" -j2 --short-filename --filter 'engine/*'
-  KASSA_TEST_STORE="$pg_url" "$build/unit-tests" -j2 --short-filename --filter 'store/*'
+  KASSA_TEST_STORE="$pg_url" "$build/unit-tests" -j2 --short-filename
 fi
 
 if [ "$only" = all ] || [ "$only" = blackbox ]; then

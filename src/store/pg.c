@@ -1770,6 +1770,56 @@ out_close:
     return rc;
 }
 
+/* --- raw access for sibling modules ------------------------------------------------------ */
+
+/* Runs `fn` inside BEGIN ... COMMIT on a pooled connection (see ks_store_with_tx). A connection
+ * left in a failed or unknown transaction state is closed rather than returned dirty. */
+static int pg_with_tx(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
+{
+    struct pg_store *ps = pg_of(s);
+    struct pg_conn *c = NULL;
+    int rc = pool_take(ps, &c);
+    if (rc != KS_OK)
+        return rc;
+    PGresult *r = PQexec(c->pg, "BEGIN");
+    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        rc = KS_ERR_IO;
+        goto out;
+    }
+    rc = fn(c->pg, arg);
+    r = PQexec(c->pg, rc == KS_OK ? "COMMIT" : "ROLLBACK");
+    ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok && rc == KS_OK)
+        rc = KS_ERR_IO;
+out:
+    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        PQfinish(c->pg); /* the next pool_take reconnects it */
+        c->pg = NULL;
+    }
+    pool_give(ps, c);
+    return rc;
+}
+
+/* Runs `fn` on a pooled connection (see ks_store_with_reader). */
+static int pg_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
+{
+    struct pg_store *ps = pg_of(s);
+    struct pg_conn *c = NULL;
+    int rc = pool_take(ps, &c);
+    if (rc != KS_OK)
+        return rc;
+    rc = fn(c->pg, arg);
+    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    pool_give(ps, c);
+    return rc;
+}
+
 static const struct ks_store_vtable pg_vtable = {
     .kind = "postgres",
     .close = pg_close,
@@ -1792,4 +1842,6 @@ static const struct ks_store_vtable pg_vtable = {
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
     .idem_sweep = pg_idem_sweep,
+    .with_tx = pg_with_tx,
+    .with_reader = pg_with_reader,
 };

@@ -968,6 +968,36 @@ static int sq_idem_sweep(struct ks_store *s, int64_t now_ms, int64_t *deleted)
     return rc;
 }
 
+/* --- raw access ---------------------------------------------------------------------------- */
+
+static int sq_with_tx(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
+{
+    struct sqlite_store *st = ctx_of(s);
+    int rc;
+    pthread_mutex_lock(&st->writer_mu);
+    if (sqlite3_exec(st->writer.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = KS_ERR_IO;
+        goto out;
+    }
+    rc = fn(st->writer.db, arg);
+    if (rc == KS_OK && sqlite3_exec(st->writer.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = KS_ERR_IO;
+    if (rc != KS_OK)
+        sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
+out:
+    pthread_mutex_unlock(&st->writer_mu);
+    return rc;
+}
+
+static int sq_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    int rc = fn(c->db, arg);
+    reader_release(st, c);
+    return rc;
+}
+
 /* --- lifecycle ---------------------------------------------------------------------------- */
 
 static void sq_close(struct ks_store *s)
@@ -1006,6 +1036,8 @@ static const struct ks_store_vtable sqlite_vtable = {
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
     .idem_sweep = sq_idem_sweep,
+    .with_tx = sq_with_tx,
+    .with_reader = sq_with_reader,
 };
 
 /* Creates the directory that will hold `path` (one level, like `mkdir -p` for ./var). */

@@ -209,3 +209,13 @@ int ks_store_idem_sweep(struct ks_store *s, int64_t now_ms, int64_t *deleted)
 {
     return s->vt->idem_sweep(s, now_ms, deleted);
 }
+
+int ks_store_with_tx(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
+{
+    return s->vt->with_tx(s, fn, arg);
+}
+
+int ks_store_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
+{
+    return s->vt->with_reader(s, fn, arg);
+}

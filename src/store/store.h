@@ -251,4 +251,21 @@ KS_MUST_USE int ks_store_idem_put(struct ks_store *s, const struct ks_idem_row *
 /* Deletes expired records; `*deleted` says how many. */
 KS_MUST_USE int ks_store_idem_sweep(struct ks_store *s, int64_t now_ms, int64_t *deleted);
 
+/* --- raw access for sibling modules ---------------------------------------------------------
+ *
+ * Modules that keep their own tables (the ledger, the vault) write their SQL for each backend in
+ * their own files and run it through these two calls, so they share the store's connections and,
+ * on SQLite, its single writer (never fighting the engine's committer for the write lock).
+ * `conn` is a `sqlite3 *` when ks_store_kind() is "sqlite", a `PGconn *` for "postgres".
+ */
+
+/* Runs `fn` inside one write transaction (SQLite: on the writer, BEGIN IMMEDIATE; PostgreSQL:
+ * on a pooled connection, BEGIN). If `fn` returns KS_OK the transaction is committed (durable
+ * when this returns KS_OK); otherwise it is rolled back and `fn`'s code is returned. `fn` must
+ * not call other store functions (it would deadlock on SQLite's writer). */
+KS_MUST_USE int ks_store_with_tx(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg);
+/* Runs `fn` on a read connection, outside any explicit transaction; returns what `fn` returns. */
+KS_MUST_USE int ks_store_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg),
+                                     void *arg);
+
 #endif

@@ -40,6 +40,8 @@ struct ks_store_vtable {
                     struct ks_idem_row *out);
     int (*idem_put)(struct ks_store *s, const struct ks_idem_row *row, int64_t now_ms);
     int (*idem_sweep)(struct ks_store *s, int64_t now_ms, int64_t *deleted);
+    int (*with_tx)(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg);
+    int (*with_reader)(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg);
 };
 
 struct ks_store {
