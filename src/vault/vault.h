@@ -1,0 +1,83 @@
+/*
+ * vault.h — card data, only ever encrypted (DESIGN.md "Card vault"; docs/vault.md).
+ *
+ * A card is tokenized once: its number, expiry and holder are encrypted with AES-256-GCM under a
+ * data key; data keys are themselves encrypted ("wrapped") by a master key kept in a file
+ * (created on first start, mode 0600). The CVV is stored apart, encrypted too, and erased after
+ * the authorization that used it or after its lifetime (default one hour), whichever comes first.
+ * Tokens are random and say nothing about the card. Rotation makes a new data key and
+ * re-encrypts every card under it.
+ *
+ * Nothing here ever logs, returns in an error, or stores in clear a card number or CVV. The
+ * vault keeps its tables in the store (migration 003_vault) through ks_store_with_tx, so it can
+ * run in its own role (`--roles vault`) on its own hosts later.
+ * Thread-safe.
+ */
+#ifndef KS_VAULT_VAULT_H
+#define KS_VAULT_VAULT_H
+
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "store/store.h"
+#include "units/adapter.h"
+
+#define KS_VAULT_TOKEN_BYTES 32   /* base62 characters of a payment tool token */
+
+struct ks_vault;
+
+struct ks_vault_options {
+    struct ks_store *store;        /* borrowed */
+    const char *master_key_path;   /* created (0600) if missing */
+    struct ks_log *log;            /* borrowed, may be NULL */
+    int64_t cvv_ttl_ms;            /* 0 = one hour */
+};
+
+/* Opens the vault: loads (or creates) the master key, and the current data key (creating the
+ * first one if none exists). Errors name the path, never key material. */
+KS_MUST_USE int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, char *why,
+                              size_t whylen);
+void ks_vault_close(struct ks_vault *v);
+
+/* Card data as a payer submits it (CardData in the public API). Borrowed strings. */
+struct ks_card_input {
+    const char *card_number;       /* digits, spaces allowed and ignored */
+    const char *exp_date;          /* "MM/YY" */
+    const char *cvv;               /* 3-4 digits, may be NULL for cards without one */
+    const char *card_holder;       /* may be NULL */
+};
+
+/* What may be shown about a tokenized card. */
+struct ks_card_public {
+    char token[KS_VAULT_TOKEN_BYTES + 1];
+    char bin[9];                   /* first 6 digits */
+    char last_digits[5];           /* last 4 */
+    char mask[24];                 /* "424242******4242" */
+    char payment_system[24];       /* "visa" | "mastercard" | "mir" | "amex" | "unionpay" | "jcb" |
+                                      "maestro" | "unknown" */
+    char exp_month[3], exp_year[5];
+    char issuer_country[4];        /* ISO 3166 alpha-3 when the BIN table knows it, else "" */
+};
+
+/* Validates (Luhn, length, expiry not in the past at `now_ms`, CVV shape) and stores the card.
+ * On a bad card returns KS_ERR_INVALID with `code` set to "invalidCardNumber" | "invalidExpDate"
+ * | "invalidCVV" | "invalidCardHolder" (and nothing stored). */
+KS_MUST_USE int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in,
+                                  int64_t now_ms, struct ks_card_public *out, char *code,
+                                  size_t codelen);
+/* The public view of a token. KS_ERR_NOT_FOUND for an unknown token. */
+KS_MUST_USE int ks_vault_describe(struct ks_vault *v, const char *token, struct ks_card_public *out);
+/* Decrypts a card for one authorization (the acquiring unit only). The CVV is included unless it
+ * was erased or is older than its lifetime. The caller wipes `out` after use. */
+KS_MUST_USE int ks_vault_reveal(struct ks_vault *v, const char *token, int64_t now_ms,
+                                struct ks_card *out);
+/* Erases the CVV of a token (after authorization). Idempotent. */
+KS_MUST_USE int ks_vault_erase_cvv(struct ks_vault *v, const char *token);
+/* Erases every CVV older than its lifetime; `*erased` counts them. */
+KS_MUST_USE int ks_vault_sweep_cvv(struct ks_vault *v, int64_t now_ms, int64_t *erased);
+/* Makes a new data key current and re-encrypts every stored card and CVV under it; old keys are
+ * deleted when nothing uses them. `*reencrypted` counts the records. */
+KS_MUST_USE int ks_vault_rotate(struct ks_vault *v, int64_t *reencrypted);
+
+#endif
