@@ -17,4 +17,9 @@ int64_t ks_mono_us(void);
  * into `out` (at least 25 bytes). */
 void ks_time_rfc3339(int64_t ms, char *out, unsigned long outlen);
 
+/* Parses an RFC 3339 date-time ("2019-03-28T17:41:32.569Z", "...+03:00"; fractions of any
+ * length, truncated to milliseconds) into milliseconds since the epoch. Returns 0 on success,
+ * -1 for anything else (including out-of-range fields). */
+int ks_time_parse_rfc3339(const char *s, int64_t *ms);
+
 #endif

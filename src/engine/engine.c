@@ -618,7 +618,7 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
             goto out;
         }
         idem_row.outcome = outcome;
-        idem_row.expires_at_ms = now + e->opt.idem_ttl_ms;
+        idem_row.expires_at_ms = now + (st->idem->ttl_ms > 0 ? st->idem->ttl_ms : e->opt.idem_ttl_ms);
     }
 
     struct commit_req req = {

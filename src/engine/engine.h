@@ -146,6 +146,7 @@ struct ks_idem {
     const char *scope;         /* e.g. "party:P1:create_invoice" */
     const char *key;
     const char *fingerprint;   /* 64 hex digits, e.g. ks_json_fingerprint of the request */
+    int64_t ttl_ms;            /* how long the binding lasts; 0 = the engine's idem_ttl_ms */
 };
 
 /* The outcome of a start or call. Free with ks_reply_release. */

@@ -1,0 +1,86 @@
+/* test_core.c — core helpers: RFC 3339 time parsing and formatting, currencies, checked money
+ * arithmetic, strict JSON input. */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/currency.h"
+#include "core/json.h"
+
+Test(core, rfc3339_parses_what_the_public_api_sends)
+{
+    int64_t ms = 0;
+    cr_assert_eq(ks_time_parse_rfc3339("2019-03-28T17:41:32.569Z", &ms), 0);
+    cr_assert_eq(ms, 1553794892569LL);
+    cr_assert_eq(ks_time_parse_rfc3339("2019-04-05T00:00:30.889000Z", &ms), 0);
+    cr_assert_eq(ms, 1554422430889LL);
+    cr_assert_eq(ks_time_parse_rfc3339("2019-03-28T20:41:32+03:00", &ms), 0);
+    cr_assert_eq(ms, 1553794892000LL);
+    cr_assert_eq(ks_time_parse_rfc3339("1970-01-01T00:00:00Z", &ms), 0);
+    cr_assert_eq(ms, 0);
+    cr_assert_eq(ks_time_parse_rfc3339("2024-02-29T12:00:00Z", &ms), 0);
+    char buf[40];
+    ks_time_rfc3339(1553794892569LL, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "2019-03-28T17:41:32.569Z");
+}
+
+Test(core, rfc3339_rejects_malformed_dates)
+{
+    int64_t ms = 0;
+    const char *bad[] = {"", "2019-03-28", "2019-03-28T17:41:32", "2019-13-01T00:00:00Z",
+                         "2019-02-29T00:00:00Z", "2019-04-31T00:00:00Z", "2019-03-28T24:00:00Z",
+                         "2019-03-28T17:41:32.Z", "2019-03-28T17:41:32Zjunk", "19-03-28T17:41:32Z",
+                         "2019-03-28T17:41:32+0300", "not a date"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(ks_time_parse_rfc3339(bad[i], &ms), -1, "accepted %s", bad[i]);
+    cr_assert_eq(ks_time_parse_rfc3339(NULL, &ms), -1);
+}
+
+Test(core, currencies_are_found_with_their_exponent)
+{
+    cr_assert_eq(ks_currency_find("RUB")->exponent, 2);
+    cr_assert_eq(ks_currency_find("JPY")->exponent, 0);
+    cr_assert_eq(ks_currency_find("KWD")->exponent, 3);
+    cr_assert_eq(ks_currency_find("IDR")->numeric, 360);
+    cr_assert_null(ks_currency_find("RUX"));
+    cr_assert_null(ks_currency_find("rub"));
+    cr_assert_null(ks_currency_find("RUBB"));
+    const char *all[] = {"AED", "USD", "EUR", "ZAR", "AMD", "XOF"};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        cr_assert(ks_currency_valid(all[i]), "%s", all[i]);
+}
+
+Test(core, amount_arithmetic_refuses_overflow)
+{
+    int64_t r = 7;
+    cr_assert(ks_amount_add(INT64_MAX - 1, 1, &r));
+    cr_assert_eq(r, INT64_MAX);
+    cr_assert_not(ks_amount_add(INT64_MAX, 1, &r));
+    cr_assert_eq(r, INT64_MAX, "untouched on overflow");
+    cr_assert_not(ks_amount_sub(INT64_MIN, 1, &r));
+    cr_assert_not(ks_amount_mul(INT64_MAX / 2 + 1, 2, &r));
+    cr_assert(ks_amount_mul(5000, 3, &r));
+    cr_assert_eq(r, 15000);
+}
+
+Test(core, json_input_is_strict)
+{
+    json_t *v = NULL;
+    char why[128];
+    cr_assert_eq(ks_json_parse("{\"a\":1,\"a\":2}", 13, &v, why, sizeof(why)), KS_ERR_INVALID);
+    cr_assert_not_null(strstr(why, "duplicate"));
+    cr_assert_eq(ks_json_parse("{\"a\":\"\xff\"}", 9, &v, why, sizeof(why)), KS_ERR_INVALID);
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    cr_assert_eq(ks_json_parse(deep, 200, &v, why, sizeof(why)), KS_ERR_LIMIT);
+    const char *big = "{\"n\":9223372036854775807}";
+    cr_assert_eq(ks_json_parse(big, strlen(big), &v, why, sizeof(why)), KS_OK);
+    cr_assert_eq(json_integer_value(json_object_get(v, "n")), INT64_MAX);
+    json_decref(v);
+    /* a card number in a broken body never reaches the error text */
+    const char *card = "{\"cardNumber\":\"4242424242424242\"";
+    cr_assert_neq(ks_json_parse(card, strlen(card), &v, why, sizeof(why)), KS_OK);
+    cr_assert_null(strstr(why, "4242"));
+}
