@@ -609,7 +609,7 @@ static int call_create_refund(struct tx *t, const json_t *req)
     int64_t left = captured - refunds_total(p, 1);
     int64_t amount = json_object_get(params, "amount") ? num(params, "amount") : left;
     if (amount <= 0 || amount > left)
-        return refuse(t->out, KS_ERR_REJECTED, "invalidRequest",
+        return refuse(t->out, KS_ERR_REJECTED, "invoicePaymentAmountExceeded",
                       "refund amount must be 1..%" PRId64 " (captured minus refunded)", left);
     if (!json_is_array(json_object_get(req, "cashflow")))
         return refuse(t->out, KS_ERR_INVALID, "invalidRequest", "refund needs a cash flow");
