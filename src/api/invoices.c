@@ -178,6 +178,8 @@ static int load_invoice(struct ks_payments_api *api, const struct ks_principal *
     if (!may(who, id, *state, action)) {
         json_decref(*state);
         *state = NULL;
+        if (who->kind == KS_PRINCIPAL_INVOICE)
+            return unauthorized(resp, "this access token does not allow that on this invoice");
         return forbidden(resp);
     }
     return KS_OK;
@@ -943,8 +945,10 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
         json_object_set_new(params, "externalID", json_string(external_id));
     if (meta)
         json_object_set(params, "metadata", meta);
-    call = json_pack("{s:s, s:O, s:O, s:I}", "op", "create_payment", "payment", params, "routes",
-                     routes, "revision", (json_int_t)revision);
+    call = json_pack("{s:s, s:O, s:O, s:I, s:I}", "op", "create_payment", "payment", params,
+                     "routes", routes, "revision", (json_int_t)revision, "holdMs",
+                     (json_int_t)(api->payment_hold_ms > 0 ? api->payment_hold_ms
+                                                           : 3LL * 24 * 3600 * 1000));
     struct idem_keys k;
     char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
     snprintf(scope, sizeof(scope), "invoice:%s:createPayment", id);
