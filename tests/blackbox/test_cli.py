@@ -188,3 +188,35 @@ def test_sigint_stops_cleanly(start_kassa):
     k = start_kassa()
     k.proc.send_signal(signal.SIGINT)
     assert k.proc.wait(RUN_TIMEOUT_S) == 0
+
+
+def test_connection_limit_and_idle_timeout(start_kassa):
+    # More threads than connections; idle connections fill the limit; the server drops them
+    # after the idle timeout, serves again, and still stops promptly on SIGTERM.
+    k = start_kassa("--http-connections-max", "4", "--http-threads", "8", "--http-timeout-s", "1")
+    import time
+    import urllib.parse
+    u = urllib.parse.urlparse(k.base)
+    idle = [socket.create_connection((u.hostname, u.port), timeout=10) for _ in range(6)]
+    try:
+        t0 = time.monotonic()
+        closed = 0
+        for s in idle[:4]:
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except (ConnectionResetError, socket.timeout):
+                closed += 1
+        assert closed == 4
+        assert time.monotonic() - t0 < 10
+    finally:
+        for s in idle:
+            s.close()
+    r = requests.get(k.base + "/health/live", timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200
+    with requests.Session() as session:
+        for _ in range(20):
+            assert session.get(k.base + "/health/ready", timeout=HTTP_TIMEOUT_S).status_code == 200
+    t0 = time.monotonic()
+    assert k.stop() == []
+    assert time.monotonic() - t0 < 10
