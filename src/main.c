@@ -26,6 +26,7 @@
 #include "http/http.h"
 #include "http/server.h"
 #include "store/store.h"
+#include "units/adapters/sandbox.h"
 #ifdef KASSA_WITH_PROBE
 #include "../tests/probe/probe.h"
 #endif
@@ -304,6 +305,10 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
     if (rc == KS_OK)
         rc = ks_api_probe_routes(&st->public_router, &st->api);
 #endif
+    if (rc == KS_OK)
+        rc = ks_api_sandbox_routes(&st->public_router, &st->api);
+    if (rc == KS_OK && admin_enabled)
+        rc = ks_api_sandbox_admin_routes(&st->admin_router, &st->api);
     if (rc == KS_OK && admin_enabled)
         rc = ks_api_health_routes(&st->admin_router, &st->api);
     if (rc == KS_OK && admin_enabled)
@@ -372,6 +377,11 @@ static int cmd_serve(int argc, char **argv)
 
     if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
         goto out_state;
+    if (ks_sandbox_open(store, &lg, &st->api.sandbox) != KS_OK) {
+        fprintf(stderr, "kassa: cannot open the sandbox acquirer\n");
+        rc = EXIT_FAILURE_;
+        goto out_engine;
+    }
 
     struct ks_engine_options eo = {
         .store = store, .log = &lg, .commit_batch_max = (int)c.commit_batch_max};
@@ -445,6 +455,7 @@ out_servers:
 out_engine:
     if (engine)
         ks_engine_free(engine);
+    ks_sandbox_close(st->api.sandbox); /* after the engine: its unit workers use the adapter */
     ks_store_close(store);
 out_state:
     explicit_bzero(st->api.admin_token, sizeof(st->api.admin_token));

@@ -17,6 +17,8 @@
 #include "http/http.h"
 #include "http/router.h"
 
+struct ks_sandbox;
+
 /* What the handlers need. Everything borrowed; it must outlive the servers using it. */
 struct ks_api_ctx {
     struct ks_engine *engine;
@@ -24,6 +26,7 @@ struct ks_api_ctx {
     struct ks_log *log;
     /* The admin bearer token (NUL-terminated), compared in constant time. */
     char admin_token[KS_ADMIN_TOKEN_BYTES_MAX + 1];
+    struct ks_sandbox *sandbox; /* the sandbox acquirer (units/adapters/sandbox.h), or NULL */
 };
 
 /* Adds GET /health/live (200 while the process serves) and GET /health/ready (200 when the
@@ -48,6 +51,12 @@ int ks_api_admin_authorize(void *ctx, const struct ks_http_req *req, const char 
  */
 KS_MUST_USE int ks_api_admin_token_load(const char *path, char *token, size_t tokenlen,
                                         int *created, char *why, size_t whylen);
+
+/* Adds the sandbox acquirer's 3-D Secure page for payers (public listener, no token):
+ * GET|POST /v2/sandbox/3ds/{tag} and POST /v2/sandbox/3ds/{tag}/complete (docs/sandbox.md). */
+KS_MUST_USE int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+/* Adds GET /admin/v1/sandbox/operations (the sandbox's record; admin token required). */
+KS_MUST_USE int ks_api_sandbox_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
 
 #ifdef KASSA_WITH_PROBE
 /* Adds the probe routes (POST /v0/probe/{id}, POST /v0/probe/{id}/call, GET /v0/probe/{id})

@@ -3,8 +3,9 @@
  * JSON replies, errors and query parameters.
  *
  * The server (server.h) owns every request and response: a handler borrows `req` for the
- * duration of the call and fills `resp`, whose JSON body the server then owns and frees. Every
- * response body is JSON; every error is {"code": "...", "message": "..."} with a 4xx/5xx status.
+ * duration of the call and fills `resp`, whose body the server then owns and frees. Response
+ * bodies are JSON, except the few small pages kassa serves to payers (ks_http_reply_raw); every
+ * error is {"code": "...", "message": "..."} with a 4xx/5xx status.
  * Error messages are written by kassa and never echo the request body (it may hold card data).
  *
  * Handlers run on the server's pool threads and may block (an engine call waits for a durable
@@ -37,12 +38,17 @@ struct ks_http_req {
     void *conn;         /* the server's connection handle: private to server.c */
 };
 
-/* The response a handler fills. Initialised by the server (status 0, body NULL). */
+/* The response a handler fills. Initialised by the server (status 0, body NULL, raw NULL). */
 struct ks_http_resp {
     int status;     /* HTTP status */
     json_t *body;   /* owned: the server serialises and frees it */
     char allow[64]; /* value of an Allow header (405), or empty */
     int close;      /* 1: send Connection: close */
+    /* A non-JSON body (ks_http_reply_raw), sent instead of `body` when set. Owned (malloc'ed):
+     * the server sends and frees it. */
+    char *raw;
+    size_t raw_len;
+    char raw_type[64]; /* its Content-Type */
 };
 
 /*
@@ -57,6 +63,15 @@ typedef int (*ks_http_handler)(void *ctx, const struct ks_http_req *req, struct 
 /* Sets `status` and `body`, stealing the reference (a NULL body becomes 500 "internalError",
  * the only sign of a failed allocation). Releases any body set before. Returns KS_OK. */
 int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body);
+
+/* Sets a non-JSON reply: `status`, a copy of the `len` bytes at `body`, sent with Content-Type
+ * `content_type` (printable ASCII, under 64 bytes, e.g. "text/html; charset=utf-8"). The server
+ * adds `X-Content-Type-Options: nosniff` and a strict Content-Security-Policy (no scripts, no
+ * framing, forms post to the same origin only: inline styles are allowed), so such a body is a
+ * small self-contained page. Releases any body set before. Returns KS_OK, or KS_ERR_NOMEM /
+ * KS_ERR_INVALID (bad type) after setting a 500 JSON error instead. */
+KS_MUST_USE int ks_http_reply_raw(struct ks_http_resp *resp, int status, const char *content_type,
+                                  const char *body, size_t len);
 
 /* Sets an error reply {"code","message"} with `status`. `code` is a stable camelCase name;
  * `fmt` is kassa's own text and must not include request data that could be secret. Returns
@@ -89,6 +104,13 @@ KS_MUST_USE int ks_http_req_query_check(const struct ks_http_req *req, const cha
 KS_MUST_USE int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64_t min,
                                       int64_t max, int64_t dflt, int64_t *out,
                                       struct ks_http_resp *resp);
+
+/* Finds field `name` in an application/x-www-form-urlencoded body of `len` bytes and decodes
+ * its value ('+' is a space, %XX a byte) into `out` of `cap` bytes. Returns KS_OK,
+ * KS_ERR_NOT_FOUND when the field is absent, KS_ERR_INVALID for a malformed escape, a decoded NUL
+ * or a repeated field, KS_ERR_LIMIT when the value does not fit. */
+KS_MUST_USE int ks_http_form_get(const char *body, size_t len, const char *name, char *out,
+                                 size_t cap);
 
 /* Parses a whole decimal int64 in [min, max] ("-0", "+1", " 1", "1x" and overflow refused).
  * Returns KS_OK or KS_ERR_INVALID. Shared with the command line. */

@@ -8,13 +8,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Drops a raw body set before: the last reply a handler sets is the one sent. */
+static void raw_release(struct ks_http_resp *resp)
+{
+    free(resp->raw);
+    resp->raw = NULL;
+    resp->raw_len = 0;
+    resp->raw_type[0] = '\0';
+}
+
 int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body)
 {
     assert(resp != NULL);
     assert(status >= 100 && status <= 599);
+    raw_release(resp);
     json_decref(resp->body);
     resp->body = body;
     resp->status = body ? status : 500;
+    return KS_OK;
+}
+
+int ks_http_reply_raw(struct ks_http_resp *resp, int status, const char *content_type,
+                      const char *body, size_t len)
+{
+    assert(resp != NULL && content_type != NULL && (body != NULL || len == 0));
+    assert(status >= 100 && status <= 599);
+    size_t tl = strlen(content_type);
+    int type_ok = tl > 0 && tl < sizeof(resp->raw_type);
+    for (size_t i = 0; type_ok && i < tl; i++)
+        type_ok = content_type[i] >= 0x20 && content_type[i] < 0x7f; /* no header injection */
+    if (!type_ok) {
+        ks_http_error(resp, 500, "internalError", "internal error");
+        return KS_ERR_INVALID;
+    }
+    /* One spare byte so an empty body is still a valid allocation. */
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        ks_http_error(resp, 500, "internalError", "out of memory");
+        return KS_ERR_NOMEM;
+    }
+    if (len)
+        memcpy(copy, body, len);
+    copy[len] = '\0';
+    json_decref(resp->body);
+    resp->body = NULL;
+    raw_release(resp);
+    resp->raw = copy;
+    resp->raw_len = len;
+    memcpy(resp->raw_type, content_type, tl + 1);
+    resp->status = status;
     return KS_OK;
 }
 
@@ -88,6 +130,81 @@ int ks_http_error_from(struct ks_http_resp *resp, int err, const char *code, con
     const char *m = (message && *message) ? message : ks_err_text(err);
     ks_http_reply(resp, status, error_body(c, m));
     return err;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes one urlencoded name or value of `len` bytes into `out` (`cap` bytes with the NUL). */
+static int form_decode(const char *in, size_t len, char *out, size_t cap, size_t *outlen)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)in[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            if (i + 2 >= len)
+                return KS_ERR_INVALID; /* "%" or "%4" at the end */
+            int h = hex_digit(in[i + 1]), l = hex_digit(in[i + 2]);
+            if (h < 0 || l < 0)
+                return KS_ERR_INVALID;
+            c = h * 16 + l;
+            if (c == 0)
+                return KS_ERR_INVALID; /* a NUL would cut the value short */
+            i += 2;
+        }
+        if (w + 1 >= cap)
+            return KS_ERR_LIMIT;
+        out[w++] = (char)c;
+    }
+    out[w] = '\0';
+    *outlen = w;
+    return KS_OK;
+}
+
+int ks_http_form_get(const char *body, size_t len, const char *name, char *out, size_t cap)
+{
+    assert(name != NULL && out != NULL && cap > 0);
+    out[0] = '\0';
+    if (!body)
+        return KS_ERR_NOT_FOUND;
+    size_t want = strlen(name);
+    int found = 0;
+    for (size_t at = 0; at < len;) {
+        const char *amp = memchr(body + at, '&', len - at);
+        size_t end = amp ? (size_t)(amp - body) : len;
+        const char *eq = memchr(body + at, '=', end - at);
+        size_t key_end = eq ? (size_t)(eq - body) : end;
+        /* Field names kassa asks for are plain ASCII: decode the key only to compare it. */
+        char key[64];
+        size_t kl = 0;
+        int krc = form_decode(body + at, key_end - at, key, sizeof(key), &kl);
+        if (krc == KS_ERR_INVALID)
+            return krc;
+        if (krc == KS_OK && kl == want && memcmp(key, name, want) == 0) {
+            if (found)
+                return KS_ERR_INVALID; /* which of two values was meant is anyone's guess */
+            found = 1;
+            size_t vl = 0;
+            size_t vstart = eq ? key_end + 1 : end;
+            int vrc = form_decode(body + vstart, end - vstart, out, cap, &vl);
+            if (vrc != KS_OK) {
+                out[0] = '\0';
+                return vrc;
+            }
+        }
+        at = end + 1;
+    }
+    return found ? KS_OK : KS_ERR_NOT_FOUND;
 }
 
 int ks_http_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)

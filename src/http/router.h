@@ -21,6 +21,9 @@
 /* Route flags. */
 #define KS_HTTP_ROUTE_AUTH 1u      /* the server's authorizer must accept the caller */
 #define KS_HTTP_ROUTE_JSON_BODY 2u /* the body must be a JSON document: parsed into req->json */
+/* The body may be empty, a JSON document (parsed into req->json) or, as a browser's form posts
+ * it, application/x-www-form-urlencoded (left raw in req->body; see ks_http_form_get). */
+#define KS_HTTP_ROUTE_FORM_BODY 4u
 
 struct ks_http_route {
     char method[8];

@@ -81,18 +81,23 @@ static void remote_text(struct MHD_Connection *conn, char *out, size_t cap)
                   (socklen_t)cap);
 }
 
-/* True if `ct` names application/json, with or without parameters ("; charset=utf-8"). */
-static int content_type_is_json(const char *ct)
+/* True if `ct` names the media type `want`, with or without parameters ("; charset=utf-8"). */
+static int content_type_is(const char *ct, const char *want)
 {
-    static const char want[] = "application/json";
+    size_t wl = strlen(want);
     if (!ct)
         return 0;
     while (*ct == ' ' || *ct == '\t')
         ct++;
-    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+    if (strncasecmp(ct, want, wl) != 0)
         return 0;
-    char next = ct[sizeof(want) - 1];
+    char next = ct[wl];
     return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+static int content_type_is_json(const char *ct)
+{
+    return content_type_is(ct, "application/json");
 }
 
 /* --- request accessors (http.h) ------------------------------------------------------------ */
@@ -188,13 +193,22 @@ int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_request *r,
                                      struct ks_http_resp *resp, int www_authenticate)
 {
-    if (!resp->body)
+    if (!resp->body && !resp->raw)
         ks_http_error(resp, 500, "internalError", "internal error");
     char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : NULL;
     static const char fallback[] = "{\"code\":\"internalError\",\"message\":\"out of memory\"}";
     struct MHD_Response *mr;
     size_t len;
-    if (text) {
+    int raw = 0;
+    if (!resp->body && resp->raw) {
+        /* The buffer passes to libmicrohttpd, which frees it with the response. */
+        len = resp->raw_len;
+        mr = MHD_create_response_from_buffer(len, resp->raw, MHD_RESPMEM_MUST_FREE);
+        if (!mr)
+            return MHD_NO; /* resp->raw is still ours: the caller's cleanup frees it */
+        resp->raw = NULL;
+        raw = 1;
+    } else if (text) {
         len = strlen(text);
         mr = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
         if (!mr)
@@ -206,7 +220,15 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
     }
     if (!mr)
         return MHD_NO;
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (raw) {
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->raw_type);
+        MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(mr, "Content-Security-Policy",
+                                "default-src 'none'; style-src 'unsafe-inline'; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+    } else {
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    }
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(mr, "X-Trace-ID", r->trace);
     if (resp->allow[0])
@@ -221,6 +243,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
     MHD_destroy_response(mr);
     json_decref(resp->body);
     resp->body = NULL;
+    free(resp->raw);
+    resp->raw = NULL;
     return ret;
 }
 
@@ -290,12 +314,18 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
         }
         req.principal = principal;
     }
-    if (r->body_len > 0 && !content_type_is_json(MHD_lookup_connection_value(
-                               conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-        ks_http_error(&resp, 415, "unsupportedMediaType", "request body must be application/json");
+    const char *ctype =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    int form_route = (m.route->flags & KS_HTTP_ROUTE_FORM_BODY) != 0;
+    int form = form_route && content_type_is(ctype, "application/x-www-form-urlencoded");
+    if (r->body_len > 0 && !form && !content_type_is_json(ctype)) {
+        ks_http_error(&resp, 415, "unsupportedMediaType",
+                      form_route ? "request body must be application/json or "
+                                   "application/x-www-form-urlencoded"
+                                 : "request body must be application/json");
         goto out_send;
     }
-    if (m.route->flags & KS_HTTP_ROUTE_JSON_BODY) {
+    if ((m.route->flags & KS_HTTP_ROUTE_JSON_BODY) || (form_route && r->body_len > 0 && !form)) {
         char why[128];
         if (r->body_len == 0) {
             ks_http_error(&resp, 400, "invalidRequest", "request body is required");
@@ -314,9 +344,9 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
     }
 
     rc = m.route->handler(m.route->ctx, &req, &resp);
-    if (rc != KS_OK && !resp.body)
+    if (rc != KS_OK && !resp.body && !resp.raw)
         ks_http_error_from(&resp, rc, NULL, NULL);
-    if (!resp.body) {
+    if (!resp.body && !resp.raw) {
         ks_logf(srv->log, KS_LOG_ERROR, r->trace, "handler for %s %s set no response",
                 m.route->method, m.route->pattern);
         ks_http_error(&resp, 500, "internalError", "internal error");
@@ -327,6 +357,7 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
 
 out_send:
     ret = send_response(conn, r, &resp, www_auth);
+    free(resp.raw); /* only left when the response could not be made */
     json_decref(json);
     free(pathbuf);
     return ret;

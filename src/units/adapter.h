@@ -77,7 +77,7 @@ struct ks_adapter_intent {
     /* sleep */
     int64_t sleep_ms;
     /* suspend */
-    char tag[64];
+    char tag[128];                /* >= KS_CALLBACK_TAG_BYTES_MAX + 1 (checked in adapter.c) */
     int64_t timeout_ms;
     json_t *interaction;          /* UserInteraction as in the public API (e.g. {"interactionType":
                                      "Redirect","request":{"requestType":"BrowserPostRequest",
