@@ -242,19 +242,20 @@ static int migrate(struct conn *w, char *why, size_t whylen)
                      " applied_at INTEGER NOT NULL)",
                      NULL, NULL, &err) != SQLITE_OK)
         goto out;
-    sqlite3_stmt *q = NULL;
-    int current = 0;
-    if (sqlite3_prepare_v2(w->db, "SELECT coalesce(max(version), 0) FROM schema_migrations", -1,
-                           &q, NULL) != SQLITE_OK)
-        goto out_rollback;
-    if (sqlite3_step(q) == SQLITE_ROW)
-        current = sqlite3_column_int(q, 0);
-    sqlite3_finalize(q);
-
+    /* Every migration not yet recorded is applied, in version order: a migration committed to
+     * the tree after a higher-numbered one is still applied to existing databases. */
     size_t n;
     const struct ks_migration *m = ks_migrations("sqlite", &n);
     for (size_t i = 0; i < n; i++) {
-        if (m[i].version <= current)
+        sqlite3_stmt *q = NULL;
+        int applied = 0;
+        if (sqlite3_prepare_v2(w->db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &q,
+                               NULL) != SQLITE_OK)
+            goto out_rollback;
+        sqlite3_bind_int(q, 1, m[i].version);
+        applied = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
+        if (applied)
             continue;
         if (sqlite3_exec(w->db, m[i].sql, NULL, NULL, &err) != SQLITE_OK)
             goto out_rollback;

@@ -390,7 +390,8 @@ static void payment_failed(struct tx *t, json_t *p, const char *code)
 /* Failures that are the provider's, not the payer's: the next route may succeed. */
 static int cascadable(const char *code)
 {
-    return code && (strstr(code, "provider_unavailable") || strstr(code, "provider_error"));
+    return code && (strstr(code, "provider_unavailable") || strstr(code, "provider_error") ||
+                    strstr(code, "temporarily_unavailable"));
 }
 
 /* Switches the payment to its next candidate route, if any: releases the old plan, holds the
