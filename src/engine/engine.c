@@ -822,6 +822,14 @@ static int step_locked(struct ks_engine *e, const struct ks_processor *p,
             *again = 1;
             return rc;
         }
+        if (rc == KS_ERR_LIMIT || rc == KS_ERR_NOMEM) {
+            /* refused before anything was written: the cached state is still the truth */
+            draft_release(&d);
+            return reply_error(out, rc, NULL,
+                               rc == KS_ERR_LIMIT
+                                   ? "the change is larger than an event or state may be"
+                                   : NULL);
+        }
         if (rc != KS_OK) {
             ks_machine_entry_invalidate(m); /* the outcome may be unknown: reload next time */
             draft_release(&d);
