@@ -8,7 +8,7 @@
 # processor), bench (optimised + the probe processor).
 
 VARIANT ?= release
-PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto
+PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto cjose
 CC      ?= cc
 BUILD   := build/$(VARIANT)
 

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "auth/auth.h"
+#include "auth/auth_cli.h"
 #include "core/err.h"
 #include "core/limits.h"
 #include "core/log.h"
@@ -59,6 +61,10 @@ enum opt_id {
     OPT_LOG_FILE,
     OPT_LOG_LEVEL,
     OPT_SQLITE_SYNCHRONOUS,
+    OPT_MERCHANT_KEYS,
+    OPT_JWT_AUDIENCE,
+    OPT_SIGNING_KEY_FILE,
+    OPT_DEV_TRUST_OWN_KEY,
     OPT_COUNT
 };
 
@@ -95,6 +101,15 @@ static const struct opt_def {
     [OPT_LOG_LEVEL] = {"log-level", "KASSA_LOG_LEVEL", "info", "debug | info | warn | error"},
     [OPT_SQLITE_SYNCHRONOUS] = {"sqlite-synchronous", "KASSA_SQLITE_SYNCHRONOUS", "full",
                                 "full | normal (normal may lose the last commits on power loss)"},
+    [OPT_MERCHANT_KEYS] = {"merchant-keys", "KASSA_MERCHANT_KEYS", "",
+                           "merchant JWT public keys: JWK set or PEM file (docs/auth.md)"},
+    [OPT_JWT_AUDIENCE] = {"jwt-audience", "KASSA_JWT_AUDIENCE", "kassa",
+                          "required \"aud\" of merchant tokens"},
+    [OPT_SIGNING_KEY_FILE] = {"signing-key-file", "KASSA_SIGNING_KEY_FILE", "./var/signing.key",
+                              "kassa's own ES256 key (invoice tokens); created (0600) if missing"},
+    [OPT_DEV_TRUST_OWN_KEY] = {"dev-trust-own-key", "KASSA_DEV_TRUST_OWN_KEY", "0",
+                               "development only: accept `kassa token issue` merchant tokens "
+                               "(flag alone or =1)"},
 };
 
 _Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576,
@@ -110,6 +125,7 @@ struct config {
     int64_t commit_batch_max;
     int log_level;
     int sqlite_full;
+    int dev_trust_own_key;
 };
 
 static void usage(FILE *f)
@@ -119,6 +135,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve     run the public API, the admin API and the engine until SIGINT/SIGTERM\n"
                "  migrate   open the store, apply pending migrations, print the schema version\n"
+               "  token     token issue --party P ...: print a development merchant token\n"
                "  version   print the version\n"
                "  help      print this help\n"
                "\n"
@@ -160,7 +177,10 @@ static int config_parse(int argc, char **argv, struct config *c)
     memset(c, 0, sizeof(*c));
     struct option longs[OPT_COUNT + 2];
     for (int i = 0; i < OPT_COUNT; i++)
-        longs[i] = (struct option){opt_defs[i].flag, required_argument, NULL, i};
+        longs[i] = (struct option){opt_defs[i].flag,
+                                   i == OPT_DEV_TRUST_OWN_KEY ? optional_argument
+                                                              : required_argument,
+                                   NULL, i};
     longs[OPT_COUNT] = (struct option){"help", no_argument, NULL, 'h'};
     longs[OPT_COUNT + 1] = (struct option){0};
 
@@ -181,7 +201,7 @@ static int config_parse(int argc, char **argv, struct config *c)
             usage(stderr);
             return EXIT_USAGE;
         }
-        c->text[ch] = optarg;
+        c->text[ch] = optarg ? optarg : "1"; /* only a switch (optional value) has none */
     }
     if (optind < argc) {
         fprintf(stderr, "kassa: unexpected argument: %s\n\n", argv[optind]);
@@ -224,6 +244,15 @@ static int config_parse(int argc, char **argv, struct config *c)
         return bad_value(OPT_ADMIN_LISTEN, "must be HOST:PORT, [IPV6]:PORT or empty");
     if (!c->text[OPT_ADMIN_TOKEN_FILE][0])
         return bad_value(OPT_ADMIN_TOKEN_FILE, "must not be empty");
+    if (!c->text[OPT_JWT_AUDIENCE][0])
+        return bad_value(OPT_JWT_AUDIENCE, "must not be empty");
+    if (!c->text[OPT_SIGNING_KEY_FILE][0])
+        return bad_value(OPT_SIGNING_KEY_FILE, "must not be empty");
+    const char *trust = c->text[OPT_DEV_TRUST_OWN_KEY];
+    if (strcmp(trust, "1") == 0 || strcmp(trust, "true") == 0)
+        c->dev_trust_own_key = 1;
+    else if (!(trust[0] == '\0' || strcmp(trust, "0") == 0 || strcmp(trust, "false") == 0))
+        return bad_value(OPT_DEV_TRUST_OWN_KEY, "must be 1, true, 0, false or empty");
     return EXIT_OK;
 }
 
@@ -253,6 +282,26 @@ static int store_start(const struct config *c, struct ks_log *lg, struct ks_stor
         /* `why` is written without credentials (store.h). */
         ks_logf(lg, KS_LOG_ERROR, NULL, "cannot open the store: %s (%s)", why, ks_err_name(rc));
         fprintf(stderr, "kassa: cannot open the store: %s\n", why);
+        return EXIT_FAILURE_;
+    }
+    return EXIT_OK;
+}
+
+/* Opens the token verifier and kassa's signing key (auth/auth.h). */
+static int auth_start(const struct config *c, struct ks_log *lg, struct ks_auth **out)
+{
+    struct ks_auth_options ao = {.merchant_keys_path = c->text[OPT_MERCHANT_KEYS],
+                                 .audience = c->text[OPT_JWT_AUDIENCE],
+                                 .signing_key_path = c->text[OPT_SIGNING_KEY_FILE],
+                                 .trust_own_key_for_merchants = c->dev_trust_own_key,
+                                 .log = lg};
+    char why[256] = "";
+    int rc = ks_auth_open(&ao, out, why, sizeof(why));
+    if (rc != KS_OK) {
+        /* `why` names paths, never key material (auth.h). */
+        ks_logf(lg, KS_LOG_ERROR, NULL, "cannot open the token keys: %s (%s)", why,
+                ks_err_name(rc));
+        fprintf(stderr, "kassa: cannot open the token keys: %s\n", why);
         return EXIT_FAILURE_;
     }
     return EXIT_OK;
@@ -369,12 +418,15 @@ static int cmd_serve(int argc, char **argv)
     struct serve_state *st = calloc(1, sizeof(*st));
     struct ks_store *store = NULL;
     struct ks_engine *engine = NULL;
+    struct ks_auth *auth = NULL;
     int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
     if (!st) {
         rc = EXIT_FAILURE_;
         goto out_log;
     }
 
+    if ((rc = auth_start(&c, &lg, &auth)) != EXIT_OK)
+        goto out_state;
     if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
         goto out_state;
     if (ks_sandbox_open(store, &lg, &st->api.sandbox) != KS_OK) {
@@ -402,6 +454,7 @@ static int cmd_serve(int argc, char **argv)
     st->api.engine = engine;
     st->api.store = store;
     st->api.log = &lg;
+    st->api.auth = auth;
     const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
     if (admin_enabled) {
         char why[256] = "";
@@ -458,6 +511,7 @@ out_engine:
     ks_sandbox_close(st->api.sandbox); /* after the engine: its unit workers use the adapter */
     ks_store_close(store);
 out_state:
+    ks_auth_close(auth);
     explicit_bzero(st->api.admin_token, sizeof(st->api.admin_token));
     free(st);
 out_log:
@@ -481,6 +535,8 @@ int main(int argc, char **argv)
         return cmd_serve(sub_argc, sub_argv);
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(cmd, "token") == 0)
+        return ks_auth_cli_token(sub_argc, sub_argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("kassa %s\n", KASSA_VERSION);
         return EXIT_OK;

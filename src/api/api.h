@@ -20,10 +20,13 @@
 struct ks_sandbox;
 
 /* What the handlers need. Everything borrowed; it must outlive the servers using it. */
+struct ks_auth; /* auth/auth.h */
+
 struct ks_api_ctx {
     struct ks_engine *engine;
     struct ks_store *store;
     struct ks_log *log;
+    struct ks_auth *auth; /* bearer tokens of the public API (auth/auth.h, auth/auth_http.h) */
     /* The admin bearer token (NUL-terminated), compared in constant time. */
     char admin_token[KS_ADMIN_TOKEN_BYTES_MAX + 1];
     struct ks_sandbox *sandbox; /* the sandbox acquirer (units/adapters/sandbox.h), or NULL */

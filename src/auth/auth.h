@@ -12,7 +12,12 @@
  *                    created or on request, scoped to one invoice by role strings such as
  *                    "invoices.{id}:read", "invoices.{id}.payments:write",
  *                    "payment_resources:write", and expiring.
- * Thread-safe after open.
+ * Which kind a token is: a token whose header `kid` names kassa's own key is verified with that
+ * key only and must say {"iss":"kassa","kind":"invoice"|"merchant"}; any other token is verified
+ * against the merchant keys and is a merchant token, whatever its claims say. Callers that must
+ * accept only one kind (payment resources: invoice tokens only) check `kind` themselves.
+ * Clock skew: exp/nbf are allowed KS_AUTH_CLOCK_SKEW_S seconds of slack either way.
+ * Thread-safe after open: every function below may be called from any thread at once.
  */
 #ifndef KS_AUTH_AUTH_H
 #define KS_AUTH_AUTH_H
@@ -27,6 +32,10 @@
 #define KS_AUTH_ROLES_MAX 16
 #define KS_AUTH_ROLE_BYTES_MAX 128
 #define KS_AUTH_TOKEN_BYTES_MAX 4096
+#define KS_AUTH_SHOPS_MAX 8          /* shops one merchant token may name */
+#define KS_AUTH_CLOCK_SKEW_S 60      /* slack on exp and nbf, seconds */
+#define KS_AUTH_KEYS_MAX 64          /* merchant verification keys */
+#define KS_AUTH_TTL_S_MAX (400LL * 24 * 3600) /* longest lifetime of a token kassa issues */
 
 enum ks_principal_kind { KS_PRINCIPAL_MERCHANT = 1, KS_PRINCIPAL_INVOICE = 2 };
 
@@ -34,7 +43,7 @@ struct ks_principal {
     enum ks_principal_kind kind;
     char subject[129];                 /* merchant: "sub"; invoice token: "invoice:{id}" */
     char party_id[65];
-    char shop_ids[8][65];              /* merchant: allowed shops (none = all of the party);
+    char shop_ids[KS_AUTH_SHOPS_MAX][65]; /* merchant: allowed shops (none = all of the party);
                                           invoice token: the invoice's shop */
     int shops_n;
     char invoice_id[65];               /* invoice tokens only */
@@ -49,11 +58,18 @@ struct ks_auth_options {
     const char *signing_key_path;      /* kassa's own ES256 key, created (0600) if missing */
     int trust_own_key_for_merchants;   /* development: merchant tokens signed by kassa's own key
                                           (`kassa token issue`) are accepted */
-    struct ks_log *log;
+    struct ks_log *log;                /* borrowed; may be NULL */
 };
 
 struct ks_auth;
 
+/* Loads the merchant keys (a JWK set {"keys":[...]}, one JWK, or PEM blocks "PUBLIC KEY" /
+ * "CERTIFICATE"; RSA of 2048 bits or more and EC P-256 only; JWKs with "use" other than "sig"
+ * or an "alg" other than RS256/ES256 are skipped; a private key in the file is refused) and
+ * kassa's own key (created if missing). Nothing is borrowed from `opt` after the call except
+ * `log`. Errors: KS_ERR_INVALID (bad options or key file contents), KS_ERR_IO, KS_ERR_NOMEM, with a
+ * reason in `why` that names paths, never key material. Free with ks_auth_close, which wipes the
+ * private key. */
 KS_MUST_USE int ks_auth_open(const struct ks_auth_options *opt, struct ks_auth **out, char *why,
                              size_t whylen);
 void ks_auth_close(struct ks_auth *a);
@@ -66,21 +82,37 @@ KS_MUST_USE int ks_auth_verify(struct ks_auth *a, const char *authorization, int
 /* True if the principal holds `role` exactly (e.g. "invoices.abc:read"). For merchants, roles
  * are the token's "roles" claim (e.g. "invoices:write"); for invoice tokens, the scoped roles. */
 bool ks_auth_has_role(const struct ks_principal *p, const char *role);
-/* True if a merchant principal may act on `shop_id` of `party_id`. False for invoice tokens. */
+/* True if a merchant principal may act on `shop_id` of `party_id`. False for invoice tokens.
+ * `shop_id` NULL means the party as a whole: allowed only to tokens not restricted to shops. */
 bool ks_auth_merchant_may(const struct ks_principal *p, const char *party_id, const char *shop_id);
+/* True if `p` is an invoice token of exactly `invoice_id` holding the role
+ * "invoices.{invoice_id}{scope}", e.g. scope ":read" or ".payments:write". Compares the invoice
+ * id itself, not only the role text, so one invoice's token never passes for another's. */
+bool ks_auth_invoice_may(const struct ks_principal *p, const char *invoice_id, const char *scope);
 
-/* Issues an invoice access token for `invoice_id` with `roles`, valid until `expires_at_ms`.
- * Writes the compact JWT into `out`. */
+/* Issues an invoice access token for `invoice_id` with `roles`, valid until `expires_at_ms`
+ * (rounded down to the second; at most KS_AUTH_TTL_S_MAX after `now_ms`). Writes the compact JWT
+ * into `out`. Roles must be scoped to this invoice ("invoices.{invoice_id}:..." or
+ * "invoices.{invoice_id}.<sub>:...") or be "payment_resources:write"; ids are [A-Za-z0-9_-]{1,64}.
+ * Errors: KS_ERR_INVALID (bad argument), KS_ERR_LIMIT (`outlen` too small), KS_ERR_INTERNAL. */
 KS_MUST_USE int ks_auth_issue_invoice_token(struct ks_auth *a, const char *party_id,
                                             const char *shop_id, const char *invoice_id,
                                             const char *const *roles, int roles_n,
                                             int64_t now_ms, int64_t expires_at_ms, char *out,
                                             size_t outlen);
 /* Issues a merchant token signed with kassa's own key (development and tests; accepted only
- * when trust_own_key_for_merchants is set). */
+ * when trust_own_key_for_merchants is set), for the whole party, with the options' audience.
+ * Errors as ks_auth_issue_invoice_token. */
 KS_MUST_USE int ks_auth_issue_merchant_token(struct ks_auth *a, const char *subject,
                                              const char *party_id, const char *const *roles,
                                              int roles_n, int64_t now_ms, int64_t expires_at_ms,
                                              char *out, size_t outlen);
+/* The same, restricted to `shops` (0..KS_AUTH_SHOPS_MAX shop ids; 0 = the whole party). */
+KS_MUST_USE int ks_auth_issue_merchant_token_shops(struct ks_auth *a, const char *subject,
+                                                   const char *party_id,
+                                                   const char *const *shops, int shops_n,
+                                                   const char *const *roles, int roles_n,
+                                                   int64_t now_ms, int64_t expires_at_ms,
+                                                   char *out, size_t outlen);
 
 #endif
