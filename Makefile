@@ -33,7 +33,8 @@ LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 ifneq ($(filter san bench,$(VARIANT)),)
   LIB_SRC += $(shell find tests/probe -name '*.c' | sort)
 endif
-LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
+            $(BUILD)/obj/gen/sandbox_config.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
@@ -56,6 +57,14 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) scripts/embed-sql.sh
 	bash scripts/embed-sql.sh src/store/migrations > $@
 
 $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/sandbox_config.c: config/sandbox.json scripts/embed-text.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-text.sh ks_config_sandbox_json config/sandbox.json > $@
+
+$(BUILD)/obj/gen/sandbox_config.o: $(BUILD)/gen/sandbox_config.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

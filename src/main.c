@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "config/config.h"
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
 #include "core/err.h"
@@ -135,6 +136,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve     run the public API, the admin API and the engine until SIGINT/SIGTERM\n"
                "  migrate   open the store, apply pending migrations, print the schema version\n"
+               "  config    get | put | validate | history: the domain configuration\n"
                "  token     token issue --party P ...: print a development merchant token\n"
                "  version   print the version\n"
                "  help      print this help\n"
@@ -362,6 +364,8 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
         rc = ks_api_health_routes(&st->admin_router, &st->api);
     if (rc == KS_OK && admin_enabled)
         rc = ks_api_admin_routes(&st->admin_router, &st->api);
+    if (rc == KS_OK && admin_enabled)
+        rc = ks_api_config_routes(&st->admin_router, &st->api);
     if (rc != KS_OK)
         ks_logf(lg, KS_LOG_ERROR, NULL, "cannot build the routes: %s", ks_err_name(rc));
     return rc;
@@ -438,12 +442,16 @@ static int cmd_serve(int argc, char **argv)
     struct ks_engine_options eo = {
         .store = store, .log = &lg, .commit_batch_max = (int)c.commit_batch_max};
     int erc = ks_engine_create(&eo, &engine);
+    if (erc == KS_OK)
+        erc = ks_config_register(engine);
 #ifdef KASSA_WITH_PROBE
     if (erc == KS_OK)
         erc = ks_probe_register(engine, PROBE_UNIT_WORKERS);
 #endif
     if (erc == KS_OK)
         erc = ks_engine_run(engine, 1);
+    if (erc == KS_OK) /* installs the sandbox configuration into an empty store */
+        erc = ks_config_bootstrap(engine, &lg, NULL);
     if (erc != KS_OK) {
         ks_logf(&lg, KS_LOG_ERROR, NULL, "cannot start the engine: %s", ks_err_name(erc));
         fprintf(stderr, "kassa: cannot start the engine: %s\n", ks_err_text(erc));
@@ -535,6 +543,8 @@ int main(int argc, char **argv)
         return cmd_serve(sub_argc, sub_argv);
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(cmd, "config") == 0)
+        return ks_config_cli(sub_argc, sub_argv, opt_defs[OPT_STORE].dflt);
     if (strcmp(cmd, "token") == 0)
         return ks_auth_cli_token(sub_argc, sub_argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -40,6 +40,10 @@ KS_MUST_USE int ks_api_health_routes(struct ks_http_router *r, struct ks_api_ctx
  * the admin bearer token (see ks_api_admin_authorize). */
 KS_MUST_USE int ks_api_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
 
+/* Adds the domain configuration routes under /admin/v1/config (current, revisions, put,
+ * validate; api/config.c, docs/configuration-domain.md), requiring the admin bearer token. */
+KS_MUST_USE int ks_api_config_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+
 /* The admin listener's authorizer (http/server.h): accepts `Authorization: Bearer <token>` when
  * the token equals ctx->admin_token, compared in constant time; the principal is "admin".
  * `ctx` is a struct ks_api_ctx. */
