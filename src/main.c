@@ -1,5 +1,5 @@
 /*
- * main.c — the `kassa` command line: serve | migrate | version | help.
+ * main.c — the `kassa` command line: serve | migrate | vault | version | help.
  *
  * Every flag has an environment variable and a default (one table below, which also prints the
  * help); a flag beats its variable, which beats the default. Flags and variables are checked
@@ -22,6 +22,7 @@
 #include "config/config.h"
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/limits.h"
 #include "core/log.h"
@@ -30,6 +31,7 @@
 #include "http/server.h"
 #include "store/store.h"
 #include "units/adapters/sandbox.h"
+#include "vault/vault.h"
 #ifdef KASSA_WITH_PROBE
 #include "../tests/probe/probe.h"
 #endif
@@ -62,6 +64,7 @@ enum opt_id {
     OPT_LOG_FILE,
     OPT_LOG_LEVEL,
     OPT_SQLITE_SYNCHRONOUS,
+    OPT_VAULT_MASTER_KEY_FILE,
     OPT_MERCHANT_KEYS,
     OPT_JWT_AUDIENCE,
     OPT_SIGNING_KEY_FILE,
@@ -102,6 +105,10 @@ static const struct opt_def {
     [OPT_LOG_LEVEL] = {"log-level", "KASSA_LOG_LEVEL", "info", "debug | info | warn | error"},
     [OPT_SQLITE_SYNCHRONOUS] = {"sqlite-synchronous", "KASSA_SQLITE_SYNCHRONOUS", "full",
                                 "full | normal (normal may lose the last commits on power loss)"},
+    [OPT_VAULT_MASTER_KEY_FILE] = {"vault-master-key-file", "KASSA_VAULT_MASTER_KEY_FILE",
+                                   "./var/vault-master.key",
+                                   "card vault master key; created (mode 0600) if missing, "
+                                   "shared by every node (docs/vault.md)"},
     [OPT_MERCHANT_KEYS] = {"merchant-keys", "KASSA_MERCHANT_KEYS", "",
                            "merchant JWT public keys: JWK set or PEM file (docs/auth.md)"},
     [OPT_JWT_AUDIENCE] = {"jwt-audience", "KASSA_JWT_AUDIENCE", "kassa",
@@ -138,6 +145,8 @@ static void usage(FILE *f)
                "  migrate   open the store, apply pending migrations, print the schema version\n"
                "  config    get | put | validate | history: the domain configuration\n"
                "  token     token issue --party P ...: print a development merchant token\n"
+               "  vault rotate     new card data key; re-encrypt every card under it\n"
+               "  vault sweep-cvv  erase the CVVs older than their lifetime\n"
                "  version   print the version\n"
                "  help      print this help\n"
                "\n"
@@ -150,7 +159,7 @@ static void usage(FILE *f)
     fprintf(f, "\n"
                "exit codes:\n"
                "  0  success (serve: stopped by SIGINT or SIGTERM and shut down cleanly)\n"
-               "  1  runtime failure (store, listener, admin token file, log file)\n"
+               "  1  runtime failure (store, vault, listener, admin token file, log file)\n"
                "  2  usage error (unknown command, bad flag or environment variable)\n");
 }
 
@@ -246,6 +255,8 @@ static int config_parse(int argc, char **argv, struct config *c)
         return bad_value(OPT_ADMIN_LISTEN, "must be HOST:PORT, [IPV6]:PORT or empty");
     if (!c->text[OPT_ADMIN_TOKEN_FILE][0])
         return bad_value(OPT_ADMIN_TOKEN_FILE, "must not be empty");
+    if (!c->text[OPT_VAULT_MASTER_KEY_FILE][0])
+        return bad_value(OPT_VAULT_MASTER_KEY_FILE, "must not be empty");
     if (!c->text[OPT_JWT_AUDIENCE][0])
         return bad_value(OPT_JWT_AUDIENCE, "must not be empty");
     if (!c->text[OPT_SIGNING_KEY_FILE][0])
@@ -309,7 +320,64 @@ static int auth_start(const struct config *c, struct ks_log *lg, struct ks_auth 
     return EXIT_OK;
 }
 
+/* Opens the card vault on `store`; `sweep` starts its CVV sweeper thread (serve only). */
+static int vault_start(const struct config *c, struct ks_log *lg, struct ks_store *store,
+                       int sweep, struct ks_vault **out)
+{
+    struct ks_vault_options vo = {
+        .store = store,
+        .master_key_path = c->text[OPT_VAULT_MASTER_KEY_FILE],
+        .log = lg,
+        .cvv_sweep_interval_ms = sweep ? KS_VAULT_CVV_SWEEP_INTERVAL_MS_DEFAULT : 0};
+    char why[512] = "";
+    if (ks_vault_open(&vo, out, why, sizeof(why)) != KS_OK) {
+        /* `why` names the path, never key material (vault.h). */
+        ks_logf(lg, KS_LOG_ERROR, NULL, "cannot open the vault: %s", why);
+        fprintf(stderr, "kassa: cannot open the vault: %s\n", why);
+        return EXIT_FAILURE_;
+    }
+    return EXIT_OK;
+}
+
 /* --- commands ----------------------------------------------------------------------------- */
+/* `kassa vault rotate | sweep-cvv [flags]` */
+static int cmd_vault(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    int rotate = strcmp(sub, "rotate") == 0;
+    if (!rotate && strcmp(sub, "sweep-cvv") != 0) {
+        fprintf(stderr, "kassa: vault: expected rotate or sweep-cvv, got '%s'\n\n", sub);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    struct config c;
+    int rc = config_parse(argc - 1, argv + 1, &c);
+    if (rc != EXIT_OK)
+        return rc;
+    struct ks_log lg;
+    if ((rc = log_start(&c, &lg)) != EXIT_OK)
+        return rc;
+    struct ks_store *store = NULL;
+    struct ks_vault *vault = NULL;
+    if ((rc = store_start(&c, &lg, &store)) != EXIT_OK ||
+        (rc = vault_start(&c, &lg, store, 0, &vault)) != EXIT_OK)
+        goto out;
+    int64_t n = 0;
+    int vrc = rotate ? ks_vault_rotate(vault, &n) : ks_vault_sweep_cvv(vault, ks_now_ms(), &n);
+    printf(rotate ? "vault rotate: %lld records re-encrypted\n"
+                  : "vault sweep-cvv: %lld CVVs erased\n",
+           (long long)n);
+    if (vrc != KS_OK) {
+        fprintf(stderr, "kassa: vault %s: %s (see the log)\n", sub, ks_err_text(vrc));
+        rc = EXIT_FAILURE_;
+    }
+out:
+    ks_vault_close(vault);
+    ks_store_close(store);
+    ks_log_release(&lg);
+    return rc;
+}
+
 
 static int cmd_migrate(int argc, char **argv)
 {
@@ -422,6 +490,7 @@ static int cmd_serve(int argc, char **argv)
     struct serve_state *st = calloc(1, sizeof(*st));
     struct ks_store *store = NULL;
     struct ks_engine *engine = NULL;
+    struct ks_vault *vault = NULL;
     struct ks_auth *auth = NULL;
     int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
     if (!st) {
@@ -433,6 +502,8 @@ static int cmd_serve(int argc, char **argv)
         goto out_state;
     if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
         goto out_state;
+    if ((rc = vault_start(&c, &lg, store, 1, &vault)) != EXIT_OK)
+        goto out_engine;
     if (ks_sandbox_open(store, &lg, &st->api.sandbox) != KS_OK) {
         fprintf(stderr, "kassa: cannot open the sandbox acquirer\n");
         rc = EXIT_FAILURE_;
@@ -461,6 +532,7 @@ static int cmd_serve(int argc, char **argv)
 
     st->api.engine = engine;
     st->api.store = store;
+    st->api.vault = vault;
     st->api.log = &lg;
     st->api.auth = auth;
     const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
@@ -517,6 +589,7 @@ out_engine:
     if (engine)
         ks_engine_free(engine);
     ks_sandbox_close(st->api.sandbox); /* after the engine: its unit workers use the adapter */
+    ks_vault_close(vault);
     ks_store_close(store);
 out_state:
     ks_auth_close(auth);
@@ -543,6 +616,8 @@ int main(int argc, char **argv)
         return cmd_serve(sub_argc, sub_argv);
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(cmd, "vault") == 0)
+        return cmd_vault(sub_argc, sub_argv);
     if (strcmp(cmd, "config") == 0)
         return ks_config_cli(sub_argc, sub_argv, opt_defs[OPT_STORE].dflt);
     if (strcmp(cmd, "token") == 0)

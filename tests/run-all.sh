@@ -23,6 +23,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Servers that share a store share its card-vault master key (docs/vault.md).
+export KASSA_VAULT_MASTER_KEY_FILE=${KASSA_VAULT_MASTER_KEY_FILE:-$work/vault-master.key}
 
 step() { printf '\n=== %s\n' "$*"; }
 t0=$(date +%s)

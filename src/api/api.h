@@ -22,9 +22,12 @@ struct ks_sandbox;
 /* What the handlers need. Everything borrowed; it must outlive the servers using it. */
 struct ks_auth; /* auth/auth.h */
 
+struct ks_vault; /* vault/vault.h */
+
 struct ks_api_ctx {
     struct ks_engine *engine;
     struct ks_store *store;
+    struct ks_vault *vault; /* card data (payment resources, acquiring) */
     struct ks_log *log;
     struct ks_auth *auth; /* bearer tokens of the public API (auth/auth.h, auth/auth_http.h) */
     /* The admin bearer token (NUL-terminated), compared in constant time. */

@@ -24,6 +24,7 @@
 #include "units/adapter.h"
 
 #define KS_VAULT_TOKEN_BYTES 32   /* base62 characters of a payment tool token */
+#define KS_VAULT_CVV_SWEEP_INTERVAL_MS_DEFAULT (60LL * 1000) /* serve's CVV sweeper period */
 
 struct ks_vault;
 
@@ -32,10 +33,15 @@ struct ks_vault_options {
     const char *master_key_path;   /* created (0600) if missing */
     struct ks_log *log;            /* borrowed, may be NULL */
     int64_t cvv_ttl_ms;            /* 0 = one hour */
+    int64_t cvv_sweep_interval_ms; /* > 0: a background thread runs ks_vault_sweep_cvv this often
+                                      (wall clock) until close; 0: no thread (CLI, tests) */
 };
 
 /* Opens the vault: loads (or creates) the master key, and the current data key (creating the
- * first one if none exists). Errors name the path, never key material. */
+ * first one if none exists). Errors name the path, never key material. The master key file
+ * holds 64 hexadecimal digits; one that group or others may access (mode & 077) is refused
+ * (KS_ERR_INVALID), and so is a master key that does not unwrap the store's current data key
+ * (every node must share one master key file). */
 KS_MUST_USE int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, char *why,
                               size_t whylen);
 void ks_vault_close(struct ks_vault *v);
@@ -62,7 +68,10 @@ struct ks_card_public {
 
 /* Validates (Luhn, length, expiry not in the past at `now_ms`, CVV shape) and stores the card.
  * On a bad card returns KS_ERR_INVALID with `code` set to "invalidCardNumber" | "invalidExpDate"
- * | "invalidCVV" | "invalidCardHolder" (and nothing stored). */
+ * | "invalidCVV" | "invalidCardHolder" (and nothing stored). Rules (docs/vault.md): expiry
+ * "MM/YY" or "MM/YYYY"; CVV 3 digits, 4 for amex, 3 or 4 for an unknown system; holder 1..100
+ * ASCII letters, spaces and punctuation. Every call makes a new random token, also for a card
+ * tokenized before (no lookup by card number exists). `code` is "" on success. */
 KS_MUST_USE int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in,
                                   int64_t now_ms, struct ks_card_public *out, char *code,
                                   size_t codelen);
@@ -72,12 +81,15 @@ KS_MUST_USE int ks_vault_describe(struct ks_vault *v, const char *token, struct 
  * was erased or is older than its lifetime. The caller wipes `out` after use. */
 KS_MUST_USE int ks_vault_reveal(struct ks_vault *v, const char *token, int64_t now_ms,
                                 struct ks_card *out);
-/* Erases the CVV of a token (after authorization). Idempotent. */
+/* Erases the CVV of a token (after authorization). Idempotent: KS_OK also when there was none
+ * or the token is unknown. */
 KS_MUST_USE int ks_vault_erase_cvv(struct ks_vault *v, const char *token);
 /* Erases every CVV older than its lifetime; `*erased` counts them. */
 KS_MUST_USE int ks_vault_sweep_cvv(struct ks_vault *v, int64_t now_ms, int64_t *erased);
-/* Makes a new data key current and re-encrypts every stored card and CVV under it; old keys are
- * deleted when nothing uses them. `*reencrypted` counts the records. */
+/* Makes a new data key current and re-encrypts every stored card and CVV under it, in batches
+ * of one transaction each (safe while other nodes tokenize and reveal); old keys are deleted
+ * when nothing uses them. `*reencrypted` counts the records. KS_ERR_INTERNAL (after doing all
+ * the rest) when some records did not authenticate: they and their key are left as they were. */
 KS_MUST_USE int ks_vault_rotate(struct ks_vault *v, int64_t *reencrypted);
 
 #endif

@@ -148,6 +148,17 @@ class Kassa:
         return problems
 
 
+@pytest.fixture(scope="session", autouse=True)
+def vault_master_key(tmp_path_factory):
+    """One card-vault master key file for every server of the session (unless the environment
+    names one): servers sharing a store (KASSA_TEST_STORE_URL) must share its master key, or the
+    vault refuses to open (docs/vault.md)."""
+    if not os.environ.get("KASSA_VAULT_MASTER_KEY_FILE"):
+        path = tmp_path_factory.mktemp("vault") / "master.key"
+        os.environ["KASSA_VAULT_MASTER_KEY_FILE"] = str(path)
+    return os.environ["KASSA_VAULT_MASTER_KEY_FILE"]
+
+
 @pytest.fixture(scope="module")
 def kassa(tmp_path_factory):
     """A server shared by the tests of one module."""

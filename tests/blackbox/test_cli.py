@@ -16,7 +16,7 @@ RUN_TIMEOUT_S = 60
 
 def run(*args, env=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")
-                or k in ("KASSA_BIN", "KASSA_TEST_STORE_URL")}
+                or k in ("KASSA_BIN", "KASSA_TEST_STORE_URL", "KASSA_VAULT_MASTER_KEY_FILE")}
     full_env.update(env or {})
     return subprocess.run([kassa_bin()] + list(args), capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S, env=full_env, cwd=cwd)
