@@ -686,14 +686,16 @@ out:
     return rc;
 }
 
-/* One attempt of a step with the machine locked. Sets *again when the step must be re-run on
- * fresh state (another process committed first). */
-static int step_locked(struct ks_engine *e, const struct ks_processor *p,
-                       struct ks_machine_entry *m, const struct step *st, struct ks_reply *out,
-                       int *again)
+/* One attempt of a step with the machine locked (see step_locked). Sets *again when the step
+ * must be re-run on fresh state (another process committed first); *committed when it tried to
+ * write. */
+static int step_locked_inner(struct ks_engine *e, const struct ks_processor *p,
+                             struct ks_machine_entry *m, const struct step *st,
+                             struct ks_reply *out, int *again, int *committed)
 {
     int rc;
     *again = 0;
+    *committed = 0;
     if (!m->loaded) {
         struct ks_machine_row row;
         rc = ks_store_machine_load(e->store, m->ns, m->id, &row);
@@ -814,6 +816,7 @@ static int step_locked(struct ks_engine *e, const struct ks_processor *p,
     json_t *reply_body = d.reply ? d.reply : NULL;
     int64_t new_seq = m->loaded ? m->seq : 0;
     if (changed) {
+        *committed = 1;
         rc = commit_draft(e, m, st, &d, now, reply_body, &new_seq);
         if (rc == KS_ERR_VERSION || rc == KS_ERR_CONFLICT || rc == KS_ERR_IDEM_CONFLICT) {
             ks_machine_entry_invalidate(m);
@@ -847,6 +850,41 @@ static int step_locked(struct ks_engine *e, const struct ks_processor *p,
     out->body = d.reply ? json_incref(d.reply) : json_object();
     draft_release(&d);
     return KS_OK;
+}
+
+/* 1 if the store still holds the event number the cache has for `m`, 0 if another process
+ * moved the machine on, 1 as well when the store cannot tell (the answer then stands). */
+static int cache_is_fresh(struct ks_engine *e, struct ks_machine_entry *m)
+{
+    struct ks_machine_row row;
+    int rc = ks_store_machine_load(e->store, m->ns, m->id, &row);
+    if (rc == KS_ERR_NOT_FOUND)
+        return 0;
+    if (rc != KS_OK)
+        return 1;
+    int fresh = row.last_seq == m->seq && row.status == m->status;
+    ks_machine_row_release(&row);
+    return fresh;
+}
+
+/* One attempt of a step with the machine locked. A commit is guarded by the machine's event
+ * number in the store; an answer that commits nothing (a refusal, a query, a stale signal) has
+ * no such guard, so when it was computed from cached state the cache is checked against the
+ * store first, and a stale one makes the step run again on fresh state. */
+static int step_locked(struct ks_engine *e, const struct ks_processor *p,
+                       struct ks_machine_entry *m, const struct step *st, struct ks_reply *out,
+                       int *again)
+{
+    int from_cache = m->loaded, committed = 0;
+    int rc = step_locked_inner(e, p, m, st, out, again, &committed);
+    if (*again || committed || !from_cache || !m->loaded || cache_is_fresh(e, m))
+        return rc;
+    ks_reply_release(out);
+    reply_init(out);
+    ks_machine_entry_invalidate(m);
+    atomic_fetch_add(&e->st_conflicts, 1);
+    *again = 1;
+    return KS_ERR_VERSION;
 }
 
 /* Runs a step, re-running it on fresh state after a concurrent change (bounded). */

@@ -616,3 +616,34 @@ Test(engine, outbox_has_every_event_once_in_order)
     cr_assert_eq(ks_store_cursor_get(fx.store, consumer, &pos), KS_OK);
     cr_assert_eq(pos, last_pos, "a cursor never moves back");
 }
+
+Test(engine, a_refusal_from_a_stale_cache_is_checked_against_the_store)
+{
+    /* Node A caches the machine as working; node B fails it. A repair on A is refused by A's
+     * cached precondition ("not failed") unless A confirms its cache with the store first. */
+    struct ks_store *store2 = NULL;
+    struct ks_engine *e2 = engine_open(&store2);
+    char id[80];
+    new_id(id);
+    start(fx.engine, id, "{}");
+    call_ok(fx.engine, id, "{\"op\":\"append\",\"value\":1}"); /* A has it cached */
+    struct ks_reply r;
+    cr_assert_eq(call(e2, id, "{\"op\":\"crash\"}", &r), KS_ERR_PROCESSOR); /* B fails it */
+    ks_reply_release(&r);
+    cr_assert_eq(ks_engine_repair(fx.engine, "probe", id, KS_REPAIR_SIGNAL, NULL, "dana",
+                                  "seen on another node"),
+                 KS_OK);
+    /* and a call refused by A's stale view ("machine failed" the other way round) */
+    cr_assert_eq(call(e2, id, "{\"op\":\"crash\"}", &r), KS_ERR_PROCESSOR);
+    ks_reply_release(&r);
+    cr_assert_eq(ks_engine_repair(e2, "probe", id, KS_REPAIR_SIGNAL, NULL, "dana", "again"),
+                 KS_OK); /* B repairs; A still caches it as failed */
+    cr_assert_eq(call(fx.engine, id, "{\"op\":\"append\",\"value\":2}", &r), KS_OK);
+    ks_reply_release(&r);
+    char h[1024];
+    history(fx.engine, id, h, sizeof(h));
+    cr_assert_str_eq(h, "started,appended,engine.failed,engine.repaired,engine.failed,"
+                        "engine.repaired,appended");
+    ks_engine_free(e2);
+    ks_store_close(store2);
+}
