@@ -34,7 +34,7 @@ ifneq ($(filter san bench,$(VARIANT)),)
   LIB_SRC += $(shell find tests/probe -name '*.c' | sort)
 endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
-            $(BUILD)/obj/gen/sandbox_config.o
+            $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
@@ -65,6 +65,14 @@ $(BUILD)/gen/sandbox_config.c: config/sandbox.json scripts/embed-text.sh
 	bash scripts/embed-text.sh ks_config_sandbox_json config/sandbox.json > $@
 
 $(BUILD)/obj/gen/sandbox_config.o: $(BUILD)/gen/sandbox_config.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/openapi_json.c: docs/openapi.json scripts/embed-text.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-text.sh ks_api_openapi_json docs/openapi.json > $@
+
+$(BUILD)/obj/gen/openapi_json.o: $(BUILD)/gen/openapi_json.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -10,7 +10,7 @@ packages=(
   libcjose-dev libcurl4-openssl-dev librdkafka-dev
   libcriterion-dev
   postgresql-15 postgresql-contrib-15
-  python3 python3-pytest python3-requests
+  python3 python3-pytest python3-requests python3-jsonschema
   curl sqlite3
 )
 

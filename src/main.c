@@ -420,6 +420,8 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
     ks_http_router_init(&st->public_router);
     ks_http_router_init(&st->admin_router);
     rc = ks_api_health_routes(&st->public_router, &st->api);
+    if (rc == KS_OK)
+        rc = ks_api_openapi_routes(&st->public_router);
 #ifdef KASSA_WITH_PROBE
     if (rc == KS_OK)
         rc = ks_api_probe_routes(&st->public_router, &st->api);

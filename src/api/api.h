@@ -39,6 +39,10 @@ struct ks_api_ctx {
  * store answers a ping, else 503). Returns a router error (router.h) on failure. */
 KS_MUST_USE int ks_api_health_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
 
+/* Adds GET /v2/openapi.json: the OpenAPI 3 document of the public listener (docs/openapi.json,
+ * built into the binary). KS_ERR_INVALID if the built-in document is not JSON. */
+KS_MUST_USE int ks_api_openapi_routes(struct ks_http_router *r);
+
 /* Adds the admin routes under /admin/v1 (machines, repair, outbox, tasks, stats), all requiring
  * the admin bearer token (see ks_api_admin_authorize). */
 KS_MUST_USE int ks_api_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
