@@ -518,7 +518,7 @@ static int call_create_payment(struct tx *t, const json_t *req)
     }
     json_t *pub = json_pack("{s:s, s:s, s:o, s:I, s:s, s:o, s:O, s:s}", "id", pid, "invoiceID",
                             invoice_id(t), "createdAt", time_json(t->ctx->now_ms), "amount",
-                            json_object_get(inv, "amount"), "currency", str(inv, "currency"),
+                            (json_int_t)num(inv, "amount"), "currency", str(inv, "currency"),
                             "flow", flow, "payer", json_object_get(params, "payer"), "status",
                             "pending");
     if (json_object_get(params, "externalID"))
