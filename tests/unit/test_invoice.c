@@ -47,13 +47,20 @@ static enum ks_task_outcome ledger_run(void *ctx, const struct ks_task_view *t, 
                                        char *err, size_t errlen)
 {
     sc.ledger_ops++;
-    const char *op = ks_json_get_str(t->args, "op");
+    /* {"ops":[ensure..., hold]} or a single {"op","plan"} */
+    const json_t *ops = json_object_get(t->args, "ops");
+    const json_t *last = ops ? json_array_get(ops, json_array_size(ops) - 1) : t->args;
+    const char *op = ks_json_get_str(last, "op"), *plan = ks_json_get_str(last, "plan");
+    cr_assert(op && plan, "a ledger task names its op and plan");
+    for (size_t i = 0; ops && i + 1 < json_array_size(ops); i++)
+        cr_assert_str_eq(ks_json_get_str(json_array_get(ops, i), "op"), "ensure");
+    int refund = strstr(plan, ".r") != NULL;
     if (strcmp(op, "hold") == 0 && sc.ledger_hold && strcmp(sc.ledger_hold, "insufficient") == 0 &&
-        ks_json_get_str(t->args, "refund")) {
+        refund) {
         snprintf(err, errlen, "insufficientAccountBalance");
         return KS_TASK_GIVE_UP;
     }
-    *result = json_pack("{s:s}", "plan", ks_json_get_str(t->args, "plan"));
+    *result = json_pack("{s:s}", "plan", plan);
     return KS_TASK_OK;
 }
 

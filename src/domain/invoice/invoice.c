@@ -241,17 +241,46 @@ static void task(struct tx *t, const char *unit, json_t *args)
     json_array_append_new(t->out->tasks, json_pack("{s:s, s:o}", "unit", unit, "args", args));
 }
 
-/* A ledger operation on `plan`. The plan's state is recorded so repair and inspection see it. */
+/* The ledger ops that make sure every account of `postings` exists: shop accounts may not go
+ * negative, kassa's and providers' may. */
+static void ensure_accounts(json_t *ops, const json_t *postings)
+{
+    size_t i;
+    json_t *ps;
+    json_array_foreach(postings, i, ps) {
+        const char *ends[2] = {str(ps, "from"), str(ps, "to")};
+        for (int k = 0; k < 2; k++) {
+            if (!ends[k])
+                continue;
+            int seen = 0;
+            size_t j;
+            json_t *o;
+            json_array_foreach(ops, j, o) seen |= strcmp(str(o, "account"), ends[k]) == 0;
+            if (!seen)
+                json_array_append_new(ops, json_pack("{s:s, s:s, s:s, s:b}", "op", "ensure",
+                                                     "account", ends[k], "currency",
+                                                     str(ps, "currency"), "mayGoNegative",
+                                                     strncmp(ends[k], "shop:", 5) != 0));
+        }
+    }
+}
+
+/* A ledger operation on `plan` (a task of unit "ledger", docs/ledger.md). The plan id names the
+ * payment and refund it belongs to (plan_id_for), which is how the result finds its way back.
+ * The plan's state is recorded so repair and inspection see it. */
 static void ledger_op(struct tx *t, const char *pid, const char *rid, const char *op,
                       const char *plan, const json_t *postings)
 {
-    json_t *args = json_pack("{s:s, s:s, s:s, s:s}", "op", op, "plan", plan, "batch", "1",
-                             "invoice", invoice_id(t));
-    json_object_set_new(args, "payment", json_string(pid));
-    if (rid)
-        json_object_set_new(args, "refund", json_string(rid));
-    if (postings)
-        json_object_set(args, "postings", (json_t *)postings);
+    json_t *args;
+    if (strcmp(op, "hold") == 0) {
+        json_t *ops = json_array();
+        ensure_accounts(ops, postings);
+        json_array_append_new(ops, json_pack("{s:s, s:s, s:s, s:O}", "op", "hold", "plan", plan,
+                                             "batch", "1", "postings", postings));
+        args = json_pack("{s:o}", "ops", ops);
+    } else {
+        args = json_pack("{s:s, s:s}", "op", op, "plan", plan);
+    }
     task(t, "ledger", args);
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "internal.plan", "paymentID", pid,
                            "plan", plan, "op", op);
@@ -260,6 +289,26 @@ static void ledger_op(struct tx *t, const char *pid, const char *rid, const char
     if (postings)
         json_object_set(ev, "postings", (json_t *)postings);
     emit(t, ev);
+}
+
+/* Reads back the payment and refund ids from a plan id "{invoice}.{payment}.{route}[.final]" or
+ * "{invoice}.{payment}.r{refund}". Returns 0, or -1 for a plan id of another shape. */
+static int plan_owner(const char *plan, char *pid, size_t pcap, char *rid, size_t rcap)
+{
+    const char *a = plan ? strchr(plan, '.') : NULL;
+    const char *b = a ? strchr(a + 1, '.') : NULL;
+    if (!a || !b || (size_t)(b - a - 1) >= pcap || b == a + 1)
+        return -1;
+    memcpy(pid, a + 1, (size_t)(b - a - 1));
+    pid[b - a - 1] = '\0';
+    rid[0] = '\0';
+    if (b[1] == 'r') {
+        snprintf(rid, rcap, "%s", b + 2);
+        char *dot = strchr(rid, '.');
+        if (dot)
+            *dot = '\0';
+    }
+    return 0;
 }
 
 /* Starts a provider session step for a payment (or one of its refunds). `kind` is what is asked
@@ -675,10 +724,15 @@ static int inv_call(const struct ks_proc_ctx *ctx, const json_t *state, const js
 static void on_ledger(struct tx *t, const json_t *sig)
 {
     const json_t *args = json_object_get(sig, "args");
-    const char *op = str(args, "op"), *plan = str(args, "plan");
-    json_t *p = payment_find(t->state, str(args, "payment"));
-    const char *rid = str(args, "refund");
-    if (!p || !op || !plan)
+    const json_t *ops = json_object_get(args, "ops");
+    const json_t *last = ops ? json_array_get(ops, json_array_size(ops) - 1) : args;
+    const char *op = str(last, "op"), *plan = str(last, "plan");
+    char pid_buf[24], rid_buf[24];
+    if (!op || !plan || plan_owner(plan, pid_buf, sizeof(pid_buf), rid_buf, sizeof(rid_buf)) != 0)
+        return;
+    json_t *p = payment_find(t->state, pid_buf);
+    const char *rid = rid_buf[0] ? rid_buf : NULL;
+    if (!p)
         return;
     const char *pid = str(json_object_get(p, "public"), "id");
     int ok = json_is_true(json_object_get(sig, "ok"));
