@@ -462,7 +462,7 @@ static int h_create_invoice(void *ctx, const struct ks_http_req *req, struct ks_
     }
     char code[KS_CONFIG_CODE_BYTES], why[256];
     if (ks_config_shop_check(shop, currency, amount, code, why, sizeof(why)) != KS_OK) {
-        rc = bad(resp, code, "%s", why);
+        rc = bad(resp, code[0] ? code : "invoiceTermsViolated", "%s", why);
         goto out;
     }
 
@@ -619,7 +619,15 @@ static int invoice_status_call(struct ks_payments_api *api, const struct ks_http
     json_decref(st);
     json_t *call = json_pack("{s:s, s:s}", "op", op, "reason", reason);
     struct ks_reply r;
-    rc = ks_engine_call(api->engine, KS_INVOICE_NS, req->params[0], call, NULL, &r);
+    struct idem_keys k;
+    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
+    snprintf(scope, sizeof(scope), "invoice:%s:%s", req->params[0], op);
+    if (idem_prepare(&k, req, resp, scope, NULL, req->json) != 0) {
+        json_decref(call);
+        return KS_ERR_INVALID;
+    }
+    rc = ks_engine_call(api->engine, KS_INVOICE_NS, req->params[0], call, k.used ? &k.idem : NULL,
+                        &r);
     json_decref(call);
     if (rc == KS_OK)
         rc = ks_http_reply(resp, 204, json_object());
@@ -729,8 +737,8 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
     if (strcmp(sget(tool, "paymentToolType"), "CardData") != 0)
         return bad(resp, "invalidRequest", "only CardData payment tools are supported");
     if (!json_is_object(client) || !sget(client, "fingerprint") ||
-        strlen(sget(client, "fingerprint")) > 1000)
-        return bad(resp, "invalidRequest", "clientInfo.fingerprint is required (<= 1000)");
+        strlen(sget(client, "fingerprint")) == 0 || strlen(sget(client, "fingerprint")) > 1000)
+        return bad(resp, "invalidRequest", "clientInfo.fingerprint is required (1..1000)");
     const char *number, *exp, *cvv, *holder, *ip;
     if (opt_string(resp, tool, "cardNumber", 32, 1, &number) ||
         opt_string(resp, tool, "expDate", 7, 1, &exp) ||
@@ -931,16 +939,29 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
         rc = bad(resp, "operationNotPermitted", "no provider can take this payment");
         goto out;
     }
-    params = json_pack("{s:O, s:O}", "flow", flow, "payer", payer);
+    /* Only the fields kassa understands are kept: a client's extra fields are not echoed. */
+    json_t *flow_out = json_pack("{s:s}", "type", flow_type);
+    if (strcmp(flow_type, "PaymentFlowHold") == 0)
+        json_object_set_new(flow_out, "onHoldExpiration", json_string(expiry ? expiry : "cancel"));
+    json_t *payer_clean = json_pack("{s:s, s:s, s:s}", "payerType", "PaymentResourcePayer",
+                                    "paymentToolToken", sget(payer, "paymentToolToken"),
+                                    "paymentSession", sget(payer, "paymentSession"));
+    const json_t *contact = json_object_get(payer, "contactInfo");
+    if (contact) {
+        json_t *ci = json_object();
+        if (sget(contact, "email"))
+            json_object_set_new(ci, "email", json_string(sget(contact, "email")));
+        if (sget(contact, "phoneNumber"))
+            json_object_set_new(ci, "phoneNumber", json_string(sget(contact, "phoneNumber")));
+        json_object_set_new(payer_clean, "contactInfo", ci);
+    }
+    params = json_pack("{s:o, s:o}", "flow", flow_out, "payer", payer_clean);
     json_t *payer_out = json_object_get(params, "payer");
     json_object_set_new(payer_out, "paymentToolDetails",
                         json_pack("{s:s, s:s, s:s, s:s, s:s}", "detailsType",
                                   "PaymentToolDetailsBankCard", "cardNumberMask", card.mask, "bin",
                                   card.bin, "lastDigits", card.last_digits, "paymentSystem",
                                   card.payment_system));
-    if (strcmp(flow_type, "PaymentFlowHold") == 0 && !expiry)
-        json_object_set_new(json_object_get(params, "flow"), "onHoldExpiration",
-                            json_string("cancel"));
     if (external_id)
         json_object_set_new(params, "externalID", json_string(external_id));
     if (meta)
@@ -1072,7 +1093,15 @@ static int payment_action(struct ks_payments_api *api, const struct ks_http_req 
     } else if (has_amount) {
         json_object_set_new(call, "amount", json_integer(amount));
     }
-    rc = ks_engine_call(api->engine, KS_INVOICE_NS, req->params[0], call, NULL, &r);
+    struct idem_keys k;
+    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
+    snprintf(scope, sizeof(scope), "invoice:%s:payment:%s:%s", req->params[0], req->params[1], op);
+    if (idem_prepare(&k, req, resp, scope, NULL, req->json) != 0) {
+        rc = KS_ERR_INVALID;
+        goto out;
+    }
+    rc = ks_engine_call(api->engine, KS_INVOICE_NS, req->params[0], call, k.used ? &k.idem : NULL,
+                        &r);
     if (rc != KS_OK) {
         rc = engine_error(resp, rc, &r, NULL);
         goto out;

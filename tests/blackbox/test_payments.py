@@ -366,7 +366,7 @@ def test_three_ds_confirmed_by_the_payer_captures(api):
 def test_three_ds_refused_by_the_payer_fails(api):
     inv, _ = three_ds(api, "refuse")
     p = api.wait_payment(inv["id"], "1", {"captured", "failed"})
-    assert p["status"] == "failed" and p["error"]["code"] == "authorization_failed"
+    assert p["status"] == "failed" and p["error"]["code"] == "preauthorization_failed"
 
 
 # --- hold and capture -------------------------------------------------------------------------
@@ -550,7 +550,7 @@ def test_bad_invoice_bodies_get_400_and_create_nothing(api, patch, code):
 @pytest.mark.parametrize("tool,code", [
     ({"cardNumber": "4242424242424241"}, "invalidCardNumber"),
     ({"cardNumber": "4242"}, "invalidCardNumber"),
-    ({"cardNumber": "42424242424242424242424"}, "invalidRequest"),
+    ({"cardNumber": "42424242424242424242424"}, "invalidCardNumber"),
     ({"cardNumber": "abcd424242424242"}, "invalidCardNumber"),
     ({"expDate": "13/30"}, "invalidExpDate"),
     ({"expDate": "01/20"}, "invalidExpDate"),

@@ -1194,11 +1194,17 @@ static void apply_into(json_t *s, const json_t *ev)
         json_t *o = owner_of(s, ev);
         if (o) {
             json_object_del(o, "session");
+            /* TransactionInfo of the public API: the provider's RRN and approval code when it
+             * gives them, else its transaction id as the reference. */
             const json_t *trx = json_object_get(ev, "trx");
-            const char *trx_id = str(trx, "id");
-            if (trx_id && !json_object_get(json_object_get(o, "public"), "transactionInfo"))
-                json_object_set_new(json_object_get(o, "public"), "transactionInfo",
-                                    json_pack("{s:s}", "rrn", trx_id));
+            const json_t *extra = json_object_get(trx, "extra");
+            const char *rrn = str(extra, "rrn") ? str(extra, "rrn") : str(trx, "id");
+            if (rrn && !json_object_get(json_object_get(o, "public"), "transactionInfo")) {
+                json_t *ti = json_pack("{s:s}", "rrn", rrn);
+                if (str(extra, "approvalCode"))
+                    json_object_set_new(ti, "approvalCode", json_string(str(extra, "approvalCode")));
+                json_object_set_new(json_object_get(o, "public"), "transactionInfo", ti);
+            }
         }
     } else if (strcmp(type, "internal.route") == 0) {
         json_t *p = payment_find(s, str(ev, "paymentID"));
