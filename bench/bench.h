@@ -7,6 +7,7 @@
  *   sqlite-raw  single-row durable SQLite commits (the limit the engine is compared to)
  *   engine      durable engine transitions with C concurrent callers on a store URL
  *   http        a small keep-alive HTTP load generator for a kassa on 127.0.0.1
+ *   ledger      durable ledger postings per second (hold + commit plans, batched)
  * Every loop in it is bounded both in count and in time. The numbers and how they are read are
  * in BENCHMARKS.md.
  */
@@ -45,5 +46,6 @@ void kb_lat_percentiles(const struct kb_lat *ls, size_t k, int64_t *p50_us, int6
 int kb_sqlite_raw_main(int argc, char **argv);
 int kb_engine_main(int argc, char **argv);
 int kb_http_main(int argc, char **argv);
+int kb_ledger_main(int argc, char **argv);
 
 #endif

@@ -17,6 +17,8 @@ static void usage(void)
             "                     [--count N]\n"
             "  kassa-bench http --port P --mode static|probe [--path /health/live]\n"
             "                   [--conns C] [--threads T] [--seconds S] [--count N]\n"
+            "  kassa-bench ledger --store URL [--callers C] [--batch OPS] [--shops N]\n"
+            "                     [--seconds S] [--count N]\n"
             "Each prints a human summary and one machine-readable line starting with RESULT.\n");
 }
 
@@ -32,6 +34,8 @@ int main(int argc, char **argv)
         return kb_engine_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "http") == 0)
         return kb_http_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "ledger") == 0)
+        return kb_ledger_main(argc - 1, argv + 1);
     usage();
     return 2;
 }

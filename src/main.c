@@ -29,6 +29,7 @@
 #include "engine/engine.h"
 #include "http/http.h"
 #include "http/server.h"
+#include "ledger/ledger.h"
 #include "store/store.h"
 #include "units/adapters/sandbox.h"
 #include "vault/vault.h"
@@ -143,6 +144,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve     run the public API, the admin API and the engine until SIGINT/SIGTERM\n"
                "  migrate   open the store, apply pending migrations, print the schema version\n"
+               "  ledger verify    check the ledger's invariants; exit 3 naming what is wrong\n"
                "  config    get | put | validate | history: the domain configuration\n"
                "  token     token issue --party P ...: print a development merchant token\n"
                "  vault rotate     new card data key; re-encrypt every card under it\n"
@@ -160,7 +162,8 @@ static void usage(FILE *f)
                "exit codes:\n"
                "  0  success (serve: stopped by SIGINT or SIGTERM and shut down cleanly)\n"
                "  1  runtime failure (store, vault, listener, admin token file, log file)\n"
-               "  2  usage error (unknown command, bad flag or environment variable)\n");
+               "  2  usage error (unknown command, bad flag or environment variable)\n"
+               "  3  ledger verify found problems (each is printed)\n");
 }
 
 static int bad_value(enum opt_id id, const char *why)
@@ -379,6 +382,66 @@ out:
 }
 
 
+/* `kassa ledger verify [flags]`: the ledger's invariants (src/ledger/, docs/ledger.md). */
+static int cmd_ledger(int argc, char **argv)
+{
+    enum { EXIT_LEDGER_BROKEN = 3 };
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (strcmp(sub, "verify") != 0) {
+        fprintf(stderr, "kassa: ledger: expected verify, got '%s'\n\n", sub);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    struct config c;
+    int rc = config_parse(argc - 1, argv + 1, &c);
+    if (rc != EXIT_OK)
+        return rc;
+    struct ks_log lg;
+    if ((rc = log_start(&c, &lg)) != EXIT_OK)
+        return rc;
+    struct ks_store *store = NULL;
+    struct ks_ledger *ledger = NULL;
+    struct ks_ledger_verify_report *report = calloc(1, sizeof(*report));
+    if (!report || (rc = store_start(&c, &lg, &store)) != EXIT_OK) {
+        rc = EXIT_FAILURE_;
+        goto out;
+    }
+    int lrc = ks_ledger_open(store, NULL, &ledger);
+    if (lrc == KS_OK)
+        lrc = ks_ledger_verify(ledger, report);
+    if (lrc != KS_OK) {
+        fprintf(stderr, "kassa: ledger verify: %s\n", ks_err_text(lrc));
+        rc = EXIT_FAILURE_;
+        goto out;
+    }
+    ks_ledger_verify_print(report, stdout);
+    if (report->problems_n > 0) {
+        fprintf(stderr, "kassa: ledger verify: %zu problem(s), listed above\n",
+                report->problems_n);
+        rc = EXIT_LEDGER_BROKEN;
+    }
+out:
+    free(report);
+    ks_ledger_close(ledger);
+    ks_store_close(store);
+    ks_log_release(&lg);
+    return rc;
+}
+
+/* Opens the ledger and registers its unit with the engine (before ks_engine_run). */
+static int ledger_start(struct ks_store *store, struct ks_log *lg, struct ks_engine *engine,
+                        struct ks_ledger **out)
+{
+    struct ks_ledger_options lo = {.log = lg};
+    int rc = ks_ledger_open(store, &lo, out);
+    if (rc == KS_OK) {
+        struct ks_unit u;
+        ks_ledger_unit(*out, 0, &u);
+        rc = ks_engine_register_unit(engine, &u);
+    }
+    return rc;
+}
+
 static int cmd_migrate(int argc, char **argv)
 {
     struct config c;
@@ -434,6 +497,8 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
         rc = ks_api_health_routes(&st->admin_router, &st->api);
     if (rc == KS_OK && admin_enabled)
         rc = ks_api_admin_routes(&st->admin_router, &st->api);
+    if (rc == KS_OK && admin_enabled)
+        rc = ks_api_ledger_routes(&st->admin_router, &st->api);
     if (rc == KS_OK && admin_enabled)
         rc = ks_api_config_routes(&st->admin_router, &st->api);
     if (rc != KS_OK)
@@ -492,6 +557,7 @@ static int cmd_serve(int argc, char **argv)
     struct serve_state *st = calloc(1, sizeof(*st));
     struct ks_store *store = NULL;
     struct ks_engine *engine = NULL;
+    struct ks_ledger *ledger = NULL;
     struct ks_vault *vault = NULL;
     struct ks_auth *auth = NULL;
     int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
@@ -522,6 +588,8 @@ static int cmd_serve(int argc, char **argv)
         erc = ks_probe_register(engine, PROBE_UNIT_WORKERS);
 #endif
     if (erc == KS_OK)
+        erc = ledger_start(store, &lg, engine, &ledger);
+    if (erc == KS_OK)
         erc = ks_engine_run(engine, 1);
     if (erc == KS_OK) /* installs the sandbox configuration into an empty store */
         erc = ks_config_bootstrap(engine, &lg, NULL);
@@ -534,6 +602,7 @@ static int cmd_serve(int argc, char **argv)
 
     st->api.engine = engine;
     st->api.store = store;
+    st->api.ledger = ledger;
     st->api.vault = vault;
     st->api.log = &lg;
     st->api.auth = auth;
@@ -590,6 +659,7 @@ out_servers:
 out_engine:
     if (engine)
         ks_engine_free(engine);
+    ks_ledger_close(ledger); /* after the engine: its unit workers use the ledger */
     ks_sandbox_close(st->api.sandbox); /* after the engine: its unit workers use the adapter */
     ks_vault_close(vault);
     ks_store_close(store);
@@ -618,6 +688,8 @@ int main(int argc, char **argv)
         return cmd_serve(sub_argc, sub_argv);
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(cmd, "ledger") == 0)
+        return cmd_ledger(sub_argc, sub_argv);
     if (strcmp(cmd, "vault") == 0)
         return cmd_vault(sub_argc, sub_argv);
     if (strcmp(cmd, "config") == 0)

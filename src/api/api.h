@@ -23,11 +23,13 @@ struct ks_sandbox;
 struct ks_auth; /* auth/auth.h */
 
 struct ks_vault; /* vault/vault.h */
+struct ks_ledger; /* ledger/ledger.h */
 
 struct ks_api_ctx {
     struct ks_engine *engine;
     struct ks_store *store;
     struct ks_vault *vault; /* card data (payment resources, acquiring) */
+    struct ks_ledger *ledger; /* ledger/ledger.h: balances, plans, statements */
     struct ks_log *log;
     struct ks_auth *auth; /* bearer tokens of the public API (auth/auth.h, auth/auth_http.h) */
     /* The admin bearer token (NUL-terminated), compared in constant time. */
@@ -50,6 +52,11 @@ KS_MUST_USE int ks_api_admin_routes(struct ks_http_router *r, struct ks_api_ctx 
 /* Adds the domain configuration routes under /admin/v1/config (current, revisions, put,
  * validate; api/config.c, docs/configuration-domain.md), requiring the admin bearer token. */
 KS_MUST_USE int ks_api_config_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+
+/* Adds the ledger routes under /admin/v1/ledger (accounts, a shop's accounts, plans, account
+ * statements; api/ledger.c, docs/ledger.md), requiring the admin bearer token; ctx->ledger must
+ * be set. Test and bench builds also get POST /admin/v1/ledger/ops, which runs a ledger task. */
+KS_MUST_USE int ks_api_ledger_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
 
 /* The admin listener's authorizer (http/server.h): accepts `Authorization: Bearer <token>` when
  * the token equals ctx->admin_token, compared in constant time; the principal is "admin".
