@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/payments_api.h"
 #include "config/config.h"
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
@@ -26,11 +27,13 @@
 #include "core/err.h"
 #include "core/limits.h"
 #include "core/log.h"
+#include "domain/invoice/invoice.h"
 #include "engine/engine.h"
 #include "http/http.h"
 #include "http/server.h"
 #include "ledger/ledger.h"
 #include "store/store.h"
+#include "units/acquiring.h"
 #include "units/adapters/sandbox.h"
 #include "vault/vault.h"
 #ifdef KASSA_WITH_PROBE
@@ -70,6 +73,10 @@ enum opt_id {
     OPT_JWT_AUDIENCE,
     OPT_SIGNING_KEY_FILE,
     OPT_DEV_TRUST_OWN_KEY,
+    OPT_PUBLIC_URL,
+    OPT_PAYMENT_HOLD_MS,
+    OPT_TASK_LEASE_MS,
+    OPT_ACQUIRING_WORKERS,
     OPT_COUNT
 };
 
@@ -119,6 +126,15 @@ static const struct opt_def {
     [OPT_DEV_TRUST_OWN_KEY] = {"dev-trust-own-key", "KASSA_DEV_TRUST_OWN_KEY", "0",
                                "development only: accept `kassa token issue` merchant tokens "
                                "(flag alone or =1)"},
+    [OPT_PUBLIC_URL] = {"public-url", "KASSA_PUBLIC_URL", "",
+                        "base URL payers reach kassa at (3-D Secure pages); empty: the public "
+                        "listener's own URL"},
+    [OPT_PAYMENT_HOLD_MS] = {"payment-hold-ms", "KASSA_PAYMENT_HOLD_MS", "259200000",
+                             "how long a hold payment stays authorized before onHoldExpiration"},
+    [OPT_TASK_LEASE_MS] = {"task-lease-ms", "KASSA_TASK_LEASE_MS", STR(KS_TASK_LEASE_MS_DEFAULT),
+                           "a claimed task is claimable again after this (crashed workers)"},
+    [OPT_ACQUIRING_WORKERS] = {"acquiring-workers", "KASSA_ACQUIRING_WORKERS", "8",
+                               "threads running provider sessions"},
 };
 
 _Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576,
@@ -135,6 +151,9 @@ struct config {
     int log_level;
     int sqlite_full;
     int dev_trust_own_key;
+    int64_t payment_hold_ms;
+    int64_t task_lease_ms;
+    int64_t acquiring_workers;
 };
 
 static void usage(FILE *f)
@@ -236,8 +255,16 @@ static int config_parse(int argc, char **argv, struct config *c)
         (rc = int_option(c, OPT_HTTP_CONNECTIONS_MAX, 1, KS_HTTP_CONNECTIONS_MAX_CEIL,
                          &c->http_connections_max)) ||
         (rc = int_option(c, OPT_HTTP_TIMEOUT_S, 1, KS_HTTP_TIMEOUT_S_MAX, &c->http_timeout_s)) ||
-        (rc = int_option(c, OPT_COMMIT_BATCH_MAX, 1, KS_COMMIT_QUEUE_MAX, &c->commit_batch_max)))
+        (rc = int_option(c, OPT_COMMIT_BATCH_MAX, 1, KS_COMMIT_QUEUE_MAX, &c->commit_batch_max)) ||
+        (rc = int_option(c, OPT_PAYMENT_HOLD_MS, 1000, 30LL * 24 * 3600 * 1000,
+                         &c->payment_hold_ms)) ||
+        (rc = int_option(c, OPT_TASK_LEASE_MS, 500, 3600LL * 1000, &c->task_lease_ms)) ||
+        (rc = int_option(c, OPT_ACQUIRING_WORKERS, 1, KS_UNIT_WORKERS_MAX,
+                         &c->acquiring_workers)))
         return rc;
+    if (c->text[OPT_PUBLIC_URL][0] && strncmp(c->text[OPT_PUBLIC_URL], "http://", 7) != 0 &&
+        strncmp(c->text[OPT_PUBLIC_URL], "https://", 8) != 0)
+        return bad_value(OPT_PUBLIC_URL, "must start with http:// or https://");
     c->log_level = ks_log_level_parse(c->text[OPT_LOG_LEVEL]);
     if (c->log_level < 0)
         return bad_value(OPT_LOG_LEVEL, "must be debug, info, warn or error");
@@ -471,6 +498,7 @@ out_log:
 /* Routers and servers of one `serve` run. */
 struct serve_state {
     struct ks_api_ctx api;
+    struct ks_payments_api payments;
     struct ks_http_router public_router;
     struct ks_http_router admin_router;
     struct ks_http_server *public_srv;
@@ -489,6 +517,8 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
     if (rc == KS_OK)
         rc = ks_api_probe_routes(&st->public_router, &st->api);
 #endif
+    if (rc == KS_OK)
+        rc = ks_api_payments_routes(&st->public_router, &st->payments);
     if (rc == KS_OK)
         rc = ks_api_sandbox_routes(&st->public_router, &st->api);
     if (rc == KS_OK && admin_enabled)
@@ -560,6 +590,7 @@ static int cmd_serve(int argc, char **argv)
     struct ks_ledger *ledger = NULL;
     struct ks_vault *vault = NULL;
     struct ks_auth *auth = NULL;
+    struct ks_acquiring *acquiring = NULL;
     int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
     if (!st) {
         rc = EXIT_FAILURE_;
@@ -578,11 +609,30 @@ static int cmd_serve(int argc, char **argv)
         goto out_engine;
     }
 
-    struct ks_engine_options eo = {
-        .store = store, .log = &lg, .commit_batch_max = (int)c.commit_batch_max};
+    struct ks_engine_options eo = {.store = store,
+                                   .log = &lg,
+                                   .commit_batch_max = (int)c.commit_batch_max,
+                                   .task_lease_ms = c.task_lease_ms};
     int erc = ks_engine_create(&eo, &engine);
     if (erc == KS_OK)
         erc = ks_config_register(engine);
+    if (erc == KS_OK)
+        erc = ks_invoice_register(engine);
+    if (erc == KS_OK) {
+        /* Provider sessions: the acquiring unit with the adapters kassa ships. */
+        struct ks_acquiring_options ao = {.vault = vault,
+                                          .public_url = c.text[OPT_PUBLIC_URL],
+                                          .log = &lg,
+                                          .workers = (int)c.acquiring_workers};
+        struct ks_unit u;
+        erc = ks_acquiring_create(&ao, &acquiring);
+        if (erc == KS_OK)
+            erc = ks_acquiring_add_adapter(acquiring, ks_sandbox_adapter(st->api.sandbox));
+        if (erc == KS_OK) {
+            ks_acquiring_unit(acquiring, &u);
+            erc = ks_engine_register_unit(engine, &u);
+        }
+    }
 #ifdef KASSA_WITH_PROBE
     if (erc == KS_OK)
         erc = ks_probe_register(engine, PROBE_UNIT_WORKERS);
@@ -606,6 +656,11 @@ static int cmd_serve(int argc, char **argv)
     st->api.vault = vault;
     st->api.log = &lg;
     st->api.auth = auth;
+    st->payments = (struct ks_payments_api){.engine = engine,
+                                            .auth = auth,
+                                            .vault = vault,
+                                            .log = &lg,
+                                            .payment_hold_ms = c.payment_hold_ms};
     const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
     if (admin_enabled) {
         char why[256] = "";
@@ -633,6 +688,8 @@ static int cmd_serve(int argc, char **argv)
                            ks_api_admin_authorize, &lg, &st->admin_srv)) != EXIT_OK)
         goto out_servers;
 
+    if (!c.text[OPT_PUBLIC_URL][0]) /* the payer pages live on the public listener */
+        ks_acquiring_set_public_url(acquiring, ks_http_server_url(st->public_srv));
     printf("kassa %s serving (store: %s)\n", KASSA_VERSION, ks_store_kind(store));
     printf("  public API  %s   (try: curl %s/health/ready)\n", ks_http_server_url(st->public_srv),
            ks_http_server_url(st->public_srv));
@@ -660,6 +717,7 @@ out_engine:
     if (engine)
         ks_engine_free(engine);
     ks_ledger_close(ledger); /* after the engine: its unit workers use the ledger */
+    ks_acquiring_free(acquiring);      /* after the engine: its unit workers run sessions */
     ks_sandbox_close(st->api.sandbox); /* after the engine: its unit workers use the adapter */
     ks_vault_close(vault);
     ks_store_close(store);

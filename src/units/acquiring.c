@@ -2,6 +2,7 @@
 #include "units/acquiring.h"
 
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,8 @@
 
 struct ks_acquiring {
     struct ks_vault *vault;
-    char public_url[256];
+    pthread_mutex_t url_mu;
+    char public_url[256];         /* guarded by url_mu */
     struct ks_log *log;
     int workers;
     const struct ks_adapter *adapters[KS_ACQUIRING_ADAPTERS_MAX];
@@ -24,6 +26,7 @@ int ks_acquiring_create(const struct ks_acquiring_options *opt, struct ks_acquir
     if (!a)
         return KS_ERR_NOMEM;
     a->vault = opt->vault;
+    pthread_mutex_init(&a->url_mu, NULL);
     snprintf(a->public_url, sizeof(a->public_url), "%s", opt->public_url ? opt->public_url : "");
     a->log = opt->log;
     a->workers = opt->workers > 0 ? opt->workers : 8;
@@ -44,8 +47,18 @@ int ks_acquiring_add_adapter(struct ks_acquiring *a, const struct ks_adapter *ad
     return KS_OK;
 }
 
+void ks_acquiring_set_public_url(struct ks_acquiring *a, const char *url)
+{
+    pthread_mutex_lock(&a->url_mu);
+    snprintf(a->public_url, sizeof(a->public_url), "%s", url ? url : "");
+    pthread_mutex_unlock(&a->url_mu);
+}
+
 void ks_acquiring_free(struct ks_acquiring *a)
 {
+    if (!a)
+        return;
+    pthread_mutex_destroy(&a->url_mu);
     free(a);
 }
 
@@ -99,6 +112,10 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
         snprintf(error, errlen, "no adapter named %s", adapter_name ? adapter_name : "(none)");
         return KS_TASK_GIVE_UP;
     }
+    char public_url[sizeof(a->public_url)];
+    pthread_mutex_lock(&a->url_mu);
+    memcpy(public_url, a->public_url, sizeof(public_url));
+    pthread_mutex_unlock(&a->url_mu);
     struct ks_adapter_session s = {
         .kind = ks_json_get_str(args, "kind"),
         .session_id = ks_json_get_str(args, "session"),
@@ -113,7 +130,7 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
         .callback = json_object_get(args, "callback"),
         .adapter_state = json_object_get(args, "adapterState"),
         .callback_tag = ks_json_get_str(args, "callbackTag"),
-        .public_url = a->public_url,
+        .public_url = public_url,
         .now_ms = ks_now_ms(),
     };
     if (!s.kind || !s.session_id || !s.currency || s.amount <= 0) {
@@ -154,8 +171,9 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
         ks_adapter_intent_release(&in);
         return KS_TASK_GIVE_UP;
     }
-    if (authorize && in.kind != KS_INTENT_SLEEP) {
-        /* The authorization has an answer (or waits for the payer): the CVV is no longer needed.
+    if (authorize) {
+        /* The card was presented: whatever comes next (an answer, a payer step, an inquiry)
+         * needs no CVV.
          * A failure here leaves it to the vault's lifetime sweep. */
         const char *token = ks_json_get_str(args, "paymentToolToken");
         if (ks_vault_erase_cvv(a->vault, token) != KS_OK && a->log)

@@ -36,6 +36,9 @@ KS_MUST_USE int ks_acquiring_create(const struct ks_acquiring_options *opt,
                                     struct ks_acquiring **out);
 /* Adds an adapter (borrowed; outlives the unit). KS_ERR_CONFLICT for a duplicate name. */
 KS_MUST_USE int ks_acquiring_add_adapter(struct ks_acquiring *a, const struct ks_adapter *ad);
+/* Sets kassa's public base URL (when it is only known once the listener is bound). Safe while
+ * tasks run: each task copies the URL under a lock. */
+void ks_acquiring_set_public_url(struct ks_acquiring *a, const char *url);
 /* Fills the unit descriptor to register with ks_engine_register_unit. */
 void ks_acquiring_unit(struct ks_acquiring *a, struct ks_unit *out);
 void ks_acquiring_free(struct ks_acquiring *a);

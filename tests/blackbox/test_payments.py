@@ -36,14 +36,6 @@ CARDS = {
 }
 CVV = "123"
 
-
-def _wired():
-    out = subprocess.run([kassa_bin(), "help"], capture_output=True, text=True, timeout=30)
-    return "--payment-hold-ms" in out.stdout + out.stderr
-
-
-# TEMPORARY while the payments pieces are being wired into `kassa serve` (removed with the wiring)
-pytestmark = pytest.mark.skipif(not _wired(), reason="payments not wired into kassa serve yet")
 WAIT_S = 40
 
 

@@ -572,9 +572,8 @@ static int call_create_payment(struct tx *t, const json_t *req)
                             "pending");
     if (json_object_get(params, "externalID"))
         json_object_set(pub, "externalID", json_object_get(params, "externalID"));
-    json_object_set(pub, "metadata",
-                    json_object_get(params, "metadata") ? json_object_get(params, "metadata")
-                                                        : json_object());
+    json_t *meta = json_object_get(params, "metadata");
+    json_object_set_new(pub, "metadata", meta ? json_incref(meta) : json_object());
     json_t *ev = json_pack("{s:s, s:o, s:{s:O, s:I, s:I}}", "type", "PaymentStarted", "payment",
                            pub, "internal", "routes", routes, "revision",
                            (json_int_t)num(req, "revision"), "heldUntilMs",
