@@ -435,11 +435,31 @@ def test_refunds_partial_several_then_full_and_not_beyond(api):
     assert [r["amount"] for r in refunds] == [1000, 2000, 3000]
 
 
+def add_fresh_shop(k):
+    """A shop of its own (so its balance is this test's alone, even on a shared store)."""
+    shop = "fresh-" + uuid.uuid4().hex[:10]
+    for _ in range(20):  # other tests may revise the configuration meanwhile
+        cur = requests.get(k.admin + "/admin/v1/config", headers=k.auth(), timeout=30).json()
+        doc = cur["document"]
+        doc["parties"][PARTY]["shops"][shop] = dict(doc["parties"][PARTY]["shops"][SHOP])
+        r = requests.put(k.admin + "/admin/v1/config", headers=k.auth(), timeout=30,
+                         json={"baseRevision": cur["revision"], "document": doc,
+                               "reason": "a shop for one test"})
+        if r.status_code == 200:
+            return shop
+        assert r.status_code == 409, r.text
+    raise AssertionError("could not add a shop")
+
+
 def test_refund_the_shop_cannot_cover_fails(tmp_path):
     k = start_payments_kassa(tmp_path)
     try:
         api = Api(k, issue_token(tmp_path))
-        inv = paid_invoice(api, 6000)  # the shop nets 6000 minus its fee
+        shop = add_fresh_shop(k)
+        inv, tok = api.invoice(amount=6000, shopID=shop)
+        api.pay(inv, tok, CARDS["visa"])
+        assert api.wait_payment(inv["id"], "1", {"captured", "failed"})["status"] == "captured"
+        # the shop nets 6000 minus its fee: a full refund is more than it has
         r = api.refund(inv["id"], "1", amount=6000, currency="RUB")
         out = api.wait_refund(inv["id"], "1", r["id"], {"succeeded", "failed"})
         assert out["status"] == "failed" and out["error"]["code"] == "insufficientAccountBalance"
