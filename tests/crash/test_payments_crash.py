@@ -130,7 +130,10 @@ def run_crash(store_url, workdir):
     key = os.path.join(workdir, "signing.key")
     server = Server(store_url, workdir,
                     ["--dev-trust-own-key", "--signing-key-file", key,
-                     "--vault-master-key-file", os.path.join(workdir, "vault.key"),
+                     # a store shared with other tests has data keys under the run's key
+                     "--vault-master-key-file",
+                     os.environ.get("KASSA_VAULT_MASTER_KEY_FILE") or
+                     os.path.join(workdir, "vault.key"),
                      "--payment-hold-ms", "1500", "--task-lease-ms", "1500"])
     server.start()
     token = subprocess.run([kassa_bin(), "token", "issue", "--party", "sandbox",
