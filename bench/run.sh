@@ -9,6 +9,9 @@
 #      database, then the engine at 1 and 64 callers.
 #   3. HTTP: `kassa serve` on SQLite; the static /health/live baseline, then the probe append
 #      (one durable transition per request) with 64 connections.
+#   4. Payments: `kassa serve` on SQLite (synchronous=FULL) and on the PostgreSQL cluster of 2;
+#      bench/bench_payments.py runs 32 concurrent payers (invoice -> payment resource -> payment
+#      -> poll until captured) for KASSA_BENCH_PAYMENTS_SECONDS (default 15) each.
 #   The ledger alone (postings/s, plans held and committed) runs in 1 and 2 beside the engine:
 #   batched (4 callers x 512 ops per call) and 64 single-op callers (the ledger's group commit).
 # Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
@@ -16,7 +19,7 @@
 #
 # Environment: KASSA_BENCH_SECONDS (engine and HTTP runs, default 8), KASSA_BENCH_DIR (where the
 # temporary directory goes, default $TMPDIR or /tmp, never a tmpfs), KASSA_BENCH_SKIP_PG=1,
-# KASSA_BENCH_SKIP_HTTP=1.
+# KASSA_BENCH_SKIP_HTTP=1, KASSA_BENCH_PAYMENTS_SECONDS (default 15), KASSA_BENCH_SKIP_PAYMENTS=1.
 set -uo pipefail
 
 build=${1:-build/bench}
@@ -27,6 +30,9 @@ secs=${KASSA_BENCH_SECONDS:-8}
 short=$(( secs > 5 ? 5 : secs ))     # the 1-caller runs and the baselines
 pgbench_s=15
 failed=0
+pay_s=${KASSA_BENCH_PAYMENTS_SECONDS:-15}
+pay_payers=32
+skip_pay=${KASSA_BENCH_SKIP_PAYMENTS:-0}
 
 if [ ! -x "$bench" ]; then
   echo "run.sh: $bench is missing; run 'make bench'" >&2
@@ -91,6 +97,20 @@ num() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.0f", a
 persec() { local v; v=$(num "${1:-}"); [ "$v" = "-" ] && echo "failed" || echo "$v/s"; }
 ms() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.2f", a / 1000 }'; }
 
+# run_payments LABEL STORE DIR: bench/bench_payments.py against its own `kassa serve`.
+run_payments() {
+  local label=$1 store=$2 dir=$3 out
+  echo "== payments on $label: $pay_payers payers, ${pay_s}s (invoice, resource, payment, poll)" >&2
+  mkdir -p "$dir"
+  if ! out=$(/usr/bin/python3 "$root/bench/bench_payments.py" --kassa "$kassa" --store "$store" \
+               --dir "$dir" --label "$label" --payers "$pay_payers" --seconds "$pay_s" \
+               2> >(sed 's/^/   /' >&2)); then
+    echo "   FAILED: bench/bench_payments.py on $label" >&2
+    failed=1
+  fi
+  res=$(grep '^RESULT' <<<"$out" | tail -1)
+}
+
 free_port() {
   /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -130,6 +150,7 @@ echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_ra
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
+pay_pg="" pay_sq=""
 pg_tps="" pg_e1="" pg_e64="" pg_lb="" pg_l1="" pg_note=""
 if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
   pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
@@ -167,6 +188,16 @@ else
     run_bench "ledger on PostgreSQL, 64 callers x 1 op per call" \
       ledger --store "$pg_url" --callers 64 --batch 1 --seconds "$short"
     pg_l1=$res
+    if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
+      pay_url=$(sed -E 's#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\1/kassa_payments#' <<<"$pg_url")
+      if psql "$pg_url" -v ON_ERROR_STOP=1 -qc 'CREATE DATABASE kassa_payments' >/dev/null; then
+        run_payments PostgreSQL "$pay_url" "$tmp/pay-pg"
+        pay_pg=$res
+      else
+        echo "   FAILED: CREATE DATABASE kassa_payments" >&2
+        failed=1
+      fi
+    fi
     "$root/tests/harness/pg.sh" stop "$pg_dir" >/dev/null 2>&1
     pg_dir=""
   else
@@ -218,6 +249,13 @@ else
   kill "$serve_pid" 2>/dev/null
   wait "$serve_pid" 2>/dev/null
   serve_pid=""
+fi
+
+# --- 4. Payments on SQLite (the PostgreSQL run is in 2, while the cluster is up) --------------
+
+if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
+  run_payments SQLite "sqlite:$tmp/pay-sqlite/kassa.db" "$tmp/pay-sqlite"
+  pay_sq=$res
 fi
 
 # --- the table -------------------------------------------------------------------------------
@@ -280,6 +318,22 @@ detail() { # LABEL RESULT
   detail "ledger on PostgreSQL, 64x1 (a call)" "$pg_l1"
   detail "HTTP static, 64 conns" "$http_static"
   detail "HTTP probe append, 64 conns" "$http_probe"
+  echo
+  printf '| %-26s | %10s | %-22s | %11s | %11s | %11s | %11s |\n' "payments ($pay_payers payers)" \
+    "payments/s" "raw SQLite commits/s" "invoice p50/p99" "resource p50/p99" \
+    "payment p50/p99" "captured p50/p99"
+  printf '| %-26s | %10s | %-22s | %11s | %11s | %11s | %11s |\n' "---" "---:" "---:" "---:" \
+    "---:" "---:" "---:"
+  for b in SQLite PostgreSQL; do
+    r=$pay_sq
+    [ "$b" = PostgreSQL ] && r=$pay_pg
+    [ -z "$r" ] && continue
+    pp() { echo "$(ms "$(field "$r" "$1_p50_us")")/$(ms "$(field "$r" "$1_p99_us")")"; }
+    printf '| %-26s | %10s | %-22s | %11s | %11s | %11s | %11s |\n' "$b" \
+      "$(persec "$(field "$r" rate)")" "$(persec "$sq_raw")" "$(pp invoice)" "$(pp resource)" \
+      "$(pp payment)" "$(pp whole)"
+  done
+  echo "(latencies in ms; goal on SQLite: 3,500 payments/s with invoice p99 < 20 ms)"
   echo
   echo "per write = engine transitions per durable write (group commit), or ledger ops per durable"
   echo "transaction; ratio = kassa / limit. Ledger rows count postings whose plan's commit is durable"

@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+"""bench/bench_payments.py — full card payments over HTTP against a real `kassa serve`.
+
+Starts `kassa serve` on the given store (its own ports, keys and admin token in --dir), issues a
+development merchant token, then runs --payers concurrent payers (threads, one keep-alive HTTP
+session each) for --seconds. Each payer loops over the flow of tests/blackbox/test_payments.py:
+
+  POST /v2/processing/invoices                       (merchant token)       "invoice"
+  POST /v2/processing/payment-resources              (invoice access token) "resource"
+  POST /v2/processing/invoices/{id}/payments         (PaymentFlowInstant)   "payment"
+  GET  /v2/processing/invoices/{id}/payments/{pid}   until "captured"       "whole" = all four
+
+A payer starts no payment after the deadline; the one in flight finishes (bounded by
+--payment-timeout). Payments/s = captured payments / time from start to the last capture.
+Prints a human summary on stderr and one line on stdout:
+
+  RESULT payments bench=... payments=N rate=R invoice_p50_us=... invoice_p99_us=... ...
+
+Exits 1 if anything failed (a wrong status, a failed payment, a timeout, kassa exiting badly).
+Timing is never a test: a missed goal is not a failure.
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import requests
+
+CARD = "4242424242424242"
+
+
+def pct(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def future(seconds=86400):
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + seconds))
+
+
+class Failed(Exception):
+    pass
+
+
+def start_serve(args):
+    d = args.dir
+    os.makedirs(d, exist_ok=True)
+    out = open(os.path.join(d, "serve.out"), "wb")
+    err = open(os.path.join(d, "serve.err"), "wb")
+    cmd = [args.kassa, "serve", "--store", args.store,
+           "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+           "--admin-token-file", os.path.join(d, "admin.token"),
+           "--dev-trust-own-key",
+           "--signing-key-file", os.path.join(d, "signing.key"),
+           "--vault-master-key-file", os.path.join(d, "vault.key"),
+           "--log-level", "warn"]
+    if args.store.startswith("sqlite:"):
+        cmd += ["--sqlite-synchronous", "full"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=d)
+    deadline = time.monotonic() + 30
+    base = None
+    while time.monotonic() < deadline:
+        text = open(os.path.join(d, "serve.out"), errors="replace").read()
+        m = re.search(r"public API\s+(http://\S+)", text)
+        if m:
+            base = m.group(1).rstrip("/")
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    while base and time.monotonic() < deadline:
+        try:
+            if requests.get(base + "/health/ready", timeout=2).status_code == 200:
+                return proc, base
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    tail = open(os.path.join(d, "serve.err"), errors="replace").read()[-3000:]
+    raise Failed("kassa serve did not become ready:\n" + tail)
+
+
+def issue_token(args):
+    out = subprocess.run([args.kassa, "token", "issue", "--party", "sandbox",
+                          "--signing-key-file", os.path.join(args.dir, "signing.key")],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise Failed("kassa token issue: " + out.stderr)
+    return out.stdout.strip()
+
+
+class Payer(threading.Thread):
+    def __init__(self, base, token, deadline, args, stats, lock):
+        super().__init__(daemon=True)
+        self.base, self.token, self.deadline, self.args = base, token, deadline, args
+        self.stats, self.lock = stats, lock
+        self.s = requests.Session()
+
+    def call(self, method, path, token, body, expect):
+        h = {"Authorization": "Bearer " + token}
+        t0 = time.monotonic()
+        r = self.s.request(method, self.base + path, json=body, headers=h, timeout=30)
+        dt = time.monotonic() - t0
+        if r.status_code != expect:
+            raise Failed("%s %s -> %s %s" % (method, path, r.status_code, r.text[:300]))
+        return r.json(), dt
+
+    def one(self):
+        t0 = time.monotonic()
+        out, d_inv = self.call("POST", "/v2/processing/invoices", self.token,
+                               {"shopID": "TEST", "dueDate": future(), "amount": 6000,
+                                "currency": "RUB", "product": "Bench %s" % uuid.uuid4().hex[:8],
+                                "metadata": {"bench": 1}}, 201)
+        inv_id = out["invoice"]["id"]
+        inv_tok = out["invoiceAccessToken"]["payload"]
+        res, d_res = self.call("POST", "/v2/processing/payment-resources", inv_tok,
+                               {"paymentTool": {"paymentToolType": "CardData", "cardNumber": CARD,
+                                                "expDate": "12/30", "cvv": "123",
+                                                "cardHolder": "IVAN PETROV"},
+                                "clientInfo": {"fingerprint": "bench"}}, 201)
+        pay, d_pay = self.call("POST", "/v2/processing/invoices/%s/payments" % inv_id, inv_tok,
+                               {"flow": {"type": "PaymentFlowInstant"},
+                                "payer": {"payerType": "PaymentResourcePayer",
+                                          "paymentToolToken": res["paymentToolToken"],
+                                          "paymentSession": res["paymentSession"],
+                                          "contactInfo": {"email": "payer@example.com"}}}, 201)
+        pid = pay["id"]
+        polls = 0
+        limit = t0 + self.args.payment_timeout
+        status = pay.get("status")
+        while status != "captured":
+            if status in ("failed", "cancelled", "refunded"):
+                raise Failed("payment %s/%s ended %s" % (inv_id, pid, status))
+            if time.monotonic() > limit:
+                raise Failed("payment %s/%s stuck in %s" % (inv_id, pid, status))
+            time.sleep(self.args.poll_interval)
+            p, _ = self.call("GET", "/v2/processing/invoices/%s/payments/%s" % (inv_id, pid),
+                             self.token, None, 200)
+            polls += 1
+            status = p["status"]
+        t1 = time.monotonic()
+        return d_inv, d_res, d_pay, t1 - t0, polls, t1
+
+    def run(self):
+        local = {"invoice": [], "resource": [], "payment": [], "whole": []}
+        polls, last, err = 0, 0.0, None
+        n = 0
+        while time.monotonic() < self.deadline and n < self.args.max_per_payer:
+            try:
+                d_inv, d_res, d_pay, whole, p, t1 = self.one()
+            except Exception as e:  # noqa: BLE001 — any failure fails the run
+                err = "%s: %s" % (type(e).__name__, e)
+                break
+            n += 1
+            local["invoice"].append(d_inv)
+            local["resource"].append(d_res)
+            local["payment"].append(d_pay)
+            local["whole"].append(whole)
+            polls += p
+            last = max(last, t1)
+        with self.lock:
+            for k, v in local.items():
+                self.stats[k].extend(v)
+            self.stats["polls"] += polls
+            self.stats["last"] = max(self.stats["last"], last)
+            if err:
+                self.stats["errors"].append(err)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kassa", required=True)
+    ap.add_argument("--store", required=True, help="sqlite:PATH or postgres://...")
+    ap.add_argument("--dir", required=True, help="serve's working directory (keys, logs)")
+    ap.add_argument("--label", default="")
+    ap.add_argument("--payers", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--max-per-payer", type=int, default=100000)
+    ap.add_argument("--poll-interval", type=float, default=0.05)
+    ap.add_argument("--payment-timeout", type=float, default=30)
+    args = ap.parse_args()
+    args.kassa = os.path.abspath(args.kassa)
+    args.dir = os.path.abspath(args.dir)
+
+    proc = None
+    rc = 0
+    try:
+        proc, base = start_serve(args)
+        token = issue_token(args)
+        # one warm-up payment (connection setup, first-use paths) outside the clock
+        warm = {"invoice": [], "resource": [], "payment": [], "whole": [], "polls": 0,
+                "last": 0.0, "errors": []}
+        w = Payer(base, token, time.monotonic() + 60, argparse.Namespace(
+            **dict(vars(args), max_per_payer=1)), warm, threading.Lock())
+        w.run()
+        if warm["errors"]:
+            raise Failed("warm-up payment: " + warm["errors"][0])
+
+        stats = {"invoice": [], "resource": [], "payment": [], "whole": [], "polls": 0,
+                 "last": 0.0, "errors": []}
+        lock = threading.Lock()
+        cpu0 = os.times()
+        start = time.monotonic()
+        payers = [Payer(base, token, start + args.seconds, args, stats, lock)
+                  for _ in range(args.payers)]
+        for p in payers:
+            p.start()
+        for p in payers:
+            p.join(args.seconds + args.payment_timeout + 30)
+        cpu1 = os.times()
+        hung = sum(1 for p in payers if p.is_alive())
+        if hung:
+            stats["errors"].append("%d payers did not finish" % hung)
+        n = len(stats["whole"])
+        elapsed = (stats["last"] - start) if n else args.seconds
+        rate = n / elapsed if elapsed > 0 else 0.0
+        gen_cpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(elapsed, 1e-9)
+
+        us = lambda x: "-" if x is None else "%.0f" % (x * 1e6)  # noqa: E731
+        fields = ["bench=payments", "label=%s" % (args.label or "-"), "payments=%d" % n,
+                  "rate=%.1f" % rate, "seconds=%.2f" % elapsed, "payers=%d" % args.payers,
+                  "polls=%d" % stats["polls"], "errors=%d" % len(stats["errors"]),
+                  "gen_cpu=%.2f" % gen_cpu]
+        for k in ("invoice", "resource", "payment", "whole"):
+            fields.append("%s_p50_us=%s" % (k, us(pct(stats[k], 50))))
+            fields.append("%s_p99_us=%s" % (k, us(pct(stats[k], 99))))
+        print("%d payers, %.1f s: %d payments captured, %.0f payments/s; %d polls "
+              "(%.1f per payment); load generator used %.2f cores" %
+              (args.payers, elapsed, n, rate, stats["polls"], stats["polls"] / max(n, 1),
+               gen_cpu), file=sys.stderr)
+        for k in ("invoice", "resource", "payment", "whole"):
+            a, b = pct(stats[k], 50), pct(stats[k], 99)
+            if a is not None:
+                print("  %-9s p50 %7.2f ms  p99 %7.2f ms" % (k, a * 1e3, b * 1e3),
+                      file=sys.stderr)
+        for e in stats["errors"][:5]:
+            print("  ERROR " + e, file=sys.stderr)
+        if stats["errors"] or n == 0:
+            rc = 1
+        print("RESULT " + " ".join(fields))
+    except Failed as e:
+        print("bench_payments: " + str(e), file=sys.stderr)
+        rc = 1
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait(10)
+                print("bench_payments: kassa serve did not stop on SIGTERM", file=sys.stderr)
+                rc = 1
+            if code != 0:
+                print("bench_payments: kassa serve exited %s; its stderr:" % code, file=sys.stderr)
+                sys.stderr.write(open(os.path.join(args.dir, "serve.err"),
+                                      errors="replace").read()[-2000:])
+                rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
