@@ -185,6 +185,30 @@ static int load_invoice(struct ks_payments_api *api, const struct ks_principal *
     return KS_OK;
 }
 
+/* authenticate + load_invoice: the start of every handler that reads one invoice. */
+static int authed_invoice(struct ks_payments_api *api, const struct ks_http_req *req,
+                          struct ks_http_resp *resp, const char *action, json_t **state)
+{
+    struct ks_principal who;
+    int rc = authenticate(api, req, resp, &who);
+    if (rc != KS_OK) {
+        *state = NULL;
+        return rc;
+    }
+    return load_invoice(api, &who, req->params[0], action, resp, state);
+}
+
+/* A new array of the "public" members of `items` (payments or refunds as stored). */
+static json_t *publics(const json_t *items)
+{
+    json_t *list = json_array();
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it)
+        json_array_append(list, json_object_get(it, "public"));
+    return list;
+}
+
 /* Maps an engine outcome that is not KS_OK to the public API's reply. */
 static int engine_error(struct ks_http_resp *resp, int rc, const struct ks_reply *r,
                         const char *external_id)
@@ -530,12 +554,9 @@ out:
 static int h_get_invoice(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_payments_api *api = ctx;
-    struct ks_principal who;
     json_t *st;
     int rc;
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
-        return rc;
-    if ((rc = load_invoice(api, &who, req->params[0], "read", resp, &st)) != KS_OK)
+    if ((rc = authed_invoice(api, req, resp, "read", &st)) != KS_OK)
         return rc;
     rc = reply_copy(resp, 200, json_object_get(st, "invoice"));
     json_decref(st);
@@ -997,18 +1018,11 @@ out:
 static int h_list_payments(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_payments_api *api = ctx;
-    struct ks_principal who;
     json_t *st;
     int rc;
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
+    if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
-    if ((rc = load_invoice(api, &who, req->params[0], "payments:read", resp, &st)) != KS_OK)
-        return rc;
-    json_t *list = json_array();
-    size_t i;
-    json_t *p;
-    json_array_foreach(json_object_get(st, "payments"), i, p)
-        json_array_append(list, json_object_get(p, "public"));
+    json_t *list = publics(json_object_get(st, "payments"));
     json_decref(st);
     return ks_http_reply(resp, 200, list);
 }
@@ -1016,12 +1030,9 @@ static int h_list_payments(void *ctx, const struct ks_http_req *req, struct ks_h
 static int h_get_payment(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_payments_api *api = ctx;
-    struct ks_principal who;
     json_t *st;
     int rc;
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
-        return rc;
-    if ((rc = load_invoice(api, &who, req->params[0], "payments:read", resp, &st)) != KS_OK)
+    if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
     json_t *p = payment_find(st, req->params[1]);
     rc = p ? reply_copy(resp, 200, json_object_get(p, "public")) : not_found(resp, "payment");
@@ -1214,23 +1225,16 @@ out:
 static int h_list_refunds(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_payments_api *api = ctx;
-    struct ks_principal who;
     json_t *st;
     int rc;
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
-        return rc;
-    if ((rc = load_invoice(api, &who, req->params[0], "payments:read", resp, &st)) != KS_OK)
+    if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
     json_t *p = payment_find(st, req->params[1]);
     if (!p) {
         json_decref(st);
         return not_found(resp, "payment");
     }
-    json_t *list = json_array();
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(p, "refunds"), i, r)
-        json_array_append(list, json_object_get(r, "public"));
+    json_t *list = publics(json_object_get(p, "refunds"));
     json_decref(st);
     return ks_http_reply(resp, 200, list);
 }
@@ -1238,12 +1242,9 @@ static int h_list_refunds(void *ctx, const struct ks_http_req *req, struct ks_ht
 static int h_get_refund(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_payments_api *api = ctx;
-    struct ks_principal who;
     json_t *st;
     int rc;
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
-        return rc;
-    if ((rc = load_invoice(api, &who, req->params[0], "payments:read", resp, &st)) != KS_OK)
+    if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
     json_t *p = payment_find(st, req->params[1]);
     json_t *r = p ? refund_find(p, req->params[2]) : NULL;
