@@ -292,28 +292,6 @@ static int current_config(struct ks_payments_api *api, struct ks_http_resp *resp
 
 /* --- rendering ------------------------------------------------------------------------------ */
 
-static json_t *payment_find(const json_t *state, const char *pid)
-{
-    size_t i;
-    json_t *p;
-    json_array_foreach(json_object_get(state, "payments"), i, p) {
-        if (pid && strcmp(sget(json_object_get(p, "public"), "id"), pid) == 0)
-            return p;
-    }
-    return NULL;
-}
-
-static json_t *refund_find(const json_t *p, const char *rid)
-{
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(p, "refunds"), i, r) {
-        if (rid && strcmp(sget(json_object_get(r, "public"), "id"), rid) == 0)
-            return r;
-    }
-    return NULL;
-}
-
 static int reply_copy(struct ks_http_resp *resp, int status, const json_t *v)
 {
     return ks_http_reply(resp, status, json_deep_copy(v));
@@ -1034,7 +1012,7 @@ static int h_get_payment(void *ctx, const struct ks_http_req *req, struct ks_htt
     int rc;
     if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
-    json_t *p = payment_find(st, req->params[1]);
+    json_t *p = ks_invoice_payment(st, req->params[1]);
     rc = p ? reply_copy(resp, 200, json_object_get(p, "public")) : not_found(resp, "payment");
     json_decref(st);
     return rc;
@@ -1065,7 +1043,7 @@ static int payment_action(struct ks_payments_api *api, const struct ks_http_req 
         return KS_ERR_INVALID;
     if ((rc = load_invoice(api, &who, req->params[0], "payments:write", resp, &st)) != KS_OK)
         return rc;
-    json_t *p = payment_find(st, req->params[1]);
+    json_t *p = ks_invoice_payment(st, req->params[1]);
     if (!p) {
         rc = not_found(resp, "payment");
         goto out;
@@ -1161,7 +1139,7 @@ static int h_create_refund(void *ctx, const struct ks_http_req *req, struct ks_h
         return KS_ERR_INVALID;
     if ((rc = load_invoice(api, &who, req->params[0], "refunds:write", resp, &st)) != KS_OK)
         return rc;
-    json_t *p = payment_find(st, req->params[1]);
+    json_t *p = ks_invoice_payment(st, req->params[1]);
     if (!p) {
         rc = not_found(resp, "payment");
         goto out;
@@ -1229,7 +1207,7 @@ static int h_list_refunds(void *ctx, const struct ks_http_req *req, struct ks_ht
     int rc;
     if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
-    json_t *p = payment_find(st, req->params[1]);
+    json_t *p = ks_invoice_payment(st, req->params[1]);
     if (!p) {
         json_decref(st);
         return not_found(resp, "payment");
@@ -1246,8 +1224,8 @@ static int h_get_refund(void *ctx, const struct ks_http_req *req, struct ks_http
     int rc;
     if ((rc = authed_invoice(api, req, resp, "payments:read", &st)) != KS_OK)
         return rc;
-    json_t *p = payment_find(st, req->params[1]);
-    json_t *r = p ? refund_find(p, req->params[2]) : NULL;
+    json_t *p = ks_invoice_payment(st, req->params[1]);
+    json_t *r = p ? ks_invoice_refund(p, req->params[2]) : NULL;
     rc = r ? reply_copy(resp, 200, json_object_get(r, "public"))
            : not_found(resp, p ? "refund" : "payment");
     json_decref(st);

@@ -764,23 +764,24 @@ static int sq_task_get(struct ks_store *s, const char *task_id, struct ks_task_r
     return rc;
 }
 
-struct revive_args {
-    const char *id;
-    int64_t now;
+/* Parameters (?1 text, ?2 integer) of the writes that take a key and a number. */
+struct text_i64_args {
+    const char *text;
+    int64_t value;
 };
 
-static void bind_revive(sqlite3_stmt *q, const void *arg)
+static void bind_text_i64(sqlite3_stmt *q, const void *arg)
 {
-    const struct revive_args *a = arg;
-    bind_text(q, 1, a->id);
-    sqlite3_bind_int64(q, 2, a->now);
+    const struct text_i64_args *a = arg;
+    bind_text(q, 1, a->text);
+    sqlite3_bind_int64(q, 2, a->value);
 }
 
 static int sq_task_revive(struct ks_store *s, const char *task_id, int64_t now_ms)
 {
-    struct revive_args a = {task_id, now_ms};
+    struct text_i64_args a = {task_id, now_ms};
     int changes = 0;
-    int rc = writer_exec(ctx_of(s), ST_TASK_REVIVE, bind_revive, &a, &changes);
+    int rc = writer_exec(ctx_of(s), ST_TASK_REVIVE, bind_text_i64, &a, &changes);
     if (rc == KS_OK && changes == 0)
         rc = KS_ERR_NOT_FOUND;
     return rc;
@@ -878,22 +879,10 @@ static int sq_cursor_get(struct ks_store *s, const char *consumer, int64_t *pos)
     return reader_scalar(ctx_of(s), ST_CURSOR_GET, bind_consumer, consumer, pos, &found);
 }
 
-struct cursor_args {
-    const char *consumer;
-    int64_t pos;
-};
-
-static void bind_cursor(sqlite3_stmt *q, const void *arg)
-{
-    const struct cursor_args *a = arg;
-    bind_text(q, 1, a->consumer);
-    sqlite3_bind_int64(q, 2, a->pos);
-}
-
 static int sq_cursor_set(struct ks_store *s, const char *consumer, int64_t pos)
 {
-    struct cursor_args a = {consumer, pos};
-    return writer_exec(ctx_of(s), ST_CURSOR_SET, bind_cursor, &a, NULL);
+    struct text_i64_args a = {consumer, pos};
+    return writer_exec(ctx_of(s), ST_CURSOR_SET, bind_text_i64, &a, NULL);
 }
 
 /* --- idempotency -------------------------------------------------------------------------- */

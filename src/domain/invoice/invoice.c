@@ -105,7 +105,7 @@ static json_t *payments_of(const json_t *state)
     return json_object_get(state, "payments");
 }
 
-static json_t *payment_find(const json_t *state, const char *pid)
+json_t *ks_invoice_payment(const json_t *state, const char *pid)
 {
     size_t i;
     json_t *p;
@@ -117,7 +117,7 @@ static json_t *payment_find(const json_t *state, const char *pid)
     return NULL;
 }
 
-static json_t *refund_find(const json_t *payment, const char *rid)
+json_t *ks_invoice_refund(const json_t *payment, const char *rid)
 {
     size_t i;
     json_t *r;
@@ -320,7 +320,7 @@ static void session_step(struct tx *t, json_t *p, const char *rid, const char *k
     const json_t *pub = json_object_get(p, "public");
     const char *pid = str(pub, "id");
     const json_t *route = json_object_get(p, "route");
-    const json_t *sess = json_object_get(rid ? refund_find(p, rid) : p, "session");
+    const json_t *sess = json_object_get(rid ? ks_invoice_refund(p, rid) : p, "session");
     json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:I, s:s}", "kind",
                              kind, "operation", operation, "session", session_id, "invoice",
                              invoice_id(t), "payment", pid, "provider", str(route, "provider"),
@@ -579,7 +579,7 @@ static int call_create_payment(struct tx *t, const json_t *req)
                            (json_int_t)num(req, "revision"), "heldUntilMs",
                            (json_int_t)held_until);
     emit(t, ev);
-    json_t *p = payment_find(t->state, pid);
+    json_t *p = ks_invoice_payment(t->state, pid);
     char plan[200];
     plan_id_for(plan, sizeof(plan), t, pid, NULL, 0);
     ev_phase(t, pid, NULL, "holding");
@@ -590,7 +590,7 @@ static int call_create_payment(struct tx *t, const json_t *req)
 
 static int call_capture(struct tx *t, const json_t *req)
 {
-    json_t *p = payment_find(t->state, str(req, "payment"));
+    json_t *p = ks_invoice_payment(t->state, str(req, "payment"));
     if (!p)
         return refuse(t->out, KS_ERR_NOT_FOUND, "invalidPaymentID", "no such payment");
     const json_t *pub = json_object_get(p, "public");
@@ -613,13 +613,13 @@ static int call_capture(struct tx *t, const json_t *req)
     deadline_key(key, sizeof(key), str(pub, "id"), NULL, "hold");
     ev_deadline(t, key, 0);
     start_capture(t, p, amount);
-    t->out->reply = json_pack("{s:O}", "payment", json_object_get(payment_find(t->state, str(pub, "id")), "public"));
+    t->out->reply = json_pack("{s:O}", "payment", json_object_get(ks_invoice_payment(t->state, str(pub, "id")), "public"));
     return KS_OK;
 }
 
 static int call_cancel(struct tx *t, const json_t *req)
 {
-    json_t *p = payment_find(t->state, str(req, "payment"));
+    json_t *p = ks_invoice_payment(t->state, str(req, "payment"));
     if (!p)
         return refuse(t->out, KS_ERR_NOT_FOUND, "invalidPaymentID", "no such payment");
     const json_t *pub = json_object_get(p, "public");
@@ -631,13 +631,13 @@ static int call_cancel(struct tx *t, const json_t *req)
     deadline_key(key, sizeof(key), str(pub, "id"), NULL, "hold");
     ev_deadline(t, key, 0);
     start_cancel(t, p);
-    t->out->reply = json_pack("{s:O}", "payment", json_object_get(payment_find(t->state, str(pub, "id")), "public"));
+    t->out->reply = json_pack("{s:O}", "payment", json_object_get(ks_invoice_payment(t->state, str(pub, "id")), "public"));
     return KS_OK;
 }
 
 static int call_create_refund(struct tx *t, const json_t *req)
 {
-    json_t *p = payment_find(t->state, str(req, "payment"));
+    json_t *p = ks_invoice_payment(t->state, str(req, "payment"));
     if (!p)
         return refuse(t->out, KS_ERR_NOT_FOUND, "invalidPaymentID", "no such payment");
     const json_t *pub = json_object_get(p, "public");
@@ -678,7 +678,7 @@ static int call_create_refund(struct tx *t, const json_t *req)
     plan_id_for(plan, sizeof(plan), t, pid, rid, 0);
     ev_phase(t, pid, rid, "holding");
     ledger_op(t, pid, rid, "hold", plan, json_object_get(req, "cashflow"));
-    json_t *created = refund_find(payment_find(t->state, pid), rid);
+    json_t *created = ks_invoice_refund(ks_invoice_payment(t->state, pid), rid);
     t->out->reply = json_pack("{s:O}", "refund", json_object_get(created, "public"));
     return KS_OK;
 }
@@ -729,7 +729,7 @@ static void on_ledger(struct tx *t, const json_t *sig)
     char pid_buf[24], rid_buf[24];
     if (!op || !plan || plan_owner(plan, pid_buf, sizeof(pid_buf), rid_buf, sizeof(rid_buf)) != 0)
         return;
-    json_t *p = payment_find(t->state, pid_buf);
+    json_t *p = ks_invoice_payment(t->state, pid_buf);
     const char *rid = rid_buf[0] ? rid_buf : NULL;
     if (!p)
         return;
@@ -747,7 +747,7 @@ static void on_ledger(struct tx *t, const json_t *sig)
         return; /* commits and rollbacks only finish the plan */
 
     if (rid) {
-        json_t *r = refund_find(p, rid);
+        json_t *r = ks_invoice_refund(p, rid);
         if (!r || strcmp(phase(r), "holding") != 0)
             return;
         if (!ok) {
@@ -784,7 +784,7 @@ static void on_ledger(struct tx *t, const json_t *sig)
 /* The session of `p` (or its refund) that a result belongs to, or NULL when stale. */
 static json_t *current_session(json_t *p, const char *rid, const json_t *args)
 {
-    json_t *owner = rid ? refund_find(p, rid) : p;
+    json_t *owner = rid ? ks_invoice_refund(p, rid) : p;
     json_t *sess = json_object_get(owner, "session");
     const char *sid = str(args, "session"), *kind = str(args, "kind");
     if (!sess || !sid || !kind || strcmp(str(sess, "id"), sid) != 0 ||
@@ -812,13 +812,13 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
     emit(t, fin);
 
     if (rid) {
-        json_t *r = refund_find(p, rid);
+        json_t *r = ks_invoice_refund(p, rid);
         const char *plan = str(r, "plan");
         if (success) {
             ev_refund_status(t, pid, rid, "succeeded", NULL, NULL);
             if (plan)
                 ledger_op(t, pid, rid, "commit", plan, NULL);
-            json_t *pp = payment_find(t->state, pid);
+            json_t *pp = ks_invoice_payment(t->state, pid);
             if (refunds_total(pp, 0) >= num(pp, "captured"))
                 ev_payment_status(t, pid, "refunded", NULL);
         } else {
@@ -838,7 +838,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
             return;
         }
         ev_payment_status(t, pid, "processed", NULL);
-        json_t *pp = payment_find(t->state, pid);
+        json_t *pp = ks_invoice_payment(t->state, pid);
         const json_t *flow = json_object_get(json_object_get(pp, "public"), "flow");
         if (strcmp(str(flow, "type"), "PaymentFlowHold") == 0) {
             ev_phase(t, pid, NULL, "processed");
@@ -850,7 +850,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
         return;
     }
     if (strcmp(operation, "capture") == 0) {
-        json_t *pp = payment_find(t->state, pid);
+        json_t *pp = ks_invoice_payment(t->state, pid);
         if (!success) {
             /* The authorization still stands; the hold expiry or the merchant decides next. */
             ev_phase(t, pid, NULL, "processed");
@@ -859,7 +859,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
             const json_t *flow = json_object_get(json_object_get(pp, "public"), "flow");
             if (strcmp(str(flow, "type"), "PaymentFlowHold") != 0) {
                 payment_failed(t, pp, failure ? failure : "capture_failed");
-                start_cancel(t, payment_find(t->state, pid));
+                start_cancel(t, ks_invoice_payment(t->state, pid));
             }
             return;
         }
@@ -868,7 +868,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
                           "amount", (json_int_t)amount));
         ev_payment_status(t, pid, "captured", NULL);
         ev_phase(t, pid, NULL, "done");
-        pp = payment_find(t->state, pid);
+        pp = ks_invoice_payment(t->state, pid);
         const json_t *partial = json_object_get(pp, "captureFlow");
         if (partial && num(partial, "amount") == amount) {
             /* Partial capture: the held flow is released, the recomputed one made final. */
@@ -896,7 +896,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
         }
         ev_payment_status(t, pid, "cancelled", NULL);
         ev_phase(t, pid, NULL, "done");
-        ledger_op(t, pid, NULL, "rollback", str(payment_find(t->state, pid), "plan"), NULL);
+        ledger_op(t, pid, NULL, "rollback", str(ks_invoice_payment(t->state, pid), "plan"), NULL);
         if (num(t->state, "dueAt") <= t->ctx->now_ms &&
             strcmp(invoice_status(t->state), "unpaid") == 0)
             ev_invoice_status(t, "cancelled", "invoice expired");
@@ -906,7 +906,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
 static void on_acquiring(struct tx *t, const json_t *sig)
 {
     const json_t *args = json_object_get(sig, "args");
-    json_t *p = payment_find(t->state, str(args, "payment"));
+    json_t *p = ks_invoice_payment(t->state, str(args, "payment"));
     const char *rid = str(args, "refund");
     if (!p)
         return;
@@ -986,7 +986,7 @@ static void on_acquiring(struct tx *t, const json_t *sig)
 /* A session's deadline passed: ask the provider what happened (never guess). */
 static void session_deadline(struct tx *t, json_t *p, const char *rid)
 {
-    json_t *owner = rid ? refund_find(p, rid) : p;
+    json_t *owner = rid ? ks_invoice_refund(p, rid) : p;
     json_t *sess = json_object_get(owner, "session");
     if (!sess)
         return;
@@ -1028,7 +1028,7 @@ static void on_timeout(struct tx *t)
             rest = d2 + 1;
         }
         snprintf(what, sizeof(what), "%s", rest);
-        json_t *p = payment_find(t->state, pid);
+        json_t *p = ks_invoice_payment(t->state, pid);
         if (!p)
             continue;
         if (strcmp(what, "hold") == 0) {
@@ -1086,7 +1086,7 @@ static int inv_signal(const struct ks_proc_ctx *ctx, const json_t *state, const 
         /* An operator's signal: {"payload":{"op":"fail_payment","payment":"1","code":"..."}}. */
         const json_t *pl = json_object_get(sig, "payload");
         const char *op = ks_json_get_str(pl, "op");
-        json_t *p = payment_find(t.state, ks_json_get_str(pl, "payment"));
+        json_t *p = ks_invoice_payment(t.state, ks_json_get_str(pl, "payment"));
         if (op && strcmp(op, "fail_payment") == 0 && p && payment_active(p))
             payment_failed(&t, p, ks_json_get_str(pl, "code") ? ks_json_get_str(pl, "code")
                                                             : "operator_failed");
@@ -1100,9 +1100,9 @@ static int inv_signal(const struct ks_proc_ctx *ctx, const json_t *state, const 
 
 static json_t *owner_of(json_t *s, const json_t *ev)
 {
-    json_t *p = payment_find(s, str(ev, "paymentID"));
+    json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
     const char *rid = str(ev, "refundID");
-    return p && rid ? refund_find(p, rid) : p;
+    return p && rid ? ks_invoice_refund(p, rid) : p;
 }
 
 static void apply_into(json_t *s, const json_t *ev)
@@ -1141,7 +1141,7 @@ static void apply_into(json_t *s, const json_t *ev)
         json_object_set(p, "heldUntilMs", json_object_get(in, "heldUntilMs"));
         json_array_append_new(json_object_get(s, "payments"), p);
     } else if (strcmp(type, "PaymentStatusChanged") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_t *pub = json_object_get(p, "public");
         json_object_set(pub, "status", json_object_get(ev, "status"));
         if (json_object_get(ev, "error"))
@@ -1155,7 +1155,7 @@ static void apply_into(json_t *s, const json_t *ev)
         if (o && strcmp(str(ev, "op"), "hold") == 0 && !json_object_get(o, "finalPlan"))
             json_object_set(o, "plan", json_object_get(ev, "plan"));
     } else if (strcmp(type, "internal.finalPlan") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_object_set(p, "plan", json_object_get(ev, "plan"));
         json_object_set_new(p, "finalPlan", json_true());
     } else if (strcmp(type, "internal.planResult") == 0) {
@@ -1206,30 +1206,30 @@ static void apply_into(json_t *s, const json_t *ev)
             }
         }
     } else if (strcmp(type, "internal.route") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_object_set(p, "routeIndex", json_object_get(ev, "routeIndex"));
         json_object_set(p, "route",
                         json_array_get(json_object_get(p, "routes"), (size_t)num(ev, "routeIndex")));
     } else if (strcmp(type, "internal.captureFlow") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_object_set_new(p, "captureFlow",
                             json_pack("{s:O, s:O}", "amount", json_object_get(ev, "amount"),
                                       "cashflow", json_object_get(ev, "cashflow")));
     } else if (strcmp(type, "internal.captured") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_object_set(p, "captured", json_object_get(ev, "amount"));
         json_t *pub = json_object_get(p, "public");
         if (num(ev, "amount") != num(pub, "amount"))
             json_object_set(pub, "capturedAmount", json_object_get(ev, "amount"));
     } else if (strcmp(type, "RefundStarted") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_t *r = json_pack("{s:O, s:s, s:O}", "public", json_object_get(ev, "refund"), "phase",
                               "created", "cashflow",
                               json_object_get(json_object_get(ev, "internal"), "cashflow"));
         json_array_append_new(json_object_get(p, "refunds"), r);
     } else if (strcmp(type, "RefundStatusChanged") == 0) {
-        json_t *p = payment_find(s, str(ev, "paymentID"));
-        json_t *r = refund_find(p, str(ev, "refundID"));
+        json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
+        json_t *r = ks_invoice_refund(p, str(ev, "refundID"));
         json_t *pub = json_object_get(r, "public");
         json_object_set(pub, "status", json_object_get(ev, "status"));
         if (json_object_get(ev, "error"))

@@ -29,6 +29,11 @@
 #define KS_INVOICE_REFUNDS_MAX 32       /* refunds within one payment */
 #define KS_INVOICE_SESSION_ATTEMPTS_MAX 5 /* inquiries of an unknown outcome before giving up */
 
+/* In an invoice's state: the payment with public id `pid` (borrowed), or NULL. */
+json_t *ks_invoice_payment(const json_t *state, const char *pid);
+/* In a payment of that state: the refund with public id `rid` (borrowed), or NULL. */
+json_t *ks_invoice_refund(const json_t *payment, const char *rid);
+
 /* Registers the invoice processor with `e`. */
 KS_MUST_USE int ks_invoice_register(struct ks_engine *e);
 
