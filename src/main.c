@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "api/api.h"
 #include "api/payments_api.h"
@@ -27,6 +29,7 @@
 #include "core/err.h"
 #include "core/limits.h"
 #include "core/log.h"
+#include "core/wipe.h"
 #include "domain/invoice/invoice.h"
 #include "engine/engine.h"
 #include "http/http.h"
@@ -77,6 +80,7 @@ enum opt_id {
     OPT_PAYMENT_HOLD_MS,
     OPT_TASK_LEASE_MS,
     OPT_ACQUIRING_WORKERS,
+    OPT_INITIAL_CONFIG,
     OPT_COUNT
 };
 
@@ -135,6 +139,10 @@ static const struct opt_def {
                            "a claimed task is claimable again after this (crashed workers)"},
     [OPT_ACQUIRING_WORKERS] = {"acquiring-workers", "KASSA_ACQUIRING_WORKERS", "8",
                                "threads running provider sessions"},
+    [OPT_INITIAL_CONFIG] = {"initial-config", "KASSA_INITIAL_CONFIG", "sandbox",
+                            "domain configuration installed into an empty store: sandbox (the "
+                            "embedded one) or a JSON file; the sandbox acquirer runs only when the "
+                            "configuration uses it"},
 };
 
 _Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576,
@@ -371,6 +379,16 @@ static int vault_start(const struct config *c, struct ks_log *lg, struct ks_stor
 
 /* --- commands ----------------------------------------------------------------------------- */
 /* `kassa vault rotate | sweep-cvv [flags]` */
+/* No core dumps from a process that holds card data, keys and tokens in memory: the dumpable
+ * flag off (also keeps other users' ptrace and /proc/PID/mem out) and a zero core size limit. */
+static int core_dumps_off(void)
+{
+    struct rlimit none = {0, 0};
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &none) != 0)
+        return -1;
+    return 0;
+}
+
 static int cmd_vault(int argc, char **argv)
 {
     const char *sub = argc > 1 ? argv[1] : "";
@@ -379,6 +397,10 @@ static int cmd_vault(int argc, char **argv)
         fprintf(stderr, "kassa: vault: expected rotate or sweep-cvv, got '%s'\n\n", sub);
         usage(stderr);
         return EXIT_USAGE;
+    }
+    if (core_dumps_off() != 0) { /* rotation decrypts every card */
+        fprintf(stderr, "kassa: cannot turn core dumps off: %s\n", strerror(errno));
+        return EXIT_FAILURE_;
     }
     struct config c;
     int rc = config_parse(argc - 1, argv + 1, &c);
@@ -519,9 +541,9 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
 #endif
     if (rc == KS_OK)
         rc = ks_api_payments_routes(&st->public_router, &st->payments);
-    if (rc == KS_OK)
+    if (rc == KS_OK && st->api.sandbox)
         rc = ks_api_sandbox_routes(&st->public_router, &st->api);
-    if (rc == KS_OK && admin_enabled)
+    if (rc == KS_OK && admin_enabled && st->api.sandbox)
         rc = ks_api_sandbox_admin_routes(&st->admin_router, &st->api);
     if (rc == KS_OK && admin_enabled)
         rc = ks_api_health_routes(&st->admin_router, &st->api);
@@ -565,6 +587,41 @@ static int server_start(const struct config *c, const char *name, const char *li
     return EXIT_OK;
 }
 
+/* The document --initial-config names: the embedded sandbox, or a file read now, so that a
+ * missing or malformed file stops the start before anything opens. Validation happens when it is
+ * installed (only into an empty store). */
+static int initial_config_load(const struct config *c, json_t **out)
+{
+    const char *v = c->text[OPT_INITIAL_CONFIG];
+    char why[512] = "";
+    int rc = strcmp(v, "sandbox") == 0 ? ks_config_sandbox_doc(out)
+                                       : ks_config_load_file(v, out, why, sizeof(why));
+    if (rc != KS_OK) {
+        fprintf(stderr, "kassa: --initial-config: %s\n", why[0] ? why : ks_err_text(rc));
+        return EXIT_FAILURE_;
+    }
+    return EXIT_OK;
+}
+
+/* Whether this node runs the sandbox acquirer: only when the configuration it starts with — the
+ * store's current one, or the initial one for an empty store — has a provider using the sandbox
+ * adapter. A configuration that adds one later takes effect at the next start. */
+static bool sandbox_wanted(struct ks_engine *engine, const json_t *initial, struct ks_log *lg)
+{
+    json_t *doc = NULL;
+    int64_t revision = 0;
+    bool on;
+    if (ks_config_current(engine, &doc, &revision) == KS_OK) {
+        on = ks_config_uses_adapter(doc, "sandbox");
+        json_decref(doc);
+    } else {
+        on = ks_config_uses_adapter(initial, "sandbox");
+    }
+    ks_log_json(lg, KS_LOG_INFO, NULL, on ? "sandbox acquirer on" : "sandbox acquirer off",
+                json_pack("{s:b}", "configurationUsesSandbox", on));
+    return on;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     struct config c;
@@ -580,6 +637,10 @@ static int cmd_serve(int argc, char **argv)
     sigaddset(&stop_set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (core_dumps_off() != 0) {
+        fprintf(stderr, "kassa: cannot turn core dumps off: %s\n", strerror(errno));
+        return EXIT_FAILURE_;
+    }
 
     struct ks_log lg;
     if ((rc = log_start(&c, &lg)) != EXIT_OK)
@@ -591,23 +652,21 @@ static int cmd_serve(int argc, char **argv)
     struct ks_vault *vault = NULL;
     struct ks_auth *auth = NULL;
     struct ks_acquiring *acquiring = NULL;
+    json_t *initial_config = NULL;
     int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
     if (!st) {
         rc = EXIT_FAILURE_;
         goto out_log;
     }
 
+    if ((rc = initial_config_load(&c, &initial_config)) != EXIT_OK)
+        goto out_state;
     if ((rc = auth_start(&c, &lg, &auth)) != EXIT_OK)
         goto out_state;
     if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
         goto out_state;
     if ((rc = vault_start(&c, &lg, store, 1, &vault)) != EXIT_OK)
         goto out_engine;
-    if (ks_sandbox_open(store, &lg, &st->api.sandbox) != KS_OK) {
-        fprintf(stderr, "kassa: cannot open the sandbox acquirer\n");
-        rc = EXIT_FAILURE_;
-        goto out_engine;
-    }
 
     struct ks_engine_options eo = {.store = store,
                                    .log = &lg,
@@ -616,6 +675,12 @@ static int cmd_serve(int argc, char **argv)
     int erc = ks_engine_create(&eo, &engine);
     if (erc == KS_OK)
         erc = ks_config_register(engine);
+    if (erc == KS_OK && sandbox_wanted(engine, initial_config, &lg) &&
+        ks_sandbox_open(store, &lg, &st->api.sandbox) != KS_OK) {
+        fprintf(stderr, "kassa: cannot open the sandbox acquirer\n");
+        rc = EXIT_FAILURE_;
+        goto out_engine;
+    }
     if (erc == KS_OK)
         erc = ks_invoice_register(engine);
     if (erc == KS_OK) {
@@ -626,7 +691,7 @@ static int cmd_serve(int argc, char **argv)
                                           .workers = (int)c.acquiring_workers};
         struct ks_unit u;
         erc = ks_acquiring_create(&ao, &acquiring);
-        if (erc == KS_OK)
+        if (erc == KS_OK && st->api.sandbox)
             erc = ks_acquiring_add_adapter(acquiring, ks_sandbox_adapter(st->api.sandbox));
         if (erc == KS_OK) {
             ks_acquiring_unit(acquiring, &u);
@@ -641,8 +706,19 @@ static int cmd_serve(int argc, char **argv)
         erc = ledger_start(store, &lg, engine, &ledger);
     if (erc == KS_OK)
         erc = ks_engine_run(engine, 1);
-    if (erc == KS_OK) /* installs the sandbox configuration into an empty store */
-        erc = ks_config_bootstrap(engine, &lg, NULL);
+    char config_why[512] = "";
+    if (erc == KS_OK) /* installs the initial configuration into an empty store */
+        erc = ks_config_bootstrap_with(engine, &lg, initial_config,
+                                       strcmp(c.text[OPT_INITIAL_CONFIG], "sandbox") == 0
+                                           ? NULL
+                                           : c.text[OPT_INITIAL_CONFIG],
+                                       NULL, config_why, sizeof(config_why));
+    if (erc == KS_ERR_REJECTED) {
+        fprintf(stderr, "kassa: the initial configuration %s is invalid: %s\n",
+                c.text[OPT_INITIAL_CONFIG], config_why);
+        rc = EXIT_FAILURE_;
+        goto out_engine;
+    }
     if (erc != KS_OK) {
         ks_logf(&lg, KS_LOG_ERROR, NULL, "cannot start the engine: %s", ks_err_name(erc));
         fprintf(stderr, "kassa: cannot start the engine: %s\n", ks_err_text(erc));
@@ -722,6 +798,7 @@ out_engine:
     ks_vault_close(vault);
     ks_store_close(store);
 out_state:
+    json_decref(initial_config);
     ks_auth_close(auth);
     explicit_bzero(st->api.admin_token, sizeof(st->api.admin_token));
     free(st);
@@ -734,6 +811,8 @@ out_log:
 
 int main(int argc, char **argv)
 {
+    /* Before any JSON value exists: every jansson block is zeroed when freed (core/wipe.h). */
+    ks_wipe_install_json_allocator();
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

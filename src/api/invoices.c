@@ -169,6 +169,10 @@ static int load_invoice(struct ks_payments_api *api, const struct ks_principal *
     *state = NULL;
     if (!ks_machine_id_valid(id))
         return not_found(resp, "invoice");
+    /* Another invoice's access token is answered exactly as a missing invoice is, before the
+     * store is read: neither the status nor the timing says whether `id` exists. */
+    if (who->kind == KS_PRINCIPAL_INVOICE && strcmp(who->invoice_id, id) != 0)
+        return not_found(resp, "invoice");
     int64_t seq;
     int rc = ks_engine_state(api->engine, KS_INVOICE_NS, id, state, &seq);
     if (rc == KS_ERR_NOT_FOUND)
@@ -243,6 +247,13 @@ static int engine_error(struct ks_http_resp *resp, int rc, const struct ks_reply
     }
 }
 
+/* The idempotency scope of invoice creation: one per (party, shop), so a key reused in another
+ * shop is a new request there, and a 409 never names another shop's invoice. */
+static void invoice_idem_scope(char *out, size_t cap, const char *party_id, const char *shop_id)
+{
+    snprintf(out, cap, "party:%s:shop:%s:createInvoice", party_id, shop_id);
+}
+
 /* Idempotency of a mutating call: externalID (long-lived) wins over X-Request-ID. */
 struct idem_keys {
     struct ks_idem idem;
@@ -269,7 +280,12 @@ static int idem_prepare(struct idem_keys *k, const struct ks_http_req *req,
         ks_http_error(resp, 503, "internalError", "out of memory");
         return -1;
     }
-    snprintf(k->scope, sizeof(k->scope), "%s:%s", scope_prefix, external_id ? "ext" : "rid");
+    int n = snprintf(k->scope, sizeof(k->scope), "%s:%s", scope_prefix,
+                     external_id ? "ext" : "rid");
+    if (n < 0 || (size_t)n >= sizeof(k->scope)) {
+        ks_http_error(resp, 500, "internalError", "idempotency scope too long");
+        return -1;
+    }
     k->idem.scope = k->scope;
     k->idem.key = key;
     k->idem.fingerprint = k->fp;
@@ -499,7 +515,7 @@ static int h_create_invoice(void *ctx, const struct ks_http_req *req, struct ks_
     /* The fingerprint covers what the client asked, not the id and times kassa chose. */
     struct idem_keys k;
     char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
-    snprintf(scope, sizeof(scope), "party:%s:createInvoice", who.party_id);
+    invoice_idem_scope(scope, sizeof(scope), who.party_id, shop_id);
     if (idem_prepare(&k, req, resp, scope, external_id, b) != 0) {
         rc = KS_ERR_INVALID;
         goto out;
@@ -541,6 +557,86 @@ static int h_get_invoice(void *ctx, const struct ks_http_req *req, struct ks_htt
     return rc;
 }
 
+/* The id bound to `key` under the creation scope `scope`, if any. KS_ERR_NOT_FOUND when none. */
+static int bound_invoice(struct ks_payments_api *api, const char *scope, const char *key,
+                         char *id, size_t idlen)
+{
+    struct ks_idem_row row;
+    int rc = ks_store_idem_get(ks_engine_store(api->engine), scope, key, ks_now_ms(), &row);
+    if (rc != KS_OK)
+        return rc;
+    json_t *outcome = json_loads(row.outcome, 0, NULL);
+    ks_idem_row_release(&row);
+    const char *bound = sget(outcome, "id");
+    rc = bound && strlen(bound) < idlen ? KS_OK : KS_ERR_NOT_FOUND;
+    if (rc == KS_OK)
+        memcpy(id, bound, strlen(bound) + 1);
+    json_decref(outcome);
+    return rc;
+}
+
+/*
+ * Finds the invoice that `ext` names among the shops `who` may see. An externalID binds per
+ * (party, shop) — the creation scope — so the token's shops are searched (all of the party's
+ * shops in the current configuration for a token not restricted to shops). Two shops holding the
+ * same externalID is a 409 asking for a shop-restricted token. Invoices created before the
+ * scope named the shop are found under the party-wide scope they were bound in.
+ */
+static int external_id_find(struct ks_payments_api *api, const struct ks_principal *who,
+                            const char *ext, char *id, size_t idlen, struct ks_http_resp *resp)
+{
+    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
+    const char *shops[KS_CONFIG_ITEMS_MAX];
+    size_t shops_n = 0;
+    json_t *doc = NULL;
+    int rc;
+    if (who->shops_n > 0) {
+        for (int i = 0; i < who->shops_n; i++)
+            shops[shops_n++] = who->shop_ids[i];
+    } else {
+        int64_t revision;
+        if ((rc = current_config(api, resp, &doc, &revision)) != KS_OK)
+            return rc;
+        json_t *party_shops = json_object_get(
+            json_object_get(json_object_get(doc, "parties"), who->party_id), "shops");
+        const char *shop_id;
+        json_t *shop;
+        json_object_foreach(party_shops, shop_id, shop) {
+            if (shops_n == KS_CONFIG_ITEMS_MAX)
+                break; /* the configuration holds no more than this */
+            shops[shops_n++] = shop_id;
+        }
+    }
+    int found = 0;
+    char candidate[KS_ID_BYTES_MAX + 1];
+    for (size_t i = 0; i < shops_n; i++) {
+        invoice_idem_scope(scope, sizeof(scope), who->party_id, shops[i]);
+        strncat(scope, ":ext", sizeof(scope) - strlen(scope) - 1);
+        rc = bound_invoice(api, scope, ext, candidate, sizeof(candidate));
+        if (rc == KS_ERR_NOT_FOUND)
+            continue;
+        if (rc != KS_OK)
+            goto out;
+        if (++found > 1) {
+            rc = ks_http_error(resp, 409, "ambiguousExternalID",
+                               "this externalID names invoices of several shops; ask with a "
+                               "token restricted to one shop");
+            goto out;
+        }
+        memcpy(id, candidate, strlen(candidate) + 1);
+    }
+    if (!found) {
+        snprintf(scope, sizeof(scope), "party:%s:createInvoice:ext", who->party_id);
+        found = bound_invoice(api, scope, ext, id, idlen) == KS_OK;
+    }
+    rc = found ? KS_OK : not_found(resp, "invoice");
+out:
+    if (rc != KS_OK && rc != KS_ERR_NOT_FOUND && !resp->body)
+        ks_http_error_from(resp, rc, NULL, NULL);
+    json_decref(doc);
+    return rc;
+}
+
 /* The invoice bound to an externalID: the long-lived idempotency record of its creation. */
 static int h_get_invoice_by_external_id(void *ctx, const struct ks_http_req *req,
                                         struct ks_http_resp *resp)
@@ -556,21 +652,11 @@ static int h_get_invoice_by_external_id(void *ctx, const struct ks_http_req *req
     if (!ext || !*ext || strlen(ext) > EXTERNAL_ID_BYTES_MAX)
         return bad(resp, "invalidRequest", "externalID (1..%d characters) is required",
                    EXTERNAL_ID_BYTES_MAX);
-    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
-    snprintf(scope, sizeof(scope), "party:%s:createInvoice:ext", who.party_id);
-    struct ks_idem_row row;
-    rc = ks_store_idem_get(ks_engine_store(api->engine), scope, ext, ks_now_ms(), &row);
-    if (rc == KS_ERR_NOT_FOUND)
-        return not_found(resp, "invoice");
-    if (rc != KS_OK)
-        return ks_http_error_from(resp, rc, NULL, NULL);
-    json_t *outcome = json_loads(row.outcome, 0, NULL);
-    ks_idem_row_release(&row);
-    const char *id = sget(outcome, "id");
+    char id[KS_ID_BYTES_MAX + 1];
+    if ((rc = external_id_find(api, &who, ext, id, sizeof(id), resp)) != KS_OK)
+        return rc;
     json_t *st = NULL;
-    rc = id ? load_invoice(api, &who, id, "read", resp, &st) : not_found(resp, "invoice");
-    json_decref(outcome);
-    if (rc != KS_OK)
+    if ((rc = load_invoice(api, &who, id, "read", resp, &st)) != KS_OK)
         return rc;
     rc = reply_copy(resp, 200, json_object_get(st, "invoice"));
     json_decref(st);

@@ -209,41 +209,12 @@ static int cli_parse(int argc, char **argv, const char *store_default, struct cl
 /* Reads and parses a JSON file of at most KS_CONFIG_FILE_BYTES_MAX bytes. */
 static int file_load(const char *path, json_t **out)
 {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "kassa config: cannot open %s: %s\n", path, strerror(errno));
-        return CLI_FAILURE;
-    }
-    int rc = CLI_FAILURE;
-    char *buf = malloc(KS_CONFIG_FILE_BYTES_MAX + 1);
-    if (!buf) {
-        fprintf(stderr, "kassa config: out of memory\n");
-        goto out_close;
-    }
-    size_t n = fread(buf, 1, KS_CONFIG_FILE_BYTES_MAX + 1, f);
-    if (ferror(f)) {
-        fprintf(stderr, "kassa config: cannot read %s: %s\n", path, strerror(errno));
-        goto out_free;
-    }
-    if (n > KS_CONFIG_FILE_BYTES_MAX) {
-        fprintf(stderr, "kassa config: %s is larger than %d bytes\n", path,
-                KS_CONFIG_FILE_BYTES_MAX);
-        rc = CLI_INVALID;
-        goto out_free;
-    }
-    char why[256] = "";
-    if (ks_json_parse(buf, n, out, why, sizeof(why)) != KS_OK) {
-        fprintf(stderr, "kassa config: %s is not valid JSON: %s\n", path, why);
-        rc = CLI_INVALID;
-        goto out_free;
-    }
-    rc = CLI_OK;
-out_free:
-    free(buf);
-out_close:
-    fclose(f);
-    return rc;
+    char why[512] = "";
+    int rc = ks_config_load_file(path, out, why, sizeof(why));
+    if (rc == KS_OK)
+        return CLI_OK;
+    fprintf(stderr, "kassa config: %s\n", why);
+    return rc == KS_ERR_LIMIT || rc == KS_ERR_INVALID ? CLI_INVALID : CLI_FAILURE;
 }
 
 /* A file printed by `get` is {revision, createdAt, author, reason, document}: unwrap it. A

@@ -13,6 +13,7 @@
 #include "config/config_int.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -498,6 +499,15 @@ int ks_config_put(struct ks_engine *e, int64_t base_revision, const json_t *doc,
 int ks_config_bootstrap_id(struct ks_engine *e, const char *id, struct ks_log *log,
                            int64_t *revision)
 {
+    char why[KS_CONFIG_WHY_BYTES] = "";
+    int rc = ks_config_bootstrap_with_id(e, id, log, NULL, NULL, revision, why, sizeof(why));
+    return rc == KS_ERR_REJECTED ? KS_ERR_INTERNAL : rc; /* the embedded one must validate */
+}
+
+int ks_config_bootstrap_with_id(struct ks_engine *e, const char *id, struct ks_log *log,
+                                const json_t *initial, const char *origin, int64_t *revision,
+                                char *why_out, size_t why_outlen)
+{
     int64_t cur = 0;
     if (revision)
         *revision = 0;
@@ -517,29 +527,33 @@ int ks_config_bootstrap_id(struct ks_engine *e, const char *id, struct ks_log *l
 
     char why[KS_CONFIG_WHY_BYTES] = "";
     json_t *doc = NULL;
-    const char *text = ks_config_sandbox();
-    rc = ks_json_parse(text, strlen(text), &doc, why, sizeof(why));
-    if (rc != KS_OK) {
-        ks_logf(log, KS_LOG_ERROR, NULL, "the embedded sandbox configuration does not parse: %s",
-                why);
-        return KS_ERR_INTERNAL;
+    if (initial) {
+        doc = json_incref((json_t *)initial);
+    } else {
+        rc = ks_config_sandbox_doc(&doc);
+        if (rc != KS_OK) {
+            ks_logf(log, KS_LOG_ERROR, NULL, "the embedded sandbox configuration does not parse");
+            return KS_ERR_INTERNAL;
+        }
+        origin = "the sandbox configuration";
     }
-    rc = ks_config_put_id(e, id, 0, doc, "kassa",
-                          "the sandbox configuration, installed at first start", &cur, why,
-                          sizeof(why));
+    char reason[KS_CONFIG_REASON_BYTES_MAX + 1];
+    snprintf(reason, sizeof(reason), "%.900s, installed at first start",
+             origin && *origin ? origin : "the initial configuration");
+    rc = ks_config_put_id(e, id, 0, doc, "kassa", reason, &cur, why, sizeof(why));
     json_decref(doc);
     if (rc == KS_ERR_CONFLICT) {
         /* Another node installed a first revision meanwhile: use it. */
         rc = KS_OK;
-    } else if (rc == KS_ERR_REJECTED) {
-        ks_logf(log, KS_LOG_ERROR, NULL, "the embedded sandbox configuration is invalid: %s", why);
-        return KS_ERR_INTERNAL;
     } else if (rc != KS_OK) {
-        ks_logf(log, KS_LOG_ERROR, NULL, "cannot install the sandbox configuration: %s", why);
+        ks_logf(log, KS_LOG_ERROR, NULL, "cannot install %s: %s",
+                origin && *origin ? origin : "the initial configuration", why);
+        if (why_out && why_outlen)
+            snprintf(why_out, why_outlen, "%s", why);
         return rc;
     } else {
-        ks_log_json(log, KS_LOG_INFO, NULL, "installed the sandbox domain configuration",
-                    json_pack("{s:I}", "revision", (json_int_t)cur));
+        ks_log_json(log, KS_LOG_INFO, NULL, "installed the initial domain configuration",
+                    json_pack("{s:I, s:s}", "revision", (json_int_t)cur, "origin", reason));
     }
     if (revision)
         *revision = cur;
@@ -549,4 +563,68 @@ int ks_config_bootstrap_id(struct ks_engine *e, const char *id, struct ks_log *l
 int ks_config_bootstrap(struct ks_engine *e, struct ks_log *log, int64_t *revision)
 {
     return ks_config_bootstrap_id(e, KS_CONFIG_MACHINE_ID, log, revision);
+}
+
+int ks_config_bootstrap_with(struct ks_engine *e, struct ks_log *log, const json_t *initial,
+                             const char *origin, int64_t *revision, char *why, size_t whylen)
+{
+    return ks_config_bootstrap_with_id(e, KS_CONFIG_MACHINE_ID, log, initial, origin, revision,
+                                       why, whylen);
+}
+
+int ks_config_sandbox_doc(json_t **out)
+{
+    char why[128];
+    const char *text = ks_config_sandbox();
+    return ks_json_parse(text, strlen(text), out, why, sizeof(why));
+}
+
+bool ks_config_uses_adapter(const json_t *doc, const char *adapter)
+{
+    const char *pid;
+    json_t *prov;
+    json_object_foreach(json_object_get(doc, "providers"), pid, prov) {
+        const char *a = json_string_value(json_object_get(prov, "adapter"));
+        if (a && strcmp(a, adapter) == 0)
+            return true;
+    }
+    return false;
+}
+
+int ks_config_load_file(const char *path, json_t **out, char *why, size_t whylen)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));
+        return KS_ERR_IO;
+    }
+    int rc = KS_ERR_NOMEM;
+    char *buf = malloc(KS_CONFIG_FILE_BYTES_MAX + 1);
+    if (!buf) {
+        snprintf(why, whylen, "out of memory");
+        goto out_close;
+    }
+    size_t n = fread(buf, 1, KS_CONFIG_FILE_BYTES_MAX + 1, f);
+    if (ferror(f)) {
+        rc = KS_ERR_IO;
+        snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+        goto out_free;
+    }
+    if (n > KS_CONFIG_FILE_BYTES_MAX) {
+        rc = KS_ERR_LIMIT;
+        snprintf(why, whylen, "%s is larger than %d bytes", path, KS_CONFIG_FILE_BYTES_MAX);
+        goto out_free;
+    }
+    char jwhy[160] = "";
+    rc = ks_json_parse(buf, n, out, jwhy, sizeof(jwhy));
+    if (rc != KS_OK) {
+        rc = KS_ERR_INVALID;
+        snprintf(why, whylen, "%s is not valid JSON: %s", path, jwhy);
+    }
+out_free:
+    free(buf);
+out_close:
+    fclose(f);
+    return rc;
 }

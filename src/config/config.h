@@ -89,6 +89,28 @@ const char *ks_config_sandbox(void);
  * engine errors otherwise. `log` may be NULL. */
 KS_MUST_USE int ks_config_bootstrap(struct ks_engine *e, struct ks_log *log, int64_t *revision);
 
+/* The same with another first document: `initial` (borrowed; NULL: the sandbox configuration) is
+ * validated and installed as revision 1 when no configuration exists, with "`origin`, installed
+ * at first start" as its reason (origin: e.g. the file it came from). A document that does not
+ * validate is KS_ERR_REJECTED with the validator's reason in `why`; nothing is stored. */
+KS_MUST_USE int ks_config_bootstrap_with(struct ks_engine *e, struct ks_log *log,
+                                         const json_t *initial, const char *origin,
+                                         int64_t *revision, char *why, size_t whylen);
+
+/* The embedded sandbox configuration, parsed (new reference). KS_OK, or an error only for a
+ * build defect. */
+KS_MUST_USE int ks_config_sandbox_doc(json_t **out);
+
+/* True if some provider of `doc` uses adapter `adapter` ("sandbox", "http"), whatever its
+ * status. kassa serve turns the sandbox acquirer (its adapter and its routes) on only when the
+ * configuration it starts with uses it. */
+bool ks_config_uses_adapter(const json_t *doc, const char *adapter);
+
+/* Reads and parses a document file of at most KS_CONFIG_FILE_BYTES_MAX bytes (not validated:
+ * storing it does that). Errors with a sentence naming the path in `why`: KS_ERR_IO (cannot open
+ * or read), KS_ERR_LIMIT (too large), KS_ERR_INVALID (not JSON), KS_ERR_NOMEM. */
+KS_MUST_USE int ks_config_load_file(const char *path, json_t **out, char *why, size_t whylen);
+
 /* One revision as stored. `document` is an owned reference (NULL in history listings). */
 struct ks_config_rev {
     int64_t revision;

@@ -12,6 +12,10 @@
 
 KS_MUST_USE int ks_config_bootstrap_id(struct ks_engine *e, const char *id, struct ks_log *log,
                                        int64_t *revision);
+KS_MUST_USE int ks_config_bootstrap_with_id(struct ks_engine *e, const char *id,
+                                            struct ks_log *log, const json_t *initial,
+                                            const char *origin, int64_t *revision, char *why,
+                                            size_t whylen);
 KS_MUST_USE int ks_config_get_id(struct ks_engine *e, const char *id, int64_t revision,
                                  struct ks_config_rev *out);
 KS_MUST_USE int ks_config_history_id(struct ks_engine *e, const char *id, int64_t after,

@@ -14,7 +14,7 @@
 #define KS_UNIT_BYTES_MAX 32        /* unit name */
 #define KS_EVENT_TYPE_BYTES_MAX 64  /* event "type" string */
 #define KS_REASON_BYTES_MAX 1024    /* failure / repair reason */
-#define KS_IDEM_SCOPE_BYTES_MAX 128 /* idempotency scope (party + operation) */
+#define KS_IDEM_SCOPE_BYTES_MAX 256 /* idempotency scope (party, shop, operation) */
 #define KS_IDEM_KEY_BYTES_MAX 128   /* idempotency key (X-Request-ID, externalID) */
 #define KS_CONSUMER_BYTES_MAX 64    /* outbox consumer name */
 

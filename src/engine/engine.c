@@ -915,10 +915,29 @@ static int run_step(struct ks_engine *e, const char *ns, const char *id, const s
 
 /* --- public calls ------------------------------------------------------------------------- */
 
+/* An idempotency record is stored with fixed-size fields: a scope or key that does not fit is
+ * refused, never cut (a cut scope would be written under one name and looked up under another). */
+static int idem_fits(const struct ks_idem *idem, struct ks_reply *out)
+{
+    if (!idem)
+        return KS_OK;
+    if (!idem->scope || !idem->key || !idem->fingerprint ||
+        strnlen(idem->scope, KS_IDEM_SCOPE_BYTES_MAX + 1) > KS_IDEM_SCOPE_BYTES_MAX ||
+        strnlen(idem->key, KS_IDEM_KEY_BYTES_MAX + 1) > KS_IDEM_KEY_BYTES_MAX ||
+        strnlen(idem->fingerprint, 65) > 64) {
+        reply_init(out);
+        return reply_error(out, KS_ERR_LIMIT, "invalidRequest",
+                           "idempotency scope or key too long");
+    }
+    return KS_OK;
+}
+
 int ks_engine_start(struct ks_engine *e, const char *ns, const char *id, const json_t *args,
                     const struct ks_idem *idem, struct ks_reply *out)
 {
     struct step st = {.kind = STEP_START, .input = args, .idem = idem};
+    if (idem_fits(idem, out) != KS_OK)
+        return out->status;
     if (!json_is_object(args)) {
         reply_init(out);
         return reply_error(out, KS_ERR_INVALID, "invalidRequest", "start args must be an object");
@@ -930,6 +949,8 @@ int ks_engine_call(struct ks_engine *e, const char *ns, const char *id, const js
                    const struct ks_idem *idem, struct ks_reply *out)
 {
     struct step st = {.kind = STEP_CALL, .input = request, .idem = idem};
+    if (idem_fits(idem, out) != KS_OK)
+        return out->status;
     if (!request) {
         reply_init(out);
         return reply_error(out, KS_ERR_INVALID, "invalidRequest", "missing request");

@@ -11,6 +11,7 @@
  */
 #include "vault/vault.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -83,9 +84,37 @@ static bool token_valid(const char *t)
     return true;
 }
 
-static void copy_str(char *dst, size_t cap, const char *src)
+/* Copies `src` (NULL: "") into `dst` of `cap` bytes. KS_ERR_LIMIT when it does not fit: then
+ * `dst` is the empty string, never a truncated value that could be mistaken for the real one. */
+KS_MUST_USE static int copy_str(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    assert(dst != NULL && cap > 0);
+    size_t n = src ? strnlen(src, cap) : 0;
+    if (n == cap) {
+        dst[0] = '\0';
+        return KS_ERR_LIMIT;
+    }
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+    return KS_OK;
+}
+
+/* A short reference to a token for logs: the first 12 hex digits of its SHA-256. A token is a
+ * capability (whoever holds it may pay with the card), so no part of it is ever logged. */
+static void token_log_ref(const char *token, char out[13])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\0';
+    if (!token || EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) != 1 ||
+        mdlen < 6)
+        return;
+    for (int i = 0; i < 6; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[12] = '\0';
 }
 
 /* label \0 a \0 b — the AAD that binds a sealed value to where it belongs. */
@@ -116,7 +145,10 @@ static int parents_make(const char *path, char *why, size_t whylen)
         snprintf(why, whylen, "vault master key path is too long");
         return KS_ERR_INVALID;
     }
-    copy_str(dir, sizeof(dir), path);
+    if (copy_str(dir, sizeof(dir), path) != KS_OK) {
+        snprintf(why, whylen, "vault master key path is too long");
+        return KS_ERR_INVALID;
+    }
     char *slash = strrchr(dir, '/');
     if (!slash || slash == dir)
         return KS_OK;
@@ -192,7 +224,10 @@ static int master_create(const char *path, int *created, char *why, size_t whyle
     unlink(tmp);
     /* Make the new name durable. */
     char dir[PATH_MAX];
-    copy_str(dir, sizeof(dir), path);
+    if (copy_str(dir, sizeof(dir), path) != KS_OK) {
+        errno = ENAMETOOLONG;
+        goto out_fail;
+    }
     char *slash = strrchr(dir, '/');
     if (slash)
         *(slash == dir ? slash + 1 : slash) = '\0';
@@ -339,7 +374,8 @@ static int key_new(struct ks_vault *v, struct ks_vault_keyrow *row,
     int rc = ks_id_random(row->key_id, KS_VAULT_KEY_ID_BYTES);
     if (rc != KS_OK)
         return rc;
-    copy_str(row->master_id, sizeof(row->master_id), v->master_id);
+    if ((rc = copy_str(row->master_id, sizeof(row->master_id), v->master_id)) != KS_OK)
+        return rc;
     if (RAND_bytes(key, KS_VAULT_KEY_BYTES) != 1)
         return KS_ERR_INTERNAL;
     unsigned char aad[KS_VAULT_AAD_BYTES_MAX];
@@ -366,7 +402,12 @@ static void cache_put(struct ks_vault *v, const char *key_id,
             if (v->cache[i].used < v->cache[slot].used)
                 slot = i;
     }
-    copy_str(v->cache[slot].key_id, sizeof(v->cache[slot].key_id), key_id);
+    if (copy_str(v->cache[slot].key_id, sizeof(v->cache[slot].key_id), key_id) != KS_OK) {
+        /* An id longer than any key id the store holds: not cached (the slot is left free). */
+        OPENSSL_cleanse(v->sec->keys[slot], KS_VAULT_KEY_BYTES);
+        pthread_mutex_unlock(&v->mu);
+        return;
+    }
     memcpy(v->sec->keys[slot], key, KS_VAULT_KEY_BYTES);
     v->cache[slot].used = ++v->tick;
     pthread_mutex_unlock(&v->mu);
@@ -614,7 +655,8 @@ static int tokenize_tx(void *conn, void *arg)
         rc = KS_ERR_INTERNAL; /* opening made one and rotation always leaves one */
     if (rc != KS_OK || (rc = key_resolve(v, &cur, key)) != KS_OK)
         goto out;
-    copy_str(a->rec.key_id, sizeof(a->rec.key_id), cur.key_id);
+    if ((rc = copy_str(a->rec.key_id, sizeof(a->rec.key_id), cur.key_id)) != KS_OK)
+        goto out;
     size_t aadlen = aad_record(aad, KS_VAULT_T_CARDS, a->rec.token, cur.key_id);
     if ((rc = ks_vault_seal(key, aad, aadlen, a->plain, a->plain_len, a->rec.sealed,
                             sizeof(a->rec.sealed), &a->rec.sealed_len)) != KS_OK ||
@@ -645,8 +687,8 @@ int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in, int64_
     const char *bad = "";
     int rc = ks_vault_card_check(in, now_ms, &p, &bad);
     if (rc != KS_OK) {
-        if (codelen)
-            copy_str(code, codelen, bad);
+        if (codelen && copy_str(code, codelen, bad) != KS_OK)
+            rc = KS_ERR_LIMIT; /* the caller's buffer cannot hold the code */
         goto out;
     }
     struct ks_card_public pub;
@@ -673,7 +715,7 @@ int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in, int64_
     }
     if (rc == KS_OK) {
         *out = pub;
-        copy_str(out->token, sizeof(out->token), a.rec.token);
+        rc = copy_str(out->token, sizeof(out->token), a.rec.token);
     }
 out:
     OPENSSL_cleanse(&p, sizeof(p));
@@ -717,12 +759,12 @@ static int rec_open(struct ks_vault *v, enum ks_vault_table t, const struct ks_v
     rc = ks_vault_unseal(key, aad, aadlen, r->sealed, r->sealed_len, pt, cap, ptlen);
     OPENSSL_cleanse(key, sizeof(key));
     if (rc != KS_OK) {
-        char prefix[9];
-        copy_str(prefix, sizeof(prefix), r->token);
+        char ref[13];
+        token_log_ref(r->token, ref);
         ks_log_json(v->log, KS_LOG_ERROR, NULL, "vault: record does not authenticate",
                     json_pack("{s:s, s:s, s:s}", "table",
                               t == KS_VAULT_T_CARDS ? "vault_cards" : "vault_cvv", "keyId",
-                              r->key_id, "tokenPrefix", prefix));
+                              r->key_id, "tokenRef", ref));
         rc = KS_ERR_INTERNAL;
     }
     return rc;
@@ -759,7 +801,7 @@ int ks_vault_describe(struct ks_vault *v, const char *token, struct ks_card_publ
     int rc = card_load(v, token, &a, &p);
     if (rc == KS_OK) {
         ks_vault_public_fill(&p, out);
-        copy_str(out->token, sizeof(out->token), token);
+        rc = copy_str(out->token, sizeof(out->token), token);
     }
     OPENSSL_cleanse(&p, sizeof(p));
     return rc;
@@ -790,10 +832,11 @@ int ks_vault_reveal(struct ks_vault *v, const char *token, int64_t now_ms, struc
         memcpy(out->cvv, cvv, cvvlen);
         out->cvv[cvvlen] = '\0';
     }
-    copy_str(out->pan, sizeof(out->pan), p.pan);
-    copy_str(out->exp_month, sizeof(out->exp_month), p.exp_month);
-    copy_str(out->exp_year, sizeof(out->exp_year), p.exp_year);
-    copy_str(out->holder, sizeof(out->holder), p.holder);
+    if ((rc = copy_str(out->pan, sizeof(out->pan), p.pan)) != KS_OK ||
+        (rc = copy_str(out->exp_month, sizeof(out->exp_month), p.exp_month)) != KS_OK ||
+        (rc = copy_str(out->exp_year, sizeof(out->exp_year), p.exp_year)) != KS_OK ||
+        (rc = copy_str(out->holder, sizeof(out->holder), p.holder)) != KS_OK)
+        rc = KS_ERR_INTERNAL; /* a stored field longer than a card's: not handed out cut */
 out:
     if (rc != KS_OK)
         OPENSSL_cleanse(out, sizeof(*out));
@@ -925,13 +968,15 @@ static int rekey_tx(void *conn, void *arg)
         struct ks_vault_rec *r = &a->recs[i];
         char old_key[KS_VAULT_KEY_ID_BYTES + 1];
         size_t ptlen = 0;
-        copy_str(a->after, sizeof(a->after), r->token);
-        copy_str(old_key, sizeof(old_key), r->key_id);
+        if ((rc = copy_str(a->after, sizeof(a->after), r->token)) != KS_OK ||
+            (rc = copy_str(old_key, sizeof(old_key), r->key_id)) != KS_OK)
+            goto out;
         if (rec_open(v, a->table, r, pt, sizeof(pt), &ptlen) != KS_OK) {
             a->unreadable++;
             continue;
         }
-        copy_str(r->key_id, sizeof(r->key_id), cur.key_id);
+        if ((rc = copy_str(r->key_id, sizeof(r->key_id), cur.key_id)) != KS_OK)
+            goto out;
         size_t aadlen = aad_record(aad, a->table, r->token, cur.key_id);
         rc = ks_vault_seal(key, aad, aadlen, pt, ptlen, r->sealed, sizeof(r->sealed),
                            &r->sealed_len);

@@ -93,7 +93,8 @@ def test_a_fresh_store_gets_the_sandbox_as_revision_1(start_kassa, tmp_path):
     # the public API's example request names shop TEST, in RUB, for 6000
     shop = cur["document"]["parties"]["sandbox"]["shops"]["TEST"]
     assert shop["currency"] == "RUB"
-    assert any(rec.get("msg") == "installed the sandbox domain configuration"
+    assert any(rec.get("msg") == "installed the initial domain configuration"
+               and rec.get("origin", "").startswith("the sandbox configuration")
                for rec in k.log_lines())
 
 
