@@ -1,13 +1,15 @@
 # kassa — build, run, test, bench.
 #
 #   make run     install what is missing, build (release), start kassa on ./var with the sandbox
-#   make test    install what is missing, build with ASan+UBSan, run every test
+#   make test    install what is missing, build every variant (sanitizers for the tests, release,
+#                bench), run every test, then smoke-test `make run` itself
 #   make bench   build (optimised, with the bench processor), run the benchmarks
 #
 # Variants live in build/<variant>/: release (make run), san (tests: sanitizers + the probe
 # processor), bench (optimised + the probe processor).
 
 VARIANT ?= release
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto cjose
 CC      ?= cc
 BUILD   := build/$(VARIANT)
@@ -101,8 +103,12 @@ run: deps
 	@$(MAKE) --no-print-directory VARIANT=release build
 	@./scripts/run.sh build/release/kassa
 
+# Every variant a user runs is compiled here, so that CI (which runs only `make test`) fails when
+# `make run` or `make bench` would: they build at -O2, where GCC warns about things -O1 does not.
 test: deps
-	@$(MAKE) --no-print-directory VARIANT=san build/san/kassa build/san/unit-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=san build/san/kassa build/san/unit-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=release build
+	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=bench build/bench/kassa build/bench/kassa-bench
 	@./tests/run-all.sh build/san
 
 bench: deps

@@ -19,7 +19,9 @@
 #
 # Environment: KASSA_BENCH_SECONDS (engine and HTTP runs, default 8), KASSA_BENCH_DIR (where the
 # temporary directory goes, default $TMPDIR or /tmp, never a tmpfs), KASSA_BENCH_SKIP_PG=1,
-# KASSA_BENCH_SKIP_HTTP=1, KASSA_BENCH_PAYMENTS_SECONDS (default 15), KASSA_BENCH_SKIP_PAYMENTS=1.
+# KASSA_BENCH_SKIP_HTTP=1, KASSA_BENCH_PAYMENTS_SECONDS (default 15), KASSA_BENCH_SKIP_PAYMENTS=1,
+# KASSA_BENCH_PGBENCH_SECONDS (default 15). `make test` runs it all with one-second runs (a smoke
+# test of the harness, not a measurement).
 set -uo pipefail
 
 build=${1:-build/bench}
@@ -28,7 +30,7 @@ kassa="$build/kassa"
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${KASSA_BENCH_SECONDS:-8}
 short=$(( secs > 5 ? 5 : secs ))     # the 1-caller runs and the baselines
-pgbench_s=15
+pgbench_s=${KASSA_BENCH_PGBENCH_SECONDS:-15}
 failed=0
 pay_s=${KASSA_BENCH_PAYMENTS_SECONDS:-15}
 pay_payers=32

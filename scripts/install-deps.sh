@@ -11,7 +11,7 @@ packages=(
   libcriterion-dev
   postgresql-15 postgresql-contrib-15
   python3 python3-pytest python3-requests python3-jsonschema
-  curl sqlite3
+  curl sqlite3 jq
 )
 
 missing=()

@@ -4,7 +4,11 @@
 #   2. a throwaway PostgreSQL cluster; the same conformance suites on it
 #   3. black-box HTTP tests against the real binary, on SQLite and on PostgreSQL
 #   4. crash tests (SIGKILL under load), on SQLite and on PostgreSQL
-# Set KASSA_TEST_ONLY=unit|blackbox|crash to run one part.
+#   5. the smoke test of `make run` itself (tests/smoke/make_run.py: the README's first payment
+#      against a fresh `make run` in a throwaway copy, using build/release)
+#   6. the smoke test of `make bench`: bench/run.sh on build/bench with one-second runs, so the
+#      harness and the bench build keep working (the figures printed are not measurements)
+# Set KASSA_TEST_ONLY=unit|blackbox|crash|smoke to run one part (smoke: 5 and 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/san}
@@ -34,10 +38,12 @@ if [ "$only" = all ] || [ "$only" = unit ]; then
   KASSA_TEST_STORE="" "$build/unit-tests" -j2 --short-filename
 fi
 
-step "starting a throwaway PostgreSQL cluster"
-pg_url=$(tests/harness/pg.sh start "$pgdir")
-echo "PostgreSQL at ${pg_url}"
-export KASSA_TEST_PG_URL="$pg_url"
+if [ "$only" != smoke ]; then
+  step "starting a throwaway PostgreSQL cluster"
+  pg_url=$(tests/harness/pg.sh start "$pgdir")
+  echo "PostgreSQL at ${pg_url}"
+  export KASSA_TEST_PG_URL="$pg_url"
+fi
 
 if [ "$only" = all ] || [ "$only" = unit ]; then
   step "conformance suites on PostgreSQL"
@@ -54,6 +60,20 @@ fi
 if [ "$only" = all ] || [ "$only" = crash ]; then
   step "crash tests (SIGKILL under load) on SQLite and PostgreSQL"
   $py -m pytest -q -p no:cacheprovider tests/crash
+fi
+
+if [ "$only" = all ] || [ "$only" = smoke ]; then
+  step "smoke test of make run (the README's first payment)"
+  $py tests/smoke/make_run.py
+  step "smoke test of make bench (one-second runs; not a measurement)"
+  bench_log="$work/bench-smoke.log"
+  if ! KASSA_BENCH_SECONDS=1 KASSA_BENCH_PAYMENTS_SECONDS=2 KASSA_BENCH_PGBENCH_SECONDS=2 \
+       bench/run.sh "${KASSA_TEST_BENCH_BUILD:-build/bench}" >"$bench_log" 2>&1; then
+    tail -40 "$bench_log"
+    echo "make bench smoke test FAILED" >&2
+    exit 1
+  fi
+  echo "bench/run.sh completed ($(grep -c '^|' "$bench_log") table rows)"
 fi
 
 step "all tests passed in $(( $(date +%s) - t0 ))s"
