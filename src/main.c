@@ -710,7 +710,7 @@ static int cmd_serve(int argc, char **argv)
     if (erc == KS_OK) /* installs the initial configuration into an empty store */
         erc = ks_config_bootstrap_with(engine, &lg, initial_config,
                                        strcmp(c.text[OPT_INITIAL_CONFIG], "sandbox") == 0
-                                           ? NULL
+                                           ? "the sandbox configuration"
                                            : c.text[OPT_INITIAL_CONFIG],
                                        NULL, config_why, sizeof(config_why));
     if (erc == KS_ERR_REJECTED) {
