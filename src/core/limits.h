@@ -48,6 +48,12 @@
 
 /* Outbox and idempotency. */
 #define KS_OUTBOX_PAGE_MAX 1000
+#define KS_RELAYS_MAX 16                   /* relays one engine runs */
+#define KS_RELAY_BATCH_DEFAULT 100         /* rows per relay handler call */
+#define KS_RELAY_POLL_MS_DEFAULT 200       /* idle relay: look for other nodes' commits */
+#define KS_RELAY_BACKOFF_BASE_MS_DEFAULT 500
+#define KS_RELAY_BACKOFF_MAX_MS_DEFAULT 60000
+#define KS_RELAY_LEASE_MS_DEFAULT 15000    /* a relay cursor's lease, renewed as it advances */
 #define KS_IDEM_TTL_MS_DEFAULT (24LL * 3600 * 1000)
 #define KS_IDEM_SWEEP_INTERVAL_MS (60LL * 1000)
 #define KS_IDEM_OUTCOME_BYTES_MAX (256 * 1024)

@@ -23,6 +23,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "engine/machine_cache.h"
+#include "engine/relay_int.h"
 
 /* A transition waiting for the committer. Lives on the waiting caller's stack. */
 struct commit_req {
@@ -67,6 +68,8 @@ struct ks_engine {
     int bg_started;
     pthread_t timer_thread;
 
+    struct ks_relays *relays;  /* outbox consumers (relay.h) */
+
     _Atomic int64_t st_transitions, st_batches, st_conflicts, st_timers, st_tasks, st_retried,
         st_dead, st_hits, st_misses;
 };
@@ -76,6 +79,11 @@ struct ks_engine {
 static int64_t now_ms(struct ks_engine *e)
 {
     return e->opt.now_ms ? e->opt.now_ms(e->opt.clock_ctx) : ks_now_ms();
+}
+
+static int64_t engine_clock(void *ctx)
+{
+    return now_ms(ctx);
 }
 
 static const struct ks_processor *processor_of(struct ks_engine *e, const char *ns)
@@ -160,6 +168,8 @@ static void *committer_main(void *arg)
             logj(e, KS_LOG_ERROR, "group commit failed",
                  json_pack("{s:s, s:I}", "error", ks_err_name(rc), "transitions", (json_int_t)n));
         atomic_fetch_add(&e->st_batches, 1);
+        if (rc == KS_OK)
+            ks_relays_notify(e->relays);
 
         for (size_t i = 0; i < n; i++) {
             reqs[i]->t.result = batch[i].result;
@@ -1304,6 +1314,12 @@ int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out
         free(e);
         return rc;
     }
+    rc = ks_relays_create(e->store, e->log, engine_clock, e, &e->relays);
+    if (rc != KS_OK) {
+        ks_machine_cache_free(e->cache);
+        free(e);
+        return rc;
+    }
     pthread_mutex_init(&e->q_mu, NULL);
     pthread_cond_init(&e->q_cv, NULL);
     pthread_mutex_init(&e->bg_mu, NULL);
@@ -1337,6 +1353,21 @@ int ks_engine_register_unit(struct ks_engine *e, const struct ks_unit *u)
     return KS_OK;
 }
 
+int ks_engine_register_relay(struct ks_engine *e, const struct ks_relay *r)
+{
+    return ks_relays_add(e->relays, r);
+}
+
+int ks_engine_run_relays(struct ks_engine *e, int64_t *delivered)
+{
+    return ks_relays_run_once(e->relays, delivered);
+}
+
+int ks_engine_relays(struct ks_engine *e, struct ks_relay_status *out, size_t cap, size_t *n)
+{
+    return ks_relays_status(e->relays, out, cap, n);
+}
+
 int ks_engine_run(struct ks_engine *e, int background)
 {
     if (e->committer_started)
@@ -1349,6 +1380,9 @@ int ks_engine_run(struct ks_engine *e, int background)
     if (pthread_create(&e->timer_thread, NULL, timer_main, e) != 0)
         return KS_ERR_NOMEM;
     e->bg_started = 1;
+    int rc = ks_relays_start(e->relays);
+    if (rc != KS_OK)
+        return rc;
     for (int i = 0; i < e->units_n; i++) {
         struct unit_slot *slot = &e->units[i];
         for (int k = 0; k < slot->unit.workers; k++) {
@@ -1371,7 +1405,10 @@ void ks_engine_free(struct ks_engine *e)
 {
     if (!e)
         return;
-    /* Background threads first: they submit transitions to the committer. */
+    /* Relays first (they read what the committer wrote), then the background threads, which
+     * submit transitions to the committer. */
+    ks_relays_free(e->relays);
+    e->relays = NULL;
     pthread_mutex_lock(&e->bg_mu);
     e->bg_stop = 1;
     pthread_cond_broadcast(&e->bg_cv);

@@ -22,6 +22,7 @@
 #include "core/err.h"
 #include "core/limits.h"
 #include "core/log.h"
+#include "engine/relay.h"
 #include "store/store.h"
 
 /* --- the processor contract --------------------------------------------------------------- */
@@ -133,8 +134,18 @@ KS_MUST_USE int ks_engine_create(const struct ks_engine_options *opt, struct ks_
 KS_MUST_USE int ks_engine_register(struct ks_engine *e, const struct ks_processor *p);
 /* Registers a unit (before ks_engine_run). `*u` is copied; u->ctx is borrowed. */
 KS_MUST_USE int ks_engine_register_unit(struct ks_engine *e, const struct ks_unit *u);
-/* Starts the committer and, if `background` is set, the timer poller and unit workers. The
- * committer always runs: without it nothing commits. */
+/* Registers a relay (relay.h) before ks_engine_run: a named consumer of the outbox whose
+ * handler gets every committed event in order, at least once. `*r` is copied; r->ctx is
+ * borrowed. KS_ERR_INVALID, KS_ERR_CONFLICT (name taken or engine running), KS_ERR_LIMIT. */
+KS_MUST_USE int ks_engine_register_relay(struct ks_engine *e, const struct ks_relay *r);
+/* The status of every relay of this engine, up to `cap` into `out` (`*n` of them). */
+KS_MUST_USE int ks_engine_relays(struct ks_engine *e, struct ks_relay_status *out, size_t cap,
+                                 size_t *n);
+/* One step of each relay in the calling thread (the relay threads do this when the engine runs
+ * in the background; tests call it directly). `*delivered` counts the rows confirmed. */
+KS_MUST_USE int ks_engine_run_relays(struct ks_engine *e, int64_t *delivered);
+/* Starts the committer and, if `background` is set, the timer poller, unit workers and relay
+ * threads. The committer always runs: without it nothing commits. */
 KS_MUST_USE int ks_engine_run(struct ks_engine *e, int background);
 /* Stops background threads (waiting for in-flight work) and frees the engine. */
 void ks_engine_free(struct ks_engine *e);

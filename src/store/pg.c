@@ -71,6 +71,10 @@ enum pg_stmt {
     ST_OUTBOX_READ,
     ST_CURSOR_GET,
     ST_CURSOR_SET,
+    ST_OUTBOX_HEAD,
+    ST_CURSOR_CLAIM,
+    ST_CURSOR_ADVANCE,
+    ST_CURSOR_RELEASE,
     ST_IDEM_GET,
     ST_IDEM_PUT,
     ST_IDEM_SWEEP,
@@ -215,6 +219,27 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
                        2,
                        {OID_TEXT, OID_INT8},
                        true},
+    [ST_OUTBOX_HEAD] = {"ks_outbox_head", "SELECT COALESCE(max(pos), 0) FROM outbox", 0, {0},
+                        true},
+    [ST_CURSOR_CLAIM] = {"ks_cursor_claim",
+                         "INSERT INTO cursors AS c (consumer, pos, owner, lease_until) "
+                         "VALUES ($1, 0, $2, $3 + $4) ON CONFLICT (consumer) DO UPDATE "
+                         "SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until "
+                         "WHERE c.owner = EXCLUDED.owner OR c.lease_until <= $3 RETURNING c.pos",
+                         4,
+                         {OID_TEXT, OID_TEXT, OID_INT8, OID_INT8},
+                         true},
+    [ST_CURSOR_ADVANCE] = {"ks_cursor_advance",
+                           "UPDATE cursors SET pos = GREATEST(pos, $3), lease_until = $4 "
+                           "WHERE consumer = $1 AND owner = $2 RETURNING 1",
+                           4,
+                           {OID_TEXT, OID_TEXT, OID_INT8, OID_INT8},
+                           true},
+    [ST_CURSOR_RELEASE] = {"ks_cursor_release",
+                           "UPDATE cursors SET lease_until = 0 WHERE consumer = $1 AND owner = $2",
+                           2,
+                           {OID_TEXT, OID_TEXT},
+                           true},
     [ST_IDEM_GET] = {"ks_idem_get",
                      "SELECT scope, key, fingerprint, outcome, expires_at FROM idempotency "
                      "WHERE scope = $1 AND key = $2 AND expires_at > $3",
@@ -1006,6 +1031,61 @@ static int pg_cursor_set(struct ks_store *s, const char *consumer, int64_t pos)
     fmt_i64(a, pos);
     const char *v[] = {consumer, a};
     int rc = run(pg_of(s), ST_CURSOR_SET, v, PGRES_COMMAND_OK, &r);
+    PQclear(r);
+    return rc;
+}
+
+/* See store.h: ks_store_outbox_head. */
+static int pg_outbox_head(struct ks_store *s, int64_t *pos)
+{
+    PGresult *r;
+    int rc = run(pg_of(s), ST_OUTBOX_HEAD, NULL, PGRES_TUPLES_OK, &r);
+    if (rc == KS_OK && nrows(r) > 0)
+        *pos = col_i64(r, 0, 0);
+    PQclear(r);
+    return rc;
+}
+
+/* See store.h: ks_store_cursor_claim. */
+static int pg_cursor_claim(struct ks_store *s, const char *consumer, const char *owner,
+                           int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held)
+{
+    char a[24], b[24];
+    PGresult *r;
+    fmt_i64(a, now_ms);
+    fmt_i64(b, lease_ms);
+    const char *v[] = {consumer, owner, a, b};
+    int rc = run(pg_of(s), ST_CURSOR_CLAIM, v, PGRES_TUPLES_OK, &r);
+    if (rc == KS_OK && nrows(r) > 0) {
+        *pos = col_i64(r, 0, 0);
+        *held = 1;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* See store.h: ks_store_cursor_advance. */
+static int pg_cursor_advance(struct ks_store *s, const char *consumer, const char *owner,
+                             int64_t pos, int64_t lease_until_ms)
+{
+    char a[24], b[24];
+    PGresult *r;
+    fmt_i64(a, pos);
+    fmt_i64(b, lease_until_ms);
+    const char *v[] = {consumer, owner, a, b};
+    int rc = run(pg_of(s), ST_CURSOR_ADVANCE, v, PGRES_TUPLES_OK, &r);
+    if (rc == KS_OK && nrows(r) == 0)
+        rc = KS_ERR_CONFLICT;
+    PQclear(r);
+    return rc;
+}
+
+/* See store.h: ks_store_cursor_release. */
+static int pg_cursor_release(struct ks_store *s, const char *consumer, const char *owner)
+{
+    PGresult *r;
+    const char *v[] = {consumer, owner};
+    int rc = run(pg_of(s), ST_CURSOR_RELEASE, v, PGRES_COMMAND_OK, &r);
     PQclear(r);
     return rc;
 }
@@ -1839,6 +1919,10 @@ static const struct ks_store_vtable pg_vtable = {
     .outbox_read = pg_outbox_read,
     .cursor_get = pg_cursor_get,
     .cursor_set = pg_cursor_set,
+    .outbox_head = pg_outbox_head,
+    .cursor_claim = pg_cursor_claim,
+    .cursor_advance = pg_cursor_advance,
+    .cursor_release = pg_cursor_release,
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
     .idem_sweep = pg_idem_sweep,

@@ -49,6 +49,10 @@ enum stmt_id {
     ST_OUTBOX_READ,
     ST_CURSOR_GET,
     ST_CURSOR_SET,
+    ST_OUTBOX_HEAD,
+    ST_CURSOR_CLAIM,
+    ST_CURSOR_ADVANCE,
+    ST_CURSOR_RELEASE,
     ST_IDEM_GET,
     ST_IDEM_SWEEP,
     ST_COUNT
@@ -108,6 +112,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_CURSOR_GET] = "SELECT pos FROM cursors WHERE consumer = ?1",
     [ST_CURSOR_SET] = "INSERT INTO cursors (consumer, pos) VALUES (?1, ?2) ON CONFLICT (consumer)"
                       " DO UPDATE SET pos = excluded.pos WHERE excluded.pos > cursors.pos",
+    [ST_OUTBOX_HEAD] = "SELECT COALESCE(max(pos), 0) FROM outbox",
+    [ST_CURSOR_CLAIM] = "INSERT INTO cursors (consumer, pos, owner, lease_until)"
+                        " VALUES (?1, 0, ?2, ?3 + ?4) ON CONFLICT (consumer) DO UPDATE"
+                        " SET owner = excluded.owner, lease_until = excluded.lease_until"
+                        " WHERE cursors.owner = excluded.owner OR cursors.lease_until <= ?3"
+                        " RETURNING pos",
+    [ST_CURSOR_ADVANCE] = "UPDATE cursors SET pos = max(pos, ?3), lease_until = ?4"
+                          " WHERE consumer = ?1 AND owner = ?2",
+    [ST_CURSOR_RELEASE] = "UPDATE cursors SET lease_until = 0 WHERE consumer = ?1 AND owner = ?2",
     [ST_IDEM_GET] = "SELECT scope, key, fingerprint, outcome, expires_at FROM idempotency"
                     " WHERE scope = ?1 AND key = ?2 AND expires_at > ?3",
     [ST_IDEM_SWEEP] = "DELETE FROM idempotency WHERE expires_at <= ?1",
@@ -885,6 +898,74 @@ static int sq_cursor_set(struct ks_store *s, const char *consumer, int64_t pos)
     return writer_exec(ctx_of(s), ST_CURSOR_SET, bind_text_i64, &a, NULL);
 }
 
+static int sq_outbox_head(struct ks_store *s, int64_t *pos)
+{
+    int found;
+    return reader_scalar(ctx_of(s), ST_OUTBOX_HEAD, NULL, NULL, pos, &found);
+}
+
+static int sq_cursor_claim(struct ks_store *s, const char *consumer, const char *owner,
+                           int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held)
+{
+    struct sqlite_store *st = ctx_of(s);
+    pthread_mutex_lock(&st->writer_mu);
+    sqlite3_stmt *q = stmt_get(&st->writer, ST_CURSOR_CLAIM);
+    int rc = KS_ERR_IO;
+    if (q) {
+        bind_text(q, 1, consumer);
+        bind_text(q, 2, owner);
+        sqlite3_bind_int64(q, 3, now_ms);
+        sqlite3_bind_int64(q, 4, lease_ms);
+        int step = sqlite3_step(q);
+        if (step == SQLITE_ROW) {
+            *pos = sqlite3_column_int64(q, 0);
+            *held = 1;
+            step = sqlite3_step(q);
+        }
+        if (step == SQLITE_DONE)
+            rc = KS_OK;
+    }
+    stmt_done(q);
+    pthread_mutex_unlock(&st->writer_mu);
+    return rc;
+}
+
+struct advance_args {
+    const char *consumer, *owner;
+    int64_t pos, lease_until_ms;
+};
+
+static void bind_advance(sqlite3_stmt *q, const void *arg)
+{
+    const struct advance_args *a = arg;
+    bind_text(q, 1, a->consumer);
+    bind_text(q, 2, a->owner);
+    sqlite3_bind_int64(q, 3, a->pos);
+    sqlite3_bind_int64(q, 4, a->lease_until_ms);
+}
+
+static void bind_advance_names(sqlite3_stmt *q, const void *arg)
+{
+    const struct advance_args *a = arg;
+    bind_text(q, 1, a->consumer);
+    bind_text(q, 2, a->owner);
+}
+
+static int sq_cursor_advance(struct ks_store *s, const char *consumer, const char *owner,
+                             int64_t pos, int64_t lease_until_ms)
+{
+    struct advance_args a = {consumer, owner, pos, lease_until_ms};
+    int changes = 0;
+    int rc = writer_exec(ctx_of(s), ST_CURSOR_ADVANCE, bind_advance, &a, &changes);
+    return rc == KS_OK && changes == 0 ? KS_ERR_CONFLICT : rc;
+}
+
+static int sq_cursor_release(struct ks_store *s, const char *consumer, const char *owner)
+{
+    struct advance_args a = {consumer, owner, 0, 0};
+    return writer_exec(ctx_of(s), ST_CURSOR_RELEASE, bind_advance_names, &a, NULL);
+}
+
 /* --- idempotency -------------------------------------------------------------------------- */
 
 static int sq_idem_get(struct ks_store *s, const char *scope, const char *key, int64_t now_ms,
@@ -1023,6 +1104,10 @@ static const struct ks_store_vtable sqlite_vtable = {
     .outbox_read = sq_outbox_read,
     .cursor_get = sq_cursor_get,
     .cursor_set = sq_cursor_set,
+    .outbox_head = sq_outbox_head,
+    .cursor_claim = sq_cursor_claim,
+    .cursor_advance = sq_cursor_advance,
+    .cursor_release = sq_cursor_release,
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
     .idem_sweep = sq_idem_sweep,

@@ -194,6 +194,44 @@ int ks_store_cursor_set(struct ks_store *s, const char *consumer, int64_t pos)
     return s->vt->cursor_set(s, consumer, pos);
 }
 
+int ks_store_outbox_head(struct ks_store *s, int64_t *pos)
+{
+    *pos = 0;
+    return s->vt->outbox_head(s, pos);
+}
+
+/* Consumer and owner names are bounded like every stored name; leases are positive. */
+static int lease_args_ok(const char *consumer, const char *owner, int64_t lease_ms)
+{
+    return consumer && *consumer && strlen(consumer) <= KS_CONSUMER_BYTES_MAX && owner &&
+           *owner && strlen(owner) <= KS_CONSUMER_BYTES_MAX && lease_ms > 0;
+}
+
+int ks_store_cursor_claim(struct ks_store *s, const char *consumer, const char *owner,
+                          int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held)
+{
+    *pos = 0;
+    *held = 0;
+    if (!lease_args_ok(consumer, owner, lease_ms))
+        return KS_ERR_INVALID;
+    return s->vt->cursor_claim(s, consumer, owner, now_ms, lease_ms, pos, held);
+}
+
+int ks_store_cursor_advance(struct ks_store *s, const char *consumer, const char *owner,
+                            int64_t pos, int64_t now_ms, int64_t lease_ms)
+{
+    if (!lease_args_ok(consumer, owner, lease_ms) || pos < 0)
+        return KS_ERR_INVALID;
+    return s->vt->cursor_advance(s, consumer, owner, pos, now_ms + lease_ms);
+}
+
+int ks_store_cursor_release(struct ks_store *s, const char *consumer, const char *owner)
+{
+    if (!lease_args_ok(consumer, owner, 1))
+        return KS_ERR_INVALID;
+    return s->vt->cursor_release(s, consumer, owner);
+}
+
 int ks_store_idem_get(struct ks_store *s, const char *scope, const char *key, int64_t now_ms,
                       struct ks_idem_row *out)
 {

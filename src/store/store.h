@@ -238,6 +238,25 @@ KS_MUST_USE int ks_store_outbox_read(struct ks_store *s, int64_t after, size_t l
 KS_MUST_USE int ks_store_cursor_get(struct ks_store *s, const char *consumer, int64_t *pos);
 /* Moves the consumer's cursor to `pos` (never backwards: a smaller pos is ignored). */
 KS_MUST_USE int ks_store_cursor_set(struct ks_store *s, const char *consumer, int64_t pos);
+/* The last position in the outbox (0 when it is empty). */
+KS_MUST_USE int ks_store_outbox_head(struct ks_store *s, int64_t *pos);
+
+/* Cursors held by one relay at a time (engine/relay.h). A lease is (owner, lease_until ms).
+ * Claims `consumer`'s cursor for `owner` until now_ms + lease_ms when nobody holds it, its lease
+ * has run out, or `owner` holds it already (a renewal); a missing cursor is created at 0. On KS_OK
+ * `*held` says whether the claim holds and, when it does, `*pos` is the cursor. */
+KS_MUST_USE int ks_store_cursor_claim(struct ks_store *s, const char *consumer, const char *owner,
+                                      int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held);
+/* Moves the cursor to `pos` (never backwards) and renews the lease to now_ms + lease_ms, only
+ * while `owner` holds it: KS_ERR_CONFLICT when another owner has claimed it meanwhile (the
+ * caller stops delivering and claims again). */
+KS_MUST_USE int ks_store_cursor_advance(struct ks_store *s, const char *consumer,
+                                        const char *owner, int64_t pos, int64_t now_ms,
+                                        int64_t lease_ms);
+/* Gives the lease up so another node may claim at once. Nothing happens when `owner` does not
+ * hold it. */
+KS_MUST_USE int ks_store_cursor_release(struct ks_store *s, const char *consumer,
+                                        const char *owner);
 
 /* --- idempotency -------------------------------------------------------------------------- */
 

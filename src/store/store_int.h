@@ -36,6 +36,13 @@ struct ks_store_vtable {
                        size_t *n);
     int (*cursor_get)(struct ks_store *s, const char *consumer, int64_t *pos);
     int (*cursor_set)(struct ks_store *s, const char *consumer, int64_t pos);
+    int (*outbox_head)(struct ks_store *s, int64_t *pos);
+    int (*cursor_claim)(struct ks_store *s, const char *consumer, const char *owner,
+                        int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held);
+    /* KS_OK when the row was updated, KS_ERR_CONFLICT when `owner` does not hold it. */
+    int (*cursor_advance)(struct ks_store *s, const char *consumer, const char *owner,
+                          int64_t pos, int64_t lease_until_ms);
+    int (*cursor_release)(struct ks_store *s, const char *consumer, const char *owner);
     int (*idem_get)(struct ks_store *s, const char *scope, const char *key, int64_t now_ms,
                     struct ks_idem_row *out);
     int (*idem_put)(struct ks_store *s, const struct ks_idem_row *row, int64_t now_ms);

@@ -97,8 +97,10 @@ static int probe_call(const struct ks_proc_ctx *ctx, const json_t *state, const 
             if (v)
                 json_object_set(args, keys[i], v);
         }
+        const char *unit = ks_json_get_str(req, "unit");
         emit(out, json_pack("{s:s, s:O}", "type", "task_emitted", "tag", tag));
-        json_array_append_new(out->tasks, json_pack("{s:s, s:o}", "unit", "probe_echo", "args", args));
+        json_array_append_new(out->tasks, json_pack("{s:s, s:o}", "unit",
+                                                    unit ? unit : "probe_echo", "args", args));
         out->reply = json_pack("{s:I}", "seq", (json_int_t)(ctx->seq + 1));
         return KS_OK;
     }
@@ -239,6 +241,13 @@ static const struct ks_processor probe_processor = {
     .signal = probe_signal,
     .apply = probe_apply,
 };
+
+int ks_probe_register_unit(struct ks_engine *e, const char *name, int workers)
+{
+    struct ks_unit u = {.name = name, .workers = workers > 0 ? workers : 2, .attempts_max = 5,
+                        .run = probe_echo_run};
+    return ks_engine_register_unit(e, &u);
+}
 
 int ks_probe_register(struct ks_engine *e, int workers)
 {

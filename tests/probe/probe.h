@@ -12,8 +12,9 @@
  *   {"op":"timer","in_ms":N,"tag":T}          event timer_set{tag,at}; the engine timer is the
  *                                             earliest pending one; at most 64 pending
  *   {"op":"task","tag":T,"fail_times":K,      event task_emitted{tag}; a probe_echo task whose
- *    "fail_until_ms":M,"give_up":B}           first K attempts (and any before M) fail
- *                                             transiently; give_up makes it fail permanently
+ *    "fail_until_ms":M,"give_up":B,           first K attempts (and any before M) fail
+ *    "unit":U}                                transiently; give_up makes it fail permanently;
+ *                                             "unit" sends it to another echo unit
  *   {"op":"get"}                              no event; reply = state
  *   {"op":"poison"}                           event poisoned: timeouts now fail the machine
  *   {"op":"crash"}                            the processor reports an internal error
@@ -27,5 +28,9 @@
 
 /* Registers the probe processor and the probe_echo unit (`workers` threads) with `e`. */
 int ks_probe_register(struct ks_engine *e, int workers);
+/* Registers another echo unit under `name` (borrowed: it must outlive the engine). A task call
+ * with "unit": name goes to it: tests that share a database each use their own unit, so one
+ * test's worker never claims another test's tasks. */
+int ks_probe_register_unit(struct ks_engine *e, const char *name, int workers);
 
 #endif

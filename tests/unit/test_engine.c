@@ -24,6 +24,7 @@ struct fixture {
     struct ks_store *store;
     struct ks_engine *engine;
     int64_t clock_ms;
+    char unit[KS_UNIT_BYTES_MAX + 1]; /* this test's own echo unit (a shared store has others) */
 };
 
 static struct fixture fx;
@@ -49,6 +50,7 @@ static struct ks_engine *engine_open(struct ks_store **store_out)
     struct ks_engine *e = NULL;
     cr_assert_eq(ks_engine_create(&opt, &e), KS_OK);
     cr_assert_eq(ks_probe_register(e, 1), KS_OK);
+    cr_assert_eq(ks_probe_register_unit(e, fx.unit, 1), KS_OK);
     cr_assert_eq(ks_engine_run(e, 0), KS_OK);
     *store_out = store;
     return e;
@@ -58,6 +60,9 @@ static void setup(void)
 {
     memset(&fx, 0, sizeof(fx));
     fx.clock_ms = 1700000000000LL;
+    char rnd[17];
+    cr_assert_eq(ks_id_random(rnd, 16), KS_OK);
+    snprintf(fx.unit, sizeof(fx.unit), "pe-%s", rnd);
     const char *env = getenv("KASSA_TEST_STORE");
     if (env && *env && strncmp(env, "sqlite:", 7) != 0) {
         snprintf(fx.url, sizeof(fx.url), "%s", env);
@@ -324,6 +329,14 @@ Test(engine, timers_survive_a_restart)
     cr_assert_eq(state_int(fx.engine, id, "fired"), 1);
 }
 
+/* A probe task call for this test's own unit; `fields` are the request's other members. */
+static void task_call(const char *id, const char *fields)
+{
+    char req[256];
+    snprintf(req, sizeof(req), "{\"op\":\"task\",\"unit\":\"%s\",%s}", fx.unit, fields);
+    call_ok(fx.engine, id, req);
+}
+
 /* Runs tasks until none is due, moving the clock past backoffs; bounded. */
 static void drain_tasks(int rounds)
 {
@@ -339,7 +352,7 @@ Test(engine, tasks_retry_with_backoff_then_deliver_once)
     char id[80];
     new_id(id);
     start(fx.engine, id, "{}");
-    call_ok(fx.engine, id, "{\"op\":\"task\",\"tag\":\"x\",\"fail_times\":2}");
+    task_call(id, "\"tag\":\"x\",\"fail_times\":2");
     int ran = 0;
     cr_assert_eq(ks_engine_run_tasks(fx.engine, &ran), KS_OK);
     cr_assert_eq(ran, 1);
@@ -365,7 +378,7 @@ Test(engine, task_that_gives_up_is_reported_to_the_machine)
     char id[80];
     new_id(id);
     start(fx.engine, id, "{}");
-    call_ok(fx.engine, id, "{\"op\":\"task\",\"tag\":\"g\",\"give_up\":true}");
+    task_call(id, "\"tag\":\"g\",\"give_up\":true");
     drain_tasks(2);
     char h[256];
     history(fx.engine, id, h, sizeof(h));
@@ -377,7 +390,7 @@ Test(engine, exhausted_task_fails_machine_and_retry_repairs_it)
     char id[80];
     new_id(id);
     start(fx.engine, id, "{}");
-    call_ok(fx.engine, id, "{\"op\":\"task\",\"tag\":\"e\",\"fail_times\":1000}");
+    task_call(id, "\"tag\":\"e\",\"fail_times\":1000");
     drain_tasks(8); /* attempts_max is 5 */
     struct ks_machine_view v;
     cr_assert_eq(ks_engine_get(fx.engine, "probe", id, 0, 100, 0, &v), KS_OK);

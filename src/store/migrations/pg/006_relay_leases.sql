@@ -1,0 +1,6 @@
+-- 006_relay_leases: an outbox cursor is held by one relay at a time (PostgreSQL).
+-- A relay claims its cursor with a lease (owner, lease_until in ms since the epoch) and renews it
+-- as it advances; on a shared store only the holder delivers. Cursors written before (the admin
+-- API's consumers) have no owner and an expired lease.
+ALTER TABLE cursors ADD COLUMN owner text NOT NULL DEFAULT '';
+ALTER TABLE cursors ADD COLUMN lease_until bigint NOT NULL DEFAULT 0;
