@@ -39,6 +39,17 @@
 #define KS_AUTH_KEYS_MAX 64          /* merchant verification keys, all sources together */
 #define KS_AUTH_TTL_S_MAX (400LL * 24 * 3600) /* longest lifetime of a token kassa issues */
 
+/* The merchant roles of the public API (docs/auth.md, "Roles"). Roles are deny by default: a
+ * merchant token may do only what its roles name, and a token without roles may do nothing.
+ * Which route needs which role: src/api/roles.c. */
+#define KS_AUTH_ROLE_INVOICES_READ "invoices:read"   /* read invoices, payments, refunds, events */
+#define KS_AUTH_ROLE_INVOICES_WRITE "invoices:write" /* create, rescind, fulfill; access tokens */
+#define KS_AUTH_ROLE_PAYMENTS_WRITE "payments:write" /* create, capture, cancel payments */
+#define KS_AUTH_ROLE_REFUNDS_WRITE "refunds:write"   /* refund payments */
+#define KS_AUTH_MERCHANT_ROLES_N 4
+/* The merchant roles above, in that order. */
+extern const char *const ks_auth_merchant_roles[KS_AUTH_MERCHANT_ROLES_N];
+
 enum ks_principal_kind { KS_PRINCIPAL_MERCHANT = 1, KS_PRINCIPAL_INVOICE = 2 };
 
 struct ks_principal {

@@ -102,7 +102,11 @@ def test_token_issue_reuses_the_key_and_reads_the_environment(tmp_path):
     h2, c2, _ = parts(r2.stdout.strip())
     assert h1["kid"] == h2["kid"]
     assert c1["aud"] == "api.example" and c2["aud"] == "kassa"
-    assert "shops" not in c1 and c1["roles"] == [] and c1["sub"] == "dev"
+    assert "shops" not in c1 and c1["sub"] == "dev"
+    # no --role: the explicit default set, listed on stderr (stdout is the token alone)
+    assert c1["roles"] == ["invoices:read", "invoices:write", "payments:write", "refunds:write"]
+    assert "granted roles: invoices:read invoices:write payments:write refunds:write" in r1.stderr
+    assert r1.stdout.count("\n") == 1
     assert c1["exp"] - c1["iat"] == 3600
     assert c1["jti"] != c2["jti"]
 
@@ -129,11 +133,14 @@ def test_token_issue_default_key_path_is_under_var(tmp_path):
     ["token", "issue", "--party", "bad party"],
     ["token", "issue", "--party", "p", "--shop", "a/b"],
     ["token", "issue", "--party", "p", "--role", "has space"],
+    ["token", "issue", "--party", "p", "--role", "invoices:delete"],
+    ["token", "issue", "--party", "p", "--role", "admin"],
     ["token", "issue", "--party", "p", "--subject", ""],
     ["token", "issue", "--party", "p", "--jwt-audience", ""],
     ["token", "issue", "--party", "p", "--signing-key-file", ""],
     ["token", "issue", "--party", "p"] + ["--shop", "s"] * 9,
     ["token", "issue", "--party", "p"] + ["--role", "r"] * 17,
+    ["token", "issue", "--party", "p"] + ["--role", "invoices:read"] * 5,
 ])
 def test_token_bad_usage_exits_2(args, tmp_path):
     r = run(*args, env={"KASSA_SIGNING_KEY_FILE": str(tmp_path / "k")})

@@ -21,8 +21,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/payments_api.h"
+#include "api/roles.h"
 #include "auth/auth.h"
 #include "auth/auth_int.h"
+#include "core/json.h"
+#include "http/router.h"
 
 #define NOW_MS 1800000000000LL
 #define NOW_S (NOW_MS / 1000)
@@ -1253,4 +1257,111 @@ Test(auth, own_key_open_to_group_or_others_refused, .init = setup, .fini = teard
     cr_assert_eq(chmod(fx.signing, 0400), 0);
     cr_assert_eq(auth_open_opts(NULL, NULL, 0, &a, why, sizeof(why)), KS_OK, "%s", why);
     ks_auth_close(a);
+}
+
+/* --- roles of the public API routes -------------------------------------------------------- */
+
+static bool merchant_role_known(const char *role)
+{
+    for (int i = 0; i < KS_AUTH_MERCHANT_ROLES_N; i++)
+        if (strcmp(role, ks_auth_merchant_roles[i]) == 0)
+            return true;
+    return false;
+}
+
+Test(auth, every_public_route_names_its_role)
+{
+    /* Registering the routes fails when one has no row; every row is a registered route. */
+    struct ks_payments_api api;
+    memset(&api, 0, sizeof(api));
+    struct ks_http_router *r = calloc(1, sizeof(*r));
+    cr_assert_not_null(r);
+    ks_http_router_init(r);
+    cr_assert_eq(ks_api_payments_routes(r, &api), KS_OK);
+    cr_assert_eq(r->routes_n, ks_api_route_roles_n, "the table and the routes differ in number");
+    for (size_t i = 0; i < r->routes_n; i++)
+        cr_assert_not_null(ks_api_route_role(r->routes[i].method, r->routes[i].pattern),
+                           "%s %s has no role", r->routes[i].method, r->routes[i].pattern);
+    free(r);
+    for (size_t i = 0; i < ks_api_route_roles_n; i++) {
+        const struct ks_api_route_role *row = &ks_api_route_roles[i];
+        cr_assert(row->merchant_role || row->invoice_role, "%s %s", row->method, row->pattern);
+        cr_assert(!row->merchant_role || merchant_role_known(row->merchant_role), "%s",
+                  row->merchant_role);
+        cr_assert(!row->invoice_role || strncmp(row->invoice_role, "invoices.{id}", 13) == 0 ||
+                      strcmp(row->invoice_role, "payment_resources:write") == 0,
+                  "%s", row->invoice_role);
+    }
+    /* The rows the security review named. */
+    const struct ks_api_route_role *row = ks_api_route_role("POST", "/v2/processing/invoices");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_INVOICES_WRITE);
+    cr_assert_null(row->invoice_role);
+    row = ks_api_route_role("POST",
+                            "/v2/processing/invoices/{invoiceID}/payments/{paymentID}/refunds");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_REFUNDS_WRITE);
+    row = ks_api_route_role("POST",
+                            "/v2/processing/invoices/{invoiceID}/payments/{paymentID}/capture");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_PAYMENTS_WRITE);
+    row = ks_api_route_role("POST", "/v2/processing/payment-resources");
+    cr_assert_null(row->merchant_role, "card data only with an invoice token");
+    row = ks_api_route_role("GET", "/v2/processing/invoices/{invoiceID}");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_INVOICES_READ);
+    cr_assert_null(ks_api_route_role("DELETE", "/v2/processing/invoices/{invoiceID}"));
+}
+
+/* ks_api_merchant_role on a merchant principal holding `roles`; returns the status it set. */
+static int merchant_role_status(const char *const *roles, int n, const char *need, char *message,
+                                size_t cap)
+{
+    struct ks_principal p;
+    memset(&p, 0, sizeof(p));
+    p.kind = KS_PRINCIPAL_MERCHANT;
+    snprintf(p.party_id, sizeof(p.party_id), "party-1");
+    for (int i = 0; i < n; i++)
+        snprintf(p.roles[p.roles_n++], sizeof(p.roles[0]), "%s", roles[i]);
+    struct ks_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    int rc = ks_api_merchant_role(&p, need, &resp);
+    int status = rc == KS_OK ? 0 : resp.status;
+    cr_assert_eq(rc == KS_OK, resp.body == NULL, "a body exactly when refused");
+    message[0] = '\0';
+    if (resp.body)
+        snprintf(message, cap, "%s", ks_json_get_str(resp.body, "message"));
+    json_decref(resp.body);
+    return status;
+}
+
+Test(auth, merchant_roles_deny_by_default)
+{
+    char msg[256];
+    /* No roles: nothing at all. */
+    for (int i = 0; i < KS_AUTH_MERCHANT_ROLES_N; i++) {
+        cr_assert_eq(merchant_role_status(NULL, 0, ks_auth_merchant_roles[i], msg, sizeof(msg)),
+                     401);
+        cr_assert_not_null(strstr(msg, ks_auth_merchant_roles[i]), "%s", msg);
+    }
+    /* A reader reads and does nothing else; no role implies another. */
+    const char *reader[] = {KS_AUTH_ROLE_INVOICES_READ};
+    cr_assert_eq(merchant_role_status(reader, 1, KS_AUTH_ROLE_INVOICES_READ, msg, sizeof(msg)), 0);
+    cr_assert_eq(merchant_role_status(reader, 1, KS_AUTH_ROLE_INVOICES_WRITE, msg, sizeof(msg)),
+                 401);
+    cr_assert_eq(merchant_role_status(reader, 1, KS_AUTH_ROLE_REFUNDS_WRITE, msg, sizeof(msg)),
+                 401);
+    const char *writer[] = {KS_AUTH_ROLE_INVOICES_WRITE, "admin", "payments:*"};
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_INVOICES_WRITE, msg, sizeof(msg)), 0);
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_INVOICES_READ, msg, sizeof(msg)),
+                 401);
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_PAYMENTS_WRITE, msg, sizeof(msg)),
+                 401);
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_REFUNDS_WRITE, msg, sizeof(msg)),
+                 401);
+    cr_assert_not_null(strstr(msg, "refunds:write"), "%s", msg);
+    /* Invoice tokens are held to their scoped roles where the invoice is known. */
+    struct ks_principal inv;
+    memset(&inv, 0, sizeof(inv));
+    inv.kind = KS_PRINCIPAL_INVOICE;
+    struct ks_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    cr_assert_eq(ks_api_merchant_role(&inv, KS_AUTH_ROLE_PAYMENTS_WRITE, &resp), KS_OK);
+    cr_assert_null(resp.body);
 }
