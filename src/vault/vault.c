@@ -12,6 +12,7 @@
 #include "vault/vault.h"
 #include "core/secret_file.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -84,9 +85,12 @@ static bool token_valid(const char *t)
     return true;
 }
 
+/* Copies `src` into `dst`, cutting it to `cap` - 1 bytes (a log line's token prefix is such a
+ * cut, on purpose). */
 static void copy_str(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    assert(cap > 0 && cap <= INT_MAX);
+    snprintf(dst, cap, "%.*s", (int)(cap - 1), src ? src : "");
 }
 
 /* label \0 a \0 b — the AAD that binds a sealed value to where it belongs. */
