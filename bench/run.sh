@@ -220,7 +220,8 @@ else
   mkdir -p "$tmp/http"
   port=$(free_port)
   admin_port=$(free_port)
-  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/http/admin-token"
+  # kassa refuses an admin token file that group or others may read (docs/configuration.md)
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/http/admin-token")
   echo "== kassa serve on SQLite, 127.0.0.1:$port" >&2
   KASSA_LOG_LEVEL=warn "$kassa" serve --store "sqlite:$tmp/http/kassa.db" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \

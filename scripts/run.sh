@@ -20,7 +20,8 @@ token_file=${KASSA_ADMIN_TOKEN_FILE:-./var/admin.token}
 
 # Development merchant token (docs/auth.md): kassa signs it with its own key and, because
 # KASSA_DEV_TRUST_OWN_KEY=1 here, accepts it. It is for the sandbox configuration's first party
-# and its shops (config/sandbox.json), or party "demo" with shop "demo" without that file.
+# and its shops (config/sandbox.json), or party "demo" with shop "demo" without that file, with
+# `kassa token issue`'s default roles (all four merchant roles; it lists them on stderr).
 export KASSA_DEV_TRUST_OWN_KEY=${KASSA_DEV_TRUST_OWN_KEY:-1}
 demo_party=demo
 demo_shops=(demo)

@@ -122,7 +122,8 @@ static const struct opt_def {
                                    "card vault master key; created (mode 0600) if missing, "
                                    "shared by every node (docs/vault.md)"},
     [OPT_MERCHANT_KEYS] = {"merchant-keys", "KASSA_MERCHANT_KEYS", "",
-                           "merchant JWT public keys: JWK set or PEM file (docs/auth.md)"},
+                           "merchant key-sources JSON file: per identity provider its iss, the "
+                           "parties it may speak for, its keys (docs/auth.md)"},
     [OPT_JWT_AUDIENCE] = {"jwt-audience", "KASSA_JWT_AUDIENCE", "kassa",
                           "required \"aud\" of merchant tokens"},
     [OPT_SIGNING_KEY_FILE] = {"signing-key-file", "KASSA_SIGNING_KEY_FILE", "./var/signing.key",
@@ -338,15 +339,29 @@ static int store_start(const struct config *c, struct ks_log *lg, struct ks_stor
     return EXIT_OK;
 }
 
-/* Opens the token verifier and kassa's signing key (auth/auth.h). */
+/* Opens the token verifier: the merchant key sources (a wrong key-sources file is a usage error,
+ * exit 2; one that cannot be read, exit 1) and kassa's signing key (auth/auth.h). */
 static int auth_start(const struct config *c, struct ks_log *lg, struct ks_auth **out)
 {
-    struct ks_auth_options ao = {.merchant_keys_path = c->text[OPT_MERCHANT_KEYS],
+    char why[512] = "";
+    struct ks_auth_sources *sources = NULL;
+    const char *sources_path = c->text[OPT_MERCHANT_KEYS];
+    if (sources_path[0]) {
+        int rc = ks_auth_sources_load(sources_path, lg, &sources, why, sizeof(why));
+        if (rc != KS_OK) {
+            /* `why` names files and sources, never key material (auth.h). */
+            ks_logf(lg, KS_LOG_ERROR, NULL, "merchant key sources: %s (%s)", why,
+                    ks_err_name(rc));
+            fprintf(stderr, "kassa: --%s (%s): %s\n", opt_defs[OPT_MERCHANT_KEYS].flag,
+                    opt_defs[OPT_MERCHANT_KEYS].env, why);
+            return rc == KS_ERR_INVALID || rc == KS_ERR_LIMIT ? EXIT_USAGE : EXIT_FAILURE_;
+        }
+    }
+    struct ks_auth_options ao = {.merchant_sources = sources,
                                  .audience = c->text[OPT_JWT_AUDIENCE],
                                  .signing_key_path = c->text[OPT_SIGNING_KEY_FILE],
                                  .trust_own_key_for_merchants = c->dev_trust_own_key,
                                  .log = lg};
-    char why[256] = "";
     int rc = ks_auth_open(&ao, out, why, sizeof(why));
     if (rc != KS_OK) {
         /* `why` names paths, never key material (auth.h). */

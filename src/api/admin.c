@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/ids.h"
+#include "core/secret_file.h"
 
 static const char admin_principal[] = "admin";
 
@@ -56,7 +57,10 @@ static int token_char_ok(char c)
     return c > 0x20 && c < 0x7f;
 }
 
-/* Reads and trims the token file. KS_ERR_NOT_FOUND if it does not exist. */
+/* Reads and trims the token file. KS_ERR_NOT_FOUND if it does not exist. The file must be a
+ * regular file that neither group nor others can access, and the token must have at least
+ * KS_ADMIN_TOKEN_BYTES_MIN characters: like the vault's master key, a file open to others is
+ * refused rather than fixed, so the operator learns the token may have leaked. */
 static int token_read(const char *path, char *token, size_t tokenlen, char *why, size_t whylen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -69,6 +73,14 @@ static int token_read(const char *path, char *token, size_t tokenlen, char *why,
     char buf[KS_ADMIN_TOKEN_BYTES_MAX + 64];
     size_t len = 0;
     int rc = KS_OK;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, whylen, "cannot stat admin token file %s: %s", path, strerror(errno));
+        rc = KS_ERR_IO;
+        goto out_close;
+    }
+    if ((rc = ks_secret_file_check(&st, "admin token file", path, why, whylen)) != KS_OK)
+        goto out_close;
     for (;;) {
         if (len == sizeof(buf)) {
             snprintf(why, whylen, "admin token file %s is too long", path);
@@ -93,9 +105,9 @@ static int token_read(const char *path, char *token, size_t tokenlen, char *why,
     while (b > a &&
            (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\n' || buf[b - 1] == '\r'))
         b--;
-    if (b == a || b - a > KS_ADMIN_TOKEN_BYTES_MAX || b - a >= tokenlen) {
-        snprintf(why, whylen, "admin token file %s must hold 1 to %d characters", path,
-                 KS_ADMIN_TOKEN_BYTES_MAX);
+    if (b - a < KS_ADMIN_TOKEN_BYTES_MIN || b - a > KS_ADMIN_TOKEN_BYTES_MAX || b - a >= tokenlen) {
+        snprintf(why, whylen, "admin token file %s must hold %d to %d characters", path,
+                 KS_ADMIN_TOKEN_BYTES_MIN, KS_ADMIN_TOKEN_BYTES_MAX);
         rc = KS_ERR_INVALID;
         goto out_close;
     }

@@ -66,9 +66,10 @@ int ks_api_admin_authorize(void *ctx, const struct ks_http_req *req, const char 
 /*
  * Reads the admin token from `path`, or, when the file does not exist, creates it (mode 0600,
  * with its directory if missing) holding KS_ADMIN_TOKEN_BYTES random base62 characters.
- * Surrounding whitespace in the file is ignored; an empty token or one longer than
- * KS_ADMIN_TOKEN_BYTES_MAX is refused (KS_ERR_INVALID). `*created` says whether the file was
- * made. Errors: KS_ERR_IO with a reason in `why` (the reason names the path, never the token).
+ * Surrounding whitespace in the file is ignored; a token shorter than KS_ADMIN_TOKEN_BYTES_MIN
+ * or longer than KS_ADMIN_TOKEN_BYTES_MAX, and a file that is not regular or that group or others
+ * may access, are refused (KS_ERR_INVALID). `*created` says whether the file was made. Errors:
+ * KS_ERR_INVALID, KS_ERR_IO, with a reason in `why` (it names the path, never the token).
  */
 KS_MUST_USE int ks_api_admin_token_load(const char *path, char *token, size_t tokenlen,
                                         int *created, char *why, size_t whylen);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api/payments_api.h"
+#include "api/roles.h"
 #include "config/config.h"
 #include "core/clock.h"
 #include "core/currency.h"
@@ -131,8 +132,21 @@ static int authenticate(struct ks_payments_api *api, const struct ks_http_req *r
     return KS_OK;
 }
 
+/* The merchant role an action needs (api/roles.c holds the same per route). */
+static const char *action_role(const char *action)
+{
+    if (strcmp(action, "read") == 0 || strcmp(action, "payments:read") == 0)
+        return KS_AUTH_ROLE_INVOICES_READ;
+    if (strcmp(action, "payments:write") == 0)
+        return KS_AUTH_ROLE_PAYMENTS_WRITE;
+    if (strcmp(action, "refunds:write") == 0)
+        return KS_AUTH_ROLE_REFUNDS_WRITE;
+    return KS_AUTH_ROLE_INVOICES_WRITE;
+}
+
 /* May `who` do `action` ("read", "payments:write", "payments:read", "refunds:write",
- * "invoices:write") on invoice `id` whose state is `st`? */
+ * "invoices:write") on invoice `id` whose state is `st`? Deny by default: a merchant token needs
+ * the action's role (a token without roles may do nothing), an invoice token its scoped role. */
 static int may(const struct ks_principal *who, const char *id, const json_t *st, const char *action)
 {
     if (who->kind == KS_PRINCIPAL_INVOICE) {
@@ -151,14 +165,7 @@ static int may(const struct ks_principal *who, const char *id, const json_t *st,
     const char *shop = sget(json_object_get(st, "invoice"), "shopID");
     if (!party || !shop || !ks_auth_merchant_may(who, party, shop))
         return 0;
-    if (who->roles_n == 0)
-        return 1; /* a token without roles speaks for the whole party */
-    const char *role = strcmp(action, "read") == 0 || strcmp(action, "payments:read") == 0
-                           ? "invoices:read"
-                       : strcmp(action, "payments:write") == 0 ? "payments:write"
-                       : strcmp(action, "refunds:write") == 0  ? "payments:write"
-                                                               : "invoices:write";
-    return ks_auth_has_role(who, role) || ks_auth_has_role(who, "invoices:write");
+    return ks_auth_has_role(who, action_role(action));
 }
 
 /* Loads an invoice's state; 404 if it does not exist or is not visible to `who`. */
@@ -195,6 +202,8 @@ static int authed_invoice(struct ks_payments_api *api, const struct ks_http_req 
 {
     struct ks_principal who;
     int rc = authenticate(api, req, resp, &who);
+    if (rc == KS_OK)
+        rc = ks_api_merchant_role(&who, action_role(action), resp);
     if (rc != KS_OK) {
         *state = NULL;
         return rc;
@@ -423,6 +432,8 @@ static int h_create_invoice(void *ctx, const struct ks_http_req *req, struct ks_
         return rc;
     if (who.kind != KS_PRINCIPAL_MERCHANT)
         return unauthorized(resp, "creating invoices needs a merchant token");
+    if ((rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_INVOICES_WRITE, resp)) != KS_OK)
+        return rc;
     if (body_object(req, resp) != 0)
         return KS_ERR_INVALID;
     const json_t *b = req->json;
@@ -648,6 +659,8 @@ static int h_get_invoice_by_external_id(void *ctx, const struct ks_http_req *req
         return rc;
     if (who.kind != KS_PRINCIPAL_MERCHANT)
         return unauthorized(resp, "this lookup needs a merchant token");
+    if ((rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_INVOICES_READ, resp)) != KS_OK)
+        return rc;
     const char *ext = ks_http_req_query(req, "externalID");
     if (!ext || !*ext || strlen(ext) > EXTERNAL_ID_BYTES_MAX)
         return bad(resp, "invalidRequest", "externalID (1..%d characters) is required",
@@ -674,6 +687,8 @@ static int h_create_access_token(void *ctx, const struct ks_http_req *req,
         return rc;
     if (who.kind != KS_PRINCIPAL_MERCHANT)
         return unauthorized(resp, "access tokens are issued to merchants");
+    if ((rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_INVOICES_WRITE, resp)) != KS_OK)
+        return rc;
     if ((rc = load_invoice(api, &who, req->params[0], "invoices:write", resp, &st)) != KS_OK)
         return rc;
     json_t *token = access_token(api, sget(st, "partyID"),
@@ -694,6 +709,8 @@ static int invoice_status_call(struct ks_payments_api *api, const struct ks_http
         return rc;
     if (who.kind != KS_PRINCIPAL_MERCHANT)
         return unauthorized(resp, "this operation needs a merchant token");
+    if ((rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_INVOICES_WRITE, resp)) != KS_OK)
+        return rc;
     if (body_object(req, resp) != 0)
         return KS_ERR_INVALID;
     const char *reason;
@@ -751,7 +768,8 @@ static int h_events(void *ctx, const struct ks_http_req *req, struct ks_http_res
     struct ks_principal who;
     json_t *st;
     int rc;
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
+    if ((rc = authenticate(api, req, resp, &who)) != KS_OK ||
+        (rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_INVOICES_READ, resp)) != KS_OK)
         return rc;
     const char *limit_s = ks_http_req_query(req, "limit"), *after_s = ks_http_req_query(req, "eventID");
     char *end = NULL;
@@ -939,7 +957,8 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
     struct ks_reply r = {0};
     int rc;
     const char *id = req->params[0];
-    if ((rc = authenticate(api, req, resp, &who)) != KS_OK)
+    if ((rc = authenticate(api, req, resp, &who)) != KS_OK ||
+        (rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_PAYMENTS_WRITE, resp)) != KS_OK)
         return rc;
     if (body_object(req, resp) != 0)
         return KS_ERR_INVALID;
@@ -1116,6 +1135,8 @@ static int payment_action(struct ks_payments_api *api, const struct ks_http_req 
         return rc;
     if (who.kind != KS_PRINCIPAL_MERCHANT)
         return unauthorized(resp, "this operation needs a merchant token");
+    if ((rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_PAYMENTS_WRITE, resp)) != KS_OK)
+        return rc;
     if (body_object(req, resp) != 0)
         return KS_ERR_INVALID;
     const char *reason, *currency;
@@ -1212,6 +1233,8 @@ static int h_create_refund(void *ctx, const struct ks_http_req *req, struct ks_h
         return rc;
     if (who.kind != KS_PRINCIPAL_MERCHANT)
         return unauthorized(resp, "refunds need a merchant token");
+    if ((rc = ks_api_merchant_role(&who, KS_AUTH_ROLE_REFUNDS_WRITE, resp)) != KS_OK)
+        return rc;
     if (body_object(req, resp) != 0)
         return KS_ERR_INVALID;
     const json_t *b = req->json;
@@ -1352,6 +1375,13 @@ int ks_api_payments_routes(struct ks_http_router *r, struct ks_payments_api *api
          h_get_refund},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        /* Deny by default: a route that names no role in api/roles.c is not served. */
+        if (!ks_api_route_role(routes[i].method, routes[i].pattern)) {
+            if (api->log)
+                ks_logf(api->log, KS_LOG_ERROR, NULL, "route %s %s names no role (api/roles.c)",
+                        routes[i].method, routes[i].pattern);
+            return KS_ERR_INTERNAL;
+        }
         int rc = ks_http_router_add(r, routes[i].method, routes[i].pattern, routes[i].flags,
                                     routes[i].h, api);
         if (rc != KS_OK)

@@ -39,8 +39,8 @@
 #define ROLE_PAYMENT_RESOURCES "payment_resources:write"
 
 struct ks_auth {
-    struct ks_auth_keyset merchant; /* may be empty */
-    struct ks_auth_key own;         /* kassa's ES256 key (private) */
+    struct ks_auth_sources *merchant; /* owned; NULL: no merchant key sources */
+    struct ks_auth_key own;           /* kassa's ES256 key (private) */
     char audience[AUDIENCE_BYTES_MAX + 1];
     int trust_own;
     struct ks_log *log;
@@ -67,8 +67,7 @@ static int deny(char *why, size_t whylen, const char *reason)
 
 /* --- validation of names ------------------------------------------------------------------ */
 
-/* 1..max bytes of printable ASCII without space. */
-static bool text_ok(const char *s, size_t max)
+bool ks_auth_text_ok(const char *s, size_t max)
 {
     size_t n = strnlen(s, max + 1);
     if (n == 0 || n > max)
@@ -96,7 +95,7 @@ static bool invoice_id_ok(const char *s)
  * role a payer needs. */
 static bool invoice_role_ok(const char *role, const char *invoice_id)
 {
-    if (!text_ok(role, KS_AUTH_ROLE_BYTES_MAX - 1))
+    if (!ks_auth_text_ok(role, KS_AUTH_ROLE_BYTES_MAX - 1))
         return false;
     if (strcmp(role, ROLE_PAYMENT_RESOURCES) == 0)
         return true;
@@ -206,7 +205,8 @@ static int jwt_header(struct jwt *t, char *why, size_t whylen)
     }
     json_t *kid = json_object_get(h, "kid");
     if (kid) {
-        if (!json_is_string(kid) || !text_ok(json_string_value(kid), KS_AUTH_KID_BYTES_MAX)) {
+        if (!json_is_string(kid) ||
+            !ks_auth_text_ok(json_string_value(kid), KS_AUTH_KID_BYTES_MAX)) {
             deny(why, whylen, "the token's kid is not 1 to 128 printable characters");
             goto out;
         }
@@ -243,14 +243,15 @@ static bool key_verifies(const struct jwt *t, cjose_jws_t *jws, const struct ks_
 }
 
 /* Verifies against the merchant keys: those whose kid (or thumbprint) is the token's kid; when
- * none is, the keys that have no kid (PEM keys); a token without kid, every key. */
+ * none is, the keys that have no kid (PEM keys); a token without kid, every key. `*source` is
+ * the key source of the key that verified. */
 static int merchant_signature(const struct ks_auth *a, const struct jwt *t, cjose_jws_t *jws,
-                              char *why, size_t whylen)
+                              const struct ks_auth_source **source, char *why, size_t whylen)
 {
-    const struct ks_auth_keyset *ks = &a->merchant;
-    assert(ks->n >= 0 && ks->n <= KS_AUTH_KEYS_MAX);
-    if (ks->n == 0)
+    if (!a->merchant || a->merchant->keys.n == 0)
         return deny(why, whylen, "no merchant keys are configured (--merchant-keys)");
+    const struct ks_auth_keyset *ks = &a->merchant->keys;
+    assert(ks->n > 0 && ks->n <= KS_AUTH_KEYS_MAX);
     int named = 0;
     if (t->kid[0]) {
         for (int i = 0; i < ks->n; i++) {
@@ -258,8 +259,10 @@ static int merchant_signature(const struct ks_auth *a, const struct jwt *t, cjos
             if (strcmp(k->kid, t->kid) != 0 && strcmp(k->thumb, t->kid) != 0)
                 continue;
             named++;
-            if (key_verifies(t, jws, k))
+            if (key_verifies(t, jws, k)) {
+                *source = &a->merchant->src[k->source];
                 return KS_OK;
+            }
         }
         if (named > 0)
             return deny(why, whylen, "the token's signature does not verify");
@@ -270,8 +273,10 @@ static int merchant_signature(const struct ks_auth *a, const struct jwt *t, cjos
         if (t->kid[0] && k->kid[0])
             continue; /* a key with a kid is used only for tokens that name it */
         tried++;
-        if (key_verifies(t, jws, k))
+        if (key_verifies(t, jws, k)) {
+            *source = &a->merchant->src[k->source];
             return KS_OK;
+        }
     }
     if (tried == 0)
         return deny(why, whylen, "the token's kid names no configured key");
@@ -339,7 +344,7 @@ static bool claim_str(const json_t *c, const char *name, bool (*ok)(const char *
 
 static bool subject_ok(const char *s)
 {
-    return text_ok(s, 128);
+    return ks_auth_text_ok(s, 128);
 }
 
 /* "roles": an array of at most KS_AUTH_ROLES_MAX roles into `p`. Absent is no roles. */
@@ -355,7 +360,7 @@ static int claim_roles(const json_t *roles, struct ks_principal *p, const char *
         return deny(why, whylen, "the token has more than 16 roles");
     for (size_t i = 0; i < json_array_size(roles); i++) {
         const char *r = json_string_value(json_array_get(roles, i));
-        if (!r || !text_ok(r, KS_AUTH_ROLE_BYTES_MAX - 1))
+        if (!r || !ks_auth_text_ok(r, KS_AUTH_ROLE_BYTES_MAX - 1))
             return deny(why, whylen, "a role is not 1 to 127 printable characters");
         if (invoice_id && !invoice_role_ok(r, invoice_id))
             return deny(why, whylen, "an invoice token holds a role outside its invoice");
@@ -378,10 +383,19 @@ static bool audience_matches(const struct ks_auth *a, const json_t *aud)
     return false;
 }
 
-/* The claims of a merchant token: aud, sub, party, shops, roles. */
-static int merchant_claims(const struct ks_auth *a, const json_t *c, struct ks_principal *p,
-                           char *why, size_t whylen)
+/* The claims of a merchant token: iss, aud, sub, party, shops, roles. `source` is the key source
+ * whose key verified the token (its iss and parties bind the token), or NULL for a development
+ * token signed by kassa's own key (iss "kassa", already checked). */
+static int merchant_claims(const struct ks_auth *a, const struct ks_auth_source *source,
+                           const json_t *c, struct ks_principal *p, char *why, size_t whylen)
 {
+    if (source) {
+        json_t *iss = json_object_get(c, "iss");
+        if (!iss)
+            return deny(why, whylen, "the token has no iss claim");
+        if (!json_is_string(iss) || strcmp(json_string_value(iss), source->issuer) != 0)
+            return deny(why, whylen, "the token's iss is not the issuer of the key that signed it");
+    }
     json_t *aud = json_object_get(c, "aud");
     if (!aud)
         return deny(why, whylen, "the token has no aud claim");
@@ -391,6 +405,8 @@ static int merchant_claims(const struct ks_auth *a, const json_t *c, struct ks_p
         return deny(why, whylen, "the token's sub is missing or not 1 to 128 printable characters");
     if (!claim_str(c, "party", id_ok, p->party_id, sizeof(p->party_id)))
         return deny(why, whylen, "the token's party is missing or not a valid id");
+    if (source && !ks_auth_source_may(source, p->party_id))
+        return deny(why, whylen, "the token's issuer may not speak for the party it names");
     json_t *shops = json_object_get(c, "shops");
     p->shops_n = 0;
     if (shops) {
@@ -463,14 +479,16 @@ int ks_auth_verify(struct ks_auth *a, const char *authorization, int64_t now_ms,
     if (!jws)
         return deny(why, whylen, "the token cannot be parsed as a JWS");
     bool own = t.kid[0] && strcmp(t.kid, a->own.kid) == 0;
+    const struct ks_auth_source *source = NULL;
     if (own) {
         if (!key_verifies(&t, jws, &a->own)) {
             rc = deny(why, whylen, "the token's signature does not verify");
             goto out;
         }
-    } else if ((rc = merchant_signature(a, &t, jws, why, whylen)) != KS_OK) {
+    } else if ((rc = merchant_signature(a, &t, jws, &source, why, whylen)) != KS_OK) {
         goto out;
     }
+    assert(own || source != NULL);
 
     /* The signature holds: read the claims. */
     uint8_t *pt = NULL;
@@ -493,7 +511,7 @@ int ks_auth_verify(struct ks_auth *a, const char *authorization, int64_t now_ms,
         } else if (strcmp(kind, KIND_INVOICE) == 0) {
             rc = invoice_claims(claims, out, why, whylen);
         } else if (strcmp(kind, KIND_MERCHANT) == 0) {
-            rc = a->trust_own ? merchant_claims(a, claims, out, why, whylen)
+            rc = a->trust_own ? merchant_claims(a, NULL, claims, out, why, whylen)
                               : deny(why, whylen,
                                      "merchant tokens signed by kassa's own key are "
                                      "accepted only in development "
@@ -502,7 +520,7 @@ int ks_auth_verify(struct ks_auth *a, const char *authorization, int64_t now_ms,
             rc = deny(why, whylen, "a token signed by kassa's key has an unknown kind");
         }
     } else {
-        rc = merchant_claims(a, claims, out, why, whylen);
+        rc = merchant_claims(a, source, claims, out, why, whylen);
     }
     if (rc == KS_OK)
         out->expires_at_ms = exp_ms;
@@ -515,6 +533,10 @@ out:
 }
 
 /* --- roles -------------------------------------------------------------------------------- */
+
+const char *const ks_auth_merchant_roles[KS_AUTH_MERCHANT_ROLES_N] = {
+    KS_AUTH_ROLE_INVOICES_READ, KS_AUTH_ROLE_INVOICES_WRITE, KS_AUTH_ROLE_PAYMENTS_WRITE,
+    KS_AUTH_ROLE_REFUNDS_WRITE};
 
 bool ks_auth_has_role(const struct ks_principal *p, const char *role)
 {
@@ -626,7 +648,7 @@ static json_t *string_array(const char *const *v, int n, int max, bool (*ok)(con
 
 static bool role_ok(const char *s)
 {
-    return text_ok(s, KS_AUTH_ROLE_BYTES_MAX - 1);
+    return ks_auth_text_ok(s, KS_AUTH_ROLE_BYTES_MAX - 1);
 }
 
 int ks_auth_issue_invoice_token(struct ks_auth *a, const char *party_id, const char *shop_id,
@@ -705,18 +727,23 @@ int ks_auth_open(const struct ks_auth_options *opt, struct ks_auth **out, char *
     assert(opt != NULL && out != NULL);
     *out = NULL;
     const char *aud = opt->audience ? opt->audience : "kassa";
-    if (!text_ok(aud, AUDIENCE_BYTES_MAX)) {
+    if (!ks_auth_text_ok(aud, AUDIENCE_BYTES_MAX)) {
         snprintf(why, whylen, "the JWT audience must be 1 to %d printable characters",
                  AUDIENCE_BYTES_MAX);
+        ks_auth_sources_free(opt->merchant_sources);
         return KS_ERR_INVALID;
     }
     if (!opt->signing_key_path || !opt->signing_key_path[0]) {
         snprintf(why, whylen, "no signing key file is configured");
+        ks_auth_sources_free(opt->merchant_sources);
         return KS_ERR_INVALID;
     }
     struct ks_auth *a = calloc(1, sizeof(*a));
-    if (!a)
+    if (!a) {
+        ks_auth_sources_free(opt->merchant_sources);
         return KS_ERR_NOMEM;
+    }
+    a->merchant = opt->merchant_sources;
     snprintf(a->audience, sizeof(a->audience), "%s", aud);
     a->trust_own = opt->trust_own_key_for_merchants != 0;
     a->log = opt->log;
@@ -724,18 +751,23 @@ int ks_auth_open(const struct ks_auth_options *opt, struct ks_auth **out, char *
     int rc = ks_auth_own_key_load(opt->signing_key_path, &a->own, &created, a->log, why, whylen);
     if (rc != KS_OK)
         goto fail;
-    if (opt->merchant_keys_path && opt->merchant_keys_path[0]) {
-        rc = ks_auth_keys_load(opt->merchant_keys_path, &a->merchant, a->log, why, whylen);
-        if (rc != KS_OK)
-            goto fail;
-    }
     if (a->log) {
         ks_log_json(a->log, KS_LOG_INFO, NULL, created ? "signing key created" : "signing key read",
                     json_pack("{s:s, s:s}", "path", opt->signing_key_path, "kid", a->own.kid));
-        ks_log_json(a->log, a->merchant.n || a->trust_own ? KS_LOG_INFO : KS_LOG_WARN, NULL,
-                    a->merchant.n ? "merchant keys read"
-                                  : "no merchant keys configured: only kassa's own tokens verify",
-                    json_pack("{s:i, s:s}", "keys", a->merchant.n, "audience", a->audience));
+        int keys_n = a->merchant ? a->merchant->keys.n : 0;
+        ks_log_json(a->log, keys_n || a->trust_own ? KS_LOG_INFO : KS_LOG_WARN, NULL,
+                    keys_n ? "merchant keys read"
+                           : "no merchant keys configured: only kassa's own tokens verify",
+                    json_pack("{s:i, s:i, s:s}", "keys", keys_n, "sources",
+                              a->merchant ? a->merchant->n : 0, "audience", a->audience));
+        for (int i = 0; a->merchant && i < a->merchant->n; i++) {
+            const struct ks_auth_source *s = &a->merchant->src[i];
+            ks_log_json(a->log, s->any_party ? KS_LOG_WARN : KS_LOG_INFO, NULL,
+                        s->any_party ? "merchant key source may speak for every party"
+                                     : "merchant key source",
+                        json_pack("{s:s, s:i, s:i}", "issuer", s->issuer, "keys", s->keys_n,
+                                  "parties", s->any_party ? -1 : s->parties_n));
+        }
         if (a->trust_own)
             ks_log_json(a->log, KS_LOG_WARN, NULL,
                         "development mode: merchant tokens signed by kassa's own key are accepted",
@@ -752,7 +784,7 @@ void ks_auth_close(struct ks_auth *a)
 {
     if (!a)
         return;
-    ks_auth_keys_release(&a->merchant);
+    ks_auth_sources_free(a->merchant);
     ks_auth_key_release(&a->own);
     explicit_bzero(a, sizeof(*a));
     free(a);

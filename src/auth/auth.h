@@ -4,10 +4,12 @@
  *
  * Two kinds of bearer tokens reach the public API:
  *   merchant tokens  JWTs (RS256 or ES256) issued by the merchant's identity provider (or by
- *                    `kassa token issue` in development), verified against configured public keys
- *                    (PEM files or a JWK set); `alg` must be on the allow-list (never "none",
- *                    never HS*), `exp`/`nbf`/`aud` are checked here. Claims: "sub", "party"
- *                    (the party id), optional "shops" (restrict to these shops), "roles".
+ *                    `kassa token issue` in development), verified against the keys of the
+ *                    configured key sources (ks_auth_sources_load); `alg` must be on the
+ *                    allow-list (never "none", never HS*), `exp`/`nbf`/`aud` are checked here, and
+ *                    `iss` and "party" must be those of the key source whose key verified the
+ *                    token. Claims: "iss", "sub", "party" (the party id), optional "shops"
+ *                    (restrict to these shops), "roles".
  *   invoice tokens   issued by kassa itself (ES256 with kassa's own key) when an invoice is
  *                    created or on request, scoped to one invoice by role strings such as
  *                    "invoices.{id}:read", "invoices.{id}.payments:write",
@@ -34,8 +36,19 @@
 #define KS_AUTH_TOKEN_BYTES_MAX 4096
 #define KS_AUTH_SHOPS_MAX 8          /* shops one merchant token may name */
 #define KS_AUTH_CLOCK_SKEW_S 60      /* slack on exp and nbf, seconds */
-#define KS_AUTH_KEYS_MAX 64          /* merchant verification keys */
+#define KS_AUTH_KEYS_MAX 64          /* merchant verification keys, all sources together */
 #define KS_AUTH_TTL_S_MAX (400LL * 24 * 3600) /* longest lifetime of a token kassa issues */
+
+/* The merchant roles of the public API (docs/auth.md, "Roles"). Roles are deny by default: a
+ * merchant token may do only what its roles name, and a token without roles may do nothing.
+ * Which route needs which role: src/api/roles.c. */
+#define KS_AUTH_ROLE_INVOICES_READ "invoices:read"   /* read invoices, payments, refunds, events */
+#define KS_AUTH_ROLE_INVOICES_WRITE "invoices:write" /* create, rescind, fulfill; access tokens */
+#define KS_AUTH_ROLE_PAYMENTS_WRITE "payments:write" /* create, capture, cancel payments */
+#define KS_AUTH_ROLE_REFUNDS_WRITE "refunds:write"   /* refund payments */
+#define KS_AUTH_MERCHANT_ROLES_N 4
+/* The merchant roles above, in that order. */
+extern const char *const ks_auth_merchant_roles[KS_AUTH_MERCHANT_ROLES_N];
 
 enum ks_principal_kind { KS_PRINCIPAL_MERCHANT = 1, KS_PRINCIPAL_INVOICE = 2 };
 
@@ -52,8 +65,12 @@ struct ks_principal {
     int64_t expires_at_ms;
 };
 
+struct ks_auth_sources;
+
 struct ks_auth_options {
-    const char *merchant_keys_path;    /* PEM public key(s) or a JWK set file; may be NULL */
+    struct ks_auth_sources *merchant_sources; /* from ks_auth_sources_load; consumed by
+                                                 ks_auth_open (even when it fails); NULL: no
+                                                 merchant keys */
     const char *audience;              /* required "aud" of merchant tokens (NULL: "kassa") */
     const char *signing_key_path;      /* kassa's own ES256 key, created (0600) if missing */
     int trust_own_key_for_merchants;   /* development: merchant tokens signed by kassa's own key
@@ -63,13 +80,31 @@ struct ks_auth_options {
 
 struct ks_auth;
 
-/* Loads the merchant keys (a JWK set {"keys":[...]}, one JWK, or PEM blocks "PUBLIC KEY" /
- * "CERTIFICATE"; RSA of 2048 bits or more and EC P-256 only; JWKs with "use" other than "sig"
- * or an "alg" other than RS256/ES256 are skipped; a private key in the file is refused) and
- * kassa's own key (created if missing). Nothing is borrowed from `opt` after the call except
- * `log`. Errors: KS_ERR_INVALID (bad options or key file contents), KS_ERR_IO, KS_ERR_NOMEM, with a
- * reason in `why` that names paths, never key material. Free with ks_auth_close, which wipes the
- * private key. */
+/*
+ * Reads the merchant key-sources file at `path` (docs/auth.md, "Configuring the keys"):
+ *   {"sources": [{"issuer": "https://sso.example.com/realms/merchants",
+ *                 "parties": ["party-a", "party-b"] | "*",
+ *                 "keys_file": "merchants.jwks.json" | "jwks": {"keys": [...]}}, ...]}
+ * Every member is checked and unknown members are refused: 1..KS_AUTH_SOURCES_MAX sources, each
+ * with a distinct issuer (1..256 printable ASCII, not "kassa"), 1..256 distinct party ids or
+ * "*", and exactly one of "keys_file" (a JWK set, one JWK or PEM public keys/certificates;
+ * relative to the directory of `path`) or "jwks" (inline). Keys: RSA of 2048+ bits and EC
+ * P-256 only; JWKs with "use" other than "sig" or an "alg" other than RS256/ES256 are skipped
+ * with a warning on `log` (may be NULL); private keys, a source with no usable key, one key in
+ * two sources and more than KS_AUTH_KEYS_MAX keys in all are refused. Errors: KS_ERR_INVALID or
+ * KS_ERR_LIMIT (the configuration is wrong), KS_ERR_IO (a file cannot be read), KS_ERR_NOMEM;
+ * `why` names the file and the source, never key material. Free with ks_auth_sources_free (or
+ * hand to ks_auth_open).
+ */
+KS_MUST_USE int ks_auth_sources_load(const char *path, struct ks_log *log,
+                                     struct ks_auth_sources **out, char *why, size_t whylen);
+void ks_auth_sources_free(struct ks_auth_sources *s);
+
+/* Opens the verifier: takes `opt->merchant_sources` and loads kassa's own key (created if
+ * missing). Nothing is borrowed from `opt` after the call except `log`. Errors: KS_ERR_INVALID
+ * (bad options, or an own key file that is not a P-256 private key or that group or others may
+ * access), KS_ERR_IO, KS_ERR_NOMEM, with a reason in `why` that names paths, never key material.
+ * Free with ks_auth_close, which wipes the private key. */
 KS_MUST_USE int ks_auth_open(const struct ks_auth_options *opt, struct ks_auth **out, char *why,
                              size_t whylen);
 void ks_auth_close(struct ks_auth *a);

@@ -4,6 +4,7 @@
  * as everywhere in kassa's command line.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,15 +46,18 @@ void ks_auth_cli_usage(FILE *f)
             "  --party P                party id (required)\n"
             "  --shop S                 restrict the token to shop S (repeatable, up to %d;\n"
             "                           none: every shop of the party)\n"
-            "  --role R                 add role R (repeatable, up to %d)\n"
+            "  --role R                 grant role R (repeatable): invoices:read, invoices:write,\n"
+            "                           payments:write, refunds:write; none given: all four\n"
             "  --ttl-s N                lifetime in seconds, default %d\n"
             "  --subject NAME           the token's \"sub\", default %s\n"
             "  --signing-key-file FILE  KASSA_SIGNING_KEY_FILE, default %s (created if missing)\n"
             "  --jwt-audience AUD       KASSA_JWT_AUDIENCE, default %s\n"
             "\n"
+            "The roles granted are listed on stderr; stdout is the token alone.\n"
+            "\n"
             "exit codes: 0 printed, 1 the signing key cannot be read or created, 2 usage error\n",
-            KS_AUTH_SHOPS_MAX, KS_AUTH_ROLES_MAX, CLI_TTL_S_DEFAULT, CLI_SUBJECT_DEFAULT,
-            CLI_SIGNING_KEY_DEFAULT, CLI_AUDIENCE_DEFAULT);
+            KS_AUTH_SHOPS_MAX, CLI_TTL_S_DEFAULT, CLI_SUBJECT_DEFAULT, CLI_SIGNING_KEY_DEFAULT,
+            CLI_AUDIENCE_DEFAULT);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -63,6 +67,15 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, "\n\n");
     ks_auth_cli_usage(stderr);
     return EXIT_USAGE_;
+}
+
+/* True if `role` is one of the merchant roles (auth.h). */
+static bool role_known(const char *role)
+{
+    for (int i = 0; i < KS_AUTH_MERCHANT_ROLES_N; i++)
+        if (strcmp(role, ks_auth_merchant_roles[i]) == 0)
+            return true;
+    return false;
 }
 
 static const char *env_or(const char *name, const char *dflt)
@@ -85,7 +98,7 @@ int ks_auth_cli_token(int argc, char **argv)
 
     const char *party = NULL, *subject = NULL, *ttl_text = NULL;
     const char *key_file = NULL, *audience = NULL;
-    const char *shops[KS_AUTH_SHOPS_MAX], *roles[KS_AUTH_ROLES_MAX];
+    const char *shops[KS_AUTH_SHOPS_MAX], *roles[KS_AUTH_MERCHANT_ROLES_N];
     int shops_n = 0, roles_n = 0;
     static const struct option longs[] = {
         {"party", required_argument, NULL, O_PARTY},
@@ -118,8 +131,12 @@ int ks_auth_cli_token(int argc, char **argv)
             shops[shops_n++] = optarg;
             break;
         case O_ROLE:
-            if (roles_n >= KS_AUTH_ROLES_MAX)
+            if (roles_n >= KS_AUTH_MERCHANT_ROLES_N)
                 return usage_error("too many --role flags%s", NULL);
+            if (!role_known(optarg))
+                return usage_error("--role %s is not one of invoices:read, invoices:write, "
+                                   "payments:write, refunds:write",
+                                   optarg);
             roles[roles_n++] = optarg;
             break;
         case O_HELP: ks_auth_cli_usage(stdout); return EXIT_OK_;
@@ -132,6 +149,10 @@ int ks_auth_cli_token(int argc, char **argv)
         return usage_error("unexpected argument: %s", sub_argv[optind]);
     if (!party)
         return usage_error("--party is required%s", NULL);
+    if (roles_n == 0) { /* roles are deny by default: grant an explicit, printed set */
+        for (int i = 0; i < KS_AUTH_MERCHANT_ROLES_N; i++)
+            roles[roles_n++] = ks_auth_merchant_roles[i];
+    }
     if (!subject)
         subject = CLI_SUBJECT_DEFAULT;
     if (!key_file)
@@ -174,5 +195,11 @@ int ks_auth_cli_token(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     printf("%s\n", token);
-    return fflush(stdout) == 0 ? EXIT_OK_ : EXIT_RUNTIME;
+    if (fflush(stdout) != 0)
+        return EXIT_RUNTIME;
+    fprintf(stderr, "kassa token: granted roles:");
+    for (int i = 0; i < roles_n; i++)
+        fprintf(stderr, " %s", roles[i]);
+    fprintf(stderr, "\n");
+    return EXIT_OK_;
 }

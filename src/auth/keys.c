@@ -30,6 +30,7 @@
 
 #include "auth/auth_int.h"
 #include "core/json.h"
+#include "core/secret_file.h"
 
 #define EC_COORD_BYTES 32
 #define RSA_MODULUS_BYTES_MAX (KS_AUTH_RSA_BITS_MAX / 8)
@@ -131,10 +132,10 @@ static void buf_wipe_free(char *buf, size_t len)
 
 /*
  * Reads the whole file at `path` (at most `max` bytes) into a new NUL-terminated buffer.
- * `*mode` gets the file's permission bits. Returns KS_OK, KS_ERR_NOT_FOUND (no such file),
+ * `*st` gets the file's status (fstat). Returns KS_OK, KS_ERR_NOT_FOUND (no such file),
  * KS_ERR_LIMIT (too large), KS_ERR_IO or KS_ERR_NOMEM, with `why` naming the path.
  */
-static int file_read(const char *path, size_t max, char **out, size_t *outlen, mode_t *mode,
+static int file_read(const char *path, size_t max, char **out, size_t *outlen, struct stat *st_out,
                      char *why, size_t whylen)
 {
     *out = NULL;
@@ -160,7 +161,7 @@ static int file_read(const char *path, size_t max, char **out, size_t *outlen, m
         rc = KS_ERR_LIMIT;
         goto out_close;
     }
-    *mode = st.st_mode & 07777;
+    *st_out = st;
     buf = malloc(max + 1);
     if (!buf) {
         rc = KS_ERR_NOMEM;
@@ -434,20 +435,9 @@ static int key_from_pkey(EVP_PKEY *pk, int with_private, struct ks_auth_key *k, 
 
 /* --- merchant keys: JWK ------------------------------------------------------------------- */
 
-static bool kid_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > KS_AUTH_KID_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-            return false;
-    return true;
-}
-
 /* Imports one JWK object into the next free slot of `ks`. `*skipped` is set (with a warning on
  * `log`) for a key kassa does not verify with; errors refuse the whole file. */
-static int jwk_add(json_t *jk, int index, struct ks_auth_keyset *ks, struct ks_log *log,
+static int jwk_add(json_t *jk, int index, struct ks_auth_keyset *ks, int source, struct ks_log *log,
                    const char *path, char *why, size_t whylen)
 {
     if (!json_is_object(jk)) {
@@ -481,7 +471,8 @@ static int jwk_add(json_t *jk, int index, struct ks_auth_keyset *ks, struct ks_l
             skip = "EC key for another algorithm than ES256";
     } else
         skip = "key type is neither RSA nor EC";
-    if (!skip && kidv && (!json_is_string(kidv) || !kid_valid(json_string_value(kidv))))
+    if (!skip && kidv &&
+        (!json_is_string(kidv) || !ks_auth_text_ok(json_string_value(kidv), KS_AUTH_KID_BYTES_MAX)))
         skip = "\"kid\" is not 1 to 128 printable characters";
     if (skip) {
         if (log)
@@ -514,12 +505,35 @@ static int jwk_add(json_t *jk, int index, struct ks_auth_keyset *ks, struct ks_l
     }
     if (kidv)
         snprintf(k->kid, sizeof(k->kid), "%s", json_string_value(kidv));
+    k->source = source;
     ks->n++;
     return KS_OK;
 }
 
-static int jwks_load(const char *text, size_t len, struct ks_auth_keyset *ks, struct ks_log *log,
-                     const char *path, char *why, size_t whylen)
+/* Adds the keys of a parsed JWK set {"keys":[...]} or single JWK `doc` to `ks`. */
+static int jwks_add(json_t *doc, struct ks_auth_keyset *ks, int source, struct ks_log *log,
+                    const char *label, char *why, size_t whylen)
+{
+    int rc = KS_OK;
+    json_t *keys = json_object_get(doc, "keys");
+    if (json_is_array(keys)) {
+        if (json_array_size(keys) > (size_t)KS_AUTH_KEYS_MAX * 4) {
+            snprintf(why, whylen, "%s: more than %d keys", label, KS_AUTH_KEYS_MAX * 4);
+            return KS_ERR_LIMIT;
+        }
+        for (size_t i = 0; i < json_array_size(keys) && rc == KS_OK; i++)
+            rc = jwk_add(json_array_get(keys, i), (int)i, ks, source, log, label, why, whylen);
+    } else if (json_is_object(doc) && json_object_get(doc, "kty")) {
+        rc = jwk_add(doc, 0, ks, source, log, label, why, whylen);
+    } else {
+        snprintf(why, whylen, "%s: neither a JWK set {\"keys\":[...]} nor a JWK", label);
+        rc = KS_ERR_INVALID;
+    }
+    return rc;
+}
+
+static int jwks_load(const char *text, size_t len, struct ks_auth_keyset *ks, int source,
+                     struct ks_log *log, const char *path, char *why, size_t whylen)
 {
     json_t *doc = NULL;
     char jwhy[128] = "";
@@ -528,30 +542,15 @@ static int jwks_load(const char *text, size_t len, struct ks_auth_keyset *ks, st
         snprintf(why, whylen, "%s: not valid JSON: %s", path, jwhy);
         return KS_ERR_INVALID;
     }
-    json_t *keys = json_object_get(doc, "keys");
-    if (json_is_array(keys)) {
-        if (json_array_size(keys) > (size_t)KS_AUTH_KEYS_MAX * 4) {
-            snprintf(why, whylen, "%s: more than %d keys", path, KS_AUTH_KEYS_MAX * 4);
-            rc = KS_ERR_LIMIT;
-            goto out;
-        }
-        for (size_t i = 0; i < json_array_size(keys) && rc == KS_OK; i++)
-            rc = jwk_add(json_array_get(keys, i), (int)i, ks, log, path, why, whylen);
-    } else if (json_is_object(doc) && json_object_get(doc, "kty")) {
-        rc = jwk_add(doc, 0, ks, log, path, why, whylen);
-    } else {
-        snprintf(why, whylen, "%s: neither a JWK set {\"keys\":[...]} nor a JWK", path);
-        rc = KS_ERR_INVALID;
-    }
-out:
+    rc = jwks_add(doc, ks, source, log, path, why, whylen);
     json_decref(doc);
     return rc;
 }
 
 /* --- merchant keys: PEM ------------------------------------------------------------------- */
 
-static int pem_load(const char *text, size_t len, struct ks_auth_keyset *ks, const char *path,
-                    char *why, size_t whylen)
+static int pem_load(const char *text, size_t len, struct ks_auth_keyset *ks, int source,
+                    const char *path, char *why, size_t whylen)
 {
     int rc = KS_OK;
     BIO *bio = BIO_new_mem_buf(text, (int)len);
@@ -604,9 +603,10 @@ static int pem_load(const char *text, size_t len, struct ks_auth_keyset *ks, con
             memset(k, 0, sizeof(*k));
             char inner[160] = "";
             rc = key_from_pkey(pk, 0, k, inner, sizeof(inner));
-            if (rc == KS_OK)
+            if (rc == KS_OK) {
+                k->source = source;
                 ks->n++;
-            else
+            } else
                 snprintf(why, whylen, "%s: PEM block %d: %s", path, block, inner);
         }
         EVP_PKEY_free(pk);
@@ -619,14 +619,24 @@ static int pem_load(const char *text, size_t len, struct ks_auth_keyset *ks, con
     return rc;
 }
 
-int ks_auth_keys_load(const char *path, struct ks_auth_keyset *ks, struct ks_log *log, char *why,
-                      size_t whylen)
+/* Releases the keys of `ks` from index `from` on, leaving the ones before. */
+static void keys_truncate(struct ks_auth_keyset *ks, int from)
 {
-    assert(path != NULL && ks != NULL && ks->n == 0);
+    assert(from >= 0 && from <= ks->n && ks->n <= KS_AUTH_KEYS_MAX);
+    for (int i = from; i < ks->n; i++)
+        ks_auth_key_release(&ks->keys[i]);
+    ks->n = from;
+}
+
+int ks_auth_keys_load(const char *path, struct ks_auth_keyset *ks, int source, struct ks_log *log,
+                      char *why, size_t whylen)
+{
+    assert(path != NULL && ks != NULL && ks->n >= 0 && ks->n <= KS_AUTH_KEYS_MAX);
+    const int before = ks->n;
     char *text = NULL;
     size_t len = 0;
-    mode_t mode = 0;
-    int rc = file_read(path, KS_AUTH_KEY_FILE_BYTES_MAX, &text, &len, &mode, why, whylen);
+    struct stat st;
+    int rc = file_read(path, KS_AUTH_KEY_FILE_BYTES_MAX, &text, &len, &st, why, whylen);
     if (rc == KS_ERR_NOT_FOUND) {
         snprintf(why, whylen, "merchant keys file %s does not exist", path);
         return KS_ERR_IO;
@@ -638,16 +648,32 @@ int ks_auth_keys_load(const char *path, struct ks_auth_keyset *ks, struct ks_log
            (text[at] == ' ' || text[at] == '\t' || text[at] == '\r' || text[at] == '\n'))
         at++;
     if (at < len && text[at] == '{')
-        rc = jwks_load(text, len, ks, log, path, why, whylen);
+        rc = jwks_load(text, len, ks, source, log, path, why, whylen);
     else
-        rc = pem_load(text, len, ks, path, why, whylen);
-    if (rc == KS_OK && ks->n == 0) {
+        rc = pem_load(text, len, ks, source, path, why, whylen);
+    if (rc == KS_OK && ks->n == before) {
         snprintf(why, whylen, "%s holds no usable RS256 or ES256 key", path);
         rc = KS_ERR_INVALID;
     }
     if (rc != KS_OK)
-        ks_auth_keys_release(ks);
+        keys_truncate(ks, before);
     buf_wipe_free(text, len + 1);
+    return rc;
+}
+
+int ks_auth_keys_add_jwks(json_t *jwks, const char *label, struct ks_auth_keyset *ks, int source,
+                          struct ks_log *log, char *why, size_t whylen)
+{
+    assert(jwks != NULL && label != NULL && ks != NULL);
+    assert(ks->n >= 0 && ks->n <= KS_AUTH_KEYS_MAX);
+    const int before = ks->n;
+    int rc = jwks_add(jwks, ks, source, log, label, why, whylen);
+    if (rc == KS_OK && ks->n == before) {
+        snprintf(why, whylen, "%s holds no usable RS256 or ES256 key", label);
+        rc = KS_ERR_INVALID;
+    }
+    if (rc != KS_OK)
+        keys_truncate(ks, before);
     return rc;
 }
 
@@ -775,25 +801,26 @@ int ks_auth_own_key_load(const char *path, struct ks_auth_key *out, int *created
     *created = 0;
     char *text = NULL;
     size_t len = 0;
-    mode_t mode = 0;
-    int rc = file_read(path, KS_AUTH_OWN_KEY_FILE_BYTES_MAX, &text, &len, &mode, why, whylen);
+    struct stat st;
+    int rc = file_read(path, KS_AUTH_OWN_KEY_FILE_BYTES_MAX, &text, &len, &st, why, whylen);
     if (rc == KS_ERR_NOT_FOUND) {
         int lost = 0;
         rc = own_key_create(path, &text, &len, &lost, why, whylen);
         if (rc == KS_OK && lost) /* another process made it first: use theirs */
-            rc = file_read(path, KS_AUTH_OWN_KEY_FILE_BYTES_MAX, &text, &len, &mode, why, whylen);
+            rc = file_read(path, KS_AUTH_OWN_KEY_FILE_BYTES_MAX, &text, &len, &st, why, whylen);
         else if (rc == KS_OK)
             *created = 1;
         if (rc == KS_ERR_NOT_FOUND) {
             snprintf(why, whylen, "signing key file %s vanished while being created", path);
             rc = KS_ERR_IO;
         }
-    } else if (rc == KS_OK && (mode & 077) && log) {
-        ks_log_json(log, KS_LOG_WARN, NULL,
-                    "signing key file is readable by others than its owner (chmod 600 it)",
-                    json_pack("{s:s, s:i}", "path", path, "mode", (int)mode));
     }
     if (rc != KS_OK)
+        goto out;
+    /* As the vault's master key: whoever reads this key can mint invoice tokens. (A key this
+     * call created is 0600 already.) */
+    if (!*created &&
+        (rc = ks_secret_file_check(&st, "signing key file", path, why, whylen)) != KS_OK)
         goto out;
     rc = own_key_parse(text, len, out, path, why, whylen);
     if (rc == KS_OK)

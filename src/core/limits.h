@@ -83,5 +83,6 @@
 #define KS_HTTP_PAGE_MAX 1000             /* largest ?limit= */
 #define KS_ADMIN_TOKEN_BYTES 32           /* generated admin token: base62 characters */
 #define KS_ADMIN_TOKEN_BYTES_MAX 256      /* longest admin token read from its file */
+#define KS_ADMIN_TOKEN_BYTES_MIN 32       /* shortest admin token read from its file */
 
 #endif

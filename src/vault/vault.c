@@ -10,6 +10,7 @@
  * logs carry key ids, master key fingerprints, counts and paths.
  */
 #include "vault/vault.h"
+#include "core/secret_file.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -287,19 +288,9 @@ static int master_load(const char *path, unsigned char key[KS_VAULT_KEY_BYTES], 
         snprintf(why, whylen, "cannot stat the vault master key %s: %s", path, strerror(errno));
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(why, whylen, "the vault master key %s is not a regular file", path);
-        rc = KS_ERR_INVALID;
+    if ((rc = ks_secret_file_check(&st, "the vault master key", path, why, whylen)) != KS_OK)
         goto out;
-    }
-    if (st.st_mode & 077) {
-        snprintf(why, whylen,
-                 "the vault master key %s is open to group or others (mode %04o); "
-                 "make it 0600 (chmod 600) and consider the key exposed",
-                 path, (unsigned)(st.st_mode & 07777));
-        rc = KS_ERR_INVALID;
-        goto out;
-    }
+    rc = KS_ERR_IO;
     size_t len = 0;
     while (len < sizeof(buf)) {
         ssize_t n = read(fd, buf + len, sizeof(buf) - len);

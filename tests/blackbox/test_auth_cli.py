@@ -102,7 +102,11 @@ def test_token_issue_reuses_the_key_and_reads_the_environment(tmp_path):
     h2, c2, _ = parts(r2.stdout.strip())
     assert h1["kid"] == h2["kid"]
     assert c1["aud"] == "api.example" and c2["aud"] == "kassa"
-    assert "shops" not in c1 and c1["roles"] == [] and c1["sub"] == "dev"
+    assert "shops" not in c1 and c1["sub"] == "dev"
+    # no --role: the explicit default set, listed on stderr (stdout is the token alone)
+    assert c1["roles"] == ["invoices:read", "invoices:write", "payments:write", "refunds:write"]
+    assert "granted roles: invoices:read invoices:write payments:write refunds:write" in r1.stderr
+    assert r1.stdout.count("\n") == 1
     assert c1["exp"] - c1["iat"] == 3600
     assert c1["jti"] != c2["jti"]
 
@@ -129,11 +133,14 @@ def test_token_issue_default_key_path_is_under_var(tmp_path):
     ["token", "issue", "--party", "bad party"],
     ["token", "issue", "--party", "p", "--shop", "a/b"],
     ["token", "issue", "--party", "p", "--role", "has space"],
+    ["token", "issue", "--party", "p", "--role", "invoices:delete"],
+    ["token", "issue", "--party", "p", "--role", "admin"],
     ["token", "issue", "--party", "p", "--subject", ""],
     ["token", "issue", "--party", "p", "--jwt-audience", ""],
     ["token", "issue", "--party", "p", "--signing-key-file", ""],
     ["token", "issue", "--party", "p"] + ["--shop", "s"] * 9,
     ["token", "issue", "--party", "p"] + ["--role", "r"] * 17,
+    ["token", "issue", "--party", "p"] + ["--role", "invoices:read"] * 5,
 ])
 def test_token_bad_usage_exits_2(args, tmp_path):
     r = run(*args, env={"KASSA_SIGNING_KEY_FILE": str(tmp_path / "k")})
@@ -189,20 +196,40 @@ def test_serve_lists_auth_flags():
         assert word in out, word
 
 
-@pytest.mark.parametrize("content", [None, "garbage\n", "PRIVATE"])
-def test_serve_with_unusable_merchant_keys_exits_1(tmp_path, content):
+def key_sources(tmp_path, keys_file, issuer="https://idp.test/", parties=("demo",)):
+    """A key-sources file naming `keys_file` as the keys of one source."""
+    path = tmp_path / "key-sources.json"
+    path.write_text(json.dumps({"sources": [{"issuer": issuer, "parties": list(parties),
+                                             "keys_file": str(keys_file)}]}))
+    return path
+
+
+@pytest.mark.parametrize("content,code", [
+    (None, 1),           # the keys file is missing: cannot be read
+    ("garbage\n", 2),    # not a key file: the configuration is wrong
+    ("PRIVATE", 2),      # a private key where public keys belong
+    ("BARE", 2),         # today's bare key file, without issuer and parties
+])
+def test_serve_with_unusable_merchant_keys_exits(tmp_path, content, code):
     keys = tmp_path / "merchant.pem"
-    if content == "PRIVATE":
+    private = tmp_path / "private.pem"
+    if content in ("PRIVATE", "BARE"):
         subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-out", str(keys)], check=True,
+                        "ec_paramgen_curve:P-256", "-out", str(private)], check=True,
                        capture_output=True)
+    if content == "PRIVATE":
+        keys = private
+    elif content == "BARE":
+        subprocess.run(["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(keys)],
+                       check=True, capture_output=True)
     elif content is not None:
         keys.write_text(content)
+    sources = keys if content == "BARE" else key_sources(tmp_path, keys)
     r = run("serve", "--store", store_url(tmp_path), "--listen", "127.0.0.1:0",
             "--admin-listen", "", "--signing-key-file", str(tmp_path / "signing.key"),
-            "--merchant-keys", str(keys))
-    assert r.returncode == 1, r.stderr
-    assert "merchant" in r.stderr or str(keys) in r.stderr
+            "--merchant-keys", str(sources))
+    assert r.returncode == code, r.stderr
+    assert "--merchant-keys" in r.stderr and str(keys) in r.stderr
     assert "BEGIN" not in r.stderr
 
 
@@ -214,7 +241,8 @@ def test_serve_uses_the_issuing_key_and_merchant_keys(start_kassa, tmp_path):
     merchant = tmp_path / "merchant.pem"
     subprocess.run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 2>/dev/null"
                    " | openssl pkey -pubout -out %s" % merchant, shell=True, check=True)
-    k = start_kassa("--signing-key-file", str(signing), "--merchant-keys", str(merchant),
+    k = start_kassa("--signing-key-file", str(signing),
+                    "--merchant-keys", str(key_sources(tmp_path, merchant)),
                     "--dev-trust-own-key", env={"KASSA_JWT_AUDIENCE": "kassa"})
     lines = k.log_lines()
     read = [x for x in lines if x.get("msg") == "signing key read"]

@@ -119,11 +119,11 @@ def test_log_file_flag(start_kassa, tmp_path):
 
 def test_existing_token_file_is_used(start_kassa, tmp_path):
     token_file = tmp_path / "prepared.token"
-    token_file.write_text("  operator-chosen-token-123\n")
+    token_file.write_text("  operator-chosen-token-0123456789abcdef\n")
     os.chmod(token_file, 0o600)
     k = start_kassa("--admin-token-file", str(token_file))
-    assert k.token == "operator-chosen-token-123"
-    h = {"Authorization": "Bearer operator-chosen-token-123"}
+    assert k.token == "operator-chosen-token-0123456789abcdef"
+    h = {"Authorization": "Bearer operator-chosen-token-0123456789abcdef"}
     assert requests.get(k.admin + "/admin/v1/stats", headers=h,
                         timeout=HTTP_TIMEOUT_S).status_code == 200
 

@@ -21,17 +21,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/payments_api.h"
+#include "api/roles.h"
 #include "auth/auth.h"
 #include "auth/auth_int.h"
+#include "core/json.h"
+#include "http/router.h"
 
 #define NOW_MS 1800000000000LL
 #define NOW_S (NOW_MS / 1000)
 #define TOKEN_CAP 16384
+#define ISS "https://idp.test/realms/m" /* the issuer of the fixture's key source */
 
 struct fixture {
     char dir[256];
     char signing[320]; /* kassa's own key file */
     char keys[320];    /* merchant keys file */
+    char sources[320]; /* merchant key-sources file naming fx.keys */
     EVP_PKEY *rsa;     /* merchant RSA key */
     EVP_PKEY *ec;      /* merchant EC key */
     EVP_PKEY *other;   /* a key nobody configured */
@@ -47,6 +53,7 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(fx.dir));
     snprintf(fx.signing, sizeof(fx.signing), "%s/var/signing.key", fx.dir);
     snprintf(fx.keys, sizeof(fx.keys), "%s/merchant-keys", fx.dir);
+    snprintf(fx.sources, sizeof(fx.sources), "%s/key-sources.json", fx.dir);
 }
 
 static void teardown(void)
@@ -134,14 +141,37 @@ static void jwk_append(EVP_PKEY *k, const char *kid, const char *extra, char *ou
     }
 }
 
-static int auth_open_opts(const char *keys, const char *aud, int trust, struct ks_auth **out,
-                          char *why, size_t whylen)
+/* Opens `out` over the key-sources file `sources` (NULL: no merchant keys). */
+static int auth_open_sources(const char *sources, const char *aud, int trust, struct ks_auth **out,
+                             char *why, size_t whylen)
 {
-    struct ks_auth_options o = {.merchant_keys_path = keys,
+    struct ks_auth_sources *src = NULL;
+    if (sources) {
+        int rc = ks_auth_sources_load(sources, NULL, &src, why, whylen);
+        if (rc != KS_OK)
+            return rc;
+    }
+    struct ks_auth_options o = {.merchant_sources = src,
                                 .audience = aud,
                                 .signing_key_path = fx.signing,
                                 .trust_own_key_for_merchants = trust};
     return ks_auth_open(&o, out, why, whylen);
+}
+
+/* Opens `out` over the key file `keys` (NULL: none) as the one key source of issuer ISS, which
+ * may speak for parties "party-1", "party-2" and "p". */
+static int auth_open_opts(const char *keys, const char *aud, int trust, struct ks_auth **out,
+                          char *why, size_t whylen)
+{
+    if (!keys)
+        return auth_open_sources(NULL, aud, trust, out, why, whylen);
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"sources\":[{\"issuer\":\"%s\",\"parties\":[\"party-1\",\"party-2\",\"p\"],"
+             "\"keys_file\":\"%s\"}]}",
+             ISS, keys);
+    write_file(fx.sources, text);
+    return auth_open_sources(fx.sources, aud, trust, out, why, whylen);
 }
 
 /* Opens fx.auth over a PEM file holding fx.rsa and fx.ec. */
@@ -227,8 +257,8 @@ static void make_token(const char *header, const char *payload, EVP_PKEY *key,
 static void payload_std(char *out, size_t cap, int64_t exp_s, const char *extra)
 {
     snprintf(out, cap,
-             "{\"sub\":\"merchant-1\",\"party\":\"party-1\",\"aud\":\"kassa\",\"exp\":%lld,"
-             "\"iat\":%lld,\"roles\":[\"invoices:write\",\"invoices:read\"]%s}",
+             "{\"iss\":\"" ISS "\",\"sub\":\"merchant-1\",\"party\":\"party-1\",\"aud\":\"kassa\","
+             "\"exp\":%lld,\"iat\":%lld,\"roles\":[\"invoices:write\",\"invoices:read\"]%s}",
              (long long)exp_s, (long long)NOW_S, extra ? extra : "");
 }
 
@@ -329,7 +359,8 @@ Test(auth, keycloak_client_roles, .init = setup, .fini = teardown)
     open_jwks(NULL, 0);
     char tok[TOKEN_CAP], pl[1024];
     snprintf(pl, sizeof(pl),
-             "{\"sub\":\"s\",\"party\":\"p\",\"aud\":[\"account\",\"kassa\"],\"exp\":%lld,"
+             "{\"iss\":\"" ISS
+             "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":[\"account\",\"kassa\"],\"exp\":%lld,"
              "\"resource_access\":{\"kassa\":{\"roles\":[\"invoices:read\"]},"
              "\"other\":{\"roles\":[\"admin\"]}}}",
              (long long)NOW_S + 60);
@@ -358,11 +389,14 @@ Test(auth, expired_and_clock_skew, .init = setup, .fini = teardown)
     make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
     expect_ok(tok, &p);
     /* exp as a fraction is a NumericDate too; as a string it is not. */
-    snprintf(pl, sizeof(pl), "{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld.5}",
+    snprintf(pl, sizeof(pl),
+             "{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld.5}",
              (long long)NOW_S + 10);
     make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
     expect_ok(tok, &p);
-    snprintf(pl, sizeof(pl), "{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":\"%lld\"}",
+    snprintf(pl, sizeof(pl),
+             "{\"iss\":\"" ISS
+             "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":\"%lld\"}",
              (long long)NOW_S + 10);
     make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
     expect_denied(tok, "exp is not a NumericDate");
@@ -391,11 +425,13 @@ Test(auth, wrong_or_missing_audience, .init = setup, .fini = teardown)
     payload_std(pl, sizeof(pl), NOW_S + 600, NULL); /* aud "kassa" */
     make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
     expect_denied(tok, "another audience");
-    snprintf(pl, sizeof(pl), "{\"sub\":\"s\",\"party\":\"p\",\"exp\":%lld}", (long long)NOW_S + 60);
+    snprintf(pl, sizeof(pl), "{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p\",\"exp\":%lld}",
+             (long long)NOW_S + 60);
     make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
     expect_denied(tok, "no aud");
     snprintf(pl, sizeof(pl),
-             "{\"sub\":\"s\",\"party\":\"p\",\"aud\":[\"x\",\"payments-api\"],\"exp\":%lld}",
+             "{\"iss\":\"" ISS
+             "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":[\"x\",\"payments-api\"],\"exp\":%lld}",
              (long long)NOW_S + 60);
     make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
     expect_ok(tok, &p);
@@ -428,7 +464,8 @@ Test(auth, tampered_payload, .init = setup, .fini = teardown)
     /* The same header and signature over another party's payload. */
     char evil[1024], evil64[2048];
     snprintf(evil, sizeof(evil),
-             "{\"sub\":\"merchant-1\",\"party\":\"party-2\",\"aud\":\"kassa\",\"exp\":%lld}",
+             "{\"iss\":\"" ISS
+             "\",\"sub\":\"merchant-1\",\"party\":\"party-2\",\"aud\":\"kassa\",\"exp\":%lld}",
              (long long)NOW_S + 600);
     b64url((const unsigned char *)evil, strlen(evil), evil64, sizeof(evil64));
     char *d1 = strchr(tok, '.'), *d2 = strrchr(tok, '.');
@@ -580,30 +617,42 @@ Test(auth, missing_or_bad_claims_refused, .init = setup, .fini = teardown)
         const char *fmt;
         const char *reason;
     } cases[] = {
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\"}", "no exp"},
-        {"{\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld}", "sub"},
-        {"{\"sub\":\"\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld}", "sub"},
-        {"{\"sub\":\"s\",\"aud\":\"kassa\",\"exp\":%lld}", "party"},
-        {"{\"sub\":\"s\",\"party\":\"p q\",\"aud\":\"kassa\",\"exp\":%lld}", "party"},
-        {"{\"sub\":\"s\",\"party\":7,\"aud\":\"kassa\",\"exp\":%lld}", "party"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"shops\":[]}", "shops"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"shops\":\"a\"}", "shops"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"shops\":[\"a/b\"]}",
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\"}", "no exp"},
+        {"{\"iss\":\"" ISS "\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld}", "sub"},
+        {"{\"iss\":\"" ISS "\",\"sub\":\"\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld}",
+         "sub"},
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"aud\":\"kassa\",\"exp\":%lld}", "party"},
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p q\",\"aud\":\"kassa\",\"exp\":%lld}",
+         "party"},
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":7,\"aud\":\"kassa\",\"exp\":%lld}", "party"},
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"shops\":[]}",
+         "shops"},
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"shops\":\"a\"}",
+         "shops"},
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"shops\":[\"a/b\"]}",
          "shop id"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,"
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,"
          "\"shops\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
          "shops"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":\"admin\"}",
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":\"admin\"}",
          "roles"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":[\"a b\"]}",
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":[\"a b\"]}",
          "role"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":"
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":"
          "[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\","
          "\"14\",\"15\",\"16\",\"17\"]}",
          "more than 16 roles"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":-5}", "exp"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"nbf\":\"soon\"}", "nbf"},
-        {"{\"sub\":\"s\",\"party\":\"p\",\"aud\":5,\"exp\":%lld}", "audience"},
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":-5}", "exp"},
+        {"{\"iss\":\"" ISS
+         "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"nbf\":\"soon\"}",
+         "nbf"},
+        {"{\"iss\":\"" ISS "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":5,\"exp\":%lld}", "audience"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 #pragma GCC diagnostic push
@@ -619,8 +668,9 @@ Test(auth, missing_or_bad_claims_refused, .init = setup, .fini = teardown)
     memset(role, 'r', KS_AUTH_ROLE_BYTES_MAX);
     role[KS_AUTH_ROLE_BYTES_MAX] = '\0';
     snprintf(pl, sizeof(pl),
-             "{\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":[\"%s\"]}", e,
-             role);
+             "{\"iss\":\"" ISS
+             "\",\"sub\":\"s\",\"party\":\"p\",\"aud\":\"kassa\",\"exp\":%lld,\"roles\":[\"%s\"]}",
+             e, role);
     make_token("{\"alg\":\"ES256\",\"kid\":\"ec-1\"}", pl, fx.ec, NULL, tok, sizeof(tok));
     expect_denied(tok, "role");
 }
@@ -631,6 +681,14 @@ Test(auth, merchant_token_claiming_invoice_kind_stays_merchant, .init = setup, .
     char pl[1024], tok[TOKEN_CAP];
     snprintf(pl, sizeof(pl),
              "{\"iss\":\"kassa\",\"kind\":\"invoice\",\"sub\":\"invoice:A\",\"invoice\":\"A\","
+             "\"party\":\"p\",\"shop\":\"s\",\"aud\":\"kassa\",\"exp\":%lld,"
+             "\"roles\":[\"invoices.A:read\",\"payment_resources:write\"]}",
+             (long long)NOW_S + 60);
+    make_token("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", pl, fx.rsa, NULL, tok, sizeof(tok));
+    /* kassa's own iss under a merchant key is not its key source's issuer. */
+    expect_denied(tok, "iss is not the issuer");
+    snprintf(pl, sizeof(pl),
+             "{\"iss\":\"" ISS "\",\"kind\":\"invoice\",\"sub\":\"invoice:A\",\"invoice\":\"A\","
              "\"party\":\"p\",\"shop\":\"s\",\"aud\":\"kassa\",\"exp\":%lld,"
              "\"roles\":[\"invoices.A:read\",\"payment_resources:write\"]}",
              (long long)NOW_S + 60);
@@ -968,4 +1026,342 @@ Test(auth, b64url_strict)
                  KS_OK);
     cr_assert_str_eq(enc, "-_8");
     cr_assert_eq(ks_auth_b64url_encode((const unsigned char *)"abcd", 4, enc, 6), KS_ERR_LIMIT);
+}
+
+/* --- merchant key sources ----------------------------------------------------------------- */
+
+#define ISS_A "https://sso.example.com/realms/merchants"
+#define ISS_B "https://idp.partner.example/"
+
+/* Writes `text` to `name` in the test directory; its path goes to `out`. */
+static void write_in_dir(const char *name, const char *text, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", fx.dir, name);
+    write_file(out, text);
+}
+
+/* Opens fx.auth over two key sources: A (issuer ISS_A, party "party-a", fx.rsa in a PEM file
+ * named relative to the key-sources file) and B (issuer ISS_B, parties "party-b" and "party-c",
+ * fx.ec inline with kid "b-1"). */
+static void open_two_sources(void)
+{
+    fx.rsa = rsa_new(2048);
+    fx.ec = ec_new();
+    char path[400], *pem = pem_public(fx.rsa);
+    write_in_dir("a.pem", pem, path, sizeof(path));
+    free(pem);
+    char jwk[2048] = "";
+    jwk_append(fx.ec, "b-1", "", jwk, sizeof(jwk));
+    char text[4096];
+    snprintf(text, sizeof(text),
+             "{\"sources\":[{\"issuer\":\"" ISS_A "\",\"parties\":[\"party-a\"],"
+             "\"keys_file\":\"a.pem\"},"
+             "{\"issuer\":\"" ISS_B "\",\"parties\":[\"party-b\",\"party-c\"],"
+             "\"jwks\":{\"keys\":[%s]}}]}",
+             jwk);
+    write_file(fx.sources, text);
+    char why[512] = "";
+    cr_assert_eq(auth_open_sources(fx.sources, NULL, 0, &fx.auth, why, sizeof(why)), KS_OK, "%s",
+                 why);
+}
+
+/* A merchant token signed by `key` with `iss_member` ("" or "\"iss\":...,") for `party`. */
+static void source_token(EVP_PKEY *key, const char *iss_member, const char *party, char *out,
+                         size_t cap)
+{
+    char pl[1024];
+    snprintf(pl, sizeof(pl),
+             "{%s\"sub\":\"svc\",\"party\":\"%s\",\"aud\":\"kassa\",\"exp\":%lld,"
+             "\"roles\":[\"invoices:read\"]}",
+             iss_member, party, (long long)NOW_S + 600);
+    make_token(EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA ? "{\"alg\":\"RS256\"}"
+                                                         : "{\"alg\":\"ES256\",\"kid\":\"b-1\"}",
+               pl, key, NULL, out, cap);
+}
+
+Test(auth, key_source_binds_issuer_and_parties, .init = setup, .fini = teardown)
+{
+    open_two_sources();
+    char tok[TOKEN_CAP];
+    struct ks_principal p;
+    source_token(fx.rsa, "\"iss\":\"" ISS_A "\",", "party-a", tok, sizeof(tok));
+    expect_ok(tok, &p);
+    cr_assert_str_eq(p.party_id, "party-a");
+    source_token(fx.ec, "\"iss\":\"" ISS_B "\",", "party-c", tok, sizeof(tok));
+    expect_ok(tok, &p);
+    cr_assert_str_eq(p.party_id, "party-c");
+    /* B's key may not speak for A's party, whatever iss it claims. */
+    source_token(fx.ec, "\"iss\":\"" ISS_B "\",", "party-a", tok, sizeof(tok));
+    expect_denied(tok, "may not speak for the party");
+    source_token(fx.ec, "\"iss\":\"" ISS_A "\",", "party-a", tok, sizeof(tok));
+    expect_denied(tok, "iss is not the issuer");
+    /* Nor may A's key speak for B's parties. */
+    source_token(fx.rsa, "\"iss\":\"" ISS_A "\",", "party-b", tok, sizeof(tok));
+    expect_denied(tok, "may not speak for the party");
+    /* iss is required and compared exactly. */
+    source_token(fx.rsa, "", "party-a", tok, sizeof(tok));
+    expect_denied(tok, "no iss");
+    source_token(fx.rsa, "\"iss\":7,", "party-a", tok, sizeof(tok));
+    expect_denied(tok, "iss is not the issuer");
+    source_token(fx.rsa, "\"iss\":\"" ISS_A "/\",", "party-a", tok, sizeof(tok));
+    expect_denied(tok, "iss is not the issuer");
+    source_token(fx.rsa, "\"iss\":\"kassa\",", "party-a", tok, sizeof(tok));
+    expect_denied(tok, "iss is not the issuer");
+}
+
+Test(auth, key_source_for_every_party, .init = setup, .fini = teardown)
+{
+    fx.ec = ec_new();
+    char jwk[2048] = "", text[4096];
+    jwk_append(fx.ec, "b-1", "", jwk, sizeof(jwk));
+    snprintf(text, sizeof(text),
+             "{\"sources\":[{\"issuer\":\"" ISS_B "\",\"parties\":\"*\",\"jwks\":%s}]}", jwk);
+    write_file(fx.sources, text);
+    char why[512] = "";
+    cr_assert_eq(auth_open_sources(fx.sources, NULL, 0, &fx.auth, why, sizeof(why)), KS_OK, "%s",
+                 why);
+    char tok[TOKEN_CAP];
+    struct ks_principal p;
+    source_token(fx.ec, "\"iss\":\"" ISS_B "\",", "anyone", tok, sizeof(tok));
+    expect_ok(tok, &p);
+    source_token(fx.ec, "\"iss\":\"" ISS_A "\",", "anyone", tok, sizeof(tok));
+    expect_denied(tok, "iss is not the issuer");
+}
+
+Test(auth, key_sources_file_errors, .init = setup, .fini = teardown)
+{
+    fx.rsa = rsa_new(2048);
+    fx.ec = ec_new();
+    char path[400], *pem = pem_public(fx.rsa);
+    write_in_dir("a.pem", pem, path, sizeof(path));
+    char jwk[2048] = "", jwk_rsa[2048] = "";
+    jwk_append(fx.ec, "b-1", "", jwk, sizeof(jwk));
+    jwk_append(fx.rsa, "a-1", "", jwk_rsa, sizeof(jwk_rsa));
+    char ok_src[2600], text[65536];
+    snprintf(ok_src, sizeof(ok_src), "\"parties\":[\"p\"],\"jwks\":{\"keys\":[%s]}", jwk);
+    /* Each case: a format with one %s and its argument. */
+    struct {
+        const char *fmt;
+        const char *arg;
+        int rc;
+        const char *reason;
+    } cases[] = {
+        {"%s", pem, KS_ERR_INVALID, "not a key-sources file"},
+        {"{\"keys\":[%s]}", jwk, KS_ERR_INVALID, "not a key-sources file"},
+        {"{%s}", "", KS_ERR_INVALID, "{\"sources\":[...]}"},
+        {"{\"sources\":[]%s}", "", KS_ERR_INVALID, "one or more"},
+        {"{\"sources\":[{\"issuer\":\"i\",%s}],\"more\":1}", ok_src, KS_ERR_INVALID,
+         "{\"sources\""},
+        {"{\"sources\":[7%s]}", "", KS_ERR_INVALID, "sources[0] is not an object"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"party\":\"p\",%s}]}", ok_src, KS_ERR_INVALID,
+         "unknown member \"party\""},
+        {"{\"sources\":[{%s}]}", ok_src, KS_ERR_INVALID, "\"issuer\""},
+        {"{\"sources\":[{\"issuer\":\"\",%s}]}", ok_src, KS_ERR_INVALID, "\"issuer\""},
+        {"{\"sources\":[{\"issuer\":\"a b\",%s}]}", ok_src, KS_ERR_INVALID, "\"issuer\""},
+        {"{\"sources\":[{\"issuer\":\"kassa\",%s}]}", ok_src, KS_ERR_INVALID, "kassa's own"},
+        {"{\"sources\":[{\"issuer\":\"i\",%s},{\"issuer\":\"i\",\"parties\":[\"q\"],"
+         "\"keys_file\":\"a.pem\"}]}",
+         ok_src, KS_ERR_INVALID, "already sources[0]"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"keys_file\":\"a.pem\"%s}]}", "", KS_ERR_INVALID,
+         "\"parties\""},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[],\"keys_file\":\"a.pem\"%s}]}", "",
+         KS_ERR_INVALID, "\"parties\""},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":\"all\",\"keys_file\":\"a.pem\"%s}]}", "",
+         KS_ERR_INVALID, "\"parties\""},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a/b\"],\"keys_file\":\"a.pem\"%s}]}", "",
+         KS_ERR_INVALID, "parties[0]"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\",\"a\"],\"keys_file\":\"a.pem\"%s}]}",
+         "", KS_ERR_INVALID, "listed twice"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\"]%s}]}", "", KS_ERR_INVALID,
+         "exactly one"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"keys_file\":\"a.pem\",%s}]}", ok_src, KS_ERR_INVALID,
+         "exactly one"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\"],\"keys_file\":\"nope.pem\"%s}]}", "",
+         KS_ERR_IO, "nope.pem does not exist"},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\"],\"jwks\":[]%s}]}", "", KS_ERR_INVALID,
+         "\"jwks\""},
+        {"{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\"],\"jwks\":{\"keys\":[]}%s}]}", "",
+         KS_ERR_INVALID, "no usable"},
+        {"{\"sources\":[{\"issuer\":\"i\",%s,\"issuer\":\"j\"}]}", ok_src, KS_ERR_INVALID, "JSON"},
+        {"{\"sources\":[{\"issuer\":\"i\",%s}", ok_src, KS_ERR_INVALID, "JSON"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), cases[i].fmt, cases[i].arg);
+        write_file(fx.sources, text);
+        struct ks_auth_sources *src = NULL;
+        char why[1024] = "";
+        int rc = ks_auth_sources_load(fx.sources, NULL, &src, why, sizeof(why));
+        cr_expect_eq(rc, cases[i].rc, "case %zu: rc %d (%s)", i, rc, why);
+        cr_expect_not_null(strstr(why, cases[i].reason), "case %zu: \"%s\" lacks \"%s\"", i, why,
+                           cases[i].reason);
+        cr_expect_null(strstr(why, "BEGIN"), "case %zu: key text in the reason", i);
+        cr_expect_null(src);
+        ks_auth_sources_free(src);
+    }
+    free(pem);
+
+    /* One key in two sources: either provider's tokens could pass as the other's. */
+    snprintf(text, sizeof(text),
+             "{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\"],\"keys_file\":\"a.pem\"},"
+             "{\"issuer\":\"j\",\"parties\":[\"b\"],\"jwks\":{\"keys\":[%s]}}]}",
+             jwk_rsa);
+    write_file(fx.sources, text);
+    struct ks_auth_sources *src = NULL;
+    char why[1024] = "";
+    cr_assert_eq(ks_auth_sources_load(fx.sources, NULL, &src, why, sizeof(why)), KS_ERR_INVALID);
+    cr_assert_not_null(strstr(why, "same key"), "%s", why);
+
+    /* More sources than KS_AUTH_SOURCES_MAX. */
+    size_t at = (size_t)snprintf(text, sizeof(text), "{\"sources\":[");
+    for (int i = 0; i <= KS_AUTH_SOURCES_MAX; i++)
+        at += (size_t)snprintf(text + at, sizeof(text) - at,
+                               "%s{\"issuer\":\"i%d\",\"parties\":[\"p\"],\"keys_file\":\"a.pem\"}",
+                               i ? "," : "", i);
+    snprintf(text + at, sizeof(text) - at, "]}");
+    write_file(fx.sources, text);
+    cr_assert_eq(ks_auth_sources_load(fx.sources, NULL, &src, why, sizeof(why)), KS_ERR_LIMIT);
+    cr_assert_null(src);
+
+    /* A missing key-sources file is an I/O error naming it. */
+    snprintf(path, sizeof(path), "%s/none.json", fx.dir);
+    cr_assert_eq(ks_auth_sources_load(path, NULL, &src, why, sizeof(why)), KS_ERR_IO);
+    cr_assert_not_null(strstr(why, "none.json"), "%s", why);
+
+    /* The well-formed sources load, with an absolute keys_file too. */
+    snprintf(text, sizeof(text),
+             "{\"sources\":[{\"issuer\":\"i\",\"parties\":[\"a\"],\"keys_file\":\"%s/a.pem\"},"
+             "{\"issuer\":\"j\",%s}]}",
+             fx.dir, ok_src);
+    write_file(fx.sources, text);
+    cr_assert_eq(ks_auth_sources_load(fx.sources, NULL, &src, why, sizeof(why)), KS_OK, "%s", why);
+    cr_assert_not_null(src);
+    ks_auth_sources_free(src);
+}
+
+Test(auth, own_key_open_to_group_or_others_refused, .init = setup, .fini = teardown)
+{
+    struct ks_auth *a = NULL;
+    char why[512] = "";
+    cr_assert_eq(auth_open_opts(NULL, NULL, 0, &a, why, sizeof(why)), KS_OK, "%s", why);
+    ks_auth_close(a);
+    a = NULL;
+    static const mode_t loose[] = {0640, 0604, 0660, 0644, 0610};
+    for (size_t i = 0; i < sizeof(loose) / sizeof(loose[0]); i++) {
+        cr_assert_eq(chmod(fx.signing, loose[i]), 0);
+        cr_assert_eq(auth_open_opts(NULL, NULL, 0, &a, why, sizeof(why)), KS_ERR_INVALID,
+                     "mode %o accepted", (unsigned)loose[i]);
+        cr_assert_null(a);
+        cr_assert_not_null(strstr(why, "open to group or others"), "%s", why);
+        cr_assert_not_null(strstr(why, fx.signing), "%s", why);
+    }
+    cr_assert_eq(chmod(fx.signing, 0400), 0);
+    cr_assert_eq(auth_open_opts(NULL, NULL, 0, &a, why, sizeof(why)), KS_OK, "%s", why);
+    ks_auth_close(a);
+}
+
+/* --- roles of the public API routes -------------------------------------------------------- */
+
+static bool merchant_role_known(const char *role)
+{
+    for (int i = 0; i < KS_AUTH_MERCHANT_ROLES_N; i++)
+        if (strcmp(role, ks_auth_merchant_roles[i]) == 0)
+            return true;
+    return false;
+}
+
+Test(auth, every_public_route_names_its_role)
+{
+    /* Registering the routes fails when one has no row; every row is a registered route. */
+    struct ks_payments_api api;
+    memset(&api, 0, sizeof(api));
+    struct ks_http_router *r = calloc(1, sizeof(*r));
+    cr_assert_not_null(r);
+    ks_http_router_init(r);
+    cr_assert_eq(ks_api_payments_routes(r, &api), KS_OK);
+    cr_assert_eq(r->routes_n, ks_api_route_roles_n, "the table and the routes differ in number");
+    for (size_t i = 0; i < r->routes_n; i++)
+        cr_assert_not_null(ks_api_route_role(r->routes[i].method, r->routes[i].pattern),
+                           "%s %s has no role", r->routes[i].method, r->routes[i].pattern);
+    free(r);
+    for (size_t i = 0; i < ks_api_route_roles_n; i++) {
+        const struct ks_api_route_role *row = &ks_api_route_roles[i];
+        cr_assert(row->merchant_role || row->invoice_role, "%s %s", row->method, row->pattern);
+        cr_assert(!row->merchant_role || merchant_role_known(row->merchant_role), "%s",
+                  row->merchant_role);
+        cr_assert(!row->invoice_role || strncmp(row->invoice_role, "invoices.{id}", 13) == 0 ||
+                      strcmp(row->invoice_role, "payment_resources:write") == 0,
+                  "%s", row->invoice_role);
+    }
+    /* The rows the security review named. */
+    const struct ks_api_route_role *row = ks_api_route_role("POST", "/v2/processing/invoices");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_INVOICES_WRITE);
+    cr_assert_null(row->invoice_role);
+    row = ks_api_route_role("POST",
+                            "/v2/processing/invoices/{invoiceID}/payments/{paymentID}/refunds");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_REFUNDS_WRITE);
+    row = ks_api_route_role("POST",
+                            "/v2/processing/invoices/{invoiceID}/payments/{paymentID}/capture");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_PAYMENTS_WRITE);
+    row = ks_api_route_role("POST", "/v2/processing/payment-resources");
+    cr_assert_null(row->merchant_role, "card data only with an invoice token");
+    row = ks_api_route_role("GET", "/v2/processing/invoices/{invoiceID}");
+    cr_assert_str_eq(row->merchant_role, KS_AUTH_ROLE_INVOICES_READ);
+    cr_assert_null(ks_api_route_role("DELETE", "/v2/processing/invoices/{invoiceID}"));
+}
+
+/* ks_api_merchant_role on a merchant principal holding `roles`; returns the status it set. */
+static int merchant_role_status(const char *const *roles, int n, const char *need, char *message,
+                                size_t cap)
+{
+    struct ks_principal p;
+    memset(&p, 0, sizeof(p));
+    p.kind = KS_PRINCIPAL_MERCHANT;
+    snprintf(p.party_id, sizeof(p.party_id), "party-1");
+    for (int i = 0; i < n; i++)
+        snprintf(p.roles[p.roles_n++], sizeof(p.roles[0]), "%s", roles[i]);
+    struct ks_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    int rc = ks_api_merchant_role(&p, need, &resp);
+    int status = rc == KS_OK ? 0 : resp.status;
+    cr_assert_eq(rc == KS_OK, resp.body == NULL, "a body exactly when refused");
+    message[0] = '\0';
+    if (resp.body)
+        snprintf(message, cap, "%s", ks_json_get_str(resp.body, "message"));
+    json_decref(resp.body);
+    return status;
+}
+
+Test(auth, merchant_roles_deny_by_default)
+{
+    char msg[256];
+    /* No roles: nothing at all. */
+    for (int i = 0; i < KS_AUTH_MERCHANT_ROLES_N; i++) {
+        cr_assert_eq(merchant_role_status(NULL, 0, ks_auth_merchant_roles[i], msg, sizeof(msg)),
+                     401);
+        cr_assert_not_null(strstr(msg, ks_auth_merchant_roles[i]), "%s", msg);
+    }
+    /* A reader reads and does nothing else; no role implies another. */
+    const char *reader[] = {KS_AUTH_ROLE_INVOICES_READ};
+    cr_assert_eq(merchant_role_status(reader, 1, KS_AUTH_ROLE_INVOICES_READ, msg, sizeof(msg)), 0);
+    cr_assert_eq(merchant_role_status(reader, 1, KS_AUTH_ROLE_INVOICES_WRITE, msg, sizeof(msg)),
+                 401);
+    cr_assert_eq(merchant_role_status(reader, 1, KS_AUTH_ROLE_REFUNDS_WRITE, msg, sizeof(msg)),
+                 401);
+    const char *writer[] = {KS_AUTH_ROLE_INVOICES_WRITE, "admin", "payments:*"};
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_INVOICES_WRITE, msg, sizeof(msg)), 0);
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_INVOICES_READ, msg, sizeof(msg)),
+                 401);
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_PAYMENTS_WRITE, msg, sizeof(msg)),
+                 401);
+    cr_assert_eq(merchant_role_status(writer, 3, KS_AUTH_ROLE_REFUNDS_WRITE, msg, sizeof(msg)),
+                 401);
+    cr_assert_not_null(strstr(msg, "refunds:write"), "%s", msg);
+    /* Invoice tokens are held to their scoped roles where the invoice is known. */
+    struct ks_principal inv;
+    memset(&inv, 0, sizeof(inv));
+    inv.kind = KS_PRINCIPAL_INVOICE;
+    struct ks_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    cr_assert_eq(ks_api_merchant_role(&inv, KS_AUTH_ROLE_PAYMENTS_WRITE, &resp), KS_OK);
+    cr_assert_null(resp.body);
 }
