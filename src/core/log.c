@@ -70,34 +70,48 @@ static size_t utf8_seq_len(const unsigned char *s)
     return n;
 }
 
+/* The next piece of `s` as ks_log_text writes it: `*n` input bytes, 3 output bytes (%XX) if
+ * escaped, else `*n`. */
+static int log_piece(const unsigned char *s, size_t *n)
+{
+    *n = utf8_seq_len(s);
+    if (*n == 0 || (*n == 1 && (*s < 0x20 || *s == 0x7f))) {
+        *n = 1;
+        return 1;
+    }
+    return 0;
+}
+
 char *ks_log_text(const char *in, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     static const char cut[] = "...";
     assert(out != NULL && cap >= sizeof(cut));
     const unsigned char *s = (const unsigned char *)(in ? in : "");
+    size_t total = 0, n;
+    for (const unsigned char *p = s; *p && total < cap; p += n)
+        total += log_piece(p, &n) ? 3 : n;
+    /* If it does not all fit, keep room for the marker after the last whole piece. */
+    size_t room = total < cap ? cap - 1 : cap - sizeof(cut);
     size_t w = 0;
     while (*s) {
-        size_t n = utf8_seq_len(s);
-        int escape = n == 0 || (n == 1 && (*s < 0x20 || *s == 0x7f));
-        size_t need = escape ? 3 : n;
-        /* Room for this piece and, if more follows, for the cut marker. */
-        size_t after = s[escape ? 1 : n] ? sizeof(cut) - 1 : 0;
-        if (w + need + after >= cap) {
-            assert(w + sizeof(cut) <= cap); /* every piece was written with room for the marker */
-            memcpy(out + w, cut, sizeof(cut)); /* with its NUL */
-            return out;
-        }
+        int escape = log_piece(s, &n);
+        if (w + (escape ? 3 : n) > room)
+            break;
         if (escape) {
             out[w++] = '%';
             out[w++] = hex[*s >> 4];
             out[w++] = hex[*s & 0xf];
-            s++;
         } else {
             memcpy(out + w, s, n);
             w += n;
-            s += n;
         }
+        s += n;
+    }
+    if (*s) {
+        assert(w + sizeof(cut) <= cap);
+        memcpy(out + w, cut, sizeof(cut)); /* with its NUL */
+        return out;
     }
     out[w] = '\0';
     return out;
