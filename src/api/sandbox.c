@@ -357,10 +357,9 @@ int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
     /* The tag is a capability: it never appears in the access log. */
     const unsigned tag = KS_HTTP_ROUTE_SECRET_PARAM(0);
     int rc;
-    if ((rc = ks_http_router_add(r, "GET", "/v2/sandbox/3ds/{tag}", tag, page_3ds, ctx)) !=
-            KS_OK ||
-        (rc = ks_http_router_add(r, "POST", "/v2/sandbox/3ds/{tag}",
-                                 tag | KS_HTTP_ROUTE_FORM_BODY, page_3ds, ctx)) != KS_OK ||
+    if ((rc = ks_http_router_add(r, "GET", "/v2/sandbox/3ds/{tag}", tag, page_3ds, ctx)) != KS_OK ||
+        (rc = ks_http_router_add(r, "POST", "/v2/sandbox/3ds/{tag}", tag | KS_HTTP_ROUTE_FORM_BODY,
+                                 page_3ds, ctx)) != KS_OK ||
         (rc = ks_http_router_add(r, "POST", "/v2/sandbox/3ds/{tag}/complete",
                                  tag | KS_HTTP_ROUTE_FORM_BODY, complete_3ds, ctx)) != KS_OK)
         return rc;

@@ -56,9 +56,7 @@ int ks_json_values_check(const char *text, size_t len, size_t values_max)
 {
     assert(text != NULL || len == 0);
     /* Depth is not this check's business: INT_MAX keeps it out of the way. */
-    return json_scan(text, len, INT_MAX, values_max) == SCAN_TOO_MANY_VALUES
-               ? KS_ERR_LIMIT
-               : KS_OK;
+    return json_scan(text, len, INT_MAX, values_max) == SCAN_TOO_MANY_VALUES ? KS_ERR_LIMIT : KS_OK;
 }
 
 int ks_json_parse(const char *text, size_t len, json_t **out, char *why, size_t whylen)

@@ -68,7 +68,7 @@ struct ks_http_server {
     pthread_mutex_t conns_mu;
     pthread_cond_t reaper_cv; /* signalled to stop the reaper */
     struct conn_track *conns; /* every open connection */
-    int sync_ready; /* conns_mu and reaper_cv are initialised */
+    int sync_ready;           /* conns_mu and reaper_cv are initialised */
     int reaper_stop;
     int reaper_running;
     pthread_t reaper;
@@ -82,8 +82,8 @@ struct http_request {
     char remote[INET6_ADDRSTRLEN + 1];
     char method[16];
     char log_path[KS_HTTP_LOG_PATH_BYTES_MAX]; /* secrets redacted, escaped (ks_log_text) */
-    char *pathbuf;         /* the router's writable copy of the path: m.params point into it */
-    int route_rc;          /* ks_http_router_match's answer */
+    char *pathbuf; /* the router's writable copy of the path: m.params point into it */
+    int route_rc;  /* ks_http_router_match's answer */
     struct ks_http_match m;
     const char *principal; /* the authorizer's name for the caller, or NULL */
     int authorized;
@@ -383,8 +383,7 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
          * values, so their number is what bounds its memory. */
         if (ks_json_values_check(r->body, r->body_len, srv->json_values_max) != KS_OK) {
             ks_http_error(&resp, 413, "limitExceeded",
-                          "request body holds more than %zu JSON values",
-                          srv->json_values_max);
+                          "request body holds more than %zu JSON values", srv->json_values_max);
             goto out_send;
         }
         rc = ks_json_parse(r->body, r->body_len, &json, why, sizeof(why));
@@ -597,9 +596,8 @@ static enum MHD_Result head_arrived(struct MHD_Connection *conn, struct http_req
         const char *name = NULL;
         int rc = KS_ERR_UNAUTHORIZED;
         if (srv->authorize)
-            rc = srv->authorize(srv->authorize_ctx, &req,
-                                srv->principal_bytes > 0 ? r->auth : NULL, &name, why,
-                                sizeof(why));
+            rc = srv->authorize(srv->authorize_ctx, &req, srv->principal_bytes > 0 ? r->auth : NULL,
+                                &name, why, sizeof(why));
         if (rc != KS_OK || !name) {
             why[sizeof(why) - 1] = '\0';
             return send_error(conn, r, 401, "unauthorized",
@@ -921,9 +919,8 @@ int ks_http_server_start(const struct ks_http_server_options *opt, struct ks_htt
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
         s, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, opt->connections_max,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, opt->per_ip_connections_max,
-        MHD_OPTION_CONNECTION_TIMEOUT,
-        opt->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, conn_memory,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        conn_memory, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
     if (!s->daemon) {
         rc = KS_ERR_IO;
         snprintf(why, whylen, "cannot listen on %s (address in use or not available?)",

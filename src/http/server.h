@@ -65,7 +65,7 @@ struct ks_http_server_options {
                                             1..KS_HTTP_HEAD_DEADLINE_S_MAX */
     ks_http_authorizer authorize;        /* required if any route has KS_HTTP_ROUTE_AUTH */
     void *authorize_ctx;
-    size_t principal_bytes;              /* size of the per-request buffer the authorizer fills */
+    size_t principal_bytes; /* size of the per-request buffer the authorizer fills */
 };
 
 struct ks_http_server;

@@ -123,9 +123,9 @@ Test(core, log_text_keeps_utf8_and_escapes_the_rest)
     cr_assert_str_eq(ks_log_text(NULL, out, sizeof(out)), "");
     /* invalid bytes and control characters become %XX; valid UTF-8 passes */
     cr_assert_str_eq(ks_log_text("/a\xff\xfe/b\n\x7f", out, sizeof(out)), "/a%FF%FE/b%0A%7F");
-    cr_assert_str_eq(ks_log_text("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", out,
-                                 sizeof(out)),
-                     "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    cr_assert_str_eq(
+        ks_log_text("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", out, sizeof(out)),
+        "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
     /* overlong forms, surrogates, past U+10FFFF, truncated sequences: byte by byte */
     cr_assert_str_eq(ks_log_text("\xc0\xaf", out, sizeof(out)), "%C0%AF");
     cr_assert_str_eq(ks_log_text("\xe0\x80\xaf", out, sizeof(out)), "%E0%80%AF");

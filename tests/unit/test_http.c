@@ -26,9 +26,9 @@ static void routes(void)
                                     KS_HTTP_ROUTE_SECRET_PARAM(0) | KS_HTTP_ROUTE_FORM_BODY, nop,
                                     NULL),
                  KS_OK);
-    cr_assert_eq(ks_http_router_add(&rt, "GET", "/a/{x}/b/{key}",
-                                    KS_HTTP_ROUTE_SECRET_PARAM(1), nop, NULL),
-                 KS_OK);
+    cr_assert_eq(
+        ks_http_router_add(&rt, "GET", "/a/{x}/b/{key}", KS_HTTP_ROUTE_SECRET_PARAM(1), nop, NULL),
+        KS_OK);
     cr_assert_eq(ks_http_router_add(&rt, "GET", "/v2/processing/invoices/{invoiceID}",
                                     KS_HTTP_ROUTE_AUTH, nop, NULL),
                  KS_OK);
@@ -44,14 +44,13 @@ static const char *redact(const char *path)
 Test(http, secret_param_flags_must_name_a_parameter)
 {
     ks_http_router_init(&rt);
-    cr_assert_eq(ks_http_router_add(&rt, "GET", "/x/{a}", KS_HTTP_ROUTE_SECRET_PARAM(1), nop,
-                                    NULL),
+    cr_assert_eq(ks_http_router_add(&rt, "GET", "/x/{a}", KS_HTTP_ROUTE_SECRET_PARAM(1), nop, NULL),
                  KS_ERR_INVALID);
     cr_assert_eq(ks_http_router_add(&rt, "GET", "/x/y", KS_HTTP_ROUTE_SECRET_PARAM(0), nop, NULL),
                  KS_ERR_INVALID);
-    cr_assert_eq(ks_http_router_add(&rt, "GET", "/x/{a}/{b}", KS_HTTP_ROUTE_SECRET_PARAM(1), nop,
-                                    NULL),
-                 KS_OK);
+    cr_assert_eq(
+        ks_http_router_add(&rt, "GET", "/x/{a}/{b}", KS_HTTP_ROUTE_SECRET_PARAM(1), nop, NULL),
+        KS_OK);
 }
 
 Test(http, secret_params_are_redacted_for_any_method_and_shape)
@@ -78,8 +77,7 @@ Test(http, redaction_that_does_not_fit_is_refused)
 {
     routes();
     char out[20];
-    cr_assert_eq(ks_http_router_redact(&rt, "/v2/sandbox/3ds/tag", out, sizeof(out)),
-                 KS_ERR_LIMIT);
+    cr_assert_eq(ks_http_router_redact(&rt, "/v2/sandbox/3ds/tag", out, sizeof(out)), KS_ERR_LIMIT);
     cr_assert_str_eq(out, "");
     /* the documented size always fits */
     const char *p = "/v2/sandbox/3ds/t/complete";
