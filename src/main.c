@@ -25,6 +25,7 @@
 #include "config/config.h"
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
+#include "auth/auth_http.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/limits.h"
@@ -65,8 +66,11 @@ enum opt_id {
     OPT_ADMIN_TOKEN_FILE,
     OPT_HTTP_THREADS,
     OPT_HTTP_BODY_MAX_BYTES,
+    OPT_ADMIN_BODY_MAX_BYTES,
     OPT_HTTP_CONNECTIONS_MAX,
+    OPT_HTTP_CONNECTIONS_PER_IP_MAX,
     OPT_HTTP_TIMEOUT_S,
+    OPT_HTTP_HEAD_DEADLINE_S,
     OPT_COMMIT_BATCH_MAX,
     OPT_LOG_FILE,
     OPT_LOG_LEVEL,
@@ -103,13 +107,25 @@ static const struct opt_def {
                               "admin bearer token; created (mode 0600) if missing"},
     [OPT_HTTP_THREADS] = {"http-threads", "KASSA_HTTP_THREADS", STR(KS_HTTP_THREADS_DEFAULT),
                           "HTTP worker threads per listener (handlers block on commits)"},
-    [OPT_HTTP_BODY_MAX_BYTES] = {"http-body-max-bytes", "KASSA_HTTP_BODY_MAX_BYTES", "1048576",
-                                 "largest request body; larger gets 413"},
+    [OPT_HTTP_BODY_MAX_BYTES] = {"http-body-max-bytes", "KASSA_HTTP_BODY_MAX_BYTES", "65536",
+                                 "largest request body on the public listener; larger gets 413"},
+    [OPT_ADMIN_BODY_MAX_BYTES] = {"admin-body-max-bytes", "KASSA_ADMIN_BODY_MAX_BYTES", "1048576",
+                                  "largest request body on the admin listener (configuration "
+                                  "documents); larger gets 413"},
     [OPT_HTTP_CONNECTIONS_MAX] = {"http-connections-max", "KASSA_HTTP_CONNECTIONS_MAX",
                                   STR(KS_HTTP_CONNECTIONS_MAX_DEFAULT),
                                   "open connections per listener"},
+    [OPT_HTTP_CONNECTIONS_PER_IP_MAX] = {"http-connections-per-ip-max",
+                                         "KASSA_HTTP_CONNECTIONS_PER_IP_MAX",
+                                         STR(KS_HTTP_PER_IP_CONNECTIONS_MAX_DEFAULT),
+                                         "open connections per listener from one client address "
+                                         "(at most --http-connections-max); more are closed"},
     [OPT_HTTP_TIMEOUT_S] = {"http-timeout-s", "KASSA_HTTP_TIMEOUT_S",
                             STR(KS_HTTP_TIMEOUT_S_DEFAULT), "idle connection timeout in seconds"},
+    [OPT_HTTP_HEAD_DEADLINE_S] = {"http-head-deadline-s", "KASSA_HTTP_HEAD_DEADLINE_S",
+                                  STR(KS_HTTP_HEAD_DEADLINE_S_DEFAULT),
+                                  "seconds a client has to send a complete request head, from "
+                                  "connecting or from its previous request's end; then closed"},
     [OPT_COMMIT_BATCH_MAX] = {"commit-batch-max", "KASSA_COMMIT_BATCH_MAX",
                               STR(KS_COMMIT_BATCH_MAX_DEFAULT),
                               "transitions grouped into one durable write"},
@@ -146,16 +162,21 @@ static const struct opt_def {
                             "configuration uses it"},
 };
 
-_Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576,
+_Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 65536,
                "keep the --http-body-max-bytes default text in step");
+_Static_assert(KS_HTTP_ADMIN_BODY_BYTES_MAX_DEFAULT == 1048576,
+               "keep the --admin-body-max-bytes default text in step");
 
 /* Parsed configuration. Strings are borrowed from argv, the environment or opt_defs. */
 struct config {
     const char *text[OPT_COUNT];
     int64_t http_threads;
     int64_t http_body_max_bytes;
+    int64_t admin_body_max_bytes;
     int64_t http_connections_max;
+    int64_t http_connections_per_ip_max;
     int64_t http_timeout_s;
+    int64_t http_head_deadline_s;
     int64_t commit_batch_max;
     int log_level;
     int sqlite_full;
@@ -261,9 +282,15 @@ static int config_parse(int argc, char **argv, struct config *c)
     if ((rc = int_option(c, OPT_HTTP_THREADS, 1, KS_HTTP_THREADS_MAX, &c->http_threads)) ||
         (rc = int_option(c, OPT_HTTP_BODY_MAX_BYTES, 1, KS_HTTP_BODY_BYTES_MAX_CEIL,
                          &c->http_body_max_bytes)) ||
+        (rc = int_option(c, OPT_ADMIN_BODY_MAX_BYTES, 1, KS_HTTP_BODY_BYTES_MAX_CEIL,
+                         &c->admin_body_max_bytes)) ||
         (rc = int_option(c, OPT_HTTP_CONNECTIONS_MAX, 1, KS_HTTP_CONNECTIONS_MAX_CEIL,
                          &c->http_connections_max)) ||
+        (rc = int_option(c, OPT_HTTP_CONNECTIONS_PER_IP_MAX, 1, KS_HTTP_CONNECTIONS_MAX_CEIL,
+                         &c->http_connections_per_ip_max)) ||
         (rc = int_option(c, OPT_HTTP_TIMEOUT_S, 1, KS_HTTP_TIMEOUT_S_MAX, &c->http_timeout_s)) ||
+        (rc = int_option(c, OPT_HTTP_HEAD_DEADLINE_S, 1, KS_HTTP_HEAD_DEADLINE_S_MAX,
+                         &c->http_head_deadline_s)) ||
         (rc = int_option(c, OPT_COMMIT_BATCH_MAX, 1, KS_COMMIT_QUEUE_MAX, &c->commit_batch_max)) ||
         (rc = int_option(c, OPT_PAYMENT_HOLD_MS, 1000, 30LL * 24 * 3600 * 1000,
                          &c->payment_hold_ms)) ||
@@ -573,22 +600,40 @@ static int routes_build(struct serve_state *st, int admin_enabled, struct ks_log
     return rc;
 }
 
-static int server_start(const struct config *c, const char *name, const char *listen,
-                        const struct ks_http_router *router, struct serve_state *st,
-                        ks_http_authorizer authorize, struct ks_log *lg,
+/* What differs between the two listeners. */
+struct listener {
+    const char *name;
+    const char *listen;
+    const struct ks_http_router *router;
+    int64_t body_bytes_max;
+    size_t json_values_max;
+    ks_http_authorizer authorize;
+    void *authorize_ctx;
+    size_t principal_bytes;
+};
+
+static int server_start(const struct config *c, const struct listener *l, struct ks_log *lg,
                         struct ks_http_server **out)
 {
+    const char *name = l->name;
+    unsigned per_ip = (unsigned)(c->http_connections_per_ip_max < c->http_connections_max
+                                     ? c->http_connections_per_ip_max
+                                     : c->http_connections_max);
     struct ks_http_server_options o = {
         .name = name,
-        .listen = listen,
-        .router = router,
+        .listen = l->listen,
+        .router = l->router,
         .log = lg,
         .threads = (int)c->http_threads,
-        .body_bytes_max = (size_t)c->http_body_max_bytes,
+        .body_bytes_max = (size_t)l->body_bytes_max,
+        .json_values_max = l->json_values_max,
         .connections_max = (unsigned)c->http_connections_max,
+        .per_ip_connections_max = per_ip,
         .timeout_s = (unsigned)c->http_timeout_s,
-        .authorize = authorize,
-        .authorize_ctx = &st->api,
+        .head_deadline_s = (unsigned)c->http_head_deadline_s,
+        .authorize = l->authorize,
+        .authorize_ctx = l->authorize_ctx,
+        .principal_bytes = l->principal_bytes,
     };
     char why[256] = "";
     int rc = ks_http_server_start(&o, out, why, sizeof(why));
@@ -771,12 +816,26 @@ static int cmd_serve(int argc, char **argv)
         rc = EXIT_FAILURE_;
         goto out_engine;
     }
-    if ((rc = server_start(&c, "public", c.text[OPT_LISTEN], &st->public_router, st, NULL, &lg,
-                           &st->public_srv)) != EXIT_OK)
+    /* The public API's bearer tokens are verified when a request head arrives, before its body
+     * is read; handlers get the verified struct ks_principal as req->auth. */
+    const struct listener public_l = {.name = "public",
+                                      .listen = c.text[OPT_LISTEN],
+                                      .router = &st->public_router,
+                                      .body_bytes_max = c.http_body_max_bytes,
+                                      .json_values_max = KS_HTTP_JSON_VALUES_MAX,
+                                      .authorize = ks_auth_http_authorize,
+                                      .authorize_ctx = auth,
+                                      .principal_bytes = sizeof(struct ks_principal)};
+    const struct listener admin_l = {.name = "admin",
+                                     .listen = c.text[OPT_ADMIN_LISTEN],
+                                     .router = &st->admin_router,
+                                     .body_bytes_max = c.admin_body_max_bytes,
+                                     .json_values_max = KS_HTTP_ADMIN_JSON_VALUES_MAX,
+                                     .authorize = ks_api_admin_authorize,
+                                     .authorize_ctx = &st->api};
+    if ((rc = server_start(&c, &public_l, &lg, &st->public_srv)) != EXIT_OK)
         goto out_servers;
-    if (admin_enabled &&
-        (rc = server_start(&c, "admin", c.text[OPT_ADMIN_LISTEN], &st->admin_router, st,
-                           ks_api_admin_authorize, &lg, &st->admin_srv)) != EXIT_OK)
+    if (admin_enabled && (rc = server_start(&c, &admin_l, &lg, &st->admin_srv)) != EXIT_OK)
         goto out_servers;
 
     if (!c.text[OPT_PUBLIC_URL][0]) /* the payer pages live on the public listener */

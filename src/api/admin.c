@@ -28,11 +28,14 @@ static const char admin_principal[] = "admin";
 
 /* --- authentication ----------------------------------------------------------------------- */
 
-int ks_api_admin_authorize(void *vctx, const struct ks_http_req *req, const char **principal)
+int ks_api_admin_authorize(void *vctx, const struct ks_http_req *req, void *principal,
+                           const char **name, char *why, size_t whylen)
 {
     struct ks_api_ctx *ctx = vctx;
-    assert(ctx != NULL && req != NULL && principal != NULL);
-    *principal = NULL;
+    assert(ctx != NULL && req != NULL && name != NULL);
+    (void)principal;
+    *name = NULL;
+    snprintf(why, whylen, "missing or invalid bearer token");
     const char *h = ks_http_req_header(req, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return KS_ERR_UNAUTHORIZED;
@@ -48,7 +51,7 @@ int ks_api_admin_authorize(void *vctx, const struct ks_http_req *req, const char
     SHA256((const unsigned char *)ctx->admin_token, strlen(ctx->admin_token), b);
     if (CRYPTO_memcmp(a, b, sizeof(a)) != 0)
         return KS_ERR_UNAUTHORIZED;
-    *principal = admin_principal;
+    *name = admin_principal;
     return KS_OK;
 }
 

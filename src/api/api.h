@@ -58,10 +58,12 @@ KS_MUST_USE int ks_api_config_routes(struct ks_http_router *r, struct ks_api_ctx
  * be set. Test and bench builds also get POST /admin/v1/ledger/ops, which runs a ledger task. */
 KS_MUST_USE int ks_api_ledger_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
 
-/* The admin listener's authorizer (http/server.h): accepts `Authorization: Bearer <token>` when
- * the token equals ctx->admin_token, compared in constant time; the principal is "admin".
+/* The admin listener's authorizer (http/server.h, ks_http_authorizer): accepts
+ * `Authorization: Bearer <token>` when the token equals ctx->admin_token, compared in constant
+ * time; the name is "admin" and `principal` (the listener has principal_bytes 0) is unused.
  * `ctx` is a struct ks_api_ctx. */
-int ks_api_admin_authorize(void *ctx, const struct ks_http_req *req, const char **principal);
+int ks_api_admin_authorize(void *ctx, const struct ks_http_req *req, void *principal,
+                           const char **name, char *why, size_t whylen);
 
 /*
  * Reads the admin token from `path`, or, when the file does not exist, creates it (mode 0600,

@@ -250,8 +250,13 @@ static int complete_3ds(void *vctx, const struct ks_http_req *req, struct ks_htt
                 ks_err_name(rc));
         return reply_error(req, resp, 500, "internalError", "Something went wrong.");
     }
+    /* The machine the tag names, not the tag: its nonce is the capability and stays out of
+     * logs. tag_check parsed it already. */
+    char ns[KS_NS_BYTES_MAX + 1], id[KS_ID_BYTES_MAX + 1];
+    if (ks_callback_tag_parse(tag, ns, id) != KS_OK)
+        ns[0] = id[0] = '\0';
     ks_log_json(req->log, KS_LOG_INFO, req->trace, "sandbox 3-D Secure answer",
-                json_pack("{s:s, s:s}", "tag", tag, "decision", decision));
+                json_pack("{s:s, s:s, s:s}", "ns", ns, "id", id, "decision", decision));
 
     if (wants_json(req))
         return ks_http_reply(
@@ -349,12 +354,14 @@ static int operations_list(void *vctx, const struct ks_http_req *req, struct ks_
 int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
 {
     assert(r != NULL && ctx != NULL && ctx->engine != NULL);
+    /* The tag is a capability: it never appears in the access log. */
+    const unsigned tag = KS_HTTP_ROUTE_SECRET_PARAM(0);
     int rc;
-    if ((rc = ks_http_router_add(r, "GET", "/v2/sandbox/3ds/{tag}", 0, page_3ds, ctx)) != KS_OK ||
-        (rc = ks_http_router_add(r, "POST", "/v2/sandbox/3ds/{tag}", KS_HTTP_ROUTE_FORM_BODY,
+    if ((rc = ks_http_router_add(r, "GET", "/v2/sandbox/3ds/{tag}", tag, page_3ds, ctx)) != KS_OK ||
+        (rc = ks_http_router_add(r, "POST", "/v2/sandbox/3ds/{tag}", tag | KS_HTTP_ROUTE_FORM_BODY,
                                  page_3ds, ctx)) != KS_OK ||
         (rc = ks_http_router_add(r, "POST", "/v2/sandbox/3ds/{tag}/complete",
-                                 KS_HTTP_ROUTE_FORM_BODY, complete_3ds, ctx)) != KS_OK)
+                                 tag | KS_HTTP_ROUTE_FORM_BODY, complete_3ds, ctx)) != KS_OK)
         return rc;
     return KS_OK;
 }

@@ -22,4 +22,14 @@ KS_MUST_USE int ks_auth_from_request(struct ks_auth *a, const struct ks_http_req
                                      int64_t now_ms, struct ks_principal *out, char *why,
                                      size_t whylen);
 
+/*
+ * The public listener's authorizer (http/server.h, ks_http_authorizer), run when a request head
+ * arrives: `ctx` is the struct ks_auth, `principal` a zeroed struct ks_principal (the server's
+ * principal_bytes must be sizeof(struct ks_principal)), which it fills; `*name` is then the
+ * principal's subject. A missing or bad token gives KS_ERR_UNAUTHORIZED with the reason in `why`
+ * (never the token). Thread-safe.
+ */
+KS_MUST_USE int ks_auth_http_authorize(void *ctx, const struct ks_http_req *req, void *principal,
+                                       const char **name, char *why, size_t whylen);
+
 #endif

@@ -1,18 +1,29 @@
 /* json.c — strict parsing and canonical output (see json.h). */
 #include "core/json.h"
 
+#include <assert.h>
+#include <limits.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/ids.h"
 #include "core/limits.h"
 
-/* Measures the nesting depth of `text` without parsing it fully: brackets inside strings do not
- * count. Stops early once the bound is crossed. */
-static int json_depth_exceeds(const char *text, size_t len, int max)
+/* What json_scan found first, if anything. */
+enum json_scan_result { SCAN_OK = 0, SCAN_TOO_DEEP, SCAN_TOO_MANY_VALUES };
+
+/* Measures `text` without parsing it: the nesting depth, and a bound on the number of values
+ * (objects and arrays, plus commas: every element or member after a container's first follows
+ * one, so values <= containers + commas + 1). Brackets and commas inside strings do not count.
+ * Stops at the first bound crossed. Malformed text is left for the parser to refuse; this scan
+ * only has to be right about well-formed text. */
+static enum json_scan_result json_scan(const char *text, size_t len, int depth_max,
+                                       size_t values_max)
 {
     int depth = 0, in_str = 0, esc = 0;
+    size_t values = 1;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (in_str) {
@@ -27,18 +38,31 @@ static int json_depth_exceeds(const char *text, size_t len, int max)
         if (c == '"')
             in_str = 1;
         else if (c == '{' || c == '[') {
-            if (++depth > max)
-                return 1;
-        } else if (c == '}' || c == ']')
+            if (++depth > depth_max)
+                return SCAN_TOO_DEEP;
+            if (++values > values_max)
+                return SCAN_TOO_MANY_VALUES;
+        } else if (c == '}' || c == ']') {
             depth--;
+        } else if (c == ',') {
+            if (++values > values_max)
+                return SCAN_TOO_MANY_VALUES;
+        }
     }
-    return 0;
+    return SCAN_OK;
+}
+
+int ks_json_values_check(const char *text, size_t len, size_t values_max)
+{
+    assert(text != NULL || len == 0);
+    /* Depth is not this check's business: INT_MAX keeps it out of the way. */
+    return json_scan(text, len, INT_MAX, values_max) == SCAN_TOO_MANY_VALUES ? KS_ERR_LIMIT : KS_OK;
 }
 
 int ks_json_parse(const char *text, size_t len, json_t **out, char *why, size_t whylen)
 {
     *out = NULL;
-    if (json_depth_exceeds(text, len, KS_JSON_DEPTH_MAX)) {
+    if (json_scan(text, len, KS_JSON_DEPTH_MAX, SIZE_MAX) != SCAN_OK) {
         snprintf(why, whylen, "JSON nesting deeper than %d levels", KS_JSON_DEPTH_MAX);
         return KS_ERR_LIMIT;
     }

@@ -3,7 +3,8 @@
  *
  * Input from outside is parsed with `ks_json_parse`: UTF-8 checked, duplicate keys rejected,
  * nesting bounded by KS_JSON_DEPTH_MAX (checked before jansson sees the text, because jansson's
- * own bound is compiled in and far larger), integers exact to 64 bits.
+ * own bound is compiled in and far larger), integers exact to 64 bits. An HTTP body is also
+ * checked with `ks_json_values_check` first, so one request's parse stays small.
  */
 #ifndef KS_CORE_JSON_H
 #define KS_CORE_JSON_H
@@ -19,6 +20,14 @@
  * position, into `why` — never a copy of the input. */
 KS_MUST_USE int ks_json_parse(const char *text, size_t len, json_t **out, char *why,
                               size_t whylen);
+
+/* Bounds the memory a parse of `len` bytes of `text` can take, before it starts: jansson spends
+ * ~40 bytes on a one-byte number and ~100 on an empty object, so the number of values, not the
+ * length, is what counts. Counts objects, arrays and commas outside strings (an upper bound on
+ * the values, keys aside). Returns KS_OK, or KS_ERR_LIMIT when that count passes `values_max`.
+ * Reads nothing past `len`; thread-safe; one pass, no allocation. Malformed text may pass: the
+ * parser refuses it. */
+KS_MUST_USE int ks_json_values_check(const char *text, size_t len, size_t values_max);
 
 /* Compact serialisation with sorted keys: equal values give equal strings. Caller frees. */
 char *ks_json_canonical(const json_t *v);

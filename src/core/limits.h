@@ -63,7 +63,23 @@
 #define KS_STORE_READERS_MAX 64
 
 /* HTTP. */
-#define KS_HTTP_BODY_BYTES_MAX_DEFAULT (1024 * 1024)
+/* Request bodies: the public listener's, and the admin listener's (whole configuration
+ * documents). */
+#define KS_HTTP_BODY_BYTES_MAX_DEFAULT (64 * 1024)
+#define KS_HTTP_ADMIN_BODY_BYTES_MAX_DEFAULT (1024 * 1024)
+/* JSON values one body may hold (ks_json_values_check): a value costs the parser 40 to 100
+ * times its one or two bytes, so this, not the body size, bounds a parse's memory (~1 MiB on the
+ * public listener). The payments API's largest body (an invoice of 100 cart lines) needs under
+ * a thousand; a domain configuration document a few hundred. */
+#define KS_HTTP_JSON_VALUES_MAX 8192
+#define KS_HTTP_ADMIN_JSON_VALUES_MAX 262144
+#define KS_HTTP_PER_IP_CONNECTIONS_MAX_DEFAULT 256 /* open connections from one address */
+/* From a connection's start (or its previous request's end) to a complete request head, idle
+ * or not. */
+#define KS_HTTP_HEAD_DEADLINE_S_DEFAULT 10
+#define KS_HTTP_HEAD_DEADLINE_S_MAX 3600
+#define KS_HTTP_REAPER_PERIOD_MS_MAX 1000 /* how often overdue heads are looked for, at most */
+#define KS_HTTP_LOG_PATH_BYTES_MAX 1024   /* a request path in the access log, escaped */
 #define KS_HTTP_HEADER_BYTES_MAX 16384     /* per-connection memory for the request head */
 #define KS_HTTP_CONNECTIONS_MAX_DEFAULT 1024
 #define KS_HTTP_THREADS_DEFAULT 32

@@ -1,6 +1,7 @@
 /* log.c — JSON line logger (see log.h). */
 #include "core/log.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -34,6 +35,86 @@ void ks_log_release(struct ks_log *lg)
         fclose(lg->out);
     lg->out = NULL;
     pthread_mutex_destroy(&lg->mu);
+}
+
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no surrogates, nothing past
+ * U+10FFFF) that starts at `s`, or 0 if none does. Reads no byte past a NUL. */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; /* the bounds of the second byte */
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) /* a NUL ends the check here */
+            return 0;
+    return n;
+}
+
+/* The next piece of `s` as ks_log_text writes it: `*n` input bytes, 3 output bytes (%XX) if
+ * escaped, else `*n`. */
+static int log_piece(const unsigned char *s, size_t *n)
+{
+    *n = utf8_seq_len(s);
+    if (*n == 0 || (*n == 1 && (*s < 0x20 || *s == 0x7f))) {
+        *n = 1;
+        return 1;
+    }
+    return 0;
+}
+
+char *ks_log_text(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    static const char cut[] = "...";
+    assert(out != NULL && cap >= sizeof(cut));
+    const unsigned char *s = (const unsigned char *)(in ? in : "");
+    size_t total = 0, n;
+    for (const unsigned char *p = s; *p && total < cap; p += n)
+        total += log_piece(p, &n) ? 3 : n;
+    /* If it does not all fit, keep room for the marker after the last whole piece. */
+    size_t room = total < cap ? cap - 1 : cap - sizeof(cut);
+    size_t w = 0;
+    while (*s) {
+        int escape = log_piece(s, &n);
+        if (w + (escape ? 3 : n) > room)
+            break;
+        if (escape) {
+            out[w++] = '%';
+            out[w++] = hex[*s >> 4];
+            out[w++] = hex[*s & 0xf];
+        } else {
+            memcpy(out + w, s, n);
+            w += n;
+        }
+        s += n;
+    }
+    if (*s) {
+        assert(w + sizeof(cut) <= cap);
+        memcpy(out + w, cut, sizeof(cut)); /* with its NUL */
+        return out;
+    }
+    out[w] = '\0';
+    return out;
 }
 
 int ks_log_level_parse(const char *s)

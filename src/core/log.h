@@ -36,6 +36,14 @@ void ks_log_json(struct ks_log *lg, enum ks_log_level level, const char *trace, 
 void ks_logf(struct ks_log *lg, enum ks_log_level level, const char *trace, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Copies the NUL-terminated `in` (NULL reads as "") into `out` of `cap` bytes (cap >= 4) so
+ * that it can go into a log line as is: well-formed UTF-8 passes unchanged, while each byte that
+ * is not part of a well-formed UTF-8 sequence, and each control character (below 0x20, 0x7f), is
+ * written as %XX — jansson refuses invalid UTF-8, and a field it refuses would vanish from the
+ * line. Text that does not fit is cut at a character boundary and ends in "...", so a cut is
+ * visible. Returns `out`. Thread-safe; allocates nothing. */
+char *ks_log_text(const char *in, char *out, size_t cap);
+
 /* Parses "debug" | "info" | "warn" | "error"; returns -1 for anything else. */
 int ks_log_level_parse(const char *s);
 

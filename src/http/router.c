@@ -2,7 +2,10 @@
 #include "http/router.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <string.h>
+
+_Static_assert(8 + KS_HTTP_PATH_SEGMENTS_MAX <= 32, "KS_HTTP_ROUTE_SECRET_PARAM bits fit");
 
 void ks_http_router_init(struct ks_http_router *r)
 {
@@ -62,6 +65,11 @@ int ks_http_router_add(struct ks_http_router *r, const char *method, const char 
         if (*p == '\0') /* trailing slash */
             return KS_ERR_INVALID;
     }
+    size_t params_n = 0;
+    for (size_t i = 0; i < rt->segments_n; i++)
+        params_n += rt->is_param[i];
+    if (params_n < KS_HTTP_PATH_SEGMENTS_MAX && (flags >> 8) >> params_n != 0)
+        return KS_ERR_INVALID; /* a secret parameter the pattern does not have */
     for (size_t i = 0; i < r->routes_n; i++)
         if (strcmp(r->routes[i].method, method) == 0 && strcmp(r->routes[i].pattern, pattern) == 0)
             return KS_ERR_CONFLICT;
@@ -166,4 +174,71 @@ int ks_http_router_match(const struct ks_http_router *r, const char *method, cha
         if (best->is_param[i])
             m->params[m->params_n++] = segs[i];
     return KS_OK;
+}
+
+/* A segment of a path being redacted: borrowed bytes, not NUL-terminated. */
+struct seg {
+    const char *p;
+    size_t len;
+};
+
+/* Bit i set: the path's i-th segment sits where `rt` has a secret parameter, and every literal
+ * of `rt` up to there (or up to the path's end) equals the path's segment. */
+static uint32_t route_secrets(const struct ks_http_route *rt, const struct seg *segs, size_t n)
+{
+    uint32_t mask = 0;
+    size_t k = n < rt->segments_n ? n : rt->segments_n, param = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (rt->is_param[i]) {
+            if (rt->flags & KS_HTTP_ROUTE_SECRET_PARAM(param))
+                mask |= 1u << i;
+            param++;
+        } else if (strlen(rt->segments[i]) != segs[i].len ||
+                   memcmp(rt->segments[i], segs[i].p, segs[i].len) != 0) {
+            return 0;
+        }
+    }
+    return mask;
+}
+
+int ks_http_router_redact(const struct ks_http_router *r, const char *path, char *out, size_t cap)
+{
+    assert(r != NULL && path != NULL && out != NULL && cap > 0);
+    struct seg segs[KS_HTTP_PATH_SEGMENTS_MAX];
+    size_t n = 0;
+    /* Leading segments only: no pattern is longer, so later ones are never secret. Empty
+     * segments count, as they do not match any literal. */
+    for (const char *p = path; *p == '/' && n < KS_HTTP_PATH_SEGMENTS_MAX; n++) {
+        const char *end = strchr(p + 1, '/');
+        segs[n].p = p + 1;
+        segs[n].len = end ? (size_t)(end - p - 1) : strlen(p + 1);
+        p = segs[n].p + segs[n].len;
+    }
+    uint32_t mask = 0;
+    for (size_t i = 0; i < r->routes_n; i++)
+        if (r->routes[i].flags >> 8)
+            mask |= route_secrets(&r->routes[i], segs, n);
+
+    size_t w = 0, len = strlen(path);
+    const char *from = path;
+    for (size_t i = 0; i < n; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        size_t keep = (size_t)(segs[i].p - from), mlen = strlen(KS_HTTP_LOG_REDACTED);
+        if (w + keep + mlen >= cap)
+            goto out_limit;
+        memcpy(out + w, from, keep);
+        memcpy(out + w + keep, KS_HTTP_LOG_REDACTED, mlen);
+        w += keep + mlen;
+        from = segs[i].p + segs[i].len;
+    }
+    size_t rest = len - (size_t)(from - path);
+    if (w + rest >= cap)
+        goto out_limit;
+    memcpy(out + w, from, rest + 1);
+    return KS_OK;
+
+out_limit:
+    out[0] = '\0';
+    return KS_ERR_LIMIT;
 }

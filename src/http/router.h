@@ -24,6 +24,10 @@
 /* The body may be empty, a JSON document (parsed into req->json) or, as a browser's form posts
  * it, application/x-www-form-urlencoded (left raw in req->body; see ks_http_form_get). */
 #define KS_HTTP_ROUTE_FORM_BODY 4u
+/* The route's `i`-th {param} (0-based, in pattern order) is a secret, e.g. a capability tag:
+ * the access log shows KS_HTTP_LOG_REDACTED in its place. `i` < KS_HTTP_PATH_SEGMENTS_MAX. */
+#define KS_HTTP_ROUTE_SECRET_PARAM(i) (1u << (8 + (i)))
+#define KS_HTTP_LOG_REDACTED "[redacted]"
 
 struct ks_http_route {
     char method[8];
@@ -70,5 +74,17 @@ KS_MUST_USE int ks_http_router_add(struct ks_http_router *r, const char *method,
  */
 KS_MUST_USE int ks_http_router_match(const struct ks_http_router *r, const char *method, char *path,
                                      struct ks_http_match *m);
+
+/*
+ * Writes `path` into `out` (`cap` bytes, NUL-terminated) for a log line, with each segment that
+ * sits where any route has a KS_HTTP_ROUTE_SECRET_PARAM parameter replaced by
+ * KS_HTTP_LOG_REDACTED. A route counts when its literal segments equal the path's as far as both
+ * go, whatever the method and even if the path is longer or shorter than the pattern, so a
+ * capability in a mistyped URL (a 404 or 405) is hidden too. `path` is only read. Returns KS_OK,
+ * or KS_ERR_LIMIT (and "" in `out`) if the result does not fit: strlen(path) + 1 +
+ * KS_HTTP_PATH_SEGMENTS_MAX * strlen(KS_HTTP_LOG_REDACTED) bytes always do. Thread-safe.
+ */
+KS_MUST_USE int ks_http_router_redact(const struct ks_http_router *r, const char *path, char *out,
+                                      size_t cap);
 
 #endif

@@ -8,7 +8,17 @@
  * buffered past `body_bytes_max` (413); headers are bounded by the per-connection memory
  * (KS_HTTP_HEADER_BYTES_MAX, libmicrohttpd answers 431 itself); a body must be
  * `application/json` (415); routes flagged KS_HTTP_ROUTE_JSON_BODY get it parsed strictly
- * (ks_json_parse: 400 on malformed JSON, invalid UTF-8, duplicate keys or excess nesting).
+ * (ks_json_parse: 400 on malformed JSON, invalid UTF-8, duplicate keys or excess nesting; 413
+ * past `json_values_max` values, counted before parsing, because a parse's memory grows with
+ * them: 40 to 100 times the bytes of a body of small values).
+ *
+ * Routes flagged KS_HTTP_ROUTE_AUTH are authorized when the head arrives: a refused request gets
+ * 401 at once, without 100 Continue, and its connection is closed before any body byte is read.
+ * A head must be complete within `head_deadline_s` of the connection opening (or of the previous
+ * request's end on a kept-alive connection), or the connection is shut down: libmicrohttpd's own
+ * timeout only catches idle clients, not ones that trickle a byte at a time. Connections from one
+ * address are bounded too. The access log never shows a route's secret parameters
+ * (KS_HTTP_ROUTE_SECRET_PARAM), and bytes that are not UTF-8 in a path are written %XX.
  *
  * Handlers run on the pool threads and may block: size the pool for the number of requests
  * that may wait on a durable commit at once.
@@ -23,10 +33,18 @@
 #include "http/http.h"
 #include "http/router.h"
 
-/* Decides whether a request to a KS_HTTP_ROUTE_AUTH route may proceed. Returns KS_OK and sets
- * `*principal` (a static or ctx-owned name) to accept; any error means 401. Called on pool
- * threads concurrently. */
-typedef int (*ks_http_authorizer)(void *ctx, const struct ks_http_req *req, const char **principal);
+/*
+ * Decides whether a request to a KS_HTTP_ROUTE_AUTH route may proceed. Called once per request,
+ * as soon as its head has arrived and before any byte of its body is read, on pool threads
+ * concurrently. `req` has the method, path, parameters, trace, remote address and headers, but
+ * no body yet. Returns KS_OK after setting `*name` (the caller's name for logs: static,
+ * ctx-owned or inside `principal`) and filling `principal`, a zeroed buffer of the server's
+ * `principal_bytes` (NULL when that is 0) that the handler then reads as `req->auth`. Any
+ * error means 401 with `why` (the authorizer's own text, never the token) as the message, and
+ * the connection is closed without reading the body.
+ */
+typedef int (*ks_http_authorizer)(void *ctx, const struct ks_http_req *req, void *principal,
+                                  const char **name, char *why, size_t whylen);
 
 struct ks_http_server_options {
     const char *name;                    /* "public", "admin": shown in logs */
@@ -35,10 +53,19 @@ struct ks_http_server_options {
     struct ks_log *log;                  /* borrowed; may be NULL */
     int threads;                         /* pool threads, 1..KS_HTTP_THREADS_MAX */
     size_t body_bytes_max;               /* 1..KS_HTTP_BODY_BYTES_MAX_CEIL */
+    size_t json_values_max;              /* values in one JSON body (ks_json_values_check),
+                                            >= 1; more gets 413 */
     unsigned connections_max;            /* 1..KS_HTTP_CONNECTIONS_MAX_CEIL */
+    unsigned per_ip_connections_max;     /* from one address, 1..connections_max; more are
+                                            closed at once */
     unsigned timeout_s;                  /* idle connection timeout, 1..KS_HTTP_TIMEOUT_S_MAX */
+    unsigned head_deadline_s;            /* a request head must be complete this long after the
+                                            connection opened or its previous request ended,
+                                            however busy the client keeps it;
+                                            1..KS_HTTP_HEAD_DEADLINE_S_MAX */
     ks_http_authorizer authorize;        /* required if any route has KS_HTTP_ROUTE_AUTH */
     void *authorize_ctx;
+    size_t principal_bytes; /* size of the per-request buffer the authorizer fills */
 };
 
 struct ks_http_server;

@@ -328,7 +328,8 @@ def test_unknown_outcome_is_resolved_by_asking_again(api):
     assert api.wait_payment(inv["id"], "1", {"captured", "failed"})["status"] == "failed"
 
 
-def three_ds(api, decision):
+def three_ds_url(api):
+    """Pays a new invoice with the 3-D Secure card; returns (invoice, token, page URL)."""
     inv, tok = api.invoice()
     api.pay(inv, tok, CARDS["3ds"])
     deadline = time.monotonic() + WAIT_S
@@ -341,7 +342,11 @@ def three_ds(api, decision):
         time.sleep(0.05)
     ui = requested[0]["userInteraction"]
     assert ui["interactionType"] == "Redirect"
-    url = ui["request"]["uriTemplate"]
+    return inv, tok, ui["request"]["uriTemplate"]
+
+
+def three_ds(api, decision):
+    inv, tok, url = three_ds_url(api)
     page = requests.get(url, timeout=30)
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
     done = requests.post(url + "/complete", data={"decision": decision}, timeout=30)

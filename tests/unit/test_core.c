@@ -1,12 +1,14 @@
 /* test_core.c — core helpers: RFC 3339 time parsing and formatting, currencies, checked money
- * arithmetic, strict JSON input. */
+ * arithmetic, strict JSON input and its value bound, log-safe text. */
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
 #include "core/currency.h"
 #include "core/json.h"
+#include "core/log.h"
 
 Test(core, rfc3339_parses_what_the_public_api_sends)
 {
@@ -83,4 +85,71 @@ Test(core, json_input_is_strict)
     const char *card = "{\"cardNumber\":\"4242424242424242\"";
     cr_assert_neq(ks_json_parse(card, strlen(card), &v, why, sizeof(why)), KS_OK);
     cr_assert_null(strstr(why, "4242"));
+}
+
+Test(core, json_values_are_counted_before_parsing)
+{
+    /* [{},{},{}]: four containers and two commas, plus one: 7 counted for 4 values */
+    const char *t = "[{},{},{}]";
+    cr_assert_eq(ks_json_values_check(t, strlen(t), 8), KS_OK);
+    cr_assert_eq(ks_json_values_check(t, strlen(t), 7), KS_OK);
+    cr_assert_eq(ks_json_values_check(t, strlen(t), 6), KS_ERR_LIMIT);
+    /* scalars count through their commas */
+    const char *ones = "[1,1,1,1,1,1,1,1]";
+    cr_assert_eq(ks_json_values_check(ones, strlen(ones), 9), KS_OK);
+    cr_assert_eq(ks_json_values_check(ones, strlen(ones), 8), KS_ERR_LIMIT);
+    /* brackets and commas inside strings, escaped quotes included, do not count */
+    const char *s = "{\"a\":\"[{,,,}]\\\",[[[\"}";
+    cr_assert_eq(ks_json_values_check(s, strlen(s), 2), KS_OK);
+    /* only `len` bytes are read */
+    cr_assert_eq(ks_json_values_check("[[[[", 1, 2), KS_OK);
+    cr_assert_eq(ks_json_values_check("", 0, 1), KS_OK);
+    /* a big body of empty objects is refused without being parsed */
+    size_t n = 100000;
+    char *big = malloc(3 * n + 2);
+    cr_assert_not_null(big);
+    big[0] = '[';
+    for (size_t i = 0; i < n; i++)
+        memcpy(big + 1 + 3 * i, i + 1 < n ? "{}," : "{}]", 3);
+    cr_assert_eq(ks_json_values_check(big, 3 * n + 1, 8192), KS_ERR_LIMIT);
+    cr_assert_eq(ks_json_values_check(big, 3 * n + 1, 2 * n + 1), KS_OK);
+    free(big);
+}
+
+Test(core, log_text_keeps_utf8_and_escapes_the_rest)
+{
+    char out[64];
+    cr_assert_str_eq(ks_log_text("/v2/invoices/abc", out, sizeof(out)), "/v2/invoices/abc");
+    cr_assert_str_eq(ks_log_text(NULL, out, sizeof(out)), "");
+    /* invalid bytes and control characters become %XX; valid UTF-8 passes */
+    cr_assert_str_eq(ks_log_text("/a\xff\xfe/b\n\x7f", out, sizeof(out)), "/a%FF%FE/b%0A%7F");
+    cr_assert_str_eq(
+        ks_log_text("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", out, sizeof(out)),
+        "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    /* overlong forms, surrogates, past U+10FFFF, truncated sequences: byte by byte */
+    cr_assert_str_eq(ks_log_text("\xc0\xaf", out, sizeof(out)), "%C0%AF");
+    cr_assert_str_eq(ks_log_text("\xe0\x80\xaf", out, sizeof(out)), "%E0%80%AF");
+    cr_assert_str_eq(ks_log_text("\xed\xa0\x80", out, sizeof(out)), "%ED%A0%80");
+    cr_assert_str_eq(ks_log_text("\xf4\x90\x80\x80", out, sizeof(out)), "%F4%90%80%80");
+    cr_assert_str_eq(ks_log_text("a\xe2\x82", out, sizeof(out)), "a%E2%82");
+    cr_assert_str_eq(ks_log_text("\xe2\x82x", out, sizeof(out)), "%E2%82x");
+    /* whatever comes in, jansson accepts what comes out */
+    const char *nasty = "/\xff\x80\xc3\x28\xe2\x28\xa1\xf0\x90\x28\xbc/%00/\x01";
+    json_t *j = json_string(ks_log_text(nasty, out, sizeof(out)));
+    cr_assert_not_null(j, "%s", out);
+    json_decref(j);
+}
+
+Test(core, log_text_cuts_visibly_and_never_inside_a_character)
+{
+    char out[8];
+    cr_assert_str_eq(ks_log_text("abcdefg", out, sizeof(out)), "abcdefg");
+    cr_assert_str_eq(ks_log_text("abcdefgh", out, sizeof(out)), "abcd...");
+    /* an escape is never split */
+    cr_assert_str_eq(ks_log_text("ab\xff\xff\xff", out, sizeof(out)), "ab...");
+    /* nor a character: 'é' is two bytes */
+    cr_assert_str_eq(ks_log_text("abc\xc3\xa9\xc3\xa9z", out, sizeof(out)), "abc...");
+    char four[4];
+    cr_assert_str_eq(ks_log_text("abcd", four, sizeof(four)), "...");
+    cr_assert_str_eq(ks_log_text("abc", four, sizeof(four)), "abc");
 }
