@@ -77,6 +77,7 @@ enum opt_id {
     OPT_PAYMENT_HOLD_MS,
     OPT_TASK_LEASE_MS,
     OPT_ACQUIRING_WORKERS,
+    OPT_PAYMENT_RESOURCE_TTL_MS,
     OPT_COUNT
 };
 
@@ -135,6 +136,11 @@ static const struct opt_def {
                            "a claimed task is claimable again after this (crashed workers)"},
     [OPT_ACQUIRING_WORKERS] = {"acquiring-workers", "KASSA_ACQUIRING_WORKERS", "8",
                                "threads running provider sessions"},
+    /* Payment resources are disposable (docs/payments.md "Payment resources"). */
+    [OPT_PAYMENT_RESOURCE_TTL_MS] = {"payment-resource-ttl-ms", "KASSA_PAYMENT_RESOURCE_TTL_MS",
+                                     "3600000",
+                                     "lifetime of a tokenized card (validUntil); unused ones "
+                                     "are then deleted from the vault"},
 };
 
 _Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 1048576,
@@ -154,6 +160,7 @@ struct config {
     int64_t payment_hold_ms;
     int64_t task_lease_ms;
     int64_t acquiring_workers;
+    int64_t payment_resource_ttl_ms;
 };
 
 static void usage(FILE *f)
@@ -260,7 +267,9 @@ static int config_parse(int argc, char **argv, struct config *c)
                          &c->payment_hold_ms)) ||
         (rc = int_option(c, OPT_TASK_LEASE_MS, 500, 3600LL * 1000, &c->task_lease_ms)) ||
         (rc = int_option(c, OPT_ACQUIRING_WORKERS, 1, KS_UNIT_WORKERS_MAX,
-                         &c->acquiring_workers)))
+                         &c->acquiring_workers)) ||
+        (rc = int_option(c, OPT_PAYMENT_RESOURCE_TTL_MS, 1000, 24LL * 3600 * 1000,
+                         &c->payment_resource_ttl_ms)))
         return rc;
     if (c->text[OPT_PUBLIC_URL][0] && strncmp(c->text[OPT_PUBLIC_URL], "http://", 7) != 0 &&
         strncmp(c->text[OPT_PUBLIC_URL], "https://", 8) != 0)
@@ -632,6 +641,10 @@ static int cmd_serve(int argc, char **argv)
             ks_acquiring_unit(acquiring, &u);
             erc = ks_engine_register_unit(engine, &u);
         }
+        if (erc == KS_OK) { /* releases the cards of spent and expired payment resources */
+            ks_vault_unit(vault, &u);
+            erc = ks_engine_register_unit(engine, &u);
+        }
     }
 #ifdef KASSA_WITH_PROBE
     if (erc == KS_OK)
@@ -660,7 +673,9 @@ static int cmd_serve(int argc, char **argv)
                                             .auth = auth,
                                             .vault = vault,
                                             .log = &lg,
-                                            .payment_hold_ms = c.payment_hold_ms};
+                                            .payment_hold_ms = c.payment_hold_ms,
+                                            .payment_resource_ttl_ms =
+                                                c.payment_resource_ttl_ms};
     const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
     if (admin_enabled) {
         char why[256] = "";
