@@ -14,10 +14,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config/config.h"
 #include "core/clock.h"
 #include "core/currency.h"
 #include "core/json.h"
 #include "units/callback.h"
+
+_Static_assert(KS_INVOICE_PAYMENTS_MAX == KS_CONFIG_PER_INVOICE_MAX &&
+                   KS_INVOICE_RESOURCES_MAX == KS_CONFIG_PER_INVOICE_MAX,
+               "terms.perInvoice is validated against the machine's own ceilings");
 
 /* --- the transition context --------------------------------------------------------------- */
 
