@@ -749,7 +749,7 @@ static int rec_open(struct ks_vault *v, enum ks_vault_table t, const struct ks_v
     OPENSSL_cleanse(key, sizeof(key));
     if (rc != KS_OK) {
         char prefix[9];
-        copy_str(prefix, sizeof(prefix), r->token);
+        snprintf(prefix, sizeof(prefix), "%.8s", r->token); /* a token prefix, never all */
         ks_log_json(v->log, KS_LOG_ERROR, NULL, "vault: record does not authenticate",
                     json_pack("{s:s, s:s, s:s}", "table",
                               t == KS_VAULT_T_CARDS ? "vault_cards" : "vault_cvv", "keyId",

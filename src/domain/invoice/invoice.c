@@ -196,7 +196,7 @@ static json_t *resource_of(const json_t *state, const char *rid)
 static void resource_deadline_key(char *buf, size_t cap, const char *rid)
 {
     const char *dot = strrchr(rid, '.');
-    snprintf(buf, cap, "resource.%s", dot ? dot + 1 : rid);
+    snprintf(buf, cap, "resource.%.24s", dot ? dot + 1 : rid); /* n <= 32 */
 }
 
 /* --- events ------------------------------------------------------------------------------- */
