@@ -839,6 +839,7 @@ struct erase_tx {
     struct ks_vault *v;
     const char *token;
     int64_t cutoff_ms;
+    int batch; /* sweeps: most rows deleted per transaction */
     int64_t deleted;
 };
 
@@ -859,23 +860,32 @@ int ks_vault_erase_cvv(struct ks_vault *v, const char *token)
 static int sweep_tx(void *conn, void *arg)
 {
     struct erase_tx *a = arg;
-    return a->v->sql->cvv_sweep(conn, a->cutoff_ms, KS_VAULT_SWEEP_BATCH_RECORDS, &a->deleted);
+    return a->v->sql->cvv_sweep(conn, a->cutoff_ms, a->batch, &a->deleted);
+}
+
+/* Runs `tx` (one batch of at most `batch` deletions) until a batch comes back short, or
+ * KS_VAULT_SWEEP_BATCHES_MAX batches (the next sweep goes on). */
+static int sweep_batches(struct ks_vault *v, int (*tx)(void *, void *), int64_t cutoff_ms,
+                         int batch, int64_t *erased)
+{
+    *erased = 0;
+    struct erase_tx a = {.v = v, .cutoff_ms = cutoff_ms, .batch = batch};
+    for (int i = 0; i < KS_VAULT_SWEEP_BATCHES_MAX; i++) {
+        a.deleted = 0;
+        int rc = ks_store_with_tx(v->store, tx, &a);
+        if (rc != KS_OK)
+            return rc;
+        *erased += a.deleted;
+        if (a.deleted < batch)
+            break;
+    }
+    return KS_OK;
 }
 
 int ks_vault_sweep_cvv(struct ks_vault *v, int64_t now_ms, int64_t *erased)
 {
-    *erased = 0;
-    struct erase_tx a = {.v = v, .cutoff_ms = now_ms - v->cvv_ttl_ms};
-    for (int i = 0; i < KS_VAULT_SWEEP_BATCHES_MAX; i++) {
-        a.deleted = 0;
-        int rc = ks_store_with_tx(v->store, sweep_tx, &a);
-        if (rc != KS_OK)
-            return rc;
-        *erased += a.deleted;
-        if (a.deleted < KS_VAULT_SWEEP_BATCH_RECORDS)
-            break;
-    }
-    return KS_OK;
+    return sweep_batches(v, sweep_tx, now_ms - v->cvv_ttl_ms, KS_VAULT_SWEEP_BATCH_RECORDS,
+                         erased);
 }
 
 /* --- payment resources ---------------------------------------------------------------------- */
@@ -989,24 +999,12 @@ int ks_vault_release(struct ks_vault *v, const char *resource_id, int64_t *delet
 static int card_sweep_tx(void *conn, void *arg)
 {
     struct erase_tx *a = arg;
-    return a->v->sql->card_sweep(conn, a->cutoff_ms, KS_VAULT_CARD_SWEEP_BATCH_RECORDS,
-                                 &a->deleted);
+    return a->v->sql->card_sweep(conn, a->cutoff_ms, a->batch, &a->deleted);
 }
 
 int ks_vault_sweep_cards(struct ks_vault *v, int64_t now_ms, int64_t *erased)
 {
-    *erased = 0;
-    struct erase_tx a = {.v = v, .cutoff_ms = now_ms};
-    for (int i = 0; i < KS_VAULT_SWEEP_BATCHES_MAX; i++) {
-        a.deleted = 0;
-        int rc = ks_store_with_tx(v->store, card_sweep_tx, &a);
-        if (rc != KS_OK)
-            return rc;
-        *erased += a.deleted;
-        if (a.deleted < KS_VAULT_CARD_SWEEP_BATCH_RECORDS)
-            break;
-    }
-    return KS_OK;
+    return sweep_batches(v, card_sweep_tx, now_ms, KS_VAULT_CARD_SWEEP_BATCH_RECORDS, erased);
 }
 
 /* Unit "vault": {"op":"release","resource"} from the invoice machine. Idempotent, so running a

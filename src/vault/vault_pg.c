@@ -262,8 +262,7 @@ static int pg_card_token(void *conn, const char *resource_id, char *token, size_
 static int pg_card_delete(void *conn, const char *token, int64_t *deleted)
 {
     const char *vals[] = {token};
-    int rc = done(run(conn, "DELETE FROM vault_cvv WHERE token = $1::text", 1, vals, NULL, NULL),
-                  PGRES_COMMAND_OK, NULL);
+    int rc = pg_cvv_delete(conn, token);
     if (rc != KS_OK)
         return rc;
     return done(run(conn, "DELETE FROM vault_cards WHERE token = $1::text", 1, vals, NULL, NULL),

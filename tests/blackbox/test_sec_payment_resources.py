@@ -17,21 +17,11 @@ import uuid
 import pytest
 import requests
 
-from conftest import Kassa
 from test_payments import CARDS, PARTY, SHOP, Api, issue_token, start_payments_kassa
+from test_payments import api  # noqa: F401  (the module's server, as in test_payments)
 
 PAYMENTS = "/v2/processing/invoices/%s/payments"
 WAIT_S = 30
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("sec-resources")
-    k = start_payments_kassa(wd)
-    yield Api(k, issue_token(wd))
-    problems = k.stop()
-    if problems:
-        pytest.fail("kassa serve: " + "\n".join(problems), pytrace=False)
 
 
 def payer(res):
