@@ -27,7 +27,7 @@
 #define EXTERNAL_ID_BYTES_MAX 40
 #define EXTERNAL_ID_TTL_MS (100LL * 365 * 24 * 3600 * 1000) /* an externalID binds for good */
 #define EVENTS_PAGES_MAX 16
-#define KS_PAYMENT_RESOURCE_TTL_MS_DEFAULT (3600LL * 1000) /* validUntil of a payment resource */
+#define PAYMENT_RESOURCE_TTL_MS_DEFAULT (3600LL * 1000) /* validUntil of a payment resource */
 
 /* --- small helpers ------------------------------------------------------------------------ */
 
@@ -718,6 +718,17 @@ static int h_events(void *ctx, const struct ks_http_req *req, struct ks_http_res
 
 /* --- payment resources ---------------------------------------------------------------------- */
 
+/* engine_error, except that the invoice's bounds on payment resources and payment attempts
+ * (terms.perInvoice) are 429 with their own codes: the payer's page has asked too often. */
+static int invoice_bound_error(struct ks_http_resp *resp, int rc, const struct ks_reply *r,
+                               const char *external_id)
+{
+    if (rc == KS_ERR_LIMIT && (strcmp(r->error_code, "paymentResourcesExceeded") == 0 ||
+                               strcmp(r->error_code, "paymentAttemptsExceeded") == 0))
+        return ks_http_error(resp, 429, r->error_code, "%s", r->error_message);
+    return engine_error(resp, rc, r, external_id);
+}
+
 static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
                                      struct ks_http_resp *resp)
 {
@@ -765,22 +776,17 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
         return ks_http_error_from(resp, rc, NULL, NULL);
     /* The invoice machine reserves the resource first: its count is the bound (serialised per
      * invoice, on every node), so the card past the bound never reaches the vault. */
+    if (!ks_machine_id_valid(who.invoice_id))
+        return unauthorized(resp, "this access token names no invoice");
     int64_t ttl = api->payment_resource_ttl_ms > 0 ? api->payment_resource_ttl_ms
-                                                   : KS_PAYMENT_RESOURCE_TTL_MS_DEFAULT;
+                                                   : PAYMENT_RESOURCE_TTL_MS_DEFAULT;
     json_t *call = json_pack("{s:s, s:I}", "op", "add_payment_resource", "validUntilMs",
                              (json_int_t)(now + ttl));
     struct ks_reply r = {0};
-    if (!ks_machine_id_valid(who.invoice_id)) {
-        json_decref(call);
-        return unauthorized(resp, "this access token names no invoice");
-    }
     rc = ks_engine_call(api->engine, KS_INVOICE_NS, who.invoice_id, call, NULL, &r);
     json_decref(call);
     if (rc != KS_OK) {
-        if (rc == KS_ERR_LIMIT)
-            rc = ks_http_error(resp, 429, r.error_code, "%s", r.error_message);
-        else
-            rc = engine_error(resp, rc, &r, NULL);
+        rc = invoice_bound_error(resp, rc, &r, NULL);
         ks_reply_release(&r);
         return rc;
     }
@@ -1047,9 +1053,7 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
                      "resource", card.resource_id);
     rc = ks_engine_call(api->engine, KS_INVOICE_NS, id, call, k.used ? &k.idem : NULL, &r);
     if (rc != KS_OK) {
-        rc = rc == KS_ERR_LIMIT && strcmp(r.error_code, "paymentAttemptsExceeded") == 0
-                 ? ks_http_error(resp, 429, r.error_code, "%s", r.error_message)
-                 : engine_error(resp, rc, &r, external_id);
+        rc = invoice_bound_error(resp, rc, &r, external_id);
         goto out;
     }
     rc = reply_copy(resp, 201, json_object_get(r.body, "payment"));

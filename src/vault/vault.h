@@ -25,7 +25,7 @@
 #include "units/adapter.h"
 
 #define KS_VAULT_TOKEN_BYTES 32   /* base62 characters of a payment tool token */
-#define KS_VAULT_RESOURCE_ID_BYTES_MAX 64 /* a payment resource's id ("{invoice}.{n}") */
+#define KS_VAULT_RESOURCE_ID_BYTES_MAX 80 /* "{invoice}.{n}": a machine id (64), ".", n */
 #define KS_VAULT_CVV_SWEEP_INTERVAL_MS_DEFAULT (60LL * 1000) /* serve's CVV sweeper period */
 
 struct ks_vault;

@@ -231,6 +231,18 @@ def test_the_eleventh_payment_resource_is_refused(api):
     assert vault_cards(api.k, other["id"]) == 1
 
 
+def test_an_invoice_that_is_not_unpaid_takes_no_cards(api):
+    inv, tok = api.invoice()
+    api.call("POST", "/v2/processing/invoices/%s/rescind" % inv["id"], body={"reason": "x"},
+             expect=204)
+    body = {"paymentTool": {"paymentToolType": "CardData", "cardNumber": CARDS["visa"],
+                            "expDate": "12/30", "cvv": "123"},
+            "clientInfo": {"fingerprint": "f"}}
+    code, err = api.call("POST", "/v2/processing/payment-resources", token=tok, body=body)
+    assert code == 400 and err["code"] == "invalidInvoiceStatus", (code, err)
+    assert vault_cards(api.k, inv["id"]) == 0
+
+
 def put_config(k, change):
     for _ in range(20):  # other tests may revise the configuration meanwhile
         cur = requests.get(k.admin + "/admin/v1/config", headers=k.auth(), timeout=30).json()

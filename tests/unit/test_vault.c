@@ -733,7 +733,8 @@ Test(vault, bindings_are_checked_and_resource_ids_unique)
         {.resource_id = "", .invoice_id = "inv", .valid_until_ms = NOW_MS + 1},
         {.resource_id = "inv.1", .invoice_id = NULL, .valid_until_ms = NOW_MS + 1},
         {.resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = 0},
-        {.resource_id = "x234567890123456789012345678901234567890123456789012345678901234567",
+        {.resource_id = "x23456789012345678901234567890123456789012345678901234567890123456"
+                        "789012345678901", /* 81 bytes */
          .invoice_id = "inv", .valid_until_ms = NOW_MS + 1},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
