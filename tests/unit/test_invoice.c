@@ -655,6 +655,8 @@ Test(invoice, the_card_is_released_when_the_authorization_is_over_not_before)
     sc.authorize = "sleep";
     sc.inquire = "sleep";
     cr_assert_eq(pay_with(id, rid, code), KS_OK, "%s", code);
+    cr_assert_eq(pay_with(id, rid, code), KS_ERR_REJECTED, "spent, before anything else");
+    cr_assert_str_eq(code, "invalidPaymentToolToken");
     settle();
     cr_assert_str_eq(sc.authorized_resource, rid, "the session names the resource");
     cr_assert_eq(sc.token_in_task, 0, "and never a token");
