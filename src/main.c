@@ -266,8 +266,8 @@ static int config_parse(int argc, char **argv, struct config *c)
         (rc = int_option(c, OPT_PAYMENT_HOLD_MS, 1000, 30LL * 24 * 3600 * 1000,
                          &c->payment_hold_ms)) ||
         (rc = int_option(c, OPT_TASK_LEASE_MS, 500, 3600LL * 1000, &c->task_lease_ms)) ||
-        (rc = int_option(c, OPT_ACQUIRING_WORKERS, 1, KS_UNIT_WORKERS_MAX,
-                         &c->acquiring_workers)) ||
+        (rc =
+             int_option(c, OPT_ACQUIRING_WORKERS, 1, KS_UNIT_WORKERS_MAX, &c->acquiring_workers)) ||
         (rc = int_option(c, OPT_PAYMENT_RESOURCE_TTL_MS, 1000, 24LL * 3600 * 1000,
                          &c->payment_resource_ttl_ms)))
         return rc;
@@ -674,8 +674,7 @@ static int cmd_serve(int argc, char **argv)
                                             .vault = vault,
                                             .log = &lg,
                                             .payment_hold_ms = c.payment_hold_ms,
-                                            .payment_resource_ttl_ms =
-                                                c.payment_resource_ttl_ms};
+                                            .payment_resource_ttl_ms = c.payment_resource_ttl_ms};
     const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
     if (admin_enabled) {
         char why[256] = "";

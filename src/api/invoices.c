@@ -764,8 +764,8 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
         snprintf(exp_short, sizeof(exp_short), "%.2s/%.2s", exp, exp + 5);
     else
         snprintf(exp_short, sizeof(exp_short), "%s", exp);
-    struct ks_card_input in = {.card_number = number, .exp_date = exp_short, .cvv = cvv,
-                               .card_holder = holder};
+    struct ks_card_input in = {
+        .card_number = number, .exp_date = exp_short, .cvv = cvv, .card_holder = holder};
     char code[64] = "";
     int64_t now = ks_now_ms();
     /* A bad card is refused before anything is written or counted. */
@@ -795,8 +795,8 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
     snprintf(rid, sizeof(rid), "%s", sget(res, "id") ? sget(res, "id") : "");
     int64_t valid_until = json_integer_value(json_object_get(res, "validUntilMs"));
     ks_reply_release(&r);
-    struct ks_vault_binding bind = {.resource_id = rid, .invoice_id = who.invoice_id,
-                                    .valid_until_ms = valid_until};
+    struct ks_vault_binding bind = {
+        .resource_id = rid, .invoice_id = who.invoice_id, .valid_until_ms = valid_until};
     struct ks_card_public card;
     rc = ks_vault_tokenize_bound(api->vault, &in, &bind, now, &card, code, sizeof(code));
     if (rc == KS_ERR_INVALID)
@@ -1046,11 +1046,11 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
         json_object_set_new(params, "externalID", json_string(external_id));
     if (meta)
         json_object_set(params, "metadata", meta);
-    call = json_pack("{s:s, s:O, s:O, s:I, s:I, s:s}", "op", "create_payment", "payment", params,
-                     "routes", routes, "revision", (json_int_t)revision, "holdMs",
-                     (json_int_t)(api->payment_hold_ms > 0 ? api->payment_hold_ms
-                                                           : 3LL * 24 * 3600 * 1000),
-                     "resource", card.resource_id);
+    call = json_pack(
+        "{s:s, s:O, s:O, s:I, s:I, s:s}", "op", "create_payment", "payment", params, "routes",
+        routes, "revision", (json_int_t)revision, "holdMs",
+        (json_int_t)(api->payment_hold_ms > 0 ? api->payment_hold_ms : 3LL * 24 * 3600 * 1000),
+        "resource", card.resource_id);
     rc = ks_engine_call(api->engine, KS_INVOICE_NS, id, call, k.used ? &k.idem : NULL, &r);
     if (rc != KS_OK) {
         rc = invoice_bound_error(resp, rc, &r, external_id);

@@ -782,8 +782,8 @@ static int per_invoice_check(struct vctx *v, const json_t *terms)
 
 static int terms_one(struct vctx *v, const json_t *t)
 {
-    static const char *const keys[] = {"name",       "description", "paymentSystems", "limits",
-                                       "fees",       "refundFees",  "perInvoice",     NULL};
+    static const char *const keys[] = {"name", "description", "paymentSystems", "limits",
+                                       "fees", "refundFees",  "perInvoice",     NULL};
     const char *s;
     const json_t *systems;
     int rc;

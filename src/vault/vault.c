@@ -622,7 +622,7 @@ static int tokenize_tx(void *conn, void *arg)
     if ((rc = ks_vault_seal(key, aad, aadlen, a->plain, a->plain_len, a->rec.sealed,
                             sizeof(a->rec.sealed), &a->rec.sealed_len)) != KS_OK ||
         (rc = v->sql->card_insert(conn, &a->rec, a->bin, a->last4, a->payment_system,
-                                   a->binding)) != KS_OK)
+                                  a->binding)) != KS_OK)
         goto out;
     if (a->cvv[0]) {
         aadlen = aad_record(aad, KS_VAULT_T_CVV, a->rec.token, cur.key_id);
@@ -884,16 +884,15 @@ static int sweep_batches(struct ks_vault *v, int (*tx)(void *, void *), int64_t 
 
 int ks_vault_sweep_cvv(struct ks_vault *v, int64_t now_ms, int64_t *erased)
 {
-    return sweep_batches(v, sweep_tx, now_ms - v->cvv_ttl_ms, KS_VAULT_SWEEP_BATCH_RECORDS,
-                         erased);
+    return sweep_batches(v, sweep_tx, now_ms - v->cvv_ttl_ms, KS_VAULT_SWEEP_BATCH_RECORDS, erased);
 }
 
 /* --- payment resources ---------------------------------------------------------------------- */
 
 static bool resource_id_valid(const char *rid)
 {
-    return rid && rid[0] && strnlen(rid, KS_VAULT_RESOURCE_ID_BYTES_MAX + 1) <=
-                                KS_VAULT_RESOURCE_ID_BYTES_MAX;
+    return rid && rid[0] &&
+           strnlen(rid, KS_VAULT_RESOURCE_ID_BYTES_MAX + 1) <= KS_VAULT_RESOURCE_ID_BYTES_MAX;
 }
 
 struct claim_tx {

@@ -60,17 +60,17 @@ struct ks_card_input {
 /* What binds a tokenized card to one invoice: a disposable payment resource (docs/vault.md
  * "Payment resources"). Borrowed strings. */
 struct ks_vault_binding {
-    const char *resource_id;       /* 1..KS_VAULT_RESOURCE_ID_BYTES_MAX bytes, unique; the id the
-                                      invoice machine knows it by (never the token) */
-    const char *invoice_id;        /* the only invoice it may pay */
-    int64_t valid_until_ms;        /* > 0: no payment may claim it from then on */
+    const char *resource_id; /* 1..KS_VAULT_RESOURCE_ID_BYTES_MAX bytes, unique; the id the
+                                invoice machine knows it by (never the token) */
+    const char *invoice_id;  /* the only invoice it may pay */
+    int64_t valid_until_ms;  /* > 0: no payment may claim it from then on */
 };
 
 /* What may be shown about a tokenized card. */
 struct ks_card_public {
     char token[KS_VAULT_TOKEN_BYTES + 1];
     char resource_id[KS_VAULT_RESOURCE_ID_BYTES_MAX + 1]; /* filled by ks_vault_claim only */
-    int64_t valid_until_ms;        /* filled by ks_vault_claim only */
+    int64_t valid_until_ms;                               /* filled by ks_vault_claim only */
     char bin[9];                   /* first 6 digits */
     char last_digits[5];           /* last 4 */
     char mask[24];                 /* "424242******4242" */

@@ -37,7 +37,8 @@
 #define KS_VAULT_ROTATE_BATCHES_MAX 1000000 /* per table and rotation: 256 M records */
 #define KS_VAULT_SWEEP_BATCH_RECORDS 1000   /* CVVs erased per transaction */
 #define KS_VAULT_SWEEP_BATCHES_MAX 1000     /* per sweep; the next sweep goes on */
-#define KS_VAULT_CARD_SWEEP_BATCH_RECORDS 256 /* expired unclaimed cards deleted per transaction */
+/* Expired unclaimed cards (payment resources) deleted per transaction, with their CVVs. */
+#define KS_VAULT_CARD_SWEEP_BATCH_RECORDS 256
 
 /* --- card rules (vault_card.c): pure functions, no I/O ------------------------------------- */
 

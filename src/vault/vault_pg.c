@@ -165,9 +165,17 @@ static int pg_card_insert(void *conn, const struct ks_vault_rec *rec, const char
     char at[24], until[24];
     fmt_i64(at, sizeof(at), rec->created_at_ms);
     fmt_i64(until, sizeof(until), b ? b->valid_until_ms : 0);
-    const char *vals[] = {rec->token,     rec->key_id, (const char *)rec->sealed, bin4, last4,
-                          payment_system, at,          b ? b->resource_id : NULL,
-                          b ? b->invoice_id : NULL,    until,       b ? "0" : "1"};
+    const char *vals[] = {rec->token,
+                          rec->key_id,
+                          (const char *)rec->sealed,
+                          bin4,
+                          last4,
+                          payment_system,
+                          at,
+                          b ? b->resource_id : NULL,
+                          b ? b->invoice_id : NULL,
+                          until,
+                          b ? "0" : "1"};
     int lens[] = {0, 0, (int)rec->sealed_len, 0, 0, 0, 0, 0, 0, 0, 0};
     int bin[] = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0};
     return done(run(conn,
@@ -232,17 +240,16 @@ static int pg_card_claim(void *conn, const char *token, const char *invoice_id, 
             rc = KS_ERR_NOT_FOUND;
         else if (get_text(r, 0, 0, resource_id, cap) && get_text(r, 0, 1, bound, sizeof(bound)) &&
                  get_i64(r, 0, 2, valid_until_ms))
-            rc = PQgetisnull(r, 0, 0) || strcmp(bound, invoice_id) != 0 ||
-                         *valid_until_ms <= now_ms
+            rc = PQgetisnull(r, 0, 0) || strcmp(bound, invoice_id) != 0 || *valid_until_ms <= now_ms
                      ? KS_ERR_REJECTED
                      : KS_OK;
     }
     PQclear(r);
     if (rc != KS_OK)
         return rc;
-    return done(run(conn, "UPDATE vault_cards SET claimed = 1 WHERE token = $1::text", 1, vals,
-                    NULL, NULL),
-                PGRES_COMMAND_OK, NULL);
+    return done(
+        run(conn, "UPDATE vault_cards SET claimed = 1 WHERE token = $1::text", 1, vals, NULL, NULL),
+        PGRES_COMMAND_OK, NULL);
 }
 
 static int pg_card_token(void *conn, const char *resource_id, char *token, size_t cap)
@@ -252,7 +259,7 @@ static int pg_card_token(void *conn, const char *resource_id, char *token, size_
                       NULL, NULL);
     int rc = KS_ERR_IO;
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK)
-        rc = PQntuples(r) == 0 ? KS_ERR_NOT_FOUND
+        rc = PQntuples(r) == 0               ? KS_ERR_NOT_FOUND
              : get_text(r, 0, 0, token, cap) ? KS_OK
                                              : KS_ERR_IO;
     PQclear(r);

@@ -322,7 +322,8 @@ static int sq_card_delete(void *conn, const char *token, int64_t *deleted)
 {
     sqlite3_stmt *q = NULL;
     int rc = sq_cvv_delete(conn, token);
-    if (rc != KS_OK || (rc = prepare(conn, "DELETE FROM vault_cards WHERE token = ?1", &q)) != KS_OK)
+    if (rc != KS_OK ||
+        (rc = prepare(conn, "DELETE FROM vault_cards WHERE token = ?1", &q)) != KS_OK)
         return rc;
     sqlite3_bind_text(q, 1, token, -1, SQLITE_STATIC);
     return step_done(conn, q, deleted);

@@ -29,10 +29,10 @@ struct script {
     int ledger_ops;          /* counters */
     int sessions;
     char last_tag[160];
-    char released[16][96];   /* resources the "vault" unit was asked to release, in order */
+    char released[16][96]; /* resources the "vault" unit was asked to release, in order */
     int released_n;
     char authorized_resource[96]; /* "resource" of the last authorize session */
-    int token_in_task;       /* an acquiring task carried a paymentToolToken */
+    int token_in_task;            /* an acquiring task carried a paymentToolToken */
 };
 
 static struct script sc;
@@ -86,8 +86,7 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
         sc.token_in_task = 1;
     if (strcmp(kind, "authorize") == 0)
         snprintf(sc.authorized_resource, sizeof(sc.authorized_resource), "%s",
-                 ks_json_get_str(t->args, "resource") ? ks_json_get_str(t->args, "resource")
-                                                      : "");
+                 ks_json_get_str(t->args, "resource") ? ks_json_get_str(t->args, "resource") : "");
     if (strcmp(what, "give_up") == 0) {
         snprintf(err, errlen, "adapter broke");
         return KS_TASK_GIVE_UP;
@@ -271,8 +270,8 @@ static void pay(const char *id, const char *flow, const char *expiry, int routes
     char rid[96];
     cr_assert_eq(add_resource(id, 3600000, rid, NULL), KS_OK);
     json_t *req = json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s}}, s:o, s:i, s:i, s:s}", "op",
-                            "create_payment", "payment", "flow", "type", flow, "payer",
-                            "payerType", "PaymentResourcePayer", "paymentSession", "s", "routes",
+                            "create_payment", "payment", "flow", "type", flow, "payer", "payerType",
+                            "PaymentResourcePayer", "paymentSession", "s", "routes",
                             routes_of(routes), "revision", 1, "holdMs", 5000, "resource", rid);
     if (expiry)
         json_object_set_new(json_object_get(json_object_get(req, "payment"), "flow"),
@@ -638,8 +637,8 @@ Test(invoice, an_expired_resource_is_refused_and_its_card_released)
     cr_assert_eq(sc.released_n, 1);
     cr_assert_str_eq(sc.released[0], rid);
     json_t *st = state(id);
-    cr_assert(json_is_true(json_object_get(json_object_get(json_object_get(st, "resources"), rid),
-                                           "released")));
+    cr_assert(json_is_true(
+        json_object_get(json_object_get(json_object_get(st, "resources"), rid), "released")));
     cr_assert_eq(payments_n(st), 0);
     json_decref(st);
     clock_ms += 3600000;
@@ -690,9 +689,8 @@ Test(invoice, a_cascade_keeps_the_card_until_the_last_route_answers)
     settle();
     json_t *st = state(id);
     cr_assert_str_eq(pay_status(st, 0), "captured");
-    cr_assert_eq(json_integer_value(json_object_get(json_array_get(json_object_get(st, "payments"),
-                                                                   0),
-                                                    "routeIndex")),
+    cr_assert_eq(json_integer_value(json_object_get(
+                     json_array_get(json_object_get(st, "payments"), 0), "routeIndex")),
                  1);
     json_decref(st);
     cr_assert_eq(sc.released_n, 1);
@@ -701,8 +699,9 @@ Test(invoice, a_cascade_keeps_the_card_until_the_last_route_answers)
 Test(invoice, attempts_are_bounded_by_the_terms)
 {
     char id[32], rid[96], code[64];
-    new_invoice_terms(id, 3600000, json_pack("{s:{s:i, s:i}}", "perInvoice", "paymentsMax", 2,
-                                             "paymentResourcesMax", 5));
+    new_invoice_terms(
+        id, 3600000,
+        json_pack("{s:{s:i, s:i}}", "perInvoice", "paymentsMax", 2, "paymentResourcesMax", 5));
     sc.authorize = "fail:authorization_failed:rejected_by_issuer";
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(add_resource(id, 3600000, rid, code), KS_OK);
@@ -714,9 +713,9 @@ Test(invoice, attempts_are_bounded_by_the_terms)
     cr_assert_str_eq(code, "paymentAttemptsExceeded");
     json_t *st = state(id);
     cr_assert_eq(payments_n(st), 2, "the refused attempt left nothing behind");
-    cr_assert_null(json_object_get(json_object_get(json_object_get(st, "resources"), rid),
-                                   "payment"),
-                   "nor spent its resource");
+    cr_assert_null(
+        json_object_get(json_object_get(json_object_get(st, "resources"), rid), "payment"),
+        "nor spent its resource");
     json_decref(st);
 }
 
@@ -725,11 +724,11 @@ Test(invoice, resources_only_for_an_unpaid_invoice_and_payers_without_tokens)
     char id[32], rid[96], code[64];
     new_invoice(id, 3600000);
     cr_assert_eq(add_resource(id, 3600000, rid, code), KS_OK);
-    json_t *req = json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s, s:s}}, s:o, s:i, s:s}", "op",
-                            "create_payment", "payment", "flow", "type", "PaymentFlowInstant",
-                            "payer", "payerType", "PaymentResourcePayer", "paymentSession", "s",
-                            "paymentToolToken", "secret", "routes", routes_of(1), "revision", 1,
-                            "resource", rid);
+    json_t *req =
+        json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s, s:s}}, s:o, s:i, s:s}", "op", "create_payment",
+                  "payment", "flow", "type", "PaymentFlowInstant", "payer", "payerType",
+                  "PaymentResourcePayer", "paymentSession", "s", "paymentToolToken", "secret",
+                  "routes", routes_of(1), "revision", 1, "resource", rid);
     struct ks_reply r;
     cr_assert_eq(call(id, req, &r), KS_ERR_INVALID, "a token would be stored in the events");
     ks_reply_release(&r);

@@ -660,8 +660,8 @@ static void tokenize_bound_ok(const char *rid, const char *invoice, int64_t unti
                               struct ks_card_public *out)
 {
     struct ks_card_input in = card("4242424242424242", "12/30", "123", NULL);
-    struct ks_vault_binding b = {.resource_id = rid, .invoice_id = invoice,
-                                 .valid_until_ms = until};
+    struct ks_vault_binding b = {
+        .resource_id = rid, .invoice_id = invoice, .valid_until_ms = until};
     char code[32] = "x";
     int rc = ks_vault_tokenize_bound(fx.vault, &in, &b, NOW_MS, out, code, sizeof(code));
     cr_assert_eq(rc, KS_OK, "tokenize_bound: %s %s", ks_err_name(rc), code);
@@ -735,16 +735,17 @@ Test(vault, bindings_are_checked_and_resource_ids_unique)
         {.resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = 0},
         {.resource_id = "x23456789012345678901234567890123456789012345678901234567890123456"
                         "789012345678901", /* 81 bytes */
-         .invoice_id = "inv", .valid_until_ms = NOW_MS + 1},
+         .invoice_id = "inv",
+         .valid_until_ms = NOW_MS + 1},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        cr_assert_eq(ks_vault_tokenize_bound(fx.vault, &in, &bad[i], NOW_MS, &pub, code,
-                                             sizeof(code)),
-                     KS_ERR_INVALID, "binding %zu", i);
+        cr_assert_eq(
+            ks_vault_tokenize_bound(fx.vault, &in, &bad[i], NOW_MS, &pub, code, sizeof(code)),
+            KS_ERR_INVALID, "binding %zu", i);
     cr_assert_eq(rows("vault_cards"), 0);
     tokenize_bound_ok("inv.1", "inv", NOW_MS + HOUR_MS, &pub);
-    struct ks_vault_binding again = {.resource_id = "inv.1", .invoice_id = "inv",
-                                     .valid_until_ms = NOW_MS + HOUR_MS};
+    struct ks_vault_binding again = {
+        .resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = NOW_MS + HOUR_MS};
     cr_assert_eq(ks_vault_tokenize_bound(fx.vault, &in, &again, NOW_MS, &pub, code, sizeof(code)),
                  KS_ERR_CONFLICT);
     cr_assert_eq(rows("vault_cards"), 1);
@@ -800,12 +801,11 @@ Test(vault, background_sweeper_deletes_expired_unclaimed_cards)
 {
     struct ks_vault *v = vault_open_at(fx.key_path, 0, 20); /* sweep every 20 ms */
     struct ks_card_input in = card("4242424242424242", "12/40", "123", NULL);
-    struct ks_vault_binding b = {.resource_id = "inv.1", .invoice_id = "inv",
-                                 .valid_until_ms = ks_now_ms() + 50};
+    struct ks_vault_binding b = {
+        .resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = ks_now_ms() + 50};
     struct ks_card_public pub;
     char code[32];
-    cr_assert_eq(ks_vault_tokenize_bound(v, &in, &b, ks_now_ms(), &pub, code, sizeof(code)),
-                 KS_OK);
+    cr_assert_eq(ks_vault_tokenize_bound(v, &in, &b, ks_now_ms(), &pub, code, sizeof(code)), KS_OK);
     int64_t left = 1;
     for (int i = 0; i < 500 && left; i++) {
         usleep(10 * 1000);

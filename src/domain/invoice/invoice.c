@@ -176,12 +176,10 @@ static const char *invoice_id(const struct tx *t)
 
 /* A per-invoice bound from the pinned terms ("perInvoice": {key: n}), `dflt` when not set,
  * never above `ceiling`. */
-static int64_t per_invoice_max(const json_t *state, const char *key, int64_t dflt,
-                               int64_t ceiling)
+static int64_t per_invoice_max(const json_t *state, const char *key, int64_t dflt, int64_t ceiling)
 {
-    const json_t *v = json_object_get(json_object_get(json_object_get(state, "terms"),
-                                                      "perInvoice"),
-                                      key);
+    const json_t *v =
+        json_object_get(json_object_get(json_object_get(state, "terms"), "perInvoice"), key);
     int64_t n = json_is_integer(v) ? json_integer_value(v) : dflt;
     return n < 1 ? 1 : n > ceiling ? ceiling : n;
 }
@@ -610,8 +608,8 @@ static int call_add_payment_resource(struct tx *t, const json_t *req)
                       "validUntilMs", (json_int_t)until));
     resource_deadline_key(key, sizeof(key), rid);
     ev_deadline(t, key, until);
-    t->out->reply = json_pack("{s:{s:s, s:I}}", "resource", "id", rid, "validUntilMs",
-                              (json_int_t)until);
+    t->out->reply =
+        json_pack("{s:{s:s, s:I}}", "resource", "id", rid, "validUntilMs", (json_int_t)until);
     return KS_OK;
 }
 
@@ -623,7 +621,8 @@ static const char *resource_unusable(const struct tx *t, const char *rid)
         return "the payment tool token is not valid for this invoice";
     if (json_object_get(res, "payment"))
         return "the payment tool token was already used";
-    if (json_is_true(json_object_get(res, "released")) || num(res, "validUntilMs") <= t->ctx->now_ms)
+    if (json_is_true(json_object_get(res, "released")) ||
+        num(res, "validUntilMs") <= t->ctx->now_ms)
         return "the payment tool token has expired";
     return NULL;
 }
@@ -672,10 +671,10 @@ static int call_create_payment(struct tx *t, const json_t *req)
         json_object_set(pub, "externalID", json_object_get(params, "externalID"));
     json_t *meta = json_object_get(params, "metadata");
     json_object_set_new(pub, "metadata", meta ? json_incref(meta) : json_object());
-    json_t *ev = json_pack("{s:s, s:o, s:{s:O, s:I, s:I, s:s}}", "type", "PaymentStarted",
-                           "payment", pub, "internal", "routes", routes, "revision",
-                           (json_int_t)num(req, "revision"), "heldUntilMs",
-                           (json_int_t)held_until, "resource", rid);
+    json_t *ev =
+        json_pack("{s:s, s:o, s:{s:O, s:I, s:I, s:s}}", "type", "PaymentStarted", "payment", pub,
+                  "internal", "routes", routes, "revision", (json_int_t)num(req, "revision"),
+                  "heldUntilMs", (json_int_t)held_until, "resource", rid);
     emit(t, ev);
     json_t *p = ks_invoice_payment(t->state, pid);
     char plan[200];
@@ -1262,8 +1261,9 @@ static void apply_into(json_t *s, const json_t *ev)
             all = json_object();
             json_object_set_new(s, "resources", all);
         }
-        json_object_set_new(all, str(ev, "resource"),
-                            json_pack("{s:O}", "validUntilMs", json_object_get(ev, "validUntilMs")));
+        json_object_set_new(
+            all, str(ev, "resource"),
+            json_pack("{s:O}", "validUntilMs", json_object_get(ev, "validUntilMs")));
     } else if (strcmp(type, "internal.paymentResourceReleased") == 0) {
         json_t *res = resource_of(s, str(ev, "resource"));
         if (res)

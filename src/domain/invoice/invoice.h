@@ -26,9 +26,8 @@
 #include "engine/engine.h"
 
 #define KS_INVOICE_NS "invoice"
-#define KS_INVOICE_PAYMENTS_MAX 32      /* attempts within one invoice: ceiling of paymentsMax */
-#define KS_INVOICE_RESOURCES_MAX 32     /* payment resources within one invoice: ceiling of
-                                           paymentResourcesMax */
+#define KS_INVOICE_PAYMENTS_MAX 32      /* attempts within one invoice: paymentsMax ceiling */
+#define KS_INVOICE_RESOURCES_MAX 32     /* cards within one invoice: paymentResourcesMax ceiling */
 #define KS_INVOICE_PAYMENTS_DEFAULT 10  /* terms.perInvoice.paymentsMax when not set */
 #define KS_INVOICE_RESOURCES_DEFAULT 10 /* terms.perInvoice.paymentResourcesMax when not set */
 #define KS_INVOICE_REFUNDS_MAX 32       /* refunds within one payment */
