@@ -17,6 +17,7 @@ import uuid
 import pytest
 import requests
 
+from conftest import kassa_bin
 from test_payments import CARDS, PARTY, SHOP, Api, issue_token, start_payments_kassa
 from test_payments import api  # noqa: F401  (the module's server, as in test_payments)
 
@@ -160,7 +161,7 @@ def test_an_expired_token_is_refused_and_its_card_swept(tmp_path):
         assert payments_of(api, inv["id"]) == []
         wait_until("the expired card to leave the vault", lambda: vault_cards(k, inv["id"]) == 0)
         # the flag's range is checked
-        out = subprocess.run([os.environ.get("KASSA_BIN") or "build/san/kassa", "serve",
+        out = subprocess.run([kassa_bin(), "serve",
                               "--payment-resource-ttl-ms", "5"], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 2 and "payment-resource-ttl-ms" in out.stderr
@@ -307,3 +308,52 @@ def test_the_bounds_come_from_the_terms_and_are_validated(api):
                 {"attempts": 3}, []):
         r = put_config(api.k, lambda doc: doc["terms"]["sandbox"].__setitem__("perInvoice", bad))
         assert r.status_code == 422 and "perInvoice" in r.text, (bad, r.status_code, r.text)
+
+
+@pytest.mark.skipif(not os.environ.get("KASSA_TEST_STORE_URL"), reason="no shared store")
+def test_two_nodes_on_one_store_make_one_payment_per_token(tmp_path):
+    """Concurrent payments with one token, split between two servers on one PostgreSQL store:
+    the invoice machine serialises them across nodes, so exactly one payment starts."""
+    key = str(tmp_path / "signing.key")  # one key: invoice tokens of one node work on the other
+    nodes = []
+    try:
+        for n in range(2):
+            wd = tmp_path / ("node%d" % n)
+            wd.mkdir()
+            nodes.append(start_payments_kassa(wd, "--signing-key-file", key))
+        out = subprocess.run([kassa_bin(), "token", "issue",
+                              "--party", PARTY, "--signing-key-file", key],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        token = out.stdout.strip()
+        apis = [Api(k, token) for k in nodes]
+        for _ in range(3):
+            inv, tok = apis[0].invoice()
+            res = apis[1].resource(tok, CARDS["visa"])
+            start = threading.Barrier(8)
+            outcomes = []
+            lock = threading.Lock()
+
+            def one(i):
+                start.wait()
+                r = requests.post(nodes[i % 2].base + PAYMENTS % inv["id"], timeout=30,
+                                  headers={"Authorization": "Bearer " + tok},
+                                  json={"flow": {"type": "PaymentFlowInstant"},
+                                        "payer": payer(res)})
+                with lock:
+                    outcomes.append((r.status_code, r.json()))
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert sorted(c for c, _ in outcomes) == [201] + [400] * 7, outcomes
+            assert len(payments_of(apis[0], inv["id"])) == 1
+            assert apis[1].wait_payment(inv["id"], "1", {"captured", "failed"})["status"] == \
+                "captured"
+    finally:
+        problems = []
+        for k in nodes:
+            problems.extend(k.stop())
+    assert not problems, problems
