@@ -85,6 +85,7 @@ enum opt_id {
     OPT_TASK_LEASE_MS,
     OPT_ACQUIRING_WORKERS,
     OPT_INITIAL_CONFIG,
+    OPT_PAYMENT_RESOURCE_TTL_MS,
     OPT_COUNT
 };
 
@@ -160,6 +161,11 @@ static const struct opt_def {
                             "domain configuration installed into an empty store: sandbox (the "
                             "embedded one) or a JSON file; the sandbox acquirer runs only when the "
                             "configuration uses it"},
+    /* Payment resources are disposable (docs/payments.md "Payment resources"). */
+    [OPT_PAYMENT_RESOURCE_TTL_MS] = {"payment-resource-ttl-ms", "KASSA_PAYMENT_RESOURCE_TTL_MS",
+                                     "3600000",
+                                     "lifetime of a tokenized card (validUntil); unused ones "
+                                     "are then deleted from the vault"},
 };
 
 _Static_assert(KS_HTTP_BODY_BYTES_MAX_DEFAULT == 65536,
@@ -184,6 +190,7 @@ struct config {
     int64_t payment_hold_ms;
     int64_t task_lease_ms;
     int64_t acquiring_workers;
+    int64_t payment_resource_ttl_ms;
 };
 
 static void usage(FILE *f)
@@ -295,8 +302,10 @@ static int config_parse(int argc, char **argv, struct config *c)
         (rc = int_option(c, OPT_PAYMENT_HOLD_MS, 1000, 30LL * 24 * 3600 * 1000,
                          &c->payment_hold_ms)) ||
         (rc = int_option(c, OPT_TASK_LEASE_MS, 500, 3600LL * 1000, &c->task_lease_ms)) ||
-        (rc = int_option(c, OPT_ACQUIRING_WORKERS, 1, KS_UNIT_WORKERS_MAX,
-                         &c->acquiring_workers)))
+        (rc =
+             int_option(c, OPT_ACQUIRING_WORKERS, 1, KS_UNIT_WORKERS_MAX, &c->acquiring_workers)) ||
+        (rc = int_option(c, OPT_PAYMENT_RESOURCE_TTL_MS, 1000, 24LL * 3600 * 1000,
+                         &c->payment_resource_ttl_ms)))
         return rc;
     if (c->text[OPT_PUBLIC_URL][0] && strncmp(c->text[OPT_PUBLIC_URL], "http://", 7) != 0 &&
         strncmp(c->text[OPT_PUBLIC_URL], "https://", 8) != 0)
@@ -757,6 +766,10 @@ static int cmd_serve(int argc, char **argv)
             ks_acquiring_unit(acquiring, &u);
             erc = ks_engine_register_unit(engine, &u);
         }
+        if (erc == KS_OK) { /* releases the cards of spent and expired payment resources */
+            ks_vault_unit(vault, &u);
+            erc = ks_engine_register_unit(engine, &u);
+        }
     }
 #ifdef KASSA_WITH_PROBE
     if (erc == KS_OK)
@@ -796,7 +809,8 @@ static int cmd_serve(int argc, char **argv)
                                             .auth = auth,
                                             .vault = vault,
                                             .log = &lg,
-                                            .payment_hold_ms = c.payment_hold_ms};
+                                            .payment_hold_ms = c.payment_hold_ms,
+                                            .payment_resource_ttl_ms = c.payment_resource_ttl_ms};
     const char *token_file = c.text[OPT_ADMIN_TOKEN_FILE];
     if (admin_enabled) {
         char why[256] = "";

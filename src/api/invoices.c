@@ -28,6 +28,7 @@
 #define EXTERNAL_ID_BYTES_MAX 40
 #define EXTERNAL_ID_TTL_MS (100LL * 365 * 24 * 3600 * 1000) /* an externalID binds for good */
 #define EVENTS_PAGES_MAX 16
+#define PAYMENT_RESOURCE_TTL_MS_DEFAULT (3600LL * 1000) /* validUntil of a payment resource */
 
 /* --- small helpers ------------------------------------------------------------------------ */
 
@@ -822,6 +823,17 @@ static int h_events(void *ctx, const struct ks_http_req *req, struct ks_http_res
 
 /* --- payment resources ---------------------------------------------------------------------- */
 
+/* engine_error, except that the invoice's bounds on payment resources and payment attempts
+ * (terms.perInvoice) are 429 with their own codes: the payer's page has asked too often. */
+static int invoice_bound_error(struct ks_http_resp *resp, int rc, const struct ks_reply *r,
+                               const char *external_id)
+{
+    if (rc == KS_ERR_LIMIT && (strcmp(r->error_code, "paymentResourcesExceeded") == 0 ||
+                               strcmp(r->error_code, "paymentAttemptsExceeded") == 0))
+        return ks_http_error(resp, 429, r->error_code, "%s", r->error_message);
+    return engine_error(resp, rc, r, external_id);
+}
+
 static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
                                      struct ks_http_resp *resp)
 {
@@ -857,11 +869,41 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
         snprintf(exp_short, sizeof(exp_short), "%.2s/%.2s", exp, exp + 5);
     else
         snprintf(exp_short, sizeof(exp_short), "%s", exp);
-    struct ks_card_input in = {.card_number = number, .exp_date = exp_short, .cvv = cvv,
-                               .card_holder = holder};
-    struct ks_card_public card;
+    struct ks_card_input in = {
+        .card_number = number, .exp_date = exp_short, .cvv = cvv, .card_holder = holder};
     char code[64] = "";
-    rc = ks_vault_tokenize(api->vault, &in, ks_now_ms(), &card, code, sizeof(code));
+    int64_t now = ks_now_ms();
+    /* A bad card is refused before anything is written or counted. */
+    rc = ks_vault_check(&in, now, code, sizeof(code));
+    if (rc == KS_ERR_INVALID)
+        return bad(resp, code[0] ? code : "invalidRequest", "the card data is not valid");
+    if (rc != KS_OK)
+        return ks_http_error_from(resp, rc, NULL, NULL);
+    /* The invoice machine reserves the resource first: its count is the bound (serialised per
+     * invoice, on every node), so the card past the bound never reaches the vault. */
+    if (!ks_machine_id_valid(who.invoice_id))
+        return unauthorized(resp, "this access token names no invoice");
+    int64_t ttl = api->payment_resource_ttl_ms > 0 ? api->payment_resource_ttl_ms
+                                                   : PAYMENT_RESOURCE_TTL_MS_DEFAULT;
+    json_t *call = json_pack("{s:s, s:I}", "op", "add_payment_resource", "validUntilMs",
+                             (json_int_t)(now + ttl));
+    struct ks_reply r = {0};
+    rc = ks_engine_call(api->engine, KS_INVOICE_NS, who.invoice_id, call, NULL, &r);
+    json_decref(call);
+    if (rc != KS_OK) {
+        rc = invoice_bound_error(resp, rc, &r, NULL);
+        ks_reply_release(&r);
+        return rc;
+    }
+    const json_t *res = json_object_get(r.body, "resource");
+    char rid[KS_VAULT_RESOURCE_ID_BYTES_MAX + 1];
+    snprintf(rid, sizeof(rid), "%s", sget(res, "id") ? sget(res, "id") : "");
+    int64_t valid_until = json_integer_value(json_object_get(res, "validUntilMs"));
+    ks_reply_release(&r);
+    struct ks_vault_binding bind = {
+        .resource_id = rid, .invoice_id = who.invoice_id, .valid_until_ms = valid_until};
+    struct ks_card_public card;
+    rc = ks_vault_tokenize_bound(api->vault, &in, &bind, now, &card, code, sizeof(code));
     if (rc == KS_ERR_INVALID)
         return bad(resp, code[0] ? code : "invalidRequest", "the card data is not valid");
     if (rc != KS_OK)
@@ -876,10 +918,12 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
     json_t *ci = json_pack("{s:s}", "fingerprint", sget(client, "fingerprint"));
     if (ip)
         json_object_set_new(ci, "ip", json_string(ip));
+    char until_text[40];
+    ks_time_rfc3339(valid_until, until_text, sizeof(until_text));
     return ks_http_reply(resp, 201,
-                         json_pack("{s:s, s:s, s:o, s:o}", "paymentToolToken", card.token,
+                         json_pack("{s:s, s:s, s:o, s:o, s:s}", "paymentToolToken", card.token,
                                    "paymentSession", session, "paymentToolDetails", details,
-                                   "clientInfo", ci));
+                                   "clientInfo", ci, "validUntil", until_text));
 }
 
 /* --- payments ------------------------------------------------------------------------------- */
@@ -949,6 +993,29 @@ static int validate_payer(struct ks_http_resp *resp, const json_t *payer)
     return 0;
 }
 
+/* A payment request whose token the vault refuses (unknown, deleted, another invoice's, or
+ * expired). A repeat of a request that did create a payment still gets that payment: its card
+ * may be gone by now, so the engine is asked with no resource, which replays the recorded
+ * outcome or, for a request never seen, is refused by the machine without creating anything. */
+static int refused_token(struct ks_payments_api *api, struct ks_http_resp *resp, const char *id,
+                         const struct idem_keys *k, const char *external_id, const char *why)
+{
+    if (!k->used)
+        return bad(resp, "invalidPaymentToolToken", "%s", why);
+    struct ks_reply r = {0};
+    json_t *call = json_pack("{s:s}", "op", "create_payment");
+    int rc = ks_engine_call(api->engine, KS_INVOICE_NS, id, call, &k->idem, &r);
+    json_decref(call);
+    if (rc == KS_OK && r.replayed)
+        rc = reply_copy(resp, 201, json_object_get(r.body, "payment"));
+    else if (rc == KS_ERR_IDEM_CONFLICT)
+        rc = engine_error(resp, rc, &r, external_id);
+    else
+        rc = bad(resp, "invalidPaymentToolToken", "%s", why);
+    ks_reply_release(&r);
+    return rc;
+}
+
 static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_payments_api *api = ctx;
@@ -985,10 +1052,23 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
     if ((rc = load_invoice(api, &who, id, "payments:write", resp, &st)) != KS_OK)
         return rc;
 
+    struct idem_keys k;
+    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
+    snprintf(scope, sizeof(scope), "invoice:%s:createPayment", id);
+    if (idem_prepare(&k, req, resp, scope, external_id, b) != 0) {
+        rc = KS_ERR_INVALID;
+        goto out;
+    }
+    /* The token must name a card bound to this invoice and still valid; the claim keeps the
+     * vault's sweeper off it. The invoice machine then spends the resource, once. */
     struct ks_card_public card;
-    rc = ks_vault_describe(api->vault, sget(payer, "paymentToolToken"), &card);
-    if (rc == KS_ERR_NOT_FOUND) {
-        rc = bad(resp, "invalidPaymentToolToken", "unknown payment tool token");
+    rc = ks_vault_claim(api->vault, sget(payer, "paymentToolToken"), id, ks_now_ms(), &card);
+    if (rc == KS_ERR_NOT_FOUND || rc == KS_ERR_REJECTED) {
+        rc = refused_token(api, resp, id, &k, external_id,
+                           rc == KS_ERR_NOT_FOUND
+                               ? "unknown payment tool token (or already used)"
+                               : "the payment tool token is not valid for this invoice, or "
+                                 "has expired");
         goto out;
     }
     if (rc != KS_OK) {
@@ -1048,8 +1128,9 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
     json_t *flow_out = json_pack("{s:s}", "type", flow_type);
     if (strcmp(flow_type, "PaymentFlowHold") == 0)
         json_object_set_new(flow_out, "onHoldExpiration", json_string(expiry ? expiry : "cancel"));
-    json_t *payer_clean = json_pack("{s:s, s:s, s:s}", "payerType", "PaymentResourcePayer",
-                                    "paymentToolToken", sget(payer, "paymentToolToken"),
+    /* The token stays out of the payment, its events and the outbox: the machine knows the
+     * resource by id, and payment views show the masked card. */
+    json_t *payer_clean = json_pack("{s:s, s:s}", "payerType", "PaymentResourcePayer",
                                     "paymentSession", sget(payer, "paymentSession"));
     const json_t *contact = json_object_get(payer, "contactInfo");
     if (contact) {
@@ -1071,20 +1152,14 @@ static int h_create_payment(void *ctx, const struct ks_http_req *req, struct ks_
         json_object_set_new(params, "externalID", json_string(external_id));
     if (meta)
         json_object_set(params, "metadata", meta);
-    call = json_pack("{s:s, s:O, s:O, s:I, s:I}", "op", "create_payment", "payment", params,
-                     "routes", routes, "revision", (json_int_t)revision, "holdMs",
-                     (json_int_t)(api->payment_hold_ms > 0 ? api->payment_hold_ms
-                                                           : 3LL * 24 * 3600 * 1000));
-    struct idem_keys k;
-    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
-    snprintf(scope, sizeof(scope), "invoice:%s:createPayment", id);
-    if (idem_prepare(&k, req, resp, scope, external_id, b) != 0) {
-        rc = KS_ERR_INVALID;
-        goto out;
-    }
+    call = json_pack(
+        "{s:s, s:O, s:O, s:I, s:I, s:s}", "op", "create_payment", "payment", params, "routes",
+        routes, "revision", (json_int_t)revision, "holdMs",
+        (json_int_t)(api->payment_hold_ms > 0 ? api->payment_hold_ms : 3LL * 24 * 3600 * 1000),
+        "resource", card.resource_id);
     rc = ks_engine_call(api->engine, KS_INVOICE_NS, id, call, k.used ? &k.idem : NULL, &r);
     if (rc != KS_OK) {
-        rc = engine_error(resp, rc, &r, external_id);
+        rc = invoice_bound_error(resp, rc, &r, external_id);
         goto out;
     }
     rc = reply_copy(resp, 201, json_object_get(r.body, "payment"));

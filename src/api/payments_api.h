@@ -26,6 +26,7 @@ struct ks_payments_api {
     struct ks_log *log;        /* borrowed */
     int64_t invoice_token_ttl_ms;  /* 0 = 24 hours */
     int64_t payment_hold_ms;       /* how long a hold lasts before onHoldExpiration; 0 = 3 days */
+    int64_t payment_resource_ttl_ms; /* a payment resource's lifetime (validUntil); 0 = 1 hour */
 };
 
 /* Adds the public payments routes to `r`. `api` is borrowed and must outlive the server. */

@@ -67,6 +67,7 @@ _Static_assert(KS_CONFIG_DOCUMENT_BYTES_MAX +
 #define KS_CONFIG_REF_BYTES_MAX 128     /* credentialsRef */
 #define KS_CONFIG_PRIORITY_MAX 1000000  /* routing priority and weight: 0..this */
 #define KS_CONFIG_CANDIDATES_MAX 32     /* routing candidates returned for one payment */
+#define KS_CONFIG_PER_INVOICE_MAX 32    /* ceiling of terms.perInvoice.*Max (the machine's too) */
 #define KS_CONFIG_HISTORY_PAGE_MAX 1000 /* revisions listed at once */
 #define KS_CONFIG_FILE_BYTES_MAX (1024 * 1024) /* a document file read by the command line */
 #define KS_CONFIG_WHY_BYTES 512                /* a good size for the `why` buffers below */

@@ -759,10 +759,31 @@ out:
     return rc;
 }
 
+/* terms.perInvoice: what one invoice (one payer's access token) may do. */
+static int per_invoice_check(struct vctx *v, const json_t *terms)
+{
+    static const char *const keys[] = {"paymentResourcesMax", "paymentsMax", NULL};
+    json_t *pi = json_object_get(terms, "perInvoice");
+    if (!pi)
+        return KS_OK;
+    size_t o = path_key(v, "perInvoice");
+    int64_t n;
+    int rc;
+    if (!json_is_object(pi))
+        rc = fail(v, "must be an object {paymentResourcesMax?, paymentsMax?}, not %s",
+                  type_name(pi));
+    else if ((rc = only_keys(v, pi, keys, "field")) == KS_OK &&
+             (rc = int_field(v, pi, "paymentResourcesMax", 0, 1, KS_CONFIG_PER_INVOICE_MAX, 10,
+                             &n)) == KS_OK)
+        rc = int_field(v, pi, "paymentsMax", 0, 1, KS_CONFIG_PER_INVOICE_MAX, 10, &n);
+    path_pop(v, o);
+    return rc;
+}
+
 static int terms_one(struct vctx *v, const json_t *t)
 {
-    static const char *const keys[] = {
-        "name", "description", "paymentSystems", "limits", "fees", "refundFees", NULL};
+    static const char *const keys[] = {"name", "description", "paymentSystems", "limits",
+                                       "fees", "refundFees",  "perInvoice",     NULL};
     const char *s;
     const json_t *systems;
     int rc;
@@ -775,7 +796,7 @@ static int terms_one(struct vctx *v, const json_t *t)
     json_t *currencies = json_array();
     if (!currencies)
         return KS_ERR_NOMEM;
-    if ((rc = limits_check(v, t, currencies)) == KS_OK &&
+    if ((rc = per_invoice_check(v, t)) == KS_OK && (rc = limits_check(v, t, currencies)) == KS_OK &&
         (rc = fee_table(v, t, "fees", 1, currencies, "the currencies of limits", systems,
                         "the terms' paymentSystems", 1)) == KS_OK)
         rc = fee_table(v, t, "refundFees", 0, currencies, "the currencies of limits", systems,

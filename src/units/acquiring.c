@@ -143,9 +143,10 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
     struct ks_adapter_intent in;
     memset(&in, 0, sizeof(in));
     if (authorize) {
-        const char *token = ks_json_get_str(args, "paymentToolToken");
-        int rc = token && a->vault ? ks_vault_reveal(a->vault, token, s.now_ms, &card)
-                                   : KS_ERR_NOT_FOUND;
+        const char *resource = ks_json_get_str(args, "resource");
+        int rc = resource && a->vault
+                     ? ks_vault_reveal_resource(a->vault, resource, s.now_ms, &card)
+                     : KS_ERR_NOT_FOUND;
         if (rc == KS_ERR_NOT_FOUND || rc == KS_ERR_INVALID) {
             /* The card is gone (or never was): the authorization cannot be attempted. */
             in.kind = KS_INTENT_FINISH;
@@ -175,8 +176,8 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
         /* The card was presented: whatever comes next (an answer, a payer step, an inquiry)
          * needs no CVV.
          * A failure here leaves it to the vault's lifetime sweep. */
-        const char *token = ks_json_get_str(args, "paymentToolToken");
-        if (ks_vault_erase_cvv(a->vault, token) != KS_OK && a->log)
+        const char *resource = ks_json_get_str(args, "resource");
+        if (ks_vault_erase_cvv_resource(a->vault, resource) != KS_OK && a->log)
             ks_logf(a->log, KS_LOG_WARN, task->id, "CVV erase failed; the sweep will remove it");
     }
     *result = intent_json(&in);

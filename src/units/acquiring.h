@@ -3,9 +3,10 @@
  *
  * A task of unit "acquiring" carries a session step (built by domain/invoice): {"kind",
  * "operation", "session", "invoice", "payment", "refund"?, "provider", "terminal", "adapter",
- * "options", "amount", "currency", "paymentToolToken"? (authorize), "callback"?, "adapterState"?,
- * "callbackTag"}. The unit finds the adapter by name, reveals the card from the vault for an
- * authorization (and erases its CVV once the authorization has an answer), runs the adapter
+ * "options", "amount", "currency", "resource"? (authorize: the payment resource's id, never its
+ * token), "callback"?, "adapterState"?, "callbackTag"}. The unit finds the adapter by name,
+ * reveals the card from the vault by resource id for an authorization (and erases its CVV once
+ * the authorization has an answer), runs the adapter
  * and returns its intent as the task result:
  *   {"intent":"finish","success":true|false,"failure":{"code","reason"}?,"trx"?,"adapterState"?}
  *   {"intent":"sleep","sleepMs":N,"adapterState"?}

@@ -1,6 +1,7 @@
 /*
  * vault.c — the card vault (vault.h): the master key file, wrapped data keys and their cache,
- * tokenization, reveal, CVV erasure and lifetime, rotation, and the background CVV sweeper.
+ * tokenization, reveal, CVV erasure and lifetime, payment resources (binding, claim, release,
+ * sweep), rotation, and the background sweeper.
  * Design note: docs/vault.md.
  *
  * Secrets in memory: the master key and unwrapped data keys live in one anonymous mapping that
@@ -30,6 +31,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/json.h"
 #include "vault/vault_int.h"
 
 #define MASTER_ID_LABEL "kassa-vault-master-id"
@@ -632,6 +634,7 @@ struct tokenize_tx {
     size_t plain_len;
     const char *cvv; /* "" = none */
     const char *bin, *last4, *payment_system;
+    const struct ks_vault_binding *binding; /* or NULL */
     struct ks_vault_rec rec; /* token and created_at set by the caller */
 };
 
@@ -651,7 +654,8 @@ static int tokenize_tx(void *conn, void *arg)
     size_t aadlen = aad_record(aad, KS_VAULT_T_CARDS, a->rec.token, cur.key_id);
     if ((rc = ks_vault_seal(key, aad, aadlen, a->plain, a->plain_len, a->rec.sealed,
                             sizeof(a->rec.sealed), &a->rec.sealed_len)) != KS_OK ||
-        (rc = v->sql->card_insert(conn, &a->rec, a->bin, a->last4, a->payment_system)) != KS_OK)
+        (rc = v->sql->card_insert(conn, &a->rec, a->bin, a->last4, a->payment_system,
+                                  a->binding)) != KS_OK)
         goto out;
     if (a->cvv[0]) {
         aadlen = aad_record(aad, KS_VAULT_T_CVV, a->rec.token, cur.key_id);
@@ -665,13 +669,39 @@ out:
     return rc;
 }
 
+int ks_vault_check(const struct ks_card_input *in, int64_t now_ms, char *code, size_t codelen)
+{
+    if (codelen)
+        code[0] = '\0';
+    if (!in)
+        return KS_ERR_INVALID;
+    struct ks_vault_plain p;
+    const char *bad = "";
+    int rc = ks_vault_card_check(in, now_ms, &p, &bad);
+    if (rc != KS_OK && codelen && copy_str(code, codelen, bad) != KS_OK)
+        rc = KS_ERR_LIMIT; /* the caller's buffer cannot hold the code */
+    OPENSSL_cleanse(&p, sizeof(p));
+    return rc;
+}
+
 int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in, int64_t now_ms,
                       struct ks_card_public *out, char *code, size_t codelen)
+{
+    return ks_vault_tokenize_bound(v, in, NULL, now_ms, out, code, codelen);
+}
+
+int ks_vault_tokenize_bound(struct ks_vault *v, const struct ks_card_input *in,
+                            const struct ks_vault_binding *b, int64_t now_ms,
+                            struct ks_card_public *out, char *code, size_t codelen)
 {
     if (codelen)
         code[0] = '\0';
     memset(out, 0, sizeof(*out));
     if (!v || !in)
+        return KS_ERR_INVALID;
+    if (b && (!b->resource_id || !b->resource_id[0] ||
+              strlen(b->resource_id) > KS_VAULT_RESOURCE_ID_BYTES_MAX || !b->invoice_id ||
+              !b->invoice_id[0] || b->valid_until_ms <= 0))
         return KS_ERR_INVALID;
     struct ks_vault_plain p;
     unsigned char plain[KS_VAULT_PLAIN_BYTES_MAX];
@@ -695,7 +725,8 @@ int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in, int64_
                             .cvv = p.cvv,
                             .bin = pub.bin,
                             .last4 = pub.last_digits,
-                            .payment_system = pub.payment_system};
+                            .payment_system = pub.payment_system,
+                            .binding = b};
     a.rec.created_at_ms = now_ms;
     for (int i = 0; i < CONFLICT_RETRIES_MAX; i++) {
         if ((rc = ks_id_random(a.rec.token, KS_VAULT_TOKEN_BYTES)) != KS_OK)
@@ -738,7 +769,7 @@ static int read_rx(void *conn, void *arg)
 
 /* Opens one record into `pt` (wiped by the caller). A record that does not authenticate — its
  * bytes were altered, or it was moved from another token, table or key — is an error, logged
- * by key id and token prefix, never decrypted into something else. */
+ * by key id and a hash of the token, never decrypted into something else. */
 static int rec_open(struct ks_vault *v, enum ks_vault_table t, const struct ks_vault_rec *r,
                     unsigned char *pt, size_t cap, size_t *ptlen)
 {
@@ -842,6 +873,7 @@ struct erase_tx {
     struct ks_vault *v;
     const char *token;
     int64_t cutoff_ms;
+    int batch; /* sweeps: most rows deleted per transaction */
     int64_t deleted;
 };
 
@@ -862,23 +894,182 @@ int ks_vault_erase_cvv(struct ks_vault *v, const char *token)
 static int sweep_tx(void *conn, void *arg)
 {
     struct erase_tx *a = arg;
-    return a->v->sql->cvv_sweep(conn, a->cutoff_ms, KS_VAULT_SWEEP_BATCH_RECORDS, &a->deleted);
+    return a->v->sql->cvv_sweep(conn, a->cutoff_ms, a->batch, &a->deleted);
+}
+
+/* Runs `tx` (one batch of at most `batch` deletions) until a batch comes back short, or
+ * KS_VAULT_SWEEP_BATCHES_MAX batches (the next sweep goes on). */
+static int sweep_batches(struct ks_vault *v, int (*tx)(void *, void *), int64_t cutoff_ms,
+                         int batch, int64_t *erased)
+{
+    *erased = 0;
+    struct erase_tx a = {.v = v, .cutoff_ms = cutoff_ms, .batch = batch};
+    for (int i = 0; i < KS_VAULT_SWEEP_BATCHES_MAX; i++) {
+        a.deleted = 0;
+        int rc = ks_store_with_tx(v->store, tx, &a);
+        if (rc != KS_OK)
+            return rc;
+        *erased += a.deleted;
+        if (a.deleted < batch)
+            break;
+    }
+    return KS_OK;
 }
 
 int ks_vault_sweep_cvv(struct ks_vault *v, int64_t now_ms, int64_t *erased)
 {
-    *erased = 0;
-    struct erase_tx a = {.v = v, .cutoff_ms = now_ms - v->cvv_ttl_ms};
-    for (int i = 0; i < KS_VAULT_SWEEP_BATCHES_MAX; i++) {
-        a.deleted = 0;
-        int rc = ks_store_with_tx(v->store, sweep_tx, &a);
-        if (rc != KS_OK)
-            return rc;
-        *erased += a.deleted;
-        if (a.deleted < KS_VAULT_SWEEP_BATCH_RECORDS)
-            break;
-    }
+    return sweep_batches(v, sweep_tx, now_ms - v->cvv_ttl_ms, KS_VAULT_SWEEP_BATCH_RECORDS, erased);
+}
+
+/* --- payment resources ---------------------------------------------------------------------- */
+
+static bool resource_id_valid(const char *rid)
+{
+    return rid && rid[0] &&
+           strnlen(rid, KS_VAULT_RESOURCE_ID_BYTES_MAX + 1) <= KS_VAULT_RESOURCE_ID_BYTES_MAX;
+}
+
+struct claim_tx {
+    struct ks_vault *v;
+    const char *token, *invoice_id;
+    int64_t now_ms;
+    char resource_id[KS_VAULT_RESOURCE_ID_BYTES_MAX + 1];
+    int64_t valid_until_ms;
+};
+
+static int claim_tx(void *conn, void *arg)
+{
+    struct claim_tx *a = arg;
+    return a->v->sql->card_claim(conn, a->token, a->invoice_id, a->now_ms, a->resource_id,
+                                 sizeof(a->resource_id), &a->valid_until_ms);
+}
+
+int ks_vault_claim(struct ks_vault *v, const char *token, const char *invoice_id, int64_t now_ms,
+                   struct ks_card_public *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!token_valid(token))
+        return KS_ERR_NOT_FOUND;
+    if (!invoice_id || !invoice_id[0])
+        return KS_ERR_REJECTED;
+    struct claim_tx a = {.v = v, .token = token, .invoice_id = invoice_id, .now_ms = now_ms};
+    int rc = ks_store_with_tx(v->store, claim_tx, &a);
+    if (rc != KS_OK)
+        return rc;
+    if ((rc = ks_vault_describe(v, token, out)) != KS_OK)
+        return rc;
+    if ((rc = copy_str(out->resource_id, sizeof(out->resource_id), a.resource_id)) != KS_OK)
+        return rc;
+    out->valid_until_ms = a.valid_until_ms;
     return KS_OK;
+}
+
+struct resource_rx {
+    struct ks_vault *v;
+    const char *resource_id;
+    char token[KS_VAULT_TOKEN_BYTES + 1];
+    int64_t deleted;
+};
+
+static int token_rx(void *conn, void *arg)
+{
+    struct resource_rx *a = arg;
+    return a->v->sql->card_token(conn, a->resource_id, a->token, sizeof(a->token));
+}
+
+/* The token of a resource into `token`; KS_ERR_NOT_FOUND when there is none. */
+static int resource_token(struct ks_vault *v, const char *resource_id,
+                          char token[KS_VAULT_TOKEN_BYTES + 1])
+{
+    if (!resource_id_valid(resource_id))
+        return KS_ERR_NOT_FOUND;
+    struct resource_rx a = {.v = v, .resource_id = resource_id};
+    int rc = ks_store_with_reader(v->store, token_rx, &a);
+    if (rc == KS_OK)
+        memcpy(token, a.token, sizeof(a.token));
+    return rc;
+}
+
+int ks_vault_reveal_resource(struct ks_vault *v, const char *resource_id, int64_t now_ms,
+                             struct ks_card *out)
+{
+    char token[KS_VAULT_TOKEN_BYTES + 1];
+    memset(out, 0, sizeof(*out));
+    int rc = resource_token(v, resource_id, token);
+    return rc == KS_OK ? ks_vault_reveal(v, token, now_ms, out) : rc;
+}
+
+int ks_vault_erase_cvv_resource(struct ks_vault *v, const char *resource_id)
+{
+    char token[KS_VAULT_TOKEN_BYTES + 1];
+    int rc = resource_token(v, resource_id, token);
+    if (rc == KS_ERR_NOT_FOUND)
+        return KS_OK;
+    return rc == KS_OK ? ks_vault_erase_cvv(v, token) : rc;
+}
+
+static int release_tx(void *conn, void *arg)
+{
+    struct resource_rx *a = arg;
+    int rc = a->v->sql->card_token(conn, a->resource_id, a->token, sizeof(a->token));
+    if (rc == KS_ERR_NOT_FOUND)
+        return KS_OK;
+    return rc == KS_OK ? a->v->sql->card_delete(conn, a->token, &a->deleted) : rc;
+}
+
+int ks_vault_release(struct ks_vault *v, const char *resource_id, int64_t *deleted)
+{
+    if (deleted)
+        *deleted = 0;
+    if (!resource_id_valid(resource_id))
+        return KS_OK; /* no such resource, so nothing to delete */
+    struct resource_rx a = {.v = v, .resource_id = resource_id};
+    int rc = ks_store_with_tx(v->store, release_tx, &a);
+    if (rc == KS_OK && deleted)
+        *deleted = a.deleted;
+    return rc;
+}
+
+static int card_sweep_tx(void *conn, void *arg)
+{
+    struct erase_tx *a = arg;
+    return a->v->sql->card_sweep(conn, a->cutoff_ms, a->batch, &a->deleted);
+}
+
+int ks_vault_sweep_cards(struct ks_vault *v, int64_t now_ms, int64_t *erased)
+{
+    return sweep_batches(v, card_sweep_tx, now_ms, KS_VAULT_CARD_SWEEP_BATCH_RECORDS, erased);
+}
+
+/* Unit "vault": {"op":"release","resource"} from the invoice machine. Idempotent, so running a
+ * task twice (at-least-once delivery) is harmless. */
+static enum ks_task_outcome vault_run(void *ctx, const struct ks_task_view *task, json_t **result,
+                                      char *error, size_t errlen)
+{
+    struct ks_vault *v = ctx;
+    const char *op = ks_json_get_str(task->args, "op");
+    const char *rid = ks_json_get_str(task->args, "resource");
+    if (!op || strcmp(op, "release") != 0 || !rid) {
+        snprintf(error, errlen, "malformed vault task");
+        return KS_TASK_GIVE_UP;
+    }
+    int64_t deleted = 0;
+    int rc = ks_vault_release(v, rid, &deleted);
+    if (rc != KS_OK) {
+        snprintf(error, errlen, "vault release failed: %s", ks_err_name(rc));
+        return KS_TASK_RETRY;
+    }
+    *result = json_pack("{s:b}", "deleted", deleted > 0);
+    return KS_TASK_OK;
+}
+
+void ks_vault_unit(struct ks_vault *v, struct ks_unit *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->name = "vault";
+    out->ctx = v;
+    out->workers = 1;
+    out->run = vault_run;
 }
 
 /* Sweeps every sweep_interval_ms until close. */
@@ -907,6 +1098,14 @@ static void *sweeper_main(void *arg)
         else if (erased > 0)
             ks_log_json(v->log, KS_LOG_INFO, NULL, "vault: expired CVVs erased",
                         json_pack("{s:I}", "erased", (json_int_t)erased));
+        erased = 0;
+        rc = ks_vault_sweep_cards(v, ks_now_ms(), &erased);
+        if (rc != KS_OK)
+            ks_log_json(v->log, KS_LOG_WARN, NULL, "vault: card sweep failed",
+                        json_pack("{s:s}", "error", ks_err_name(rc)));
+        else if (erased > 0)
+            ks_log_json(v->log, KS_LOG_INFO, NULL, "vault: expired unused cards deleted",
+                        json_pack("{s:I}", "deleted", (json_int_t)erased));
         pthread_mutex_lock(&v->sweep_mu);
     }
     pthread_mutex_unlock(&v->sweep_mu);

@@ -20,10 +20,12 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "engine/engine.h"
 #include "store/store.h"
 #include "units/adapter.h"
 
 #define KS_VAULT_TOKEN_BYTES 32   /* base62 characters of a payment tool token */
+#define KS_VAULT_RESOURCE_ID_BYTES_MAX 80 /* "{invoice}.{n}": a machine id (64), ".", n */
 #define KS_VAULT_CVV_SWEEP_INTERVAL_MS_DEFAULT (60LL * 1000) /* serve's CVV sweeper period */
 
 struct ks_vault;
@@ -33,7 +35,8 @@ struct ks_vault_options {
     const char *master_key_path;   /* created (0600) if missing */
     struct ks_log *log;            /* borrowed, may be NULL */
     int64_t cvv_ttl_ms;            /* 0 = one hour */
-    int64_t cvv_sweep_interval_ms; /* > 0: a background thread runs ks_vault_sweep_cvv this often
+    int64_t cvv_sweep_interval_ms; /* > 0: a background thread runs ks_vault_sweep_cvv and
+                                      ks_vault_sweep_cards this often
                                       (wall clock) until close; 0: no thread (CLI, tests) */
 };
 
@@ -54,9 +57,20 @@ struct ks_card_input {
     const char *card_holder;       /* may be NULL */
 };
 
+/* What binds a tokenized card to one invoice: a disposable payment resource (docs/vault.md
+ * "Payment resources"). Borrowed strings. */
+struct ks_vault_binding {
+    const char *resource_id; /* 1..KS_VAULT_RESOURCE_ID_BYTES_MAX bytes, unique; the id the
+                                invoice machine knows it by (never the token) */
+    const char *invoice_id;  /* the only invoice it may pay */
+    int64_t valid_until_ms;  /* > 0: no payment may claim it from then on */
+};
+
 /* What may be shown about a tokenized card. */
 struct ks_card_public {
     char token[KS_VAULT_TOKEN_BYTES + 1];
+    char resource_id[KS_VAULT_RESOURCE_ID_BYTES_MAX + 1]; /* filled by ks_vault_claim only */
+    int64_t valid_until_ms;                               /* filled by ks_vault_claim only */
     char bin[9];                   /* first 6 digits */
     char last_digits[5];           /* last 4 */
     char mask[24];                 /* "424242******4242" */
@@ -75,6 +89,40 @@ struct ks_card_public {
 KS_MUST_USE int ks_vault_tokenize(struct ks_vault *v, const struct ks_card_input *in,
                                   int64_t now_ms, struct ks_card_public *out, char *code,
                                   size_t codelen);
+/* The pure part of ks_vault_tokenize: checks the card at `now_ms` without storing anything.
+ * KS_OK, or KS_ERR_INVALID with `code` set as ks_vault_tokenize would. */
+KS_MUST_USE int ks_vault_check(const struct ks_card_input *in, int64_t now_ms, char *code,
+                               size_t codelen);
+/* ks_vault_tokenize for a payment resource: the card is stored bound to `b` (copied). A card
+ * nobody claims (ks_vault_claim) is deleted by the sweeper once `b->valid_until_ms` has passed;
+ * a claimed one stays until ks_vault_release. KS_ERR_INVALID also for a binding without a
+ * resource id (or a longer one than KS_VAULT_RESOURCE_ID_BYTES_MAX), an invoice id or a
+ * lifetime; KS_ERR_CONFLICT when the resource id is taken. `b` NULL is ks_vault_tokenize. */
+KS_MUST_USE int ks_vault_tokenize_bound(struct ks_vault *v, const struct ks_card_input *in,
+                                        const struct ks_vault_binding *b, int64_t now_ms,
+                                        struct ks_card_public *out, char *code, size_t codelen);
+/* Claims the card of `token` for a payment on `invoice_id` at `now_ms`: from then on the
+ * sweeper leaves it alone, and only ks_vault_release deletes it (the invoice machine asks for
+ * that when no payment needs the card any more). Idempotent. Fills `out` like describe, plus
+ * resource_id and valid_until_ms. KS_ERR_NOT_FOUND: unknown token (or already deleted);
+ * KS_ERR_REJECTED: the card is unbound, bound to another invoice, or expired. Claiming does not
+ * spend the resource: the invoice machine does that, once, under its own serialisation. */
+KS_MUST_USE int ks_vault_claim(struct ks_vault *v, const char *token, const char *invoice_id,
+                               int64_t now_ms, struct ks_card_public *out);
+/* ks_vault_reveal by resource id (the acquiring unit knows no token). */
+KS_MUST_USE int ks_vault_reveal_resource(struct ks_vault *v, const char *resource_id,
+                                         int64_t now_ms, struct ks_card *out);
+/* ks_vault_erase_cvv by resource id. Idempotent. */
+KS_MUST_USE int ks_vault_erase_cvv_resource(struct ks_vault *v, const char *resource_id);
+/* Deletes the card (and CVV) of a payment resource. Idempotent: KS_OK also when there is none;
+ * `*deleted` (may be NULL) is 1 if a card was deleted. */
+KS_MUST_USE int ks_vault_release(struct ks_vault *v, const char *resource_id, int64_t *deleted);
+/* Deletes every unclaimed bound card whose lifetime has ended at `now_ms`, with its CVV, in
+ * batches of one transaction each; `*erased` counts the cards. Claimed cards are never swept. */
+KS_MUST_USE int ks_vault_sweep_cards(struct ks_vault *v, int64_t now_ms, int64_t *erased);
+/* Fills the descriptor of unit "vault", which runs the invoice machine's {"op":"release",
+ * "resource"} tasks (ks_vault_release). `v` is borrowed and must outlive the engine. */
+void ks_vault_unit(struct ks_vault *v, struct ks_unit *out);
 /* The public view of a token. KS_ERR_NOT_FOUND for an unknown token. */
 KS_MUST_USE int ks_vault_describe(struct ks_vault *v, const char *token, struct ks_card_public *out);
 /* Decrypts a card for one authorization (the acquiring unit only). The CVV is included unless it

@@ -37,6 +37,8 @@
 #define KS_VAULT_ROTATE_BATCHES_MAX 1000000 /* per table and rotation: 256 M records */
 #define KS_VAULT_SWEEP_BATCH_RECORDS 1000   /* CVVs erased per transaction */
 #define KS_VAULT_SWEEP_BATCHES_MAX 1000     /* per sweep; the next sweep goes on */
+/* Expired unclaimed cards (payment resources) deleted per transaction, with their CVVs. */
+#define KS_VAULT_CARD_SWEEP_BATCH_RECORDS 256
 
 /* --- card rules (vault_card.c): pure functions, no I/O ------------------------------------- */
 
@@ -114,8 +116,9 @@ struct ks_vault_sql {
     /* Retires the current key (if any) and inserts `k` as the current one. KS_ERR_CONFLICT when
      * another node made a key current at the same time (unique index). */
     int (*key_make_current)(void *conn, const struct ks_vault_keyrow *k, int64_t now_ms);
+    /* `b` NULL: an unbound card (no lifetime, counted as claimed, never swept). */
     int (*card_insert)(void *conn, const struct ks_vault_rec *r, const char *bin, const char *last4,
-                       const char *payment_system);
+                       const char *payment_system, const struct ks_vault_binding *b);
     int (*cvv_insert)(void *conn, const struct ks_vault_rec *r);
     int (*cvv_delete)(void *conn, const char *token);
     /* Deletes up to `limit` CVVs created at or before `cutoff_ms`. */
@@ -129,6 +132,19 @@ struct ks_vault_sql {
                      const char *old_key_id, int *updated);
     /* Deletes data keys that are not current and that no record names. */
     int (*keys_prune)(void *conn, int64_t *deleted);
+    /* Claims the card of `token` for a payment on `invoice_id` (migration 005): if it is bound
+     * to that invoice and `now_ms` is before its valid_until, sets claimed = 1 (so the sweeper
+     * leaves it to the invoice machine) and copies out its resource id and valid_until.
+     * NOT_FOUND: no such card; KS_ERR_REJECTED: unbound, bound to another invoice, or expired. */
+    int (*card_claim)(void *conn, const char *token, const char *invoice_id, int64_t now_ms,
+                      char *resource_id, size_t cap, int64_t *valid_until_ms);
+    /* On a reader (or in a transaction). The token of a resource; NOT_FOUND if none. */
+    int (*card_token)(void *conn, const char *resource_id, char *token, size_t cap);
+    /* Deletes a card and its CVV; `*deleted` is 1 if the card was there, else 0. */
+    int (*card_delete)(void *conn, const char *token, int64_t *deleted);
+    /* Deletes up to `limit` unclaimed bound cards whose valid_until is at or before `now_ms`,
+     * with their CVVs; `*deleted` counts the cards. A card claimed meanwhile is kept. */
+    int (*card_sweep)(void *conn, int64_t now_ms, int limit, int64_t *deleted);
     /* On a reader (or in a transaction). A record joined with its key; NOT_FOUND if absent. */
     int (*rec_get)(void *conn, enum ks_vault_table t, const char *token, struct ks_vault_rec *out);
 };

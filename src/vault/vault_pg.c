@@ -1,5 +1,6 @@
 /*
- * vault_pg.c — the vault's SQL on PostgreSQL (tables from migrations/pg/003_vault.sql).
+ * vault_pg.c — the vault's SQL on PostgreSQL (tables from migrations/pg/003_vault.sql and
+ * 005_payment_resources.sql).
  *
  * `conn` is a pooled `PGconn *`, inside BEGIN ... COMMIT for ks_store_with_tx. Parameters go as
  * text, except ciphertexts, which go and come back as binary bytea; results are read in binary
@@ -158,19 +159,31 @@ static int pg_key_make_current(void *conn, const struct ks_vault_keyrow *k, int6
 }
 
 static int pg_card_insert(void *conn, const struct ks_vault_rec *rec, const char *bin4,
-                          const char *last4, const char *payment_system)
+                          const char *last4, const char *payment_system,
+                          const struct ks_vault_binding *b)
 {
-    char at[24];
+    char at[24], until[24];
     fmt_i64(at, sizeof(at), rec->created_at_ms);
-    const char *vals[] = {rec->token,     rec->key_id, (const char *)rec->sealed, bin4, last4,
-                          payment_system, at};
-    int lens[] = {0, 0, (int)rec->sealed_len, 0, 0, 0, 0};
-    int bin[] = {0, 0, 1, 0, 0, 0, 0};
+    fmt_i64(until, sizeof(until), b ? b->valid_until_ms : 0);
+    const char *vals[] = {rec->token,
+                          rec->key_id,
+                          (const char *)rec->sealed,
+                          bin4,
+                          last4,
+                          payment_system,
+                          at,
+                          b ? b->resource_id : NULL,
+                          b ? b->invoice_id : NULL,
+                          until,
+                          b ? "0" : "1"};
+    int lens[] = {0, 0, (int)rec->sealed_len, 0, 0, 0, 0, 0, 0, 0, 0};
+    int bin[] = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0};
     return done(run(conn,
                     "INSERT INTO vault_cards (token, key_id, sealed, bin, last4, payment_system,"
-                    " created_at) VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text,"
-                    " $6::text, $7::bigint)",
-                    7, vals, lens, bin),
+                    " created_at, resource_id, invoice_id, valid_until, claimed)"
+                    " VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text, $6::text,"
+                    " $7::bigint, $8::text, $9::text, $10::bigint, $11::integer)",
+                    11, vals, lens, bin),
                 PGRES_COMMAND_OK, NULL);
 }
 
@@ -206,6 +219,77 @@ static int pg_cvv_sweep(void *conn, int64_t cutoff_ms, int limit, int64_t *delet
                     "DELETE FROM vault_cvv WHERE token IN (SELECT token FROM vault_cvv"
                     " WHERE created_at <= $1::bigint ORDER BY created_at LIMIT $2::bigint"
                     " FOR UPDATE SKIP LOCKED)",
+                    2, vals, NULL, NULL),
+                PGRES_COMMAND_OK, deleted);
+}
+
+static int pg_card_claim(void *conn, const char *token, const char *invoice_id, int64_t now_ms,
+                         char *resource_id, size_t cap, int64_t *valid_until_ms)
+{
+    /* FOR UPDATE: a sweep on another node either deleted the row first (we find nothing) or
+     * waits for this claim and then skips the row (its DELETE re-checks claimed = 0). */
+    const char *vals[] = {token};
+    PGresult *r = run(conn,
+                      "SELECT resource_id, invoice_id, valid_until FROM vault_cards"
+                      " WHERE token = $1::text FOR UPDATE",
+                      1, vals, NULL, NULL);
+    int rc = KS_ERR_IO;
+    char bound[KS_VAULT_RESOURCE_ID_BYTES_MAX + 1];
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        if (PQntuples(r) == 0)
+            rc = KS_ERR_NOT_FOUND;
+        else if (get_text(r, 0, 0, resource_id, cap) && get_text(r, 0, 1, bound, sizeof(bound)) &&
+                 get_i64(r, 0, 2, valid_until_ms))
+            rc = PQgetisnull(r, 0, 0) || strcmp(bound, invoice_id) != 0 || *valid_until_ms <= now_ms
+                     ? KS_ERR_REJECTED
+                     : KS_OK;
+    }
+    PQclear(r);
+    if (rc != KS_OK)
+        return rc;
+    return done(
+        run(conn, "UPDATE vault_cards SET claimed = 1 WHERE token = $1::text", 1, vals, NULL, NULL),
+        PGRES_COMMAND_OK, NULL);
+}
+
+static int pg_card_token(void *conn, const char *resource_id, char *token, size_t cap)
+{
+    const char *vals[] = {resource_id};
+    PGresult *r = run(conn, "SELECT token FROM vault_cards WHERE resource_id = $1::text", 1, vals,
+                      NULL, NULL);
+    int rc = KS_ERR_IO;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK)
+        rc = PQntuples(r) == 0               ? KS_ERR_NOT_FOUND
+             : get_text(r, 0, 0, token, cap) ? KS_OK
+                                             : KS_ERR_IO;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_card_delete(void *conn, const char *token, int64_t *deleted)
+{
+    const char *vals[] = {token};
+    int rc = pg_cvv_delete(conn, token);
+    if (rc != KS_OK)
+        return rc;
+    return done(run(conn, "DELETE FROM vault_cards WHERE token = $1::text", 1, vals, NULL, NULL),
+                PGRES_COMMAND_OK, deleted);
+}
+
+static int pg_card_sweep(void *conn, int64_t now_ms, int limit, int64_t *deleted)
+{
+    char now[24], lim[24];
+    fmt_i64(now, sizeof(now), now_ms);
+    fmt_i64(lim, sizeof(lim), limit);
+    const char *vals[] = {now, lim};
+    /* The rows are locked first (SKIP LOCKED: a card being claimed, or another node's sweep,
+     * is left alone), so a claim cannot slip in between the CVV and the card. */
+    return done(run(conn,
+                    "WITH doomed AS (SELECT token FROM vault_cards WHERE claimed = 0"
+                    " AND valid_until > 0 AND valid_until <= $1::bigint"
+                    " ORDER BY valid_until LIMIT $2::bigint FOR UPDATE SKIP LOCKED),"
+                    " cvv AS (DELETE FROM vault_cvv WHERE token IN (SELECT token FROM doomed))"
+                    " DELETE FROM vault_cards WHERE token IN (SELECT token FROM doomed)",
                     2, vals, NULL, NULL),
                 PGRES_COMMAND_OK, deleted);
 }
@@ -285,5 +369,9 @@ const struct ks_vault_sql ks_vault_sql_pg = {
     .stale_list = pg_stale_list,
     .rec_rekey = pg_rec_rekey,
     .keys_prune = pg_keys_prune,
+    .card_claim = pg_card_claim,
+    .card_token = pg_card_token,
+    .card_delete = pg_card_delete,
+    .card_sweep = pg_card_sweep,
     .rec_get = pg_rec_get,
 };

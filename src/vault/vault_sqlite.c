@@ -1,5 +1,6 @@
 /*
- * vault_sqlite.c — the vault's SQL on SQLite (tables from migrations/sqlite/003_vault.sql).
+ * vault_sqlite.c — the vault's SQL on SQLite (tables from migrations/sqlite/003_vault.sql and
+ * 005_payment_resources.sql).
  *
  * `conn` is the store's `sqlite3 *`: the writer inside ks_store_with_tx (one writer, so no
  * locking is needed beyond the transaction), a read connection inside ks_store_with_reader.
@@ -114,12 +115,14 @@ static int sq_key_make_current(void *conn, const struct ks_vault_keyrow *k, int6
 }
 
 static int sq_card_insert(void *conn, const struct ks_vault_rec *r, const char *bin,
-                          const char *last4, const char *payment_system)
+                          const char *last4, const char *payment_system,
+                          const struct ks_vault_binding *b)
 {
     sqlite3_stmt *q = NULL;
     int rc = prepare(conn,
                      "INSERT INTO vault_cards (token, key_id, sealed, bin, last4, payment_system,"
-                     " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     " created_at, resource_id, invoice_id, valid_until, claimed)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                      &q);
     if (rc != KS_OK)
         return rc;
@@ -130,6 +133,16 @@ static int sq_card_insert(void *conn, const struct ks_vault_rec *r, const char *
     sqlite3_bind_text(q, 5, last4, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 6, payment_system, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 7, r->created_at_ms);
+    if (b) {
+        sqlite3_bind_text(q, 8, b->resource_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 9, b->invoice_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 10, b->valid_until_ms);
+    } else {
+        sqlite3_bind_null(q, 8);
+        sqlite3_bind_null(q, 9);
+        sqlite3_bind_int64(q, 10, 0);
+    }
+    sqlite3_bind_int(q, 11, b ? 0 : 1);
     return step_done(conn, q, NULL);
 }
 
@@ -255,6 +268,91 @@ static int sq_rec_get(void *conn, enum ks_vault_table t, const char *token,
     return rc;
 }
 
+static int sq_card_claim(void *conn, const char *token, const char *invoice_id, int64_t now_ms,
+                         char *resource_id, size_t cap, int64_t *valid_until_ms)
+{
+    /* One writer: the check and the update cannot interleave with a sweep. */
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(conn,
+                     "SELECT resource_id, invoice_id, valid_until FROM vault_cards"
+                     " WHERE token = ?1",
+                     &q);
+    if (rc != KS_OK)
+        return rc;
+    sqlite3_bind_text(q, 1, token, -1, SQLITE_STATIC);
+    char bound[KS_VAULT_RESOURCE_ID_BYTES_MAX + 1];
+    int st = sqlite3_step(q);
+    if (st == SQLITE_DONE) {
+        rc = KS_ERR_NOT_FOUND;
+    } else if (st != SQLITE_ROW || !col_text(q, 0, resource_id, cap) ||
+               !col_text(q, 1, bound, sizeof(bound))) {
+        rc = KS_ERR_IO;
+    } else {
+        *valid_until_ms = sqlite3_column_int64(q, 2);
+        if (sqlite3_column_type(q, 0) == SQLITE_NULL || strcmp(bound, invoice_id) != 0 ||
+            *valid_until_ms <= now_ms)
+            rc = KS_ERR_REJECTED;
+    }
+    sqlite3_finalize(q);
+    if (rc != KS_OK)
+        return rc;
+    if ((rc = prepare(conn, "UPDATE vault_cards SET claimed = 1 WHERE token = ?1", &q)) != KS_OK)
+        return rc;
+    sqlite3_bind_text(q, 1, token, -1, SQLITE_STATIC);
+    return step_done(conn, q, NULL);
+}
+
+static int sq_card_token(void *conn, const char *resource_id, char *token, size_t cap)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(conn, "SELECT token FROM vault_cards WHERE resource_id = ?1", &q);
+    if (rc != KS_OK)
+        return rc;
+    sqlite3_bind_text(q, 1, resource_id, -1, SQLITE_STATIC);
+    int st = sqlite3_step(q);
+    if (st == SQLITE_ROW)
+        rc = col_text(q, 0, token, cap) ? KS_OK : KS_ERR_IO;
+    else
+        rc = st == SQLITE_DONE ? KS_ERR_NOT_FOUND : KS_ERR_IO;
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_card_delete(void *conn, const char *token, int64_t *deleted)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sq_cvv_delete(conn, token);
+    if (rc != KS_OK ||
+        (rc = prepare(conn, "DELETE FROM vault_cards WHERE token = ?1", &q)) != KS_OK)
+        return rc;
+    sqlite3_bind_text(q, 1, token, -1, SQLITE_STATIC);
+    return step_done(conn, q, deleted);
+}
+
+static int sq_card_sweep(void *conn, int64_t now_ms, int limit, int64_t *deleted)
+{
+    static const char *const sql[] = {
+        "DELETE FROM vault_cvv WHERE token IN (SELECT token FROM vault_cards"
+        " WHERE claimed = 0 AND valid_until > 0 AND valid_until <= ?1"
+        " ORDER BY valid_until, token LIMIT ?2)",
+        "DELETE FROM vault_cards WHERE token IN (SELECT token FROM vault_cards"
+        " WHERE claimed = 0 AND valid_until > 0 AND valid_until <= ?1"
+        " ORDER BY valid_until, token LIMIT ?2)",
+    };
+    /* One writer: both statements pick the same rows. */
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *q = NULL;
+        int rc = prepare(conn, sql[i], &q);
+        if (rc != KS_OK)
+            return rc;
+        sqlite3_bind_int64(q, 1, now_ms);
+        sqlite3_bind_int(q, 2, limit);
+        if ((rc = step_done(conn, q, i == 1 ? deleted : NULL)) != KS_OK)
+            return rc;
+    }
+    return KS_OK;
+}
+
 const struct ks_vault_sql ks_vault_sql_sqlite = {
     .key_current = sq_key_current,
     .key_make_current = sq_key_make_current,
@@ -265,5 +363,9 @@ const struct ks_vault_sql ks_vault_sql_sqlite = {
     .stale_list = sq_stale_list,
     .rec_rekey = sq_rec_rekey,
     .keys_prune = sq_keys_prune,
+    .card_claim = sq_card_claim,
+    .card_token = sq_card_token,
+    .card_delete = sq_card_delete,
+    .card_sweep = sq_card_sweep,
     .rec_get = sq_rec_get,
 };

@@ -29,6 +29,10 @@ struct script {
     int ledger_ops;          /* counters */
     int sessions;
     char last_tag[160];
+    char released[16][96]; /* resources the "vault" unit was asked to release, in order */
+    int released_n;
+    char authorized_resource[96]; /* "resource" of the last authorize session */
+    int token_in_task;            /* an acquiring task carried a paymentToolToken */
 };
 
 static struct script sc;
@@ -78,6 +82,11 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
     if (!what)
         what = "ok";
     snprintf(sc.last_tag, sizeof(sc.last_tag), "%s", ks_json_get_str(t->args, "callbackTag"));
+    if (json_object_get(t->args, "paymentToolToken"))
+        sc.token_in_task = 1;
+    if (strcmp(kind, "authorize") == 0)
+        snprintf(sc.authorized_resource, sizeof(sc.authorized_resource), "%s",
+                 ks_json_get_str(t->args, "resource") ? ks_json_get_str(t->args, "resource") : "");
     if (strcmp(what, "give_up") == 0) {
         snprintf(err, errlen, "adapter broke");
         return KS_TASK_GIVE_UP;
@@ -96,6 +105,17 @@ static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *
     return KS_TASK_OK;
 }
 
+static enum ks_task_outcome vault_run(void *ctx, const struct ks_task_view *t, json_t **result,
+                                      char *err, size_t errlen)
+{
+    cr_assert_str_eq(ks_json_get_str(t->args, "op"), "release");
+    cr_assert_lt(sc.released_n, 16);
+    snprintf(sc.released[sc.released_n++], sizeof(sc.released[0]), "%s",
+             ks_json_get_str(t->args, "resource"));
+    *result = json_object();
+    return KS_TASK_OK;
+}
+
 static void setup(void)
 {
     memset(&sc, 0, sizeof(sc));
@@ -111,8 +131,10 @@ static void setup(void)
     cr_assert_eq(ks_invoice_register(engine), KS_OK);
     struct ks_unit ledger = {.name = "ledger", .workers = 1, .run = ledger_run};
     struct ks_unit acq = {.name = "acquiring", .workers = 1, .run = acquiring_run};
+    struct ks_unit vault = {.name = "vault", .workers = 1, .run = vault_run};
     cr_assert_eq(ks_engine_register_unit(engine, &ledger), KS_OK);
     cr_assert_eq(ks_engine_register_unit(engine, &acq), KS_OK);
+    cr_assert_eq(ks_engine_register_unit(engine, &vault), KS_OK);
     cr_assert_eq(ks_engine_run(engine, 0), KS_OK);
 }
 
@@ -158,16 +180,25 @@ static const char *inv_status(json_t *st)
     return ks_json_get_str(json_object_get(st, "invoice"), "status");
 }
 
+static void new_invoice_terms(char *id, int64_t due_in_ms, json_t *terms);
+
 static void new_invoice(char *id, int64_t due_in_ms)
+{
+    new_invoice_terms(id, due_in_ms, json_object());
+}
+
+/* An invoice pinned to `terms` (consumed). */
+static void new_invoice_terms(char *id, int64_t due_in_ms, json_t *terms)
 {
     char rnd[13];
     cr_assert_eq(ks_id_random(rnd, 12), KS_OK);
     snprintf(id, 32, "inv%s", rnd);
     json_t *args = json_pack(
-        "{s:{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:{}}, s:s, s:I, s:i, s:{}}", "invoice", "id", id,
+        "{s:{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:{}}, s:s, s:I, s:i}", "invoice", "id", id,
         "shopID", "TEST", "createdAt", "2027-01-15T08:00:00.000Z", "dueDate",
         "2027-01-16T08:00:00.000Z", "amount", 6000, "currency", "RUB", "product", "p", "metadata",
-        "partyID", "sandbox", "dueAt", (json_int_t)(clock_ms + due_in_ms), "revision", 1, "terms");
+        "partyID", "sandbox", "dueAt", (json_int_t)(clock_ms + due_in_ms), "revision", 1);
+    json_object_set_new(args, "terms", terms);
     struct ks_reply r;
     cr_assert_eq(ks_engine_start(engine, KS_INVOICE_NS, id, args, NULL, &r), KS_OK, "%s",
                  r.error_message);
@@ -188,7 +219,25 @@ static int call(const char *id, json_t *req, struct ks_reply *r)
     return rc;
 }
 
-static void pay(const char *id, const char *flow, const char *expiry, int routes)
+/* Reserves a payment resource valid for `ttl_ms`; its id goes to `rid` (96 bytes). Returns the
+ * engine's code (the reply's error code in `code`, 64 bytes, may be NULL). */
+static int add_resource(const char *id, int64_t ttl_ms, char *rid, char *code)
+{
+    struct ks_reply r;
+    int rc = call(id,
+                  json_pack("{s:s, s:I}", "op", "add_payment_resource", "validUntilMs",
+                            (json_int_t)(clock_ms + ttl_ms)),
+                  &r);
+    if (rid)
+        snprintf(rid, 96, "%s",
+                 rc == KS_OK ? ks_json_get_str(json_object_get(r.body, "resource"), "id") : "");
+    if (code)
+        snprintf(code, 64, "%s", r.error_code);
+    ks_reply_release(&r);
+    return rc;
+}
+
+static json_t *routes_of(int routes)
 {
     json_t *rts = json_array();
     for (int i = 0; i < routes; i++)
@@ -196,10 +245,34 @@ static void pay(const char *id, const char *flow, const char *expiry, int routes
                                              "terminal", i ? "t2" : "t1", "adapter", "sandbox",
                                              "options", "cashflow",
                                              flow_of("shop:TEST:settlement:RUB", 6000)));
-    json_t *req = json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s, s:s}}, s:o, s:i, s:i}", "op",
-                            "create_payment", "payment", "flow", "type", flow, "payer",
-                            "payerType", "PaymentResourcePayer", "paymentToolToken", "tok",
-                            "paymentSession", "s", "routes", rts, "revision", 1, "holdMs", 5000);
+    return rts;
+}
+
+/* create_payment (instant, one route) with resource `rid`; the reply's error code goes to
+ * `code` (64 bytes). */
+static int pay_with(const char *id, const char *rid, char *code)
+{
+    json_t *req = json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s}}, s:o, s:i, s:i}", "op",
+                            "create_payment", "payment", "flow", "type", "PaymentFlowInstant",
+                            "payer", "payerType", "PaymentResourcePayer", "paymentSession", "s",
+                            "routes", routes_of(1), "revision", 1, "holdMs", 5000);
+    if (rid)
+        json_object_set_new(req, "resource", json_string(rid));
+    struct ks_reply r;
+    int rc = call(id, req, &r);
+    snprintf(code, 64, "%s", r.error_code);
+    ks_reply_release(&r);
+    return rc;
+}
+
+static void pay(const char *id, const char *flow, const char *expiry, int routes)
+{
+    char rid[96];
+    cr_assert_eq(add_resource(id, 3600000, rid, NULL), KS_OK);
+    json_t *req = json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s}}, s:o, s:i, s:i, s:s}", "op",
+                            "create_payment", "payment", "flow", "type", flow, "payer", "payerType",
+                            "PaymentResourcePayer", "paymentSession", "s", "routes",
+                            routes_of(routes), "revision", 1, "holdMs", 5000, "resource", rid);
     if (expiry)
         json_object_set_new(json_object_get(json_object_get(req, "payment"), "flow"),
                             "onHoldExpiration", json_string(expiry));
@@ -482,4 +555,185 @@ Test(invoice, rescind_and_fulfill_rules)
                  KS_ERR_CONFLICT);
     cr_assert_str_eq(r.error_code, "invoicePaymentPending");
     ks_reply_release(&r);
+}
+
+/* --- payment resources (disposable: one invoice, one payment, a lifetime) -------------------- */
+
+static size_t resources_n(json_t *st)
+{
+    return json_object_size(json_object_get(st, "resources"));
+}
+
+static size_t payments_n(json_t *st)
+{
+    return json_array_size(json_object_get(st, "payments"));
+}
+
+Test(invoice, resources_are_bounded_by_the_terms_default_ten)
+{
+    char a[32], b[32], rid[96], code[64];
+    new_invoice(a, 3600000);
+    for (int i = 1; i <= 10; i++) {
+        cr_assert_eq(add_resource(a, 3600000, rid, code), KS_OK, "%d: %s", i, code);
+        char want[96];
+        snprintf(want, sizeof(want), "%s.%d", a, i);
+        cr_assert_str_eq(rid, want);
+    }
+    cr_assert_eq(add_resource(a, 3600000, rid, code), KS_ERR_LIMIT);
+    cr_assert_str_eq(code, "paymentResourcesExceeded");
+    json_t *st = state(a);
+    cr_assert_eq(resources_n(st), 10, "the refused one left nothing behind");
+    json_decref(st);
+
+    new_invoice_terms(b, 3600000, json_pack("{s:{s:i}}", "perInvoice", "paymentResourcesMax", 2));
+    cr_assert_eq(add_resource(b, 3600000, rid, code), KS_OK);
+    cr_assert_eq(add_resource(b, 3600000, rid, code), KS_OK);
+    cr_assert_eq(add_resource(b, 3600000, rid, code), KS_ERR_LIMIT);
+    cr_assert_str_eq(code, "paymentResourcesExceeded");
+    cr_assert_eq(add_resource(b, 0, rid, code), KS_ERR_INVALID, "a lifetime in the past");
+}
+
+Test(invoice, a_resource_pays_once_and_only_on_its_own_invoice)
+{
+    char a[32], b[32], rid_a[96], code[64];
+    new_invoice(a, 3600000);
+    new_invoice(b, 3600000);
+    cr_assert_eq(add_resource(a, 3600000, rid_a, code), KS_OK);
+    cr_assert_eq(pay_with(b, rid_a, code), KS_ERR_REJECTED, "another invoice's resource");
+    cr_assert_str_eq(code, "invalidPaymentToolToken");
+    cr_assert_eq(pay_with(a, NULL, code), KS_ERR_REJECTED, "no resource at all");
+    cr_assert_str_eq(code, "invalidPaymentToolToken");
+    json_t *st = state(b);
+    cr_assert_eq(payments_n(st), 0);
+    json_decref(st);
+
+    sc.authorize = "fail:authorization_failed:rejected_by_issuer";
+    cr_assert_eq(pay_with(a, rid_a, code), KS_OK, "%s", code);
+    settle();
+    st = state(a);
+    cr_assert_str_eq(pay_status(st, 0), "failed");
+    json_decref(st);
+    /* nothing in flight now, yet the spent resource pays no second time */
+    cr_assert_eq(pay_with(a, rid_a, code), KS_ERR_REJECTED);
+    cr_assert_str_eq(code, "invalidPaymentToolToken");
+    st = state(a);
+    cr_assert_eq(payments_n(st), 1);
+    json_decref(st);
+    cr_assert_eq(sc.released_n, 1, "the failed payment's card was released");
+    cr_assert_str_eq(sc.released[0], rid_a);
+}
+
+Test(invoice, an_expired_resource_is_refused_and_its_card_released)
+{
+    char id[32], rid[96], code[64];
+    new_invoice(id, 3600000);
+    cr_assert_eq(add_resource(id, 1000, rid, code), KS_OK);
+    settle();
+    cr_assert_eq(sc.released_n, 0, "not before its time");
+    clock_ms += 1000;
+    cr_assert_eq(pay_with(id, rid, code), KS_ERR_REJECTED);
+    cr_assert_str_eq(code, "invalidPaymentToolToken");
+    settle();
+    cr_assert_eq(sc.released_n, 1);
+    cr_assert_str_eq(sc.released[0], rid);
+    json_t *st = state(id);
+    cr_assert(json_is_true(
+        json_object_get(json_object_get(json_object_get(st, "resources"), rid), "released")));
+    cr_assert_eq(payments_n(st), 0);
+    json_decref(st);
+    clock_ms += 3600000;
+    settle();
+    cr_assert_eq(sc.released_n, 1, "released once");
+}
+
+Test(invoice, the_card_is_released_when_the_authorization_is_over_not_before)
+{
+    char id[32], rid[96], code[64];
+    new_invoice(id, 3 * 3600000);
+    cr_assert_eq(add_resource(id, 2000, rid, code), KS_OK);
+    sc.authorize = "sleep";
+    sc.inquire = "sleep";
+    cr_assert_eq(pay_with(id, rid, code), KS_OK, "%s", code);
+    cr_assert_eq(pay_with(id, rid, code), KS_ERR_REJECTED, "spent, before anything else");
+    cr_assert_str_eq(code, "invalidPaymentToolToken");
+    settle();
+    cr_assert_str_eq(sc.authorized_resource, rid, "the session names the resource");
+    cr_assert_eq(sc.token_in_task, 0, "and never a token");
+    clock_ms += 2500; /* past validUntil: the resource is spent, its payment still needs it */
+    settle();
+    cr_assert_eq(sc.released_n, 0, "a live payment keeps its card");
+    sc.inquire = "ok";
+    clock_ms += 1500;
+    settle();
+    json_t *st = state(id);
+    cr_assert_str_eq(pay_status(st, 0), "captured");
+    char *text = json_dumps(st, JSON_COMPACT);
+    cr_assert_null(strstr(text, "paymentToolToken"), "no token anywhere in the state");
+    free(text);
+    json_decref(st);
+    cr_assert_eq(sc.released_n, 1);
+    cr_assert_str_eq(sc.released[0], rid);
+}
+
+Test(invoice, a_cascade_keeps_the_card_until_the_last_route_answers)
+{
+    char id[32];
+    new_invoice(id, 3600000);
+    sc.authorize = "give_up";
+    pay(id, "PaymentFlowInstant", NULL, 2);
+    int ran = 0;
+    /* one round: hold, authorize (gives up) -> rollback + hold on route 2 */
+    cr_assert_eq(ks_engine_run_tasks(engine, &ran), KS_OK);
+    cr_assert_eq(sc.released_n, 0, "the next route authorizes with the same card");
+    sc.authorize = "ok";
+    settle();
+    json_t *st = state(id);
+    cr_assert_str_eq(pay_status(st, 0), "captured");
+    cr_assert_eq(json_integer_value(json_object_get(
+                     json_array_get(json_object_get(st, "payments"), 0), "routeIndex")),
+                 1);
+    json_decref(st);
+    cr_assert_eq(sc.released_n, 1);
+}
+
+Test(invoice, attempts_are_bounded_by_the_terms)
+{
+    char id[32], rid[96], code[64];
+    new_invoice_terms(
+        id, 3600000,
+        json_pack("{s:{s:i, s:i}}", "perInvoice", "paymentsMax", 2, "paymentResourcesMax", 5));
+    sc.authorize = "fail:authorization_failed:rejected_by_issuer";
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(add_resource(id, 3600000, rid, code), KS_OK);
+        cr_assert_eq(pay_with(id, rid, code), KS_OK, "%s", code);
+        settle();
+    }
+    cr_assert_eq(add_resource(id, 3600000, rid, code), KS_OK);
+    cr_assert_eq(pay_with(id, rid, code), KS_ERR_LIMIT);
+    cr_assert_str_eq(code, "paymentAttemptsExceeded");
+    json_t *st = state(id);
+    cr_assert_eq(payments_n(st), 2, "the refused attempt left nothing behind");
+    cr_assert_null(
+        json_object_get(json_object_get(json_object_get(st, "resources"), rid), "payment"),
+        "nor spent its resource");
+    json_decref(st);
+}
+
+Test(invoice, resources_only_for_an_unpaid_invoice_and_payers_without_tokens)
+{
+    char id[32], rid[96], code[64];
+    new_invoice(id, 3600000);
+    cr_assert_eq(add_resource(id, 3600000, rid, code), KS_OK);
+    json_t *req =
+        json_pack("{s:s, s:{s:{s:s}, s:{s:s, s:s, s:s}}, s:o, s:i, s:s}", "op", "create_payment",
+                  "payment", "flow", "type", "PaymentFlowInstant", "payer", "payerType",
+                  "PaymentResourcePayer", "paymentSession", "s", "paymentToolToken", "secret",
+                  "routes", routes_of(1), "revision", 1, "resource", rid);
+    struct ks_reply r;
+    cr_assert_eq(call(id, req, &r), KS_ERR_INVALID, "a token would be stored in the events");
+    ks_reply_release(&r);
+    cr_assert_eq(call(id, json_pack("{s:s, s:s}", "op", "rescind", "reason", "x"), &r), KS_OK);
+    ks_reply_release(&r);
+    cr_assert_eq(add_resource(id, 3600000, rid, code), KS_ERR_CONFLICT);
+    cr_assert_str_eq(code, "invalidInvoiceStatus");
 }

@@ -654,6 +654,192 @@ Test(vault, background_sweeper_erases_expired_cvvs)
     ks_vault_close(v); /* stops and joins the thread */
 }
 
+/* --- payment resources ----------------------------------------------------------------------- */
+
+static void tokenize_bound_ok(const char *rid, const char *invoice, int64_t until,
+                              struct ks_card_public *out)
+{
+    struct ks_card_input in = card("4242424242424242", "12/30", "123", NULL);
+    struct ks_vault_binding b = {
+        .resource_id = rid, .invoice_id = invoice, .valid_until_ms = until};
+    char code[32] = "x";
+    int rc = ks_vault_tokenize_bound(fx.vault, &in, &b, NOW_MS, out, code, sizeof(code));
+    cr_assert_eq(rc, KS_OK, "tokenize_bound: %s %s", ks_err_name(rc), code);
+}
+
+Test(vault, a_payment_resource_is_claimed_only_for_its_invoice_and_before_it_expires)
+{
+    struct ks_card_public pub, got;
+    tokenize_bound_ok("invA.1", "invA", NOW_MS + HOUR_MS, &pub);
+    cr_assert_eq(ks_vault_claim(fx.vault, pub.token, "invB", NOW_MS, &got), KS_ERR_REJECTED,
+                 "another invoice");
+    cr_assert_eq(ks_vault_claim(fx.vault, pub.token, "invA", NOW_MS + HOUR_MS, &got),
+                 KS_ERR_REJECTED, "expired at valid_until");
+    cr_assert_eq(count("SELECT count(*) FROM vault_cards WHERE claimed = 1"), 0,
+                 "a refused claim claims nothing");
+    cr_assert_eq(ks_vault_claim(fx.vault, pub.token, "invA", NOW_MS + HOUR_MS - 1, &got), KS_OK);
+    cr_assert_str_eq(got.resource_id, "invA.1");
+    cr_assert_eq(got.valid_until_ms, NOW_MS + HOUR_MS);
+    cr_assert_str_eq(got.mask, "424242******4242");
+    cr_assert_str_eq(got.token, pub.token);
+    cr_assert_eq(ks_vault_claim(fx.vault, pub.token, "invA", NOW_MS, &got), KS_OK, "idempotent");
+    cr_assert_eq(count("SELECT count(*) FROM vault_cards WHERE claimed = 1"), 1);
+
+    char unknown[KS_VAULT_TOKEN_BYTES + 1];
+    cr_assert_eq(ks_id_random(unknown, KS_VAULT_TOKEN_BYTES), KS_OK);
+    cr_assert_eq(ks_vault_claim(fx.vault, unknown, "invA", NOW_MS, &got), KS_ERR_NOT_FOUND);
+    cr_assert_eq(ks_vault_claim(fx.vault, "short", "invA", NOW_MS, &got), KS_ERR_NOT_FOUND);
+    struct ks_card_input in = card("4242424242424242", "12/30", "123", NULL);
+    struct ks_card_public unbound;
+    tokenize_ok(&in, &unbound);
+    cr_assert_eq(ks_vault_claim(fx.vault, unbound.token, "invA", NOW_MS, &got), KS_ERR_REJECTED,
+                 "a card without a binding pays no invoice");
+}
+
+Test(vault, a_payment_resource_is_revealed_and_released_by_its_id)
+{
+    struct ks_card_public pub;
+    tokenize_bound_ok("invA.1", "invA", NOW_MS + HOUR_MS, &pub);
+    struct ks_card c;
+    cr_assert_eq(ks_vault_reveal_resource(fx.vault, "invA.1", NOW_MS, &c), KS_OK);
+    cr_assert_str_eq(c.pan, "4242424242424242");
+    cr_assert_str_eq(c.cvv, "123");
+    cr_assert_eq(ks_vault_erase_cvv_resource(fx.vault, "invA.1"), KS_OK);
+    cr_assert_eq(rows("vault_cvv"), 0);
+    cr_assert_eq(ks_vault_erase_cvv_resource(fx.vault, "nope.1"), KS_OK, "idempotent");
+    int64_t deleted = -1;
+    cr_assert_eq(ks_vault_release(fx.vault, "invA.1", &deleted), KS_OK);
+    cr_assert_eq(deleted, 1);
+    cr_assert_eq(rows("vault_cards"), 0);
+    cr_assert_eq(ks_vault_release(fx.vault, "invA.1", &deleted), KS_OK, "idempotent");
+    cr_assert_eq(deleted, 0);
+    cr_assert_eq(ks_vault_reveal_resource(fx.vault, "invA.1", NOW_MS, &c), KS_ERR_NOT_FOUND);
+    struct ks_card_public got;
+    cr_assert_eq(ks_vault_claim(fx.vault, pub.token, "invA", NOW_MS, &got), KS_ERR_NOT_FOUND);
+
+    /* released with its CVV still there */
+    tokenize_bound_ok("invA.2", "invA", NOW_MS + HOUR_MS, &pub);
+    cr_assert_eq(ks_vault_release(fx.vault, "invA.2", &deleted), KS_OK);
+    cr_assert_eq(deleted, 1);
+    cr_assert_eq(rows("vault_cards") + rows("vault_cvv"), 0);
+}
+
+Test(vault, bindings_are_checked_and_resource_ids_unique)
+{
+    struct ks_card_input in = card("4242424242424242", "12/30", "123", NULL);
+    struct ks_card_public pub;
+    char code[32];
+    struct ks_vault_binding bad[] = {
+        {.resource_id = "", .invoice_id = "inv", .valid_until_ms = NOW_MS + 1},
+        {.resource_id = "inv.1", .invoice_id = NULL, .valid_until_ms = NOW_MS + 1},
+        {.resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = 0},
+        {.resource_id = "x23456789012345678901234567890123456789012345678901234567890123456"
+                        "789012345678901", /* 81 bytes */
+         .invoice_id = "inv",
+         .valid_until_ms = NOW_MS + 1},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(
+            ks_vault_tokenize_bound(fx.vault, &in, &bad[i], NOW_MS, &pub, code, sizeof(code)),
+            KS_ERR_INVALID, "binding %zu", i);
+    cr_assert_eq(rows("vault_cards"), 0);
+    tokenize_bound_ok("inv.1", "inv", NOW_MS + HOUR_MS, &pub);
+    struct ks_vault_binding again = {
+        .resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = NOW_MS + HOUR_MS};
+    cr_assert_eq(ks_vault_tokenize_bound(fx.vault, &in, &again, NOW_MS, &pub, code, sizeof(code)),
+                 KS_ERR_CONFLICT);
+    cr_assert_eq(rows("vault_cards"), 1);
+    /* the pure check stores nothing */
+    cr_assert_eq(ks_vault_check(&in, NOW_MS, code, sizeof(code)), KS_OK);
+    struct ks_card_input wrong = card("4242424242424241", "12/30", "123", NULL);
+    cr_assert_eq(ks_vault_check(&wrong, NOW_MS, code, sizeof(code)), KS_ERR_INVALID);
+    cr_assert_str_eq(code, "invalidCardNumber");
+    cr_assert_eq(rows("vault_cards"), 1);
+}
+
+Test(vault, the_sweep_deletes_expired_unclaimed_cards_only)
+{
+    struct ks_card_public a, b, c, d, got;
+    tokenize_bound_ok("inv.1", "inv", NOW_MS + 1000, &a);
+    tokenize_bound_ok("inv.2", "inv", NOW_MS + 1000, &b);
+    tokenize_bound_ok("inv.3", "inv", NOW_MS + HOUR_MS, &c);
+    struct ks_card_input in = card("4242424242424242", "12/30", "123", NULL);
+    tokenize_ok(&in, &d);
+    cr_assert_eq(ks_vault_claim(fx.vault, b.token, "inv", NOW_MS, &got), KS_OK);
+    int64_t erased = -1;
+    cr_assert_eq(ks_vault_sweep_cards(fx.vault, NOW_MS + 999, &erased), KS_OK);
+    cr_assert_eq(erased, 0);
+    cr_assert_eq(ks_vault_sweep_cards(fx.vault, NOW_MS + 1000, &erased), KS_OK);
+    cr_assert_eq(erased, 1);
+    cr_assert_eq(rows("vault_cards"), 3, "claimed, younger and unbound cards stay");
+    cr_assert_eq(rows("vault_cvv"), 3, "the swept card's CVV went with it");
+    struct ks_card card_out;
+    cr_assert_eq(ks_vault_reveal_resource(fx.vault, "inv.1", NOW_MS, &card_out), KS_ERR_NOT_FOUND);
+    cr_assert_eq(ks_vault_reveal_resource(fx.vault, "inv.2", NOW_MS + 2000, &card_out), KS_OK,
+                 "a claimed card outlives its validUntil until it is released");
+    cr_assert_eq(ks_vault_sweep_cards(fx.vault, NOW_MS + 100 * HOUR_MS, &erased), KS_OK);
+    cr_assert_eq(erased, 1, "inv.3 in its turn");
+    cr_assert_eq(rows("vault_cards"), 2);
+}
+
+Test(vault, the_card_sweep_goes_in_batches)
+{
+    int n = KS_VAULT_CARD_SWEEP_BATCH_RECORDS + 5;
+    for (int i = 0; i < n; i++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "inv.%d", i + 1);
+        struct ks_card_public pub;
+        tokenize_bound_ok(rid, "inv", NOW_MS + 1000, &pub);
+    }
+    int64_t erased = 0;
+    cr_assert_eq(ks_vault_sweep_cards(fx.vault, NOW_MS + 1000, &erased), KS_OK);
+    cr_assert_eq(erased, n);
+    cr_assert_eq(rows("vault_cards") + rows("vault_cvv"), 0);
+}
+
+Test(vault, background_sweeper_deletes_expired_unclaimed_cards)
+{
+    struct ks_vault *v = vault_open_at(fx.key_path, 0, 20); /* sweep every 20 ms */
+    struct ks_card_input in = card("4242424242424242", "12/40", "123", NULL);
+    struct ks_vault_binding b = {
+        .resource_id = "inv.1", .invoice_id = "inv", .valid_until_ms = ks_now_ms() + 50};
+    struct ks_card_public pub;
+    char code[32];
+    cr_assert_eq(ks_vault_tokenize_bound(v, &in, &b, ks_now_ms(), &pub, code, sizeof(code)), KS_OK);
+    int64_t left = 1;
+    for (int i = 0; i < 500 && left; i++) {
+        usleep(10 * 1000);
+        left = rows("vault_cards");
+    }
+    cr_assert_eq(left, 0, "the sweeper thread deleted the expired card");
+    ks_vault_close(v);
+}
+
+Test(vault, the_vault_unit_releases_resources)
+{
+    struct ks_unit u;
+    ks_vault_unit(fx.vault, &u);
+    cr_assert_str_eq(u.name, "vault");
+    struct ks_card_public pub;
+    tokenize_bound_ok("inv.1", "inv", NOW_MS + HOUR_MS, &pub);
+    json_t *args = json_pack("{s:s, s:s}", "op", "release", "resource", "inv.1");
+    struct ks_task_view t = {.id = "t1", .args = args};
+    json_t *result = NULL;
+    char err[128] = "";
+    for (int i = 0; i < 2; i++) { /* at-least-once delivery: twice is harmless */
+        cr_assert_eq(u.run(u.ctx, &t, &result, err, sizeof(err)), KS_TASK_OK, "%s", err);
+        cr_assert_eq(json_is_true(json_object_get(result, "deleted")), i == 0);
+        json_decref(result);
+        result = NULL;
+    }
+    cr_assert_eq(rows("vault_cards"), 0);
+    json_decref(args);
+    args = json_pack("{s:s}", "op", "forget");
+    t.args = args;
+    cr_assert_eq(u.run(u.ctx, &t, &result, err, sizeof(err)), KS_TASK_GIVE_UP);
+    json_decref(args);
+}
+
 /* --- rotation ----------------------------------------------------------------------------------
  */
 

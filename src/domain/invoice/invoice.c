@@ -14,10 +14,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config/config.h"
 #include "core/clock.h"
 #include "core/currency.h"
 #include "core/json.h"
 #include "units/callback.h"
+
+_Static_assert(KS_INVOICE_PAYMENTS_MAX == KS_CONFIG_PER_INVOICE_MAX &&
+                   KS_INVOICE_RESOURCES_MAX == KS_CONFIG_PER_INVOICE_MAX,
+               "terms.perInvoice is validated against the machine's own ceilings");
 
 /* --- the transition context --------------------------------------------------------------- */
 
@@ -169,6 +174,29 @@ static const char *invoice_id(const struct tx *t)
     return t->ctx->id;
 }
 
+/* A per-invoice bound from the pinned terms ("perInvoice": {key: n}), `dflt` when not set,
+ * never above `ceiling`. */
+static int64_t per_invoice_max(const json_t *state, const char *key, int64_t dflt, int64_t ceiling)
+{
+    const json_t *v =
+        json_object_get(json_object_get(json_object_get(state, "terms"), "perInvoice"), key);
+    int64_t n = json_is_integer(v) ? json_integer_value(v) : dflt;
+    return n < 1 ? 1 : n > ceiling ? ceiling : n;
+}
+
+/* The payment resource `rid` of the state ({"validUntilMs", "payment"?, "released"?}), or NULL. */
+static json_t *resource_of(const json_t *state, const char *rid)
+{
+    return rid ? json_object_get(json_object_get(state, "resources"), rid) : NULL;
+}
+
+/* The deadline key of resource "{invoice}.{n}": "resource.{n}". */
+static void resource_deadline_key(char *buf, size_t cap, const char *rid)
+{
+    const char *dot = strrchr(rid, '.');
+    snprintf(buf, cap, "resource.%.24s", dot ? dot + 1 : rid); /* n <= 32 */
+}
+
 /* --- events ------------------------------------------------------------------------------- */
 
 static void ev_invoice_status(struct tx *t, const char *status, const char *reason)
@@ -179,6 +207,10 @@ static void ev_invoice_status(struct tx *t, const char *status, const char *reas
     emit(t, ev);
 }
 
+static void release_resource(struct tx *t, const char *rid);
+
+/* A payment's status change. Once it is processed or failed its authorization is over (a
+ * cascade to the next route happens before either), so its card is released. */
 static void ev_payment_status(struct tx *t, const char *pid, const char *status,
                               const char *error_code)
 {
@@ -187,6 +219,9 @@ static void ev_payment_status(struct tx *t, const char *pid, const char *status,
     if (error_code)
         json_object_set_new(ev, "error", error_tree(error_code));
     emit(t, ev);
+    const char *rid = str(ks_invoice_payment(t->state, pid), "resource");
+    if (rid && (strcmp(status, "processed") == 0 || strcmp(status, "failed") == 0))
+        release_resource(t, rid);
 }
 
 static void ev_phase(struct tx *t, const char *pid, const char *rid, const char *ph)
@@ -239,6 +274,20 @@ static void aim_timer(struct tx *t)
 static void task(struct tx *t, const char *unit, json_t *args)
 {
     json_array_append_new(t->out->tasks, json_pack("{s:s, s:o}", "unit", unit, "args", args));
+}
+
+/* Asks the vault to delete the card of resource `rid` (once): no payment will need it again. */
+static void release_resource(struct tx *t, const char *rid)
+{
+    const json_t *res = resource_of(t->state, rid);
+    if (!res || json_is_true(json_object_get(res, "released")))
+        return;
+    char key[64];
+    resource_deadline_key(key, sizeof(key), rid);
+    if (json_object_get(json_object_get(t->state, "deadlines"), key))
+        ev_deadline(t, key, 0);
+    task(t, "vault", json_pack("{s:s, s:s}", "op", "release", "resource", rid));
+    emit(t, json_pack("{s:s, s:s}", "type", "internal.paymentResourceReleased", "resource", rid));
 }
 
 /* The ledger ops that make sure every account of `postings` exists: shop accounts may not go
@@ -331,10 +380,8 @@ static void session_step(struct tx *t, json_t *p, const char *rid, const char *k
                              "amount", (json_int_t)amount, "currency", str(pub, "currency"));
     if (rid)
         json_object_set_new(args, "refund", json_string(rid));
-    if (strcmp(kind, "authorize") == 0) {
-        const json_t *payer = json_object_get(pub, "payer");
-        json_object_set(args, "paymentToolToken", json_object_get(payer, "paymentToolToken"));
-    }
+    if (strcmp(kind, "authorize") == 0 && str(p, "resource"))
+        json_object_set_new(args, "resource", json_string(str(p, "resource")));
     if (callback)
         json_object_set(args, "callback", (json_t *)callback);
     const json_t *astate = json_object_get(sess, "adapterState");
@@ -540,20 +587,70 @@ static int call_fulfill(struct tx *t, const json_t *req)
     return KS_OK;
 }
 
+static int call_add_payment_resource(struct tx *t, const json_t *req)
+{
+    int64_t until = num(req, "validUntilMs");
+    if (until <= t->ctx->now_ms)
+        return refuse(t->out, KS_ERR_INVALID, "invalidRequest",
+                      "a payment resource needs a lifetime in the future");
+    if (strcmp(invoice_status(t->state), "unpaid") != 0)
+        return refuse(t->out, KS_ERR_CONFLICT, "invalidInvoiceStatus",
+                      "the invoice is %s, not unpaid", invoice_status(t->state));
+    size_t n = json_object_size(json_object_get(t->state, "resources"));
+    int64_t max = per_invoice_max(t->state, "paymentResourcesMax", KS_INVOICE_RESOURCES_DEFAULT,
+                                  KS_INVOICE_RESOURCES_MAX);
+    if ((int64_t)n >= max)
+        return refuse(t->out, KS_ERR_LIMIT, "paymentResourcesExceeded",
+                      "this invoice may tokenize at most %" PRId64 " cards", max);
+    char rid[96], key[64];
+    snprintf(rid, sizeof(rid), "%s.%zu", invoice_id(t), n + 1);
+    emit(t, json_pack("{s:s, s:s, s:I}", "type", "internal.paymentResource", "resource", rid,
+                      "validUntilMs", (json_int_t)until));
+    resource_deadline_key(key, sizeof(key), rid);
+    ev_deadline(t, key, until);
+    t->out->reply =
+        json_pack("{s:{s:s, s:I}}", "resource", "id", rid, "validUntilMs", (json_int_t)until);
+    return KS_OK;
+}
+
+/* Why the resource `rid` cannot pay now, or NULL when it can. */
+static const char *resource_unusable(const struct tx *t, const char *rid)
+{
+    const json_t *res = resource_of(t->state, rid);
+    if (!res)
+        return "the payment tool token is not valid for this invoice";
+    if (json_object_get(res, "payment"))
+        return "the payment tool token was already used";
+    if (json_is_true(json_object_get(res, "released")) ||
+        num(res, "validUntilMs") <= t->ctx->now_ms)
+        return "the payment tool token has expired";
+    return NULL;
+}
+
 static int call_create_payment(struct tx *t, const json_t *req)
 {
     const json_t *params = json_object_get(req, "payment");
     const json_t *routes = json_object_get(req, "routes");
+    const char *rid = str(req, "resource");
+    const char *unusable = resource_unusable(t, rid);
+    if (unusable)
+        return refuse(t->out, KS_ERR_REJECTED, "invalidPaymentToolToken", "%s", unusable);
     if (!json_is_object(params) || !json_is_array(routes) || json_array_size(routes) == 0)
         return refuse(t->out, KS_ERR_INVALID, "invalidRequest", "payment params or routes missing");
+    if (json_object_get(json_object_get(params, "payer"), "paymentToolToken"))
+        return refuse(t->out, KS_ERR_INVALID, "invalidRequest",
+                      "the payer must not carry the payment tool token (events name the resource)");
     if (strcmp(invoice_status(t->state), "unpaid") != 0)
         return refuse(t->out, KS_ERR_CONFLICT, "invalidInvoiceStatus",
                       "the invoice is %s, not unpaid", invoice_status(t->state));
     if (active_payment(t->state))
         return refuse(t->out, KS_ERR_CONFLICT, "invoicePaymentPending",
                       "another payment of this invoice is in progress");
-    if (json_array_size(payments_of(t->state)) >= KS_INVOICE_PAYMENTS_MAX)
-        return refuse(t->out, KS_ERR_LIMIT, "invalidRequest", "too many payment attempts");
+    int64_t attempts_max = per_invoice_max(t->state, "paymentsMax", KS_INVOICE_PAYMENTS_DEFAULT,
+                                           KS_INVOICE_PAYMENTS_MAX);
+    if ((int64_t)json_array_size(payments_of(t->state)) >= attempts_max)
+        return refuse(t->out, KS_ERR_LIMIT, "paymentAttemptsExceeded",
+                      "this invoice allows at most %" PRId64 " payment attempts", attempts_max);
     const json_t *inv = json_object_get(t->state, "invoice");
     char pid[24];
     snprintf(pid, sizeof(pid), "%zu", json_array_size(payments_of(t->state)) + 1);
@@ -574,10 +671,10 @@ static int call_create_payment(struct tx *t, const json_t *req)
         json_object_set(pub, "externalID", json_object_get(params, "externalID"));
     json_t *meta = json_object_get(params, "metadata");
     json_object_set_new(pub, "metadata", meta ? json_incref(meta) : json_object());
-    json_t *ev = json_pack("{s:s, s:o, s:{s:O, s:I, s:I}}", "type", "PaymentStarted", "payment",
-                           pub, "internal", "routes", routes, "revision",
-                           (json_int_t)num(req, "revision"), "heldUntilMs",
-                           (json_int_t)held_until);
+    json_t *ev =
+        json_pack("{s:s, s:o, s:{s:O, s:I, s:I, s:s}}", "type", "PaymentStarted", "payment", pub,
+                  "internal", "routes", routes, "revision", (json_int_t)num(req, "revision"),
+                  "heldUntilMs", (json_int_t)held_until, "resource", rid);
     emit(t, ev);
     json_t *p = ks_invoice_payment(t->state, pid);
     char plan[200];
@@ -701,6 +798,8 @@ static int inv_call(const struct ks_proc_ctx *ctx, const json_t *state, const js
         rc = call_fulfill(&t, req);
     else if (strcmp(op, "create_payment") == 0)
         rc = call_create_payment(&t, req);
+    else if (strcmp(op, "add_payment_resource") == 0)
+        rc = call_add_payment_resource(&t, req);
     else if (strcmp(op, "capture") == 0)
         rc = call_capture(&t, req);
     else if (strcmp(op, "cancel") == 0)
@@ -1013,6 +1112,16 @@ static void on_timeout(struct tx *t)
             ev_invoice_status(t, "cancelled", "invoice expired");
             continue;
         }
+        if (strncmp(key, "resource.", 9) == 0) {
+            /* Unused when it expired: nothing will ever need its card. A spent one is released
+             * by its payment when the authorization is over. */
+            char rid[96];
+            snprintf(rid, sizeof(rid), "%s.%s", invoice_id(t), key + 9);
+            const json_t *res = resource_of(t->state, rid);
+            if (res && !json_object_get(res, "payment"))
+                release_resource(t, rid);
+            continue;
+        }
         /* "p{pid}.hold", "p{pid}.session", "p{pid}.r{rid}.session" */
         char pid[24] = "", rid[24] = "", what[16] = "";
         const char *dot = strchr(key, '.');
@@ -1139,7 +1248,26 @@ static void apply_into(json_t *s, const json_t *ev)
                               (json_int_t)num(in, "revision"), "phase", "created", "refunds");
         json_object_set_new(p, "captured", json_integer(0));
         json_object_set(p, "heldUntilMs", json_object_get(in, "heldUntilMs"));
+        const char *rid = str(in, "resource");
+        json_t *res = resource_of(s, rid);
+        if (rid)
+            json_object_set_new(p, "resource", json_string(rid));
+        if (res)
+            json_object_set(res, "payment", json_object_get(json_object_get(ev, "payment"), "id"));
         json_array_append_new(json_object_get(s, "payments"), p);
+    } else if (strcmp(type, "internal.paymentResource") == 0) {
+        json_t *all = json_object_get(s, "resources");
+        if (!all) {
+            all = json_object();
+            json_object_set_new(s, "resources", all);
+        }
+        json_object_set_new(
+            all, str(ev, "resource"),
+            json_pack("{s:O}", "validUntilMs", json_object_get(ev, "validUntilMs")));
+    } else if (strcmp(type, "internal.paymentResourceReleased") == 0) {
+        json_t *res = resource_of(s, str(ev, "resource"));
+        if (res)
+            json_object_set_new(res, "released", json_true());
     } else if (strcmp(type, "PaymentStatusChanged") == 0) {
         json_t *p = ks_invoice_payment(s, str(ev, "paymentID"));
         json_t *pub = json_object_get(p, "public");

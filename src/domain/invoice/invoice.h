@@ -16,6 +16,7 @@
  *   unit "ledger"     {"op":"hold"|"commit"|"rollback","plan","batch","postings"}
  *   unit "acquiring"  a provider session (see units/acquiring.h): authorize, capture, cancel,
  *                     refund, inquire, callback
+ *   unit "vault"      {"op":"release","resource"}: delete a payment resource's card (vault.h)
  * Payment phases: holding -> authorizing -> (processed) -> capturing | cancelling -> done;
  * a failure rolls the ledger plan back; a refund: holding -> refunding -> done.
  */
@@ -25,7 +26,10 @@
 #include "engine/engine.h"
 
 #define KS_INVOICE_NS "invoice"
-#define KS_INVOICE_PAYMENTS_MAX 32      /* attempts within one invoice */
+#define KS_INVOICE_PAYMENTS_MAX 32      /* attempts within one invoice: paymentsMax ceiling */
+#define KS_INVOICE_RESOURCES_MAX 32     /* cards within one invoice: paymentResourcesMax ceiling */
+#define KS_INVOICE_PAYMENTS_DEFAULT 10  /* terms.perInvoice.paymentsMax when not set */
+#define KS_INVOICE_RESOURCES_DEFAULT 10 /* terms.perInvoice.paymentResourcesMax when not set */
 #define KS_INVOICE_REFUNDS_MAX 32       /* refunds within one payment */
 #define KS_INVOICE_SESSION_ATTEMPTS_MAX 5 /* inquiries of an unknown outcome before giving up */
 
@@ -44,11 +48,24 @@ KS_MUST_USE int ks_invoice_register(struct ks_engine *e);
  *    "partyID": "...", "dueAt": ms, "revision": N, "terms": {...pinned shop terms...}}
  *
  * Calls:
+ *   {"op":"add_payment_resource","validUntilMs"}  an unpaid invoice reserves a disposable payment
+ *                                             resource; reply {"resource":{"id","validUntilMs"}},
+ *                                             id "{invoice}.{n}". At most the pinned terms'
+ *                                             perInvoice.paymentResourcesMax (default 10), then
+ *                                             KS_ERR_LIMIT "paymentResourcesExceeded". When it
+ *                                             expires unused, a "vault" task releases its card.
  *   {"op":"rescind","reason"}                 unpaid and nothing in flight -> cancelled
  *   {"op":"fulfill","reason"}                 paid -> fulfilled
- *   {"op":"create_payment","payment":{flow, payer, externalID?, metadata?},
+ *   {"op":"create_payment","payment":{flow, payer, externalID?, metadata?}, "resource": id,
  *    "routes":[{provider, terminal, adapter, options}...],   candidates in order (cascade)
  *    "cashflow":[posting...], "revision": N}
+ *                                             spends the resource (unknown, spent or expired:
+ *                                             KS_ERR_REJECTED "invalidPaymentToolToken"); at most
+ *                                             perInvoice.paymentsMax attempts (default 10), then
+ *                                             KS_ERR_LIMIT "paymentAttemptsExceeded". The payer
+ *                                             must not carry the token: events name the resource.
+ *                                             Once the payment's authorization is over (processed
+ *                                             or failed) a "vault" task releases the card.
  *   {"op":"capture","payment","amount"?,"reason","cashflow"?}  processed hold -> capturing
  *   {"op":"cancel","payment","reason"}        processed hold -> cancelling
  *   {"op":"create_refund","payment","refund":{amount?, reason?, externalID?},"cashflow":[...]}
