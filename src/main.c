@@ -774,6 +774,10 @@ static int cmd_serve(int argc, char **argv)
 #ifdef KASSA_WITH_PROBE
     if (erc == KS_OK)
         erc = ks_probe_register(engine, PROBE_UNIT_WORKERS);
+    const char *probe_relay_file = getenv("KASSA_PROBE_RELAY_FILE");
+    if (erc == KS_OK && probe_relay_file && *probe_relay_file)
+        erc = ks_probe_register_file_relay(engine, probe_relay_file,
+                                           getenv("KASSA_PROBE_RELAY_NAME"));
 #endif
     if (erc == KS_OK)
         erc = ledger_start(store, &lg, engine, &ledger);

@@ -475,6 +475,47 @@ static int outbox_read(void *vctx, const struct ks_http_req *req, struct ks_http
     return ks_http_reply(resp, 200, json_pack("{s:o, s:o}", "entries", list, "next", next));
 }
 
+/* --- GET /admin/v1/relays ------------------------------------------------------------------ */
+
+/* A time for a relay's status: null when it never happened. */
+static json_t *time_or_null(int64_t ms)
+{
+    return ms > 0 ? ks_api_time(ms) : json_null();
+}
+
+static int relays_get(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
+{
+    struct ks_api_ctx *ctx = vctx;
+    static const char *const allowed[] = {NULL};
+    int rc;
+    if ((rc = ks_http_req_query_check(req, allowed, resp)) != KS_OK)
+        return rc;
+    struct ks_relay_status st[KS_RELAYS_MAX];
+    size_t n = 0;
+    if ((rc = ks_engine_relays(ctx->engine, st, KS_RELAYS_MAX, &n)) != KS_OK)
+        return ks_http_error_from(resp, rc, NULL, NULL);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++) {
+        const struct ks_relay_status *s = &st[i];
+        json_t *item = json_pack(
+            "{s:s, s:b, s:I, s:I, s:o, s:I, s:I, s:i, s:o, s:o, s:o, s:s?}", "name", s->name,
+            "held", s->held, "cursor", (json_int_t)s->cursor, "head", (json_int_t)s->head, "lag",
+            /* only the holder knows the cursor; a standing-by node shows no lag */
+            s->held ? json_integer(s->head > s->cursor ? s->head - s->cursor : 0) : json_null(),
+            "delivered",
+            (json_int_t)s->delivered, "failures", (json_int_t)s->failures, "failing", s->failing,
+            "lastDeliveryAt", time_or_null(s->last_delivery_ms), "lastErrorAt",
+            time_or_null(s->last_error_ms), "retryAt",
+            time_or_null(s->failing ? s->retry_at_ms : 0), "lastError",
+            s->last_error[0] ? s->last_error : NULL);
+        if (!item || json_array_append_new(list, item) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    return ks_http_reply(resp, 200, json_pack("{s:o}", "relays", list));
+}
+
 /* --- GET /admin/v1/tasks/{id} -------------------------------------------------------------- */
 
 static const char *task_status_name(enum ks_task_status s)
@@ -566,6 +607,7 @@ int ks_api_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
         {"GET", "/admin/v1/machines/{ns}/{id}", 0, machine_get},
         {"POST", "/admin/v1/machines/{ns}/{id}/repair", KS_HTTP_ROUTE_JSON_BODY, machine_repair},
         {"GET", "/admin/v1/outbox", 0, outbox_read},
+        {"GET", "/admin/v1/relays", 0, relays_get},
         {"GET", "/admin/v1/tasks/{id}", 0, task_get},
         {"GET", "/admin/v1/stats", 0, stats_get},
     };

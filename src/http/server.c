@@ -39,6 +39,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json.h"
+#include "core/wipe.h"
 
 /* One TCP connection, from MHD_CONNECTION_NOTIFY_STARTED to MHD_CONNECTION_NOTIFY_CLOSED. */
 struct conn_track {
@@ -535,7 +536,7 @@ static void body_take(struct http_request *r, const char *data, size_t len)
         return;
     if (r->body_len + len > max) {
         r->too_large = 1;
-        free(r->body);
+        ks_wipe_free(r->body);
         r->body = NULL;
         r->body_len = r->body_cap = 0;
         return;
@@ -548,11 +549,12 @@ static void body_take(struct http_request *r, const char *data, size_t len)
             cap *= 2;
         if (cap > max)
             cap = max;
-        char *nb = realloc(r->body, cap);
+        /* A body may hold a card number: a block that moves is wiped, never left behind. */
+        char *nb = ks_wipe_realloc(r->body, cap);
         if (!nb) {
             /* Out of memory: refuse the body as too large rather than crash. */
             r->too_large = 1;
-            free(r->body);
+            ks_wipe_free(r->body);
             r->body = NULL;
             r->body_len = r->body_cap = 0;
             return;
@@ -701,7 +703,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct conn_track *ct = conn_track_of(conn);
     if (ct)
         atomic_store(&ct->head_since_us, ks_mono_us());
-    free(r->body);
+    ks_wipe_free(r->body); /* it may have held card data */
     free(r->pathbuf);
     free(r);
 }

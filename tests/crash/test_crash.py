@@ -78,7 +78,55 @@ def store_url(request, tmp_path_factory):
         subprocess.run([harness, "stop", pg_dir], capture_output=True, timeout=120)
 
 
-def test_sigkill_during_load_loses_nothing(store_url, tmp_path):
+def relay_lines(path):
+    """The probe file relay's lines: (pos, ns, id, seq)."""
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                pos, ns, mid, seq = line.split()
+                out.append((int(pos), ns, mid, int(seq)))
+    return out
+
+
+def relay_status(admin, name):
+    for r in admin._get("%s/admin/v1/relays" % admin.server.admin_base)["relays"]:
+        if r["name"] == name:
+            return r
+    raise AssertionError("relay %s is not registered" % name)
+
+
+def check_relay(admin, name, path, timeout_s=120):
+    """The relay catches up, and its file holds every outbox row up to its cursor exactly once,
+    in outbox order. Returns a list of problems."""
+    deadline = time.monotonic() + timeout_s
+    status = relay_status(admin, name)
+    while time.monotonic() < deadline and not (status["held"] and status["lag"] == 0):
+        time.sleep(0.2)
+        status = relay_status(admin, name)
+    if not (status["held"] and status["lag"] == 0):
+        return ["relay %s did not catch up in %ss: %s" % (name, timeout_s, status)]
+    lines = relay_lines(path)
+    positions = [l[0] for l in lines]
+    problems = []
+    if len(set(positions)) != len(positions):
+        problems.append("relay file repeats positions")
+    if positions != sorted(positions):
+        problems.append("relay file is out of order")
+    wanted = [(e["pos"], e["ns"], e["id"], e["seq"]) for e in admin.outbox()
+              if e["pos"] <= status["cursor"]]
+    if lines != wanted:
+        missing = set(wanted) - set(lines)
+        extra = set(lines) - set(wanted)
+        problems.append("relay file differs from the outbox: %d rows missing (e.g. %s), %d extra "
+                        "(e.g. %s)" % (len(missing), sorted(missing)[:3], len(extra),
+                                       sorted(extra)[:3]))
+    if not lines:
+        problems.append("the relay delivered nothing")
+    return problems
+
+
+def test_sigkill_during_load_loses_nothing(store_url, tmp_path, monkeypatch):
     binary = crashlib.kassa_bin()
     if not os.access(binary, os.X_OK):
         pytest.fail("%s is not built (make VARIANT=san build/san/kassa)" % binary)
@@ -87,6 +135,11 @@ def test_sigkill_during_load_loses_nothing(store_url, tmp_path):
     print("\ncrash test: store %s, seed %d, %d kills" % (store_url.split("://")[0].split(":")[0],
                                                          seed, KILLS))
 
+    # A relay writes every committed event to a file across the kills: exactly once, in order.
+    relay_file = str(tmp_path / "relay.lines")
+    relay_name = "probe.crash-%s" % secrets.token_hex(4)
+    monkeypatch.setenv("KASSA_PROBE_RELAY_FILE", relay_file)
+    monkeypatch.setenv("KASSA_PROBE_RELAY_NAME", relay_name)
     extra, quiesce_s = serve_flags()
     server = crashlib.Server(store_url, str(tmp_path), extra)
     prefix = "crash-%s" % secrets.token_hex(4)
@@ -109,6 +162,8 @@ def test_sigkill_during_load_loses_nothing(store_url, tmp_path):
         admin = crashlib.Admin(server)
         not_quiet = crashlib.wait_quiet(admin, load.all_machines(), quiesce_s)
         problems, summary = crashlib.verify(admin, load)
+        problems += check_relay(admin, relay_name, relay_file)
+        summary["relay_rows"] = len(relay_lines(relay_file))
     finally:
         load.stop_event.set()
         if server.proc is not None:

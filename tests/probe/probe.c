@@ -6,8 +6,11 @@
  */
 #include "probe.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/json.h"
@@ -247,6 +250,84 @@ int ks_probe_register_unit(struct ks_engine *e, const char *name, int workers)
     struct ks_unit u = {.name = name, .workers = workers > 0 ? workers : 2, .attempts_max = 5,
                         .run = probe_echo_run};
     return ks_engine_register_unit(e, &u);
+}
+
+/* --- the file relay -------------------------------------------------------------------------- */
+
+/* Appends "pos ns id seq\n" per outbox row to a file, fsynced before it confirms; rows at or below
+ * the last position in the file are confirmed without writing (they were written before a
+ * crash cut the confirmation short), so the file holds every row exactly once, in order. */
+struct file_relay {
+    char path[512];
+    char fail_path[520];
+    int64_t last_pos; /* the last position in the file */
+};
+
+static struct file_relay the_file_relay; /* one per process: serve has one engine */
+
+static int64_t file_last_pos(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[256];
+    long long pos = 0, p;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "%lld", &p) == 1)
+            pos = p;
+    fclose(f);
+    return pos;
+}
+
+static int file_relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, size_t *done,
+                             char *why, size_t whylen)
+{
+    struct file_relay *fr = ctx;
+    *done = 0;
+    if (access(fr->fail_path, F_OK) == 0) {
+        snprintf(why, whylen, "probe file relay told to fail (%s exists)", fr->fail_path);
+        return KS_ERR_IO;
+    }
+    int fd = open(fr->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(why, whylen, "cannot open the probe relay file: %s", strerror(errno));
+        return KS_ERR_IO;
+    }
+    int rc = KS_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].pos <= fr->last_pos)
+            continue; /* written before a crash cut the confirmation short */
+        char line[256];
+        int len = snprintf(line, sizeof(line), "%lld %s %s %lld\n", (long long)rows[i].pos,
+                           rows[i].ns, rows[i].id, (long long)rows[i].seq);
+        if (len <= 0 || (size_t)len >= sizeof(line) || write(fd, line, (size_t)len) != len) {
+            snprintf(why, whylen, "cannot write the probe relay file");
+            rc = KS_ERR_IO;
+            break;
+        }
+        fr->last_pos = rows[i].pos;
+    }
+    if (fsync(fd) != 0 && rc == KS_OK) {
+        snprintf(why, whylen, "cannot fsync the probe relay file");
+        rc = KS_ERR_IO;
+    }
+    close(fd);
+    if (rc == KS_OK)
+        *done = n;
+    return rc;
+}
+
+int ks_probe_register_file_relay(struct ks_engine *e, const char *path, const char *name)
+{
+    struct file_relay *fr = &the_file_relay;
+    if (!path || strlen(path) >= sizeof(fr->path))
+        return KS_ERR_INVALID;
+    snprintf(fr->path, sizeof(fr->path), "%s", path);
+    snprintf(fr->fail_path, sizeof(fr->fail_path), "%s.fail", path);
+    fr->last_pos = file_last_pos(path);
+    struct ks_relay r = {.name = name && *name ? name : "probe.file", .ctx = fr, .handle = file_relay_handle,
+                         .backoff_base_ms = 100, .backoff_max_ms = 1000};
+    return ks_engine_register_relay(e, &r);
 }
 
 int ks_probe_register(struct ks_engine *e, int workers)

@@ -32,5 +32,12 @@ int ks_probe_register(struct ks_engine *e, int workers);
  * with "unit": name goes to it: tests that share a database each use their own unit, so one
  * test's worker never claims another test's tasks. */
 int ks_probe_register_unit(struct ks_engine *e, const char *name, int workers);
+/* Registers the relay `name` (NULL: "probe.file"): every outbox row, in order and exactly once, appended as
+ * "pos ns id seq" lines to the file at `path` (fsynced before each confirmation; rows already in
+ * the file after a crash are confirmed without writing them again). While a file named
+ * `path`.fail exists the relay fails ("told to fail"), so tests can watch its backoff. Serve
+ * registers it when KASSA_PROBE_RELAY_FILE names a file, under KASSA_PROBE_RELAY_NAME if set
+ * (test and bench builds only). */
+int ks_probe_register_file_relay(struct ks_engine *e, const char *path, const char *name);
 
 #endif
