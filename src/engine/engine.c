@@ -981,6 +981,115 @@ static int deliver_signal(struct ks_engine *e, const char *ns, const char *id, c
     return rc == KS_ERR_PROCESSOR ? KS_OK : rc;
 }
 
+/* --- the engine's own units: child machines and signals (engine.h) ------------------------- */
+
+#define ENGINE_UNIT_WORKERS 1
+#define ENGINE_SIGNAL_ATTEMPTS_MAX 100 /* a failed receiver may wait long for its repair */
+
+/* Starts the child a transition asked for (ks_proc_start_child). Idempotent: a second run finds
+ * the child with the same args and replays. */
+static enum ks_task_outcome child_unit_run(void *ctx, const struct ks_task_view *t,
+                                           json_t **result, char *error, size_t errlen)
+{
+    struct ks_engine *e = ctx;
+    const char *ns = ks_json_get_str(t->args, "ns"), *id = ks_json_get_str(t->args, "id");
+    const json_t *args = json_object_get(t->args, "args");
+    if (!ns || !id || !json_is_object(args)) {
+        snprintf(error, errlen, "malformed child task");
+        return KS_TASK_GIVE_UP;
+    }
+    if (!processor_of(e, ns)) {
+        snprintf(error, errlen, "no processor for namespace %s", ns);
+        return KS_TASK_GIVE_UP;
+    }
+    struct ks_reply r;
+    int rc = ks_engine_start(e, ns, id, args, NULL, &r);
+    enum ks_task_outcome oc;
+    switch (rc) {
+    case KS_OK:
+        *result = json_pack("{s:s, s:s, s:b}", "ns", ns, "id", id, "replayed", r.replayed);
+        oc = KS_TASK_OK;
+        break;
+    case KS_ERR_CONFLICT:
+    case KS_ERR_REJECTED:
+    case KS_ERR_INVALID:
+    case KS_ERR_NOT_FOUND:
+    case KS_ERR_LIMIT:
+    case KS_ERR_PROCESSOR:
+        snprintf(error, errlen, "child %s/%s not started: %s: %s", ns, id, r.error_code,
+                 r.error_message);
+        oc = KS_TASK_GIVE_UP;
+        break;
+    default:
+        snprintf(error, errlen, "child %s/%s not started yet: %s", ns, id, ks_err_name(rc));
+        oc = KS_TASK_RETRY;
+    }
+    ks_reply_release(&r);
+    return oc;
+}
+
+/* Delivers the signal a transition sent (ks_proc_signal), once: the idempotency record, keyed
+ * by the task, commits with the receiver's transition, so a second run of the task replays. */
+static enum ks_task_outcome signal_unit_run(void *ctx, const struct ks_task_view *t,
+                                            json_t **result, char *error, size_t errlen)
+{
+    struct ks_engine *e = ctx;
+    const char *ns = ks_json_get_str(t->args, "ns"), *id = ks_json_get_str(t->args, "id");
+    const json_t *sig = json_object_get(t->args, "signal");
+    char fp[65];
+    if (!ns || !id || !json_is_object(sig) || !ks_json_get_str(sig, "type")) {
+        snprintf(error, errlen, "malformed signal task");
+        return KS_TASK_GIVE_UP;
+    }
+    if (ks_json_fingerprint(sig, fp) != KS_OK) {
+        snprintf(error, errlen, "out of memory");
+        return KS_TASK_RETRY;
+    }
+    struct ks_idem idem = {.scope = "engine.signal", .key = t->id, .fingerprint = fp};
+    struct step st = {.kind = STEP_SIGNAL, .input = sig, .idem = &idem};
+    if (!processor_of(e, ns)) {
+        snprintf(error, errlen, "no processor for namespace %s", ns);
+        return KS_TASK_GIVE_UP;
+    }
+    struct ks_reply r;
+    int rc = run_step(e, ns, id, &st, &r);
+    ks_reply_release(&r);
+    switch (rc) {
+    case KS_OK:
+    case KS_ERR_PROCESSOR: /* delivered; it made the receiver fail, which is recorded */
+        *result = json_pack("{s:s, s:s}", "ns", ns, "id", id);
+        return KS_TASK_OK;
+    case KS_ERR_NOT_FOUND:
+        snprintf(error, errlen, "no machine %s/%s to signal", ns, id);
+        return KS_TASK_GIVE_UP;
+    case KS_ERR_MACHINE_FAILED:
+        snprintf(error, errlen, "machine %s/%s is failed: the signal waits for its repair", ns,
+                 id);
+        return KS_TASK_RETRY;
+    default:
+        snprintf(error, errlen, "signal to %s/%s not delivered yet: %s", ns, id,
+                 ks_err_name(rc));
+        return KS_TASK_RETRY;
+    }
+}
+
+/* Adds the engine's own units (before any other: their names are reserved). */
+static int engine_units_add(struct ks_engine *e)
+{
+    const struct ks_unit units[] = {
+        {.name = KS_UNIT_ENGINE_CHILD, .ctx = e, .workers = ENGINE_UNIT_WORKERS,
+         .run = child_unit_run},
+        {.name = KS_UNIT_ENGINE_SIGNAL, .ctx = e, .workers = ENGINE_UNIT_WORKERS,
+         .attempts_max = ENGINE_SIGNAL_ATTEMPTS_MAX, .run = signal_unit_run},
+    };
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (e->units_n >= KS_UNITS_MAX)
+            return KS_ERR_LIMIT;
+        e->units[e->units_n++].unit = units[i];
+    }
+    return KS_OK;
+}
+
 int ks_engine_signal(struct ks_engine *e, const char *ns, const char *id, const json_t *signal)
 {
     if (!json_is_object(signal) || !ks_json_get_str(signal, "type"))
@@ -1315,6 +1424,8 @@ int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out
         return rc;
     }
     rc = ks_relays_create(e->store, e->log, engine_clock, e, &e->relays);
+    if (rc == KS_OK && (rc = engine_units_add(e)) != KS_OK)
+        ks_relays_free(e->relays);
     if (rc != KS_OK) {
         ks_machine_cache_free(e->cache);
         free(e);
@@ -1343,7 +1454,7 @@ int ks_engine_register(struct ks_engine *e, const struct ks_processor *p)
 int ks_engine_register_unit(struct ks_engine *e, const struct ks_unit *u)
 {
     if (!u || !u->name || !*u->name || strlen(u->name) > KS_UNIT_BYTES_MAX || !u->run ||
-        u->workers < 1 || u->workers > KS_UNIT_WORKERS_MAX)
+        u->workers < 1 || u->workers > KS_UNIT_WORKERS_MAX || strncmp(u->name, "engine.", 7) == 0)
         return KS_ERR_INVALID;
     if (unit_of(e, u->name))
         return KS_ERR_CONFLICT;

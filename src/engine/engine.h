@@ -17,6 +17,7 @@
 #define KS_ENGINE_ENGINE_H
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -79,6 +80,42 @@ struct ks_processor {
     json_t *(*apply)(const json_t *state, const json_t *event);
 };
 
+/* --- child machines and signals between machines ------------------------------------------ */
+
+/*
+ * A transition may start machines in other namespaces and send signals to other machines. Both
+ * are recorded in the transition's own durable commit, as tasks of the engine's own units, and
+ * carried out after it: so a transition that is replayed, re-run or cut short by a crash never
+ * starts a child twice nor sends a signal twice, and nothing it asked for is lost.
+ *
+ * Child: machine (ns, `ctx->id` + "." + suffix), started with `args` plus "parent":
+ * {"ns","id"} (a child knows its parent from its args). When it exists, the parent gets a
+ * task_result signal from unit KS_UNIT_ENGINE_CHILD with result {"ns","id","replayed"}; if the
+ * child's processor refused its args, or a machine with that id exists with other args, ok=false
+ * with the reason. Starting is idempotent: a task run twice finds the child and replays.
+ *
+ * Signal: `signal` (an object with a "type" of the receiver's, not one of the engine's own:
+ * timeout, task_result, repair) reaches machine (ns, id) with "from": {"ns","id"} added, exactly
+ * once (an idempotency record keyed by the task is committed with the receiver's transition).
+ * The sender gets a task_result from unit KS_UNIT_ENGINE_SIGNAL: ok=true once delivered, ok=false
+ * when there is no such machine. A failed receiver holds the signal back until it is repaired.
+ * A child tells its parent it finished with a signal.
+ *
+ * Both return KS_OK, KS_ERR_INVALID (bad namespace, suffix or id, an id over
+ * KS_ID_BYTES_MAX, args that already hold "parent", a signal without a type, with a reserved
+ * type or with "from") or KS_ERR_NOMEM; on error `out` is unchanged.
+ */
+#define KS_UNIT_ENGINE_CHILD "engine.child"
+#define KS_UNIT_ENGINE_SIGNAL "engine.signal"
+KS_MUST_USE int ks_proc_start_child(const struct ks_proc_ctx *ctx, struct ks_proc_out *out,
+                                    const char *ns, const char *suffix, const json_t *args);
+KS_MUST_USE int ks_proc_signal(const struct ks_proc_ctx *ctx, struct ks_proc_out *out,
+                               const char *ns, const char *id, const json_t *signal);
+/* The id of the child `suffix` ([A-Za-z0-9_-]+) of the machine of `ctx` into `out` (cap bytes):
+ * "<ctx->id>.<suffix>". KS_ERR_INVALID for a bad suffix or an id that would be too long. */
+KS_MUST_USE int ks_proc_child_id(const struct ks_proc_ctx *ctx, const char *suffix, char *out,
+                                 size_t cap);
+
 /* --- units: workers that run tasks -------------------------------------------------------- */
 
 enum ks_task_outcome {
@@ -132,7 +169,8 @@ struct ks_engine;
 KS_MUST_USE int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out);
 /* Registers a processor for its namespace (before ks_engine_run). `p` is borrowed. */
 KS_MUST_USE int ks_engine_register(struct ks_engine *e, const struct ks_processor *p);
-/* Registers a unit (before ks_engine_run). `*u` is copied; u->ctx is borrowed. */
+/* Registers a unit (before ks_engine_run). `*u` is copied; u->ctx is borrowed. Names starting
+ * with "engine." are the engine's own (KS_ERR_INVALID). */
 KS_MUST_USE int ks_engine_register_unit(struct ks_engine *e, const struct ks_unit *u);
 /* Registers a relay (relay.h) before ks_engine_run: a named consumer of the outbox whose
  * handler gets every committed event in order, at least once. `*r` is copied; r->ctx is

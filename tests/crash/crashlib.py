@@ -37,6 +37,9 @@ EV_TIMER_FIRED = "timer_fired"
 EV_TASK_EMITTED = "task_emitted"
 EV_TASK_DONE = "task_done"
 EV_TASK_FAILED = "task_failed"
+EV_CHILD_REQUESTED = "child_requested"
+EV_CHILD_STARTED = "child_started"
+EV_CHILD_FAILED = "child_failed"
 
 HTTP_TIMEOUT_S = 10
 PAGE = 1000
@@ -225,6 +228,7 @@ class Ledger:
         self.acked_appends = collections.defaultdict(dict)   # machine -> value -> seq
         self.acked_timers = collections.defaultdict(set)     # machine -> tags
         self.acked_tasks = collections.defaultdict(set)      # machine -> tags
+        self.acked_children = collections.defaultdict(set)   # machine -> child ids
         self.counts = collections.Counter()
         self.rejections = collections.Counter()              # "status code" -> n
 
@@ -289,14 +293,17 @@ class Workload:
                 return
             mid = rnd.choice(self.machines[t])
             kind = rnd.random()
-            if kind < 0.70:
+            if kind < 0.65:
                 value = "%s/%d" % (mid, n)
                 req = {"op": "append", "value": value}
                 with led.lock:
                     led.sent_values.add(value)
-            elif kind < 0.85:
+            elif kind < 0.80:
                 tag = "t%d-%d" % (t, n)
                 req = {"op": "timer", "in_ms": rnd.randint(50, 500), "tag": tag}
+            elif kind < 0.90:
+                suffix = "c%d-%d" % (t, n)
+                req = {"op": "child", "suffix": suffix, "args": {"tag": suffix}}
             else:
                 tag = "k%d-%d" % (t, n)
                 req = {"op": "task", "tag": tag, "fail_times": rnd.choice((0, 0, 1, 2))}
@@ -328,6 +335,8 @@ class Workload:
                     led.acked_appends[mid][req["value"]] = body["seq"]
                 elif req["op"] == "timer":
                     led.acked_timers[mid].add(req["tag"])
+                elif req["op"] == "child":
+                    led.acked_children[mid].add("%s.%s" % (mid, req["suffix"]))
                 else:
                     led.acked_tasks[mid].add(req["tag"])
 
@@ -336,7 +345,9 @@ def quiesced(state):
     """A probe state with no pending timer and every emitted task answered."""
     return (not state.get("timers")
             and state.get("tasks_emitted", 0)
-            == state.get("tasks_done", 0) + state.get("tasks_failed", 0))
+            == state.get("tasks_done", 0) + state.get("tasks_failed", 0)
+            and state.get("children_requested", 0)
+            == state.get("children_started", 0) + state.get("children_failed", 0))
 
 
 def wait_quiet(admin, machines, timeout_s):
@@ -382,6 +393,7 @@ def verify(admin, workload, ns="probe"):
         timers_set, timers_fired = collections.Counter(), collections.Counter()
         tasks_emitted, tasks_done = collections.Counter(), collections.Counter()
         tasks_failed = collections.Counter()
+        children_requested, children_started = collections.Counter(), collections.Counter()
         for e in events:
             ev = e["event"] or {}
             typ = ev.get("type")
@@ -398,6 +410,12 @@ def verify(admin, workload, ns="probe"):
                 tasks_done[ev.get("tag")] += 1
             elif typ == EV_TASK_FAILED:
                 tasks_failed[ev.get("tag")] += 1
+            elif typ == EV_CHILD_REQUESTED:
+                children_requested[ev.get("id")] += 1
+            elif typ == EV_CHILD_STARTED:
+                children_started[ev.get("id")] += 1
+            elif typ == EV_CHILD_FAILED:
+                problem("%s: a child could not start: %s" % (mid, ev.get("error")))
 
         # Appends: each value was sent once, so it is in the history at most once; every
         # acknowledged one exactly once, at the event number the reply gave.
@@ -445,6 +463,27 @@ def verify(admin, workload, ns="probe"):
             summary["acked tasks checked"] += 1
             if tasks_emitted.get(tag, 0) != 1:
                 problem("%s: acknowledged task %r not in history" % (mid, tag))
+        # Children: every child a committed transition asked for exists, started exactly
+        # once with its parent in its args, and the parent heard of it exactly once.
+        for child, n in children_requested.items():
+            if n != 1:
+                problem("%s: child %r requested %d times" % (mid, child, n))
+            if children_started.get(child, 0) != 1:
+                problem("%s: child %r reported started %d times" % (mid, child,
+                                                                 children_started.get(child, 0)))
+            crow, cevents = admin.machine(ns, child)
+            starts = [c for c in cevents if (c["event"] or {}).get("type") == "started"]
+            if len(starts) != 1 or cevents[0]["seq"] != 1:
+                problem("%s: child %r has %d start events" % (mid, child, len(starts)))
+            elif (starts[0]["event"].get("args") or {}).get("parent") != {"ns": ns, "id": mid}:
+                problem("%s: child %r does not name its parent" % (mid, child))
+            summary["children checked"] += 1
+        for child in children_started:
+            if child not in children_requested:
+                problem("%s: child %r reported but never requested" % (mid, child))
+        for child in led.acked_children.get(mid, ()):
+            if children_requested.get(child, 0) != 1:
+                problem("%s: acknowledged child %r not in history" % (mid, child))
         summary["events checked"] += len(events)
 
     # Outbox: every event of these machines exactly once, positions increasing, each

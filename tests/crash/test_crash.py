@@ -1,7 +1,8 @@
 """test_crash — kassa keeps what it acknowledged through SIGKILLs, on SQLite and PostgreSQL.
 
 While client threads drive concurrent probe calls through `kassa serve` — appends, short timers
-(50-500 ms) and tasks (some failing once or twice, so they are retried) — the test kills the
+(50-500 ms), tasks (some failing once or twice, so they are retried) and child machines — and a
+relay writes every committed event to a file, the test kills the
 server with SIGKILL at random moments (KASSA_CRASH_KILLS times, at least 20, 0.1-1.5 s apart)
 and restarts it on the same store. After the last restart it lets the machines quiesce (every
 timer fired, every task answered; bounded) and then checks, through the admin API:
@@ -14,6 +15,9 @@ timer fired, every task answered; bounded) and then checks, through the admin AP
     than once, its result is delivered once), and every acknowledged task was emitted;
   - the outbox holds every event of these machines exactly once, in increasing positions, each
     machine's events in order and with the history's bodies;
+  - every child a committed transition asked for exists, was started exactly once with its
+    parent in its args, and its parent heard of it exactly once; every acknowledged one exists;
+  - the relay's file holds every outbox row exactly once, in outbox order, once it caught up;
   - no machine is failed, the server never exited on its own, and its output holds no
     sanitizer report.
 
@@ -184,3 +188,4 @@ def test_sigkill_during_load_loses_nothing(store_url, tmp_path, monkeypatch):
     assert led.counts["acked_append"] >= 100, dict(led.counts)
     assert led.counts["acked_timer"] >= 10, dict(led.counts)
     assert led.counts["acked_task"] >= 10, dict(led.counts)
+    assert led.counts["acked_child"] >= 10, dict(led.counts)

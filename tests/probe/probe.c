@@ -115,6 +115,34 @@ static int probe_call(const struct ks_proc_ctx *ctx, const json_t *state, const 
         emit(out, json_pack("{s:s}", "type", "poisoned"));
         return KS_OK;
     }
+    if (strcmp(op, "child") == 0) {
+        const char *suffix = ks_json_get_str(req, "suffix");
+        json_t *args = json_object_get(req, "args");
+        char child[KS_ID_BYTES_MAX + 1];
+        if (!suffix || !json_is_object(args) ||
+            ks_proc_child_id(ctx, suffix, child, sizeof(child)) != KS_OK ||
+            ks_proc_start_child(ctx, out, "probe", suffix, args) != KS_OK)
+            return reject(out, "child needs a valid \"suffix\" and \"args\" object");
+        emit(out, json_pack("{s:s, s:s}", "type", "child_requested", "id", child));
+        out->reply = json_pack("{s:I, s:s}", "seq", (json_int_t)(ctx->seq + 1), "child", child);
+        return KS_OK;
+    }
+    if (strcmp(op, "tell_parent") == 0) {
+        json_t *parent = json_object_get(state, "parent");
+        json_t *value = json_object_get(req, "value");
+        json_t *note = json_pack("{s:s, s:O}", "type", "probe.note", "value",
+                                 value ? value : json_null());
+        int rc = parent ? ks_proc_signal(ctx, out, ks_json_get_str(parent, "ns"),
+                                         ks_json_get_str(parent, "id"), note)
+                        : KS_ERR_INVALID;
+        json_decref(note);
+        if (rc != KS_OK)
+            return reject(out, "tell_parent needs a machine started as a child");
+        emit(out, json_pack("{s:s, s:O}", "type", "told_parent", "value",
+                            value ? value : json_null()));
+        out->reply = json_pack("{s:I}", "seq", (json_int_t)(ctx->seq + 1));
+        return KS_OK;
+    }
     if (strcmp(op, "crash") == 0) {
         snprintf(out->fail_reason, sizeof(out->fail_reason), "probe asked to crash");
         return KS_ERR_PROCESSOR;
@@ -144,6 +172,30 @@ static int probe_signal(const struct ks_proc_ctx *ctx, const json_t *state, cons
         }
         aim_timer(left, out);
         json_decref(left);
+        return KS_OK;
+    }
+    if (strcmp(type, "task_result") == 0 &&
+        strcmp(ks_json_get_str(sig, "unit"), KS_UNIT_ENGINE_CHILD) == 0) {
+        json_t *res = json_object_get(sig, "result");
+        if (json_is_true(json_object_get(sig, "ok")))
+            emit(out, json_pack("{s:s, s:O, s:O}", "type", "child_started", "id",
+                                json_object_get(res, "id"), "replayed",
+                                json_object_get(res, "replayed")));
+        else
+            emit(out, json_pack("{s:s, s:O}", "type", "child_failed", "error",
+                                json_object_get(sig, "error")));
+        return KS_OK;
+    }
+    if (strcmp(type, "task_result") == 0 &&
+        strcmp(ks_json_get_str(sig, "unit"), KS_UNIT_ENGINE_SIGNAL) == 0) {
+        emit(out, json_pack("{s:s, s:b, s:O}", "type", "parent_told", "ok",
+                            json_is_true(json_object_get(sig, "ok")), "task_id",
+                            json_object_get(sig, "task_id")));
+        return KS_OK;
+    }
+    if (strcmp(type, "probe.note") == 0) {
+        emit(out, json_pack("{s:s, s:O, s:O}", "type", "noted", "from",
+                            json_object_get(sig, "from"), "value", json_object_get(sig, "value")));
         return KS_OK;
     }
     if (strcmp(type, "task_result") == 0) {
@@ -177,7 +229,19 @@ static json_t *probe_apply(const json_t *state, const json_t *event)
 #define BUMP(key)                                                                                  \
     json_object_set_new(s, key, json_integer(json_integer_value(json_object_get(s, key)) + 1))
     if (strcmp(type, "started") == 0) {
-        /* nothing beyond the initial state */
+        json_t *parent = json_object_get(json_object_get(event, "args"), "parent");
+        if (parent)
+            json_object_set(s, "parent", parent);
+    } else if (strcmp(type, "child_requested") == 0) {
+        BUMP("children_requested");
+    } else if (strcmp(type, "child_started") == 0) {
+        BUMP("children_started");
+    } else if (strcmp(type, "child_failed") == 0) {
+        BUMP("children_failed");
+    } else if (strcmp(type, "told_parent") == 0 || strcmp(type, "parent_told") == 0) {
+        BUMP(type);
+    } else if (strcmp(type, "noted") == 0) {
+        BUMP("notes");
     } else if (strcmp(type, "appended") == 0) {
         BUMP("appended");
         json_object_set(s, "last", json_object_get(event, "value"));

@@ -15,11 +15,18 @@
  *    "fail_until_ms":M,"give_up":B,           first K attempts (and any before M) fail
  *    "unit":U}                                transiently; give_up makes it fail permanently;
  *                                             "unit" sends it to another echo unit
+ *   {"op":"child","suffix":S,"args":{..}}     event child_requested{id}; starts probe machine
+ *                                             "<id>.S" (ks_proc_start_child); reply {"seq","child"}
+ *   {"op":"tell_parent","value":V}            event told_parent{value}; a machine started as a
+ *                                             child sends its parent {"type":"probe.note",value}
  *   {"op":"get"}                              no event; reply = state
  *   {"op":"poison"}                           event poisoned: timeouts now fail the machine
  *   {"op":"crash"}                            the processor reports an internal error
  * Signals: timeout -> timer_fired{tag} for each due tag; task_result -> task_done{tag,attempt}
- * or task_failed{tag,error}; repair with payload {"cure":true} -> cured.
+ * or task_failed{tag,error} (from engine.child: child_started{id,replayed} or child_failed{error};
+ * from engine.signal: parent_told{ok}); probe.note -> noted{from,value}; repair with payload
+ * {"cure":true} -> cured. State also counts children_requested/_started/_failed, told_parent,
+ * parent_told and notes, and keeps "parent" from the start args.
  */
 #ifndef KS_TESTS_PROBE_H
 #define KS_TESTS_PROBE_H

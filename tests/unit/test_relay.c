@@ -16,6 +16,7 @@
 #include "engine/engine.h"
 #include "probe/probe.h"
 #include "store/store.h"
+#include "unit_store.h"
 
 #define SEEN_MAX 200000
 #define STEPS_MAX 10000
@@ -56,23 +57,12 @@ static void setup(void)
 {
     memset(&fx, 0, sizeof(fx));
     fx.clock_ms = 1700000000000LL;
-    const char *env = getenv("KASSA_TEST_STORE");
-    if (env && *env && strncmp(env, "sqlite:", 7) != 0) {
-        snprintf(fx.url, sizeof(fx.url), "%s", env);
-    } else {
-        snprintf(fx.dir, sizeof(fx.dir), "/tmp/kassa-unit-XXXXXX");
-        cr_assert_not_null(mkdtemp(fx.dir));
-        snprintf(fx.url, sizeof(fx.url), "sqlite:%s/kassa.db", fx.dir);
-    }
+    unit_store_url(fx.url, sizeof(fx.url), fx.dir, sizeof(fx.dir));
 }
 
 static void teardown(void)
 {
-    if (fx.dir[0]) {
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx.dir);
-        cr_assert_eq(system(cmd), 0);
-    }
+    unit_store_remove(fx.dir);
 }
 
 TestSuite(relay, .init = setup, .fini = teardown, .timeout = 120);
