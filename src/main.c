@@ -26,6 +26,7 @@
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
 #include "auth/auth_http.h"
+#include "core/parse.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/limits.h"
@@ -231,7 +232,7 @@ static int bad_value(enum opt_id id, const char *why)
 
 static int int_option(struct config *c, enum opt_id id, int64_t min, int64_t max, int64_t *out)
 {
-    if (ks_http_parse_int(c->text[id], min, max, out) != KS_OK) {
+    if (ks_parse_int64(c->text[id], min, max, out) != KS_OK) {
         char why[96];
         snprintf(why, sizeof(why), "must be an integer from %lld to %lld", (long long)min,
                  (long long)max);

@@ -13,6 +13,7 @@
  * a malformed body 400. Every put is logged with the operator, the base and the reason.
  */
 #include "api/api.h"
+#include "core/parse.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -67,7 +68,7 @@ static int config_revision(void *vctx, const struct ks_http_req *req, struct ks_
         return rc;
     assert(req->params_n == 1);
     int64_t n;
-    if (ks_http_parse_int(req->params[0], 1, INT64_MAX, &n) != KS_OK)
+    if (ks_parse_int64(req->params[0], 1, INT64_MAX, &n) != KS_OK)
         return ks_http_error(resp, 400, "invalidRequest",
                              "the revision must be a positive integer");
     return reply_rev(vctx, n, resp);

@@ -11,9 +11,9 @@
 
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
+#include "core/parse.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "http/http.h"
 
 #define CLI_TTL_S_DEFAULT 3600
 #define CLI_SUBJECT_DEFAULT "dev"
@@ -162,7 +162,7 @@ int ks_auth_cli_token(int argc, char **argv)
     if (!key_file[0])
         return usage_error("--signing-key-file must not be empty%s", NULL);
     int64_t ttl_s = CLI_TTL_S_DEFAULT;
-    if (ttl_text && ks_http_parse_int(ttl_text, 1, KS_AUTH_TTL_S_MAX, &ttl_s) != KS_OK)
+    if (ttl_text && ks_parse_int64(ttl_text, 1, KS_AUTH_TTL_S_MAX, &ttl_s) != KS_OK)
         return usage_error("--ttl-s must be a whole number of seconds from 1 to 34560000%s", NULL);
 
     struct ks_log lg;

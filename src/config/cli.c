@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/parse.h"
 #include "core/clock.h"
 #include "core/json.h"
-#include "http/http.h"
 #include "store/store.h"
 
 enum {
@@ -98,7 +98,7 @@ static int usage_error(const char *fmt, ...)
 
 static int int_flag(const char *name, const char *text, int64_t min, int64_t max, int64_t *out)
 {
-    if (ks_http_parse_int(text, min, max, out) != KS_OK) {
+    if (ks_parse_int64(text, min, max, out) != KS_OK) {
         fprintf(stderr, "kassa config: --%s must be an integer from %lld to %lld\n\n", name,
                 (long long)min, (long long)max);
         usage(stderr);

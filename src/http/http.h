@@ -117,8 +117,4 @@ KS_MUST_USE int ks_http_req_query_int(const struct ks_http_req *req, const char 
 KS_MUST_USE int ks_http_form_get(const char *body, size_t len, const char *name, char *out,
                                  size_t cap);
 
-/* Parses a whole decimal int64 in [min, max] ("-0", "+1", " 1", "1x" and overflow refused).
- * Returns KS_OK or KS_ERR_INVALID. Shared with the command line. */
-KS_MUST_USE int ks_http_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
-
 #endif

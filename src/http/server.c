@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/parse.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json.h"
@@ -225,7 +226,7 @@ int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64
         *out = dflt;
         return KS_OK;
     }
-    if (ks_http_parse_int(v, min, max, out) != KS_OK)
+    if (ks_parse_int64(v, min, max, out) != KS_OK)
         return ks_http_error(resp, 400, "invalidRequest",
                              "query parameter '%s' must be an integer from %lld to %lld", name,
                              (long long)min, (long long)max);
@@ -612,7 +613,7 @@ static enum MHD_Result head_arrived(struct MHD_Connection *conn, struct http_req
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     int64_t declared = -1; /* unknown: chunked, or malformed (then libmicrohttpd refuses it) */
-    if (cl && ks_http_parse_int(cl, 0, INT64_MAX, &declared) != KS_OK)
+    if (cl && ks_parse_int64(cl, 0, INT64_MAX, &declared) != KS_OK)
         declared = -1;
     if (declared >= 0 && (uint64_t)declared <= srv->body_bytes_max) {
         r->declared = (size_t)declared;
@@ -834,7 +835,7 @@ int ks_http_listen_split(const char *listen, char *host, size_t hostlen, unsigne
     if (hl == 0 || hl >= hostlen)
         return KS_ERR_INVALID;
     int64_t p;
-    if (ks_http_parse_int(colon + 1, 0, 65535, &p) != KS_OK)
+    if (ks_parse_int64(colon + 1, 0, 65535, &p) != KS_OK)
         return KS_ERR_INVALID;
     memcpy(host, hs, hl);
     host[hl] = '\0';
