@@ -30,16 +30,9 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "core/card.h"
 #include "core/err.h"
 
-/* Card data as revealed by the vault for one authorization. Never logged or stored. */
-struct ks_card {
-    char pan[20];          /* digits only */
-    char exp_month[3];     /* "01".."12" */
-    char exp_year[5];      /* "2031" */
-    char cvv[5];           /* may be empty when the vault has erased it */
-    char holder[128];
-};
 
 struct ks_adapter_session {
     const char *kind;             /* "authorize" | "capture" | "cancel" | "refund" | "inquire" |

@@ -18,11 +18,11 @@
 
 #include <stdint.h>
 
+#include "core/card.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "engine/engine.h"
 #include "store/store.h"
-#include "units/adapter.h"
 
 #define KS_VAULT_TOKEN_BYTES 32   /* base62 characters of a payment tool token */
 #define KS_VAULT_RESOURCE_ID_BYTES_MAX 80 /* "{invoice}.{n}": a machine id (64), ".", n */
