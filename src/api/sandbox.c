@@ -8,7 +8,7 @@
  * Admin listener (admin token):
  *   GET /admin/v1/sandbox/operations?invoice=&payment=&session=&after=&limit=
  *
- * The tag is the capability: it names the machine and carries a random nonce (units/callback.h).
+ * The tag is the capability: it names the machine and carries a random nonce (engine/callback.h).
  * Whether the machine still waits for that tag is the machine's decision, not this page's: the
  * page only delivers. Pages are small static HTML built here, with every dynamic piece escaped;
  * a browser gets HTML back (also for errors), an API client that sent JSON or asks for it gets
@@ -22,7 +22,7 @@
 #include "api/api.h"
 #include "core/currency.h"
 #include "units/adapters/sandbox.h"
-#include "units/callback.h"
+#include "engine/callback.h"
 
 #define PAGE_BYTES_MAX 8192 /* every page here is well under this */
 

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "units/callback.h"
+#include "engine/callback.h"
 
 /* An adapter suspends on the tag the session gives it, so the intent must hold any tag. */
 _Static_assert(sizeof(((struct ks_adapter_intent *)0)->tag) > KS_CALLBACK_TAG_BYTES_MAX,

@@ -49,7 +49,7 @@ struct ks_adapter_session {
     const struct ks_card *card;   /* authorize only; NULL otherwise */
     const json_t *callback;       /* kind "callback": what the provider or payer sent back */
     const json_t *adapter_state;  /* what the adapter kept from earlier steps (or NULL) */
-    const char *callback_tag;     /* the tag to suspend on (see units/callback.h); an adapter
+    const char *callback_tag;     /* the tag to suspend on (see engine/callback.h); an adapter
                                      that suspends must use exactly this tag */
     const char *public_url;       /* kassa's public base URL, for pages the payer is sent to */
     int64_t now_ms;

@@ -9,6 +9,7 @@
  */
 #include "domain/invoice/invoice.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 #include "core/clock.h"
 #include "core/currency.h"
 #include "core/json.h"
-#include "units/callback.h"
+#include "engine/callback.h"
 
 _Static_assert(KS_INVOICE_PAYMENTS_MAX == KS_CONFIG_PER_INVOICE_MAX &&
                    KS_INVOICE_RESOURCES_MAX == KS_CONFIG_PER_INVOICE_MAX,
@@ -389,7 +390,10 @@ static void session_step(struct tx *t, json_t *p, const char *rid, const char *k
         json_object_set(args, "adapterState", (json_t *)astate);
     char tag[KS_CALLBACK_TAG_BYTES_MAX + 1], n[17];
     nonce(t, n, 16);
-    snprintf(tag, sizeof(tag), "%s~%s~%s", t->ctx->ns, invoice_id(t), n);
+    /* the namespace and the machine's own id are valid by construction */
+    int tag_rc = ks_callback_tag_format(t->ctx->ns, invoice_id(t), n, tag, sizeof(tag));
+    assert(tag_rc == KS_OK);
+    (void)tag_rc;
     json_object_set_new(args, "callbackTag", json_string(tag));
     task(t, "acquiring", args);
 

@@ -30,7 +30,7 @@
 #include "core/log.h"
 #include "store/store.h"
 #include "units/adapter.h"
-#include "units/callback.h"
+#include "engine/callback.h"
 
 /* Bounds and defaults of the sandbox (the adapter's own; kept beside its only user). */
 #define KS_SANDBOX_SESSION_ID_BYTES_MAX 200 /* a session id: printable ASCII, no spaces */

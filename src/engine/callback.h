@@ -8,8 +8,8 @@
  *   {"type":"callback","tag":"...","payload":{...}}
  * and decides, from its own state, whether that tag is one it is still waiting for.
  */
-#ifndef KS_UNITS_CALLBACK_H
-#define KS_UNITS_CALLBACK_H
+#ifndef KS_ENGINE_CALLBACK_H
+#define KS_ENGINE_CALLBACK_H
 
 #include <jansson.h>
 #include <stddef.h>
@@ -22,6 +22,11 @@
 /* Builds a fresh tag for a session of machine (ns, id) into `out` (KS_CALLBACK_TAG_BYTES_MAX + 1
  * bytes). The nonce is random, so a tag cannot be guessed from the machine id. */
 KS_MUST_USE int ks_callback_tag(const char *ns, const char *id, char *out, size_t cap);
+/* The same from a nonce the caller drew ([A-Za-z0-9]{1,24}): a processor makes its tags from its
+ * transition's entropy this way, so it stays pure. KS_ERR_INVALID for a bad part or a small
+ * `out`. */
+KS_MUST_USE int ks_callback_tag_format(const char *ns, const char *id, const char *nonce,
+                                       char *out, size_t cap);
 
 /* Splits a tag into its namespace and machine id (buffers of KS_NS_BYTES_MAX + 1 and
  * KS_ID_BYTES_MAX + 1 bytes). KS_ERR_INVALID for anything that is not a well-formed tag. */

@@ -1,21 +1,34 @@
 /* callback.c — callback tags and their delivery (see callback.h). */
-#include "units/callback.h"
+#include "engine/callback.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "core/ids.h"
 
+int ks_callback_tag_format(const char *ns, const char *id, const char *nonce, char *out,
+                           size_t cap)
+{
+    size_t n = nonce ? strnlen(nonce, 25) : 0;
+    if (!ks_ns_valid(ns) || !ks_machine_id_valid(id) || n == 0 || n > 24 ||
+        cap < KS_CALLBACK_TAG_BYTES_MAX + 1)
+        return KS_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        char c = nonce[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return KS_ERR_INVALID;
+    }
+    snprintf(out, cap, "%s~%s~%s", ns, id, nonce);
+    return KS_OK;
+}
+
 int ks_callback_tag(const char *ns, const char *id, char *out, size_t cap)
 {
-    if (!ks_ns_valid(ns) || !ks_machine_id_valid(id) || cap < KS_CALLBACK_TAG_BYTES_MAX + 1)
-        return KS_ERR_INVALID;
     char nonce[17];
     int rc = ks_id_random(nonce, 16);
     if (rc != KS_OK)
         return rc;
-    snprintf(out, cap, "%s~%s~%s", ns, id, nonce);
-    return KS_OK;
+    return ks_callback_tag_format(ns, id, nonce, out, cap);
 }
 
 int ks_callback_tag_parse(const char *tag, char *ns, char *id)
