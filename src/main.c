@@ -25,7 +25,6 @@
 #include "config/config.h"
 #include "auth/auth.h"
 #include "auth/auth_cli.h"
-#include "auth/auth_http.h"
 #include "core/parse.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -842,8 +841,8 @@ static int cmd_serve(int argc, char **argv)
                                       .router = &st->public_router,
                                       .body_bytes_max = c.http_body_max_bytes,
                                       .json_values_max = KS_HTTP_JSON_VALUES_MAX,
-                                      .authorize = ks_auth_http_authorize,
-                                      .authorize_ctx = auth,
+                                      .authorize = ks_api_payments_authorize,
+                                      .authorize_ctx = &st->payments,
                                       .principal_bytes = sizeof(struct ks_principal)};
     const struct listener admin_l = {.name = "admin",
                                      .listen = c.text[OPT_ADMIN_LISTEN],

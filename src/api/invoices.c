@@ -5,6 +5,7 @@
  * codes) -> check the caller may act on this invoice/shop -> resolve configuration at the current
  * revision -> one engine call (idempotent by externalID or X-Request-ID) -> render.
  */
+#include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include "api/payments_api.h"
 #include "api/roles.h"
+#include "auth/auth_http.h"
 #include "config/config.h"
 #include "core/clock.h"
 #include "core/currency.h"
@@ -130,6 +132,29 @@ static int authenticate(struct ks_payments_api *api, const struct ks_http_req *r
     if (!req->auth || req->auth_bytes != sizeof(*who))
         return unauthorized(resp, "a bearer token is required");
     memcpy(who, req->auth, sizeof(*who));
+    return KS_OK;
+}
+
+int ks_api_payments_authorize(void *ctx, const struct ks_http_req *req, void *principal,
+                              const char **name, char *why, size_t whylen)
+{
+    struct ks_payments_api *api = ctx;
+    assert(api != NULL && req != NULL && principal != NULL && name != NULL);
+    int rc = ks_auth_http_authorize(api->auth, req, principal, name, why, whylen);
+    if (rc != KS_OK)
+        return rc;
+    const struct ks_principal *who = principal;
+    const struct ks_api_route_role *role =
+        req->route ? ks_api_route_role(req->method, req->route) : NULL;
+    if (who->kind == KS_PRINCIPAL_MERCHANT && role && role->merchant_role &&
+        !ks_auth_has_role(who, role->merchant_role)) {
+        *name = NULL;
+        snprintf(why, whylen,
+                 "this token does not hold the role %s that this call needs "
+                 "(docs/auth.md, \"Roles\")",
+                 role->merchant_role);
+        return KS_ERR_UNAUTHORIZED;
+    }
     return KS_OK;
 }
 

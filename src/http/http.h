@@ -29,6 +29,8 @@ struct ks_http_req {
     const char *trace;     /* KS_TRACE_ID_BYTES base62 chars, also in X-Trace-ID */
     const char *remote;    /* client address as text */
     const char *principal; /* authenticated caller's name, or NULL on open routes */
+    const char *route;     /* the matched route's pattern ("/v2/processing/invoices/{invoiceID}"),
+                              or NULL when none matched; also set for the authorizer */
     /* What the authorizer recorded about the caller in the server's per-request buffer
      * (server.h, `principal_bytes`), or NULL on open routes and when that size is 0. Its layout
      * is the authorizer's (the public API's is a struct ks_principal); read-only for the call. */

@@ -326,6 +326,7 @@ static void req_view(struct MHD_Connection *conn, struct http_request *r, const 
         .conn = conn,
     };
     if (r->route_rc == KS_OK) {
+        req->route = r->m.route->pattern;
         for (size_t i = 0; i < r->m.params_n; i++)
             req->params[i] = r->m.params[i];
         req->params_n = r->m.params_n;

@@ -367,3 +367,27 @@ def test_a_3ds_tag_never_appears_in_the_log(pay):
     assert "/v2/sandbox/3ds/[redacted]/nowhere" in logged, logged
     answer = [l for l in pay.k.log_lines() if l.get("msg") == "sandbox 3-D Secure answer"]
     assert answer and answer[-1]["id"] == inv["id"] and answer[-1]["decision"] == "confirm"
+
+
+def test_a_token_without_the_routes_role_is_refused_at_the_head(pay):
+    """A read-only merchant token is refused when the head of a create-invoice request arrives:
+    401 naming the role, never 100 Continue, nothing read and nothing created."""
+    reader = issue_token(pay.k.workdir, extra=["--role", "invoices:read"])
+    ext = "role-" + uuid.uuid4().hex[:12]
+    body = invoice_body(ext)
+    with connect(pay.k) as s:
+        s.sendall(post_head("/v2/processing/invoices", len(body), token=reader, expect=True))
+        raw, closed = read_until_closed(s)
+    assert raw.startswith(b"HTTP/1.1 401 "), raw[:300]
+    assert b" 100 " not in raw.split(b"\r\n")[0]
+    _, err = json_body(raw)
+    assert "invoices:write" in err["message"]
+    assert closed
+    code, _ = pay.call("GET", "/v2/processing/invoices?externalID=" + ext)
+    assert code == 404
+    # the same token may read: its role is enough for a GET
+    code, _ = pay.call("GET", "/v2/processing/invoices?externalID=" + ext, token=reader)
+    assert code == 404  # (nothing to find, but not refused)
+    code, err = pay.call("POST", "/v2/processing/invoices", token=reader,
+                         body=json.loads(body))
+    assert code == 401 and "invoices:write" in err["message"]
