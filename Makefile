@@ -21,7 +21,7 @@ LDLIBS        := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
 
 ifeq ($(VARIANT),san)
   CFLAGS_VARIANT := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-                    -fno-sanitize-recover=undefined -DKASSA_WITH_PROBE=1
+                    -fno-sanitize-recover=undefined -DKASSA_WITH_PROBE=1 -DKASSA_CHECK_FOLDS=1
   LDFLAGS_VARIANT := -fsanitize=address,undefined
 else ifeq ($(VARIANT),bench)
   CFLAGS_VARIANT := -O2 -DKASSA_WITH_PROBE=1

@@ -52,6 +52,13 @@ struct ks_proc_out {
      * KS_ERR_NOT_FOUND, KS_ERR_INVALID) and set these; nothing is committed. */
     char error_code[64];       /* machine-readable, e.g. "invalidRequest" */
     char error_message[256];
+    /* Optional: the state after `events`, folded by the processor itself into a working copy it
+     * owned (the engine takes this reference). When set, the engine does not call apply for
+     * these events, which saves a copy of the state per event for a processor that keeps a
+     * working copy anyway. It must be exactly what apply would fold from the state the
+     * processor was given; test builds (-DKASSA_CHECK_FOLDS) fold with apply as well and fail
+     * the transition when the two differ. Ignored when there are no events. */
+    json_t *state;
     /* Mark the machine failed with this reason (committed with the events). */
     int fail;
     char fail_reason[KS_REASON_BYTES_MAX];

@@ -563,7 +563,7 @@ static int inv_start(const struct ks_proc_ctx *ctx, const json_t *args, struct k
     ev_deadline(&t, "due", due > ctx->now_ms ? due : ctx->now_ms);
     aim_timer(&t);
     out->reply = json_pack("{s:O}", "invoice", json_object_get(t.state, "invoice"));
-    json_decref(t.state);
+    out->state = t.state; /* folded as it was emitted: the engine need not fold again */
     return KS_OK;
 }
 
@@ -816,6 +816,8 @@ static int inv_call(const struct ks_proc_ctx *ctx, const json_t *state, const js
         aim_timer(&t);
         if (!out->reply)
             out->reply = json_pack("{s:O}", "invoice", json_object_get(t.state, "invoice"));
+        out->state = t.state; /* folded as it was emitted */
+        t.state = NULL;
     }
     json_decref(t.state);
     return rc;
@@ -1205,7 +1207,7 @@ static int inv_signal(const struct ks_proc_ctx *ctx, const json_t *state, const 
                                                             : "operator_failed");
     }
     aim_timer(&t);
-    json_decref(t.state);
+    out->state = t.state; /* folded as it was emitted */
     return KS_OK;
 }
 
