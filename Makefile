@@ -42,7 +42,7 @@ UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
 MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
 
-.PHONY: all run test bench deps build unit blackbox clean format san release help
+.PHONY: all run test bench deps build unit blackbox clean format san release help FORCE
 
 all: build
 
@@ -78,7 +78,13 @@ $(BUILD)/obj/gen/openapi_json.o: $(BUILD)/gen/openapi_json.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on the flags they were built with: the stamp is rewritten only when the flags
+# change (a variant's defines, pkg-config's answer), and then everything is rebuilt.
+$(BUILD)/cflags.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CFLAGS)' | cmp -s - $@ || echo '$(CFLAGS)' > $@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/cflags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
