@@ -143,19 +143,12 @@ int ks_api_payments_authorize(void *ctx, const struct ks_http_req *req, void *pr
     int rc = ks_auth_http_authorize(api->auth, req, principal, name, why, whylen);
     if (rc != KS_OK)
         return rc;
-    const struct ks_principal *who = principal;
     const struct ks_api_route_role *role =
         req->route ? ks_api_route_role(req->method, req->route) : NULL;
-    if (who->kind == KS_PRINCIPAL_MERCHANT && role && role->merchant_role &&
-        !ks_auth_has_role(who, role->merchant_role)) {
+    if (role && role->merchant_role &&
+        (rc = ks_api_merchant_role_why(principal, role->merchant_role, why, whylen)) != KS_OK)
         *name = NULL;
-        snprintf(why, whylen,
-                 "this token does not hold the role %s that this call needs "
-                 "(docs/auth.md, \"Roles\")",
-                 role->merchant_role);
-        return KS_ERR_UNAUTHORIZED;
-    }
-    return KS_OK;
+    return rc;
 }
 
 /* The merchant role an action needs (api/roles.c holds the same per route). */

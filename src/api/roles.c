@@ -3,6 +3,7 @@
  * same table; tests/blackbox/test_sec_auth.py checks every row of it against the running server.
  */
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "api/roles.h"
@@ -44,14 +45,24 @@ const struct ks_api_route_role *ks_api_route_role(const char *method, const char
     return NULL;
 }
 
+int ks_api_merchant_role_why(const struct ks_principal *who, const char *role, char *why,
+                             size_t whylen)
+{
+    assert(who != NULL && role != NULL && why != NULL);
+    if (who->kind != KS_PRINCIPAL_MERCHANT || ks_auth_has_role(who, role))
+        return KS_OK;
+    snprintf(why, whylen,
+             "this token does not hold the role %s that this call needs (docs/auth.md, \"Roles\")",
+             role);
+    return KS_ERR_UNAUTHORIZED;
+}
+
 int ks_api_merchant_role(const struct ks_principal *who, const char *role,
                          struct ks_http_resp *resp)
 {
-    assert(who != NULL && role != NULL && resp != NULL);
-    if (who->kind != KS_PRINCIPAL_MERCHANT || ks_auth_has_role(who, role))
+    assert(resp != NULL);
+    char why[160];
+    if (ks_api_merchant_role_why(who, role, why, sizeof(why)) == KS_OK)
         return KS_OK;
-    return ks_http_error(resp, 401, "unauthorized",
-                         "this token does not hold the role %s that this call needs "
-                         "(docs/auth.md, \"Roles\")",
-                         role);
+    return ks_http_error(resp, 401, "unauthorized", "%s", why);
 }

@@ -29,6 +29,11 @@ extern const size_t ks_api_route_roles_n;
 /* The row of (method, pattern), or NULL when the route has none. */
 const struct ks_api_route_role *ks_api_route_role(const char *method, const char *pattern);
 
+/* The same check without a response: KS_ERR_UNAUTHORIZED with the sentence naming the missing
+ * role in `why` (the request-head authorizer uses it), KS_OK otherwise. */
+KS_MUST_USE int ks_api_merchant_role_why(const struct ks_principal *who, const char *role,
+                                         char *why, size_t whylen);
+
 /* Deny by default for merchant tokens: KS_OK when `who` is not a merchant token (invoice tokens
  * are held to their scoped roles where the invoice is known) or holds `role`; otherwise writes a
  * 401 naming the missing role (never the token) into `resp` and returns KS_ERR_UNAUTHORIZED. */

@@ -43,31 +43,34 @@ int ks_id_random(char *out, size_t len)
     return KS_OK;
 }
 
-bool ks_ns_valid(const char *s)
+bool ks_text_valid(const char *s, size_t max_bytes, unsigned classes, const char *punct)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > KS_NS_BYTES_MAX)
+    size_t n = s ? strnlen(s, max_bytes + 1) : 0;
+    if (n == 0 || n > max_bytes)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+        if ((classes & KS_CHARS_LOWER) && c >= 'a' && c <= 'z')
+            continue;
+        if ((classes & KS_CHARS_UPPER) && c >= 'A' && c <= 'Z')
+            continue;
+        if ((classes & KS_CHARS_DIGIT) && c >= '0' && c <= '9')
+            continue;
+        if (!punct || c == '\0' || !strchr(punct, c))
             return false;
     }
     return true;
 }
 
+bool ks_ns_valid(const char *s)
+{
+    return ks_text_valid(s, KS_NS_BYTES_MAX, KS_CHARS_LOWER | KS_CHARS_DIGIT, "_");
+}
+
 bool ks_machine_id_valid(const char *s)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > KS_ID_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return ks_text_valid(s, KS_ID_BYTES_MAX, KS_CHARS_LOWER | KS_CHARS_UPPER | KS_CHARS_DIGIT,
+                         "._-");
 }
 
 void ks_hex(const unsigned char *in, size_t len, char *out)

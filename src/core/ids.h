@@ -19,6 +19,16 @@ KS_MUST_USE int ks_id_random(char *out, size_t len);
 /* Fills `out` with `len` random bytes from the kernel. */
 KS_MUST_USE int ks_random_bytes(void *out, size_t len);
 
+/* Character classes for ks_text_valid. */
+#define KS_CHARS_LOWER 1u /* a-z */
+#define KS_CHARS_UPPER 2u /* A-Z */
+#define KS_CHARS_DIGIT 4u /* 0-9 */
+
+/* True if `s` holds 1..max_bytes characters, each in one of `classes` or in `punct` (ASCII
+ * punctuation allowed besides, "" for none). The one rule behind every name kassa checks:
+ * namespaces, machine ids, relay names, nonces. NULL is false. */
+bool ks_text_valid(const char *s, size_t max_bytes, unsigned classes, const char *punct);
+
 /* True if `s` is a valid namespace: 1..KS_NS_BYTES_MAX of [a-z0-9_]. */
 bool ks_ns_valid(const char *s);
 /* True if `s` is a valid machine id: 1..KS_ID_BYTES_MAX of [A-Za-z0-9._-]. */

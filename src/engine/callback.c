@@ -6,18 +6,16 @@
 
 #include "core/ids.h"
 
+#define NONCE_BYTES_MAX 24
+#define NONCE_CHARS (KS_CHARS_LOWER | KS_CHARS_UPPER | KS_CHARS_DIGIT)
+
 int ks_callback_tag_format(const char *ns, const char *id, const char *nonce, char *out,
                            size_t cap)
 {
-    size_t n = nonce ? strnlen(nonce, 25) : 0;
-    if (!ks_ns_valid(ns) || !ks_machine_id_valid(id) || n == 0 || n > 24 ||
+    if (!ks_ns_valid(ns) || !ks_machine_id_valid(id) ||
+        !ks_text_valid(nonce, NONCE_BYTES_MAX, NONCE_CHARS, "") ||
         cap < KS_CALLBACK_TAG_BYTES_MAX + 1)
         return KS_ERR_INVALID;
-    for (size_t i = 0; i < n; i++) {
-        char c = nonce[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
-            return KS_ERR_INVALID;
-    }
     snprintf(out, cap, "%s~%s~%s", ns, id, nonce);
     return KS_OK;
 }
@@ -46,9 +44,9 @@ int ks_callback_tag_parse(const char *tag, char *ns, char *id)
     ns[ns_len] = '\0';
     memcpy(id, a + 1, id_len);
     id[id_len] = '\0';
-    for (const char *p = b + 1; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
-            return KS_ERR_INVALID;
+    /* the tag's own length bounds the nonce */
+    if (!ks_text_valid(b + 1, KS_CALLBACK_TAG_BYTES_MAX, NONCE_CHARS, ""))
+        return KS_ERR_INVALID;
     return ks_ns_valid(ns) && ks_machine_id_valid(id) ? KS_OK : KS_ERR_INVALID;
 }
 

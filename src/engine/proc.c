@@ -19,16 +19,8 @@ static int reserved_signal(const char *type)
 
 static int suffix_valid(const char *s)
 {
-    size_t n = s ? strnlen(s, KS_ID_BYTES_MAX + 1) : 0;
-    if (n == 0 || n > KS_ID_BYTES_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return ks_text_valid(s, KS_ID_BYTES_MAX, KS_CHARS_LOWER | KS_CHARS_UPPER | KS_CHARS_DIGIT,
+                         "_-");
 }
 
 int ks_proc_child_id(const struct ks_proc_ctx *ctx, const char *suffix, char *out, size_t cap)

@@ -52,16 +52,7 @@ struct ks_relays {
 
 static int name_valid(const char *s)
 {
-    size_t n = s ? strnlen(s, KS_CONSUMER_BYTES_MAX + 1) : 0;
-    if (n == 0 || n > KS_CONSUMER_BYTES_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
+    return ks_text_valid(s, KS_CONSUMER_BYTES_MAX, KS_CHARS_LOWER | KS_CHARS_DIGIT, "_.-");
 }
 
 static int64_t mono_ms(void)

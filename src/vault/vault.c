@@ -108,16 +108,11 @@ static void token_log_ref(const char *token, char out[13])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
-    static const char hex[] = "0123456789abcdef";
     out[0] = '\0';
     if (!token || EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) != 1 ||
         mdlen < 6)
         return;
-    for (int i = 0; i < 6; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[12] = '\0';
+    ks_hex(md, 6, out);
 }
 
 /* label \0 a \0 b — the AAD that binds a sealed value to where it belongs. */
