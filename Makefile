@@ -21,22 +21,27 @@ LDLIBS        := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
 
 ifeq ($(VARIANT),san)
   CFLAGS_VARIANT := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-                    -fno-sanitize-recover=undefined -DKASSA_WITH_PROBE=1 -DKASSA_CHECK_FOLDS=1
+                    -fno-sanitize-recover=undefined -DKASSA_CHECK_FOLDS=1
   LDFLAGS_VARIANT := -fsanitize=address,undefined
 else ifeq ($(VARIANT),bench)
-  CFLAGS_VARIANT := -O2 -DKASSA_WITH_PROBE=1
+  CFLAGS_VARIANT := -O2
 else
   CFLAGS_VARIANT := -O2
 endif
 CFLAGS  := $(CFLAGS_COMMON) $(CFLAGS_VARIANT) $(EXTRA_CFLAGS)
 LDFLAGS := $(LDFLAGS_VARIANT)
 
+# Test and bench builds link the test-only modules too (tests/probe: the probe processor, its
+# routes and relay); src/ never includes tests/. The list of extra modules is generated per
+# variant (build/gen/extra_modules.c), after the modules of modules/modules.c.
 LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 ifneq ($(filter san bench,$(VARIANT)),)
   LIB_SRC += $(shell find tests/probe -name '*.c' | sort)
+  EXTRA_MODULES := probe
 endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
-            $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o
+            $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o \
+            $(BUILD)/obj/gen/extra_modules.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
@@ -59,6 +64,14 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) scripts/embed-sql.sh
 	bash scripts/embed-sql.sh src/store/migrations > $@
 
 $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/extra_modules.c: scripts/extra-modules.sh $(BUILD)/cflags.stamp
+	@mkdir -p $(dir $@)
+	bash scripts/extra-modules.sh $(EXTRA_MODULES) > $@
+
+$(BUILD)/obj/gen/extra_modules.o: $(BUILD)/gen/extra_modules.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -1,9 +1,9 @@
 /*
- * api.h — kassa's HTTP handlers: health, the operators' low-level admin API, and (test and
- * bench builds only) the probe routes.
+ * api.h — kassa's HTTP handlers: health, the operators' low-level admin API, and the admin and
+ * payer routes of the configuration, ledger and sandbox modules.
  *
- * Each group adds its routes to a router (http/router.h) with a context it borrows; main.c
- * builds one router per listener. The admin API and its authentication are described in
+ * Each group adds its routes to a router (http/router.h) with a context it borrows; the platform
+ * (platform/serve.c) builds one router per listener and each module adds its groups. The admin API and its authentication are described in
  * docs/configuration.md ("Admin API").
  */
 #ifndef KS_API_API_H
@@ -17,24 +17,22 @@
 #include "http/http.h"
 #include "http/router.h"
 
-struct ks_sandbox;
+struct ks_sandbox; /* units/adapters/sandbox.h */
+struct ks_ledger;  /* ledger/ledger.h */
 
-/* What the handlers need. Everything borrowed; it must outlive the servers using it. */
-struct ks_auth; /* auth/auth.h */
-
-struct ks_vault; /* vault/vault.h */
-struct ks_ledger; /* ledger/ledger.h */
-
+/* What the platform's own handlers (health, the admin API) need. Borrowed; it must outlive the
+ * servers using it. Each module's handlers take a context of their own. */
 struct ks_api_ctx {
     struct ks_engine *engine;
     struct ks_store *store;
-    struct ks_vault *vault; /* card data (payment resources, acquiring) */
-    struct ks_ledger *ledger; /* ledger/ledger.h: balances, plans, statements */
-    struct ks_log *log;
-    struct ks_auth *auth; /* bearer tokens of the public API (auth/auth.h, auth/auth_http.h) */
     /* The admin bearer token (NUL-terminated), compared in constant time. */
     char admin_token[KS_ADMIN_TOKEN_BYTES_MAX + 1];
-    struct ks_sandbox *sandbox; /* the sandbox acquirer (units/adapters/sandbox.h), or NULL */
+};
+
+/* What the sandbox acquirer's pages need (borrowed). */
+struct ks_api_sandbox {
+    struct ks_engine *engine;
+    struct ks_sandbox *sandbox;
 };
 
 /* Adds GET /health/live (200 while the process serves) and GET /health/ready (200 when the
@@ -51,12 +49,11 @@ KS_MUST_USE int ks_api_admin_routes(struct ks_http_router *r, struct ks_api_ctx 
 
 /* Adds the domain configuration routes under /admin/v1/config (current, revisions, put,
  * validate; api/config.c, docs/configuration-domain.md), requiring the admin bearer token. */
-KS_MUST_USE int ks_api_config_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+KS_MUST_USE int ks_api_config_routes(struct ks_http_router *r, struct ks_engine *engine);
 
 /* Adds the ledger routes under /admin/v1/ledger (accounts, a shop's accounts, plans, account
- * statements; api/ledger.c, docs/ledger.md), requiring the admin bearer token; ctx->ledger must
- * be set. Test and bench builds also get POST /admin/v1/ledger/ops, which runs a ledger task. */
-KS_MUST_USE int ks_api_ledger_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+ * statements; api/ledger.c, docs/ledger.md), requiring the admin bearer token. */
+KS_MUST_USE int ks_api_ledger_routes(struct ks_http_router *r, struct ks_ledger *ledger);
 
 /* The admin listener's authorizer (http/server.h, ks_http_authorizer): accepts
  * `Authorization: Bearer <token>` when the token equals ctx->admin_token, compared in constant
@@ -78,15 +75,9 @@ KS_MUST_USE int ks_api_admin_token_load(const char *path, char *token, size_t to
 
 /* Adds the sandbox acquirer's 3-D Secure page for payers (public listener, no token):
  * GET|POST /v2/sandbox/3ds/{tag} and POST /v2/sandbox/3ds/{tag}/complete (docs/sandbox.md). */
-KS_MUST_USE int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
+KS_MUST_USE int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_sandbox *ctx);
 /* Adds GET /admin/v1/sandbox/operations (the sandbox's record; admin token required). */
-KS_MUST_USE int ks_api_sandbox_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
-
-#ifdef KASSA_WITH_PROBE
-/* Adds the probe routes (POST /v0/probe/{id}, POST /v0/probe/{id}/call, GET /v0/probe/{id})
- * for the test-only probe processor. */
-KS_MUST_USE int ks_api_probe_routes(struct ks_http_router *r, struct ks_api_ctx *ctx);
-#endif
+KS_MUST_USE int ks_api_sandbox_admin_routes(struct ks_http_router *r, struct ks_api_sandbox *ctx);
 
 /* --- helpers shared by the handlers --------------------------------------------------------- */
 

@@ -34,10 +34,10 @@ static json_t *rev_json(const struct ks_config_rev *r)
     return o;
 }
 
-static int reply_rev(struct ks_api_ctx *ctx, int64_t revision, struct ks_http_resp *resp)
+static int reply_rev(struct ks_engine *engine, int64_t revision, struct ks_http_resp *resp)
 {
     struct ks_config_rev r;
-    int rc = ks_config_get(ctx->engine, revision, &r);
+    int rc = ks_config_get(engine, revision, &r);
     if (rc == KS_ERR_NOT_FOUND)
         return revision
                    ? ks_http_error(resp, 404, "notFound", "no revision %lld", (long long)revision)
@@ -78,7 +78,7 @@ static int config_revision(void *vctx, const struct ks_http_req *req, struct ks_
 
 static int config_revisions(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_engine *engine = vctx;
     static const char *const allowed[] = {"after", "limit", NULL};
     int64_t after, limit;
     int rc;
@@ -92,7 +92,7 @@ static int config_revisions(void *vctx, const struct ks_http_req *req, struct ks
         return ks_http_error_from(resp, KS_ERR_NOMEM, NULL, NULL);
     size_t n = 0;
     int64_t current = 0;
-    rc = ks_config_history(ctx->engine, after, (size_t)limit, revs, &n, &current);
+    rc = ks_config_history(engine, after, (size_t)limit, revs, &n, &current);
     if (rc != KS_OK) {
         free(revs);
         return ks_http_error_from(resp, rc, NULL, NULL);
@@ -147,7 +147,7 @@ static int body_check(const struct ks_http_req *req, const char *const *allowed,
 
 static int config_put(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_engine *engine = vctx;
     static const char *const allowed[] = {"baseRevision", "document", "reason", NULL};
     int rc;
     if ((rc = ks_http_req_query_check(req, NULL, resp)) != KS_OK ||
@@ -172,7 +172,7 @@ static int config_put(void *vctx, const struct ks_http_req *req, struct ks_http_
 
     char why[KS_CONFIG_WHY_BYTES] = "";
     int64_t revision = 0;
-    rc = ks_config_put(ctx->engine, base, json_object_get(req->json, "document"), author, reason,
+    rc = ks_config_put(engine, base, json_object_get(req->json, "document"), author, reason,
                        &revision, why, sizeof(why));
     ks_log_json(req->log, rc == KS_OK ? KS_LOG_INFO : KS_LOG_WARN, req->trace, "admin config put",
                 json_pack("{s:I, s:I, s:s, s:s, s:s, s:s}", "baseRevision", (json_int_t)base,
@@ -209,9 +209,9 @@ static int config_validate(void *vctx, const struct ks_http_req *req, struct ks_
     return ks_http_reply(resp, 200, json_pack("{s:b}", "valid", 1));
 }
 
-int ks_api_config_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
+int ks_api_config_routes(struct ks_http_router *r, struct ks_engine *engine)
 {
-    assert(r != NULL && ctx != NULL && ctx->engine != NULL);
+    assert(r != NULL && engine != NULL);
     static const struct {
         const char *method, *pattern;
         unsigned flags;
@@ -225,7 +225,7 @@ int ks_api_config_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         int rc = ks_http_router_add(r, routes[i].method, routes[i].pattern,
-                                    routes[i].flags | KS_HTTP_ROUTE_AUTH, routes[i].fn, ctx);
+                                    routes[i].flags | KS_HTTP_ROUTE_AUTH, routes[i].fn, engine);
         if (rc != KS_OK)
             return rc;
     }

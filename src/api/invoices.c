@@ -135,22 +135,6 @@ static int authenticate(struct ks_payments_api *api, const struct ks_http_req *r
     return KS_OK;
 }
 
-int ks_api_payments_authorize(void *ctx, const struct ks_http_req *req, void *principal,
-                              const char **name, char *why, size_t whylen)
-{
-    struct ks_payments_api *api = ctx;
-    assert(api != NULL && req != NULL && principal != NULL && name != NULL);
-    int rc = ks_auth_http_authorize(api->auth, req, principal, name, why, whylen);
-    if (rc != KS_OK)
-        return rc;
-    const struct ks_api_route_role *role =
-        req->route ? ks_api_route_role(req->method, req->route) : NULL;
-    if (role && role->merchant_role &&
-        (rc = ks_api_merchant_role_why(principal, role->merchant_role, why, whylen)) != KS_OK)
-        *name = NULL;
-    return rc;
-}
-
 /* The merchant role an action needs (api/roles.c holds the same per route). */
 static const char *action_role(const char *action)
 {

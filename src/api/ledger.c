@@ -48,7 +48,7 @@ static int bad_id(struct ks_http_resp *resp, const char *what)
 }
 
 /* Replies with a page of accounts whose id starts with `prefix`. */
-static int accounts_page(struct ks_api_ctx *ctx, const struct ks_http_req *req,
+static int accounts_page(struct ks_ledger *ledger, const struct ks_http_req *req,
                          struct ks_http_resp *resp, const char *prefix)
 {
     int64_t limit;
@@ -64,7 +64,7 @@ static int accounts_page(struct ks_api_ctx *ctx, const struct ks_http_req *req,
     if (!rows)
         return ks_http_error_from(resp, KS_ERR_NOMEM, NULL, NULL);
     size_t n = 0;
-    rc = ks_ledger_accounts_list(ctx->ledger, prefix, after, (size_t)limit, rows, &n);
+    rc = ks_ledger_accounts_list(ledger, prefix, after, (size_t)limit, rows, &n);
     if (rc != KS_OK) {
         free(rows);
         return ks_http_error_from(resp, rc, NULL, NULL);
@@ -100,7 +100,7 @@ static int accounts_list(void *vctx, const struct ks_http_req *req, struct ks_ht
 
 static int account_get(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_ledger *ledger = vctx;
     int rc = ks_http_req_query_check(req, NULL, resp);
     if (rc != KS_OK)
         return rc;
@@ -108,7 +108,7 @@ static int account_get(void *vctx, const struct ks_http_req *req, struct ks_http
     if (!ks_ledger_id_valid(req->params[0]))
         return bad_id(resp, "account id");
     struct ks_ledger_account a;
-    rc = ks_ledger_account_get(ctx->ledger, req->params[0], &a);
+    rc = ks_ledger_account_get(ledger, req->params[0], &a);
     if (rc == KS_ERR_NOT_FOUND)
         return ks_http_error(resp, 404, "notFound", "no such account");
     if (rc != KS_OK)
@@ -130,7 +130,7 @@ static json_t *posting_json(const struct ks_ledger_posting_row *p)
 
 static int account_postings(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_ledger *ledger = vctx;
     static const char *const allowed[] = {"after", "limit", NULL};
     int64_t after, limit;
     int rc;
@@ -144,14 +144,14 @@ static int account_postings(void *vctx, const struct ks_http_req *req, struct ks
     if (!ks_ledger_id_valid(account))
         return bad_id(resp, "account id");
     struct ks_ledger_account a;
-    rc = ks_ledger_account_get(ctx->ledger, account, &a);
+    rc = ks_ledger_account_get(ledger, account, &a);
     if (rc == KS_ERR_NOT_FOUND)
         return ks_http_error(resp, 404, "notFound", "no such account");
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
     struct ks_ledger_posting_row *rows = NULL;
     size_t n = 0;
-    rc = ks_ledger_postings_read(ctx->ledger, account, after, (size_t)limit, &rows, &n);
+    rc = ks_ledger_postings_read(ledger, account, after, (size_t)limit, &rows, &n);
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
     json_t *list = json_array();
@@ -251,7 +251,7 @@ static json_t *nets_json(const struct ks_ledger_plan_view *v)
 
 static int plan_get(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_ledger *ledger = vctx;
     int rc = ks_http_req_query_check(req, NULL, resp);
     if (rc != KS_OK)
         return rc;
@@ -259,7 +259,7 @@ static int plan_get(void *vctx, const struct ks_http_req *req, struct ks_http_re
     if (!ks_ledger_id_valid(req->params[0]))
         return bad_id(resp, "plan id");
     struct ks_ledger_plan_view v;
-    rc = ks_ledger_plan_get(ctx->ledger, req->params[0], &v);
+    rc = ks_ledger_plan_get(ledger, req->params[0], &v);
     if (rc == KS_ERR_NOT_FOUND)
         return ks_http_error(resp, 404, "notFound", "no such plan");
     if (rc != KS_OK)
@@ -295,36 +295,9 @@ static int plan_get(void *vctx, const struct ks_http_req *req, struct ks_http_re
     return ks_http_reply(resp, 200, json_pack("{s:o}", "plan", plan));
 }
 
-/* --- POST /admin/v1/ledger/ops (test and bench builds) ------------------------------------- */
-
-#ifdef KASSA_WITH_PROBE
-/* Runs a ledger task's arguments as the unit would: the black-box tests drive the ledger (and
- * the unit's protocol) through it. Not compiled into release builds: money moves only through
- * the plans that processors emit. */
-static int ops_post(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
+int ks_api_ledger_routes(struct ks_http_router *r, struct ks_ledger *ledger)
 {
-    struct ks_api_ctx *ctx = vctx;
-    int rc = ks_http_req_query_check(req, NULL, resp);
-    if (rc != KS_OK)
-        return rc;
-    json_t *result = NULL;
-    char error[128] = "";
-    enum ks_task_outcome oc =
-        ks_ledger_task_run(ctx->ledger, req->json, &result, error, sizeof(error));
-    if (oc == KS_TASK_OK)
-        return ks_http_reply(
-            resp, 200,
-            json_pack("{s:s, s:o}", "outcome", "ok", "result", result ? result : json_object()));
-    json_decref(result);
-    if (oc == KS_TASK_RETRY)
-        return ks_http_error(resp, 503, error, "the ledger could not store the ops; retry");
-    return ks_http_error(resp, 422, error, "the ledger refused the ops");
-}
-#endif
-
-int ks_api_ledger_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
-{
-    assert(r != NULL && ctx != NULL && ctx->ledger != NULL);
+    assert(r != NULL && ledger != NULL);
     static const struct {
         const char *method, *pattern;
         unsigned flags;
@@ -335,13 +308,10 @@ int ks_api_ledger_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
         {"GET", "/admin/v1/ledger/accounts/{id}/postings", 0, account_postings},
         {"GET", "/admin/v1/ledger/shops/{shop}/accounts", 0, shop_accounts},
         {"GET", "/admin/v1/ledger/plans/{id}", 0, plan_get},
-#ifdef KASSA_WITH_PROBE
-        {"POST", "/admin/v1/ledger/ops", KS_HTTP_ROUTE_JSON_BODY, ops_post},
-#endif
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         int rc = ks_http_router_add(r, routes[i].method, routes[i].pattern,
-                                    routes[i].flags | KS_HTTP_ROUTE_AUTH, routes[i].fn, ctx);
+                                    routes[i].flags | KS_HTTP_ROUTE_AUTH, routes[i].fn, ledger);
         if (rc != KS_OK)
             return rc;
     }

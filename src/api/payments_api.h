@@ -29,16 +29,9 @@ struct ks_payments_api {
     int64_t payment_resource_ttl_ms; /* a payment resource's lifetime (validUntil); 0 = 1 hour */
 };
 
-/* The public listener's authorizer (http/server.h): verifies the bearer token when the request
- * head arrives (ks_auth_http_authorize, filling a struct ks_principal) and, for a merchant token,
- * checks the role the route needs (api/roles.c) there too, so a token without it is refused
- * with 401 before any body byte is read. `ctx` is the struct ks_payments_api. Handlers check
- * again, and check invoice tokens' scoped roles against the invoice. Thread-safe. */
-KS_MUST_USE int ks_api_payments_authorize(void *ctx, const struct ks_http_req *req,
-                                          void *principal, const char **name, char *why,
-                                          size_t whylen);
-
-/* Adds the public payments routes to `r`. `api` is borrowed and must outlive the server. */
+/* Adds the public payments routes to `r`. `api` is borrowed and must outlive the server. Each
+ * route must have a row in api/roles.c, whose table the payments module gives the public
+ * listener's authorizer (platform/module.h, ks_node_add_route_roles). */
 KS_MUST_USE int ks_api_payments_routes(struct ks_http_router *r, struct ks_payments_api *api);
 
 #endif

@@ -152,7 +152,7 @@ static int tag_check(const struct ks_http_req *req, struct ks_http_resp *resp)
 
 static int page_3ds(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_api_sandbox *ctx = vctx;
     int rc = tag_check(req, resp);
     if (rc != KS_OK)
         return rc;
@@ -199,7 +199,7 @@ static int page_3ds(void *vctx, const struct ks_http_req *req, struct ks_http_re
 
 static int complete_3ds(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_api_sandbox *ctx = vctx;
     int rc = tag_check(req, resp);
     if (rc != KS_OK)
         return rc;
@@ -302,7 +302,7 @@ static json_t *op_json(const struct ks_sandbox_op *o)
 
 static int operations_list(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_api_sandbox *ctx = vctx;
     static const char *const allowed[] = {"invoice", "payment", "session", "after", "limit", NULL};
     int64_t after, limit;
     int rc;
@@ -351,7 +351,7 @@ static int operations_list(void *vctx, const struct ks_http_req *req, struct ks_
 
 /* --- registration ----------------------------------------------------------------------------- */
 
-int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
+int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_sandbox *ctx)
 {
     assert(r != NULL && ctx != NULL && ctx->engine != NULL);
     /* The tag is a capability: it never appears in the access log. */
@@ -366,7 +366,7 @@ int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
     return KS_OK;
 }
 
-int ks_api_sandbox_admin_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
+int ks_api_sandbox_admin_routes(struct ks_http_router *r, struct ks_api_sandbox *ctx)
 {
     assert(r != NULL && ctx != NULL);
     return ks_http_router_add(r, "GET", "/admin/v1/sandbox/operations", KS_HTTP_ROUTE_AUTH,

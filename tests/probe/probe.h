@@ -1,5 +1,6 @@
 /*
- * probe.h — a small processor compiled only into test and bench builds (KASSA_WITH_PROBE).
+ * probe.h — a small processor linked only into test and bench builds (the probe module,
+ * probe_module.c).
  *
  * It exercises every engine feature from outside: calls that append events, timers, tasks with
  * injected failures, and processor failures for repair. Namespace "probe", unit "probe_echo".
@@ -32,6 +33,7 @@
 #define KS_TESTS_PROBE_H
 
 #include "engine/engine.h"
+#include "http/router.h"
 
 /* Registers the probe processor and the probe_echo unit (`workers` threads) with `e`. */
 int ks_probe_register(struct ks_engine *e, int workers);
@@ -39,12 +41,16 @@ int ks_probe_register(struct ks_engine *e, int workers);
  * with "unit": name goes to it: tests that share a database each use their own unit, so one
  * test's worker never claims another test's tasks. */
 int ks_probe_register_unit(struct ks_engine *e, const char *name, int workers);
-/* Registers the relay `name` (NULL: "probe.file"): every outbox row, in order and exactly once, appended as
- * "pos ns id seq" lines to the file at `path` (fsynced before each confirmation; rows already in
- * the file after a crash are confirmed without writing them again). While a file named
- * `path`.fail exists the relay fails ("told to fail"), so tests can watch its backoff. Serve
- * registers it when KASSA_PROBE_RELAY_FILE names a file, under KASSA_PROBE_RELAY_NAME if set
- * (test and bench builds only). */
+/* Registers the relay `name` (NULL: "probe.file"): every outbox row, in order and exactly once,
+ * appended as "pos ns id seq" lines to the file at `path` (fsynced before each confirmation;
+ * rows already in the file after a crash are confirmed without writing them again). While a file
+ * named `path`.fail exists the relay fails ("told to fail"), so tests can watch its backoff. The
+ * probe module registers it when --probe-relay-file (KASSA_PROBE_RELAY_FILE) names a file, under
+ * --probe-relay-name (KASSA_PROBE_RELAY_NAME) if set. */
 int ks_probe_register_file_relay(struct ks_engine *e, const char *path, const char *name);
+
+/* Adds the probe routes (POST /v0/probe/{id}, POST /v0/probe/{id}/call, GET /v0/probe/{id};
+ * probe_api.c) for the probe processor of `engine` (borrowed). */
+int ks_probe_routes(struct ks_http_router *r, struct ks_engine *engine);
 
 #endif

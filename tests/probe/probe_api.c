@@ -1,6 +1,6 @@
 /*
- * probe.c — HTTP routes for the test-only probe processor (tests/probe/probe.h), compiled only
- * with KASSA_WITH_PROBE (the san and bench builds). The crash test and the benchmark drive the
+ * probe_api.c — HTTP routes for the test-only probe processor (tests/probe/probe.h), part of the
+ * probe module (probe_module.c), which only the san and bench builds link. The crash test and the benchmark drive the
  * engine end to end through them:
  *
  *   POST /v0/probe/{id}        body = start args  -> 201 {"id","seq","reply"}
@@ -9,9 +9,7 @@
  *   POST /v0/probe/{id}/call   body = request     -> 200 {"seq","reply"}
  *   GET  /v0/probe/{id}                           -> 200 {"id","seq","state"}
  */
-#include "api/api.h"
-
-#ifdef KASSA_WITH_PROBE
+#include "probe/probe.h"
 
 #include <assert.h>
 #include <string.h>
@@ -37,7 +35,7 @@ static int reply_error(struct ks_http_resp *resp, int rc, const struct ks_reply 
 
 static int probe_start(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_engine *engine = vctx;
     int rc = probe_id_check(req, resp);
     if (rc != KS_OK)
         return rc;
@@ -45,7 +43,7 @@ static int probe_start(void *vctx, const struct ks_http_req *req, struct ks_http
         return ks_http_error(resp, 400, "invalidRequest", "start args must be a JSON object");
     struct ks_reply reply;
     memset(&reply, 0, sizeof(reply));
-    rc = ks_engine_start(ctx->engine, probe_ns, req->params[0], req->json, NULL, &reply);
+    rc = ks_engine_start(engine, probe_ns, req->params[0], req->json, NULL, &reply);
     if (rc == KS_OK && reply.status != KS_OK)
         rc = reply.status;
     if (rc != KS_OK) {
@@ -63,7 +61,7 @@ static int probe_start(void *vctx, const struct ks_http_req *req, struct ks_http
 
 static int probe_call(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_engine *engine = vctx;
     int rc = probe_id_check(req, resp);
     if (rc != KS_OK)
         return rc;
@@ -71,7 +69,7 @@ static int probe_call(void *vctx, const struct ks_http_req *req, struct ks_http_
         return ks_http_error(resp, 400, "invalidRequest", "a call must be a JSON object");
     struct ks_reply reply;
     memset(&reply, 0, sizeof(reply));
-    rc = ks_engine_call(ctx->engine, probe_ns, req->params[0], req->json, NULL, &reply);
+    rc = ks_engine_call(engine, probe_ns, req->params[0], req->json, NULL, &reply);
     if (rc == KS_OK && reply.status != KS_OK)
         rc = reply.status;
     if (rc != KS_OK) {
@@ -87,13 +85,13 @@ static int probe_call(void *vctx, const struct ks_http_req *req, struct ks_http_
 
 static int probe_get(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
-    struct ks_api_ctx *ctx = vctx;
+    struct ks_engine *engine = vctx;
     int rc = probe_id_check(req, resp);
     if (rc != KS_OK)
         return rc;
     json_t *state = NULL;
     int64_t seq = 0;
-    rc = ks_engine_state(ctx->engine, probe_ns, req->params[0], &state, &seq);
+    rc = ks_engine_state(engine, probe_ns, req->params[0], &state, &seq);
     if (rc == KS_ERR_NOT_FOUND)
         return ks_http_error(resp, 404, "notFound", "no such machine");
     if (rc != KS_OK)
@@ -103,17 +101,16 @@ static int probe_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
                                    "state", state ? state : json_null()));
 }
 
-int ks_api_probe_routes(struct ks_http_router *r, struct ks_api_ctx *ctx)
+int ks_probe_routes(struct ks_http_router *r, struct ks_engine *engine)
 {
-    assert(r != NULL && ctx != NULL && ctx->engine != NULL);
+    assert(r != NULL && engine != NULL);
     int rc =
-        ks_http_router_add(r, "POST", "/v0/probe/{id}", KS_HTTP_ROUTE_JSON_BODY, probe_start, ctx);
+        ks_http_router_add(r, "POST", "/v0/probe/{id}", KS_HTTP_ROUTE_JSON_BODY, probe_start, engine);
     if (rc == KS_OK)
         rc = ks_http_router_add(r, "POST", "/v0/probe/{id}/call", KS_HTTP_ROUTE_JSON_BODY,
-                                probe_call, ctx);
+                                probe_call, engine);
     if (rc == KS_OK)
-        rc = ks_http_router_add(r, "GET", "/v0/probe/{id}", 0, probe_get, ctx);
+        rc = ks_http_router_add(r, "GET", "/v0/probe/{id}", 0, probe_get, engine);
     return rc;
 }
 
-#endif /* KASSA_WITH_PROBE */
