@@ -274,6 +274,14 @@ struct idem_keys {
     int used;
 };
 
+/* The idempotency scope of `scope_prefix` for a key that is an externalID (long-lived,
+ * "...:ext") or an X-Request-ID ("...:rid"). KS_ERR_LIMIT if it does not fit in `cap`. */
+static int idem_scope(char *out, size_t cap, const char *scope_prefix, bool external)
+{
+    int n = snprintf(out, cap, "%s:%s", scope_prefix, external ? "ext" : "rid");
+    return n < 0 || (size_t)n >= cap ? KS_ERR_LIMIT : KS_OK;
+}
+
 static int idem_prepare(struct idem_keys *k, const struct ks_http_req *req,
                         struct ks_http_resp *resp, const char *scope_prefix,
                         const char *external_id, const json_t *what)
@@ -292,9 +300,7 @@ static int idem_prepare(struct idem_keys *k, const struct ks_http_req *req,
         ks_http_error(resp, 503, "internalError", "out of memory");
         return -1;
     }
-    int n = snprintf(k->scope, sizeof(k->scope), "%s:%s", scope_prefix,
-                     external_id ? "ext" : "rid");
-    if (n < 0 || (size_t)n >= sizeof(k->scope)) {
+    if (idem_scope(k->scope, sizeof(k->scope), scope_prefix, external_id != NULL) != KS_OK) {
         ks_http_error(resp, 500, "internalError", "idempotency scope too long");
         return -1;
     }
@@ -600,7 +606,7 @@ static int bound_invoice(struct ks_payments_api *api, const char *scope, const c
 static int external_id_find(struct ks_payments_api *api, const struct ks_principal *who,
                             const char *ext, char *id, size_t idlen, struct ks_http_resp *resp)
 {
-    char scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
+    char prefix[KS_IDEM_SCOPE_BYTES_MAX + 1], scope[KS_IDEM_SCOPE_BYTES_MAX + 1];
     const char *shops[KS_CONFIG_ITEMS_MAX];
     size_t shops_n = 0;
     json_t *doc = NULL;
@@ -625,9 +631,10 @@ static int external_id_find(struct ks_payments_api *api, const struct ks_princip
     int found = 0;
     char candidate[KS_ID_BYTES_MAX + 1];
     for (size_t i = 0; i < shops_n; i++) {
-        invoice_idem_scope(scope, sizeof(scope), who->party_id, shops[i]);
-        strncat(scope, ":ext", sizeof(scope) - strlen(scope) - 1);
-        rc = bound_invoice(api, scope, ext, candidate, sizeof(candidate));
+        invoice_idem_scope(prefix, sizeof(prefix), who->party_id, shops[i]);
+        rc = idem_scope(scope, sizeof(scope), prefix, true);
+        if (rc == KS_OK)
+            rc = bound_invoice(api, scope, ext, candidate, sizeof(candidate));
         if (rc == KS_ERR_NOT_FOUND)
             continue;
         if (rc != KS_OK)
@@ -640,9 +647,10 @@ static int external_id_find(struct ks_payments_api *api, const struct ks_princip
         }
         memcpy(id, candidate, strlen(candidate) + 1);
     }
-    if (!found) {
-        snprintf(scope, sizeof(scope), "party:%s:createInvoice:ext", who->party_id);
-        found = bound_invoice(api, scope, ext, id, idlen) == KS_OK;
+    if (!found) { /* an invoice created before creation was scoped per shop (issue 7) */
+        snprintf(prefix, sizeof(prefix), "party:%s:createInvoice", who->party_id);
+        found = idem_scope(scope, sizeof(scope), prefix, true) == KS_OK &&
+                bound_invoice(api, scope, ext, id, idlen) == KS_OK;
     }
     rc = found ? KS_OK : not_found(resp, "invoice");
 out:
