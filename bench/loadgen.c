@@ -1,6 +1,8 @@
 /*
  * loadgen.c — kassa-loadgen: an open-loop load generator of full card payments over kassa's
- * public HTTP API (issue 9). One thread, one libcurl multi handle, HTTP/1.1 keep-alive.
+ * public HTTP API (issue 9). One thread, one libcurl multi handle driven by epoll
+ * (curl_multi_socket_action: the cost of a wake-up does not grow with the connections), HTTP/1.1
+ * keep-alive connections reused across payments.
  *
  * Payments are started at a fixed rate whatever earlier ones are doing (open loop: a slow kassa
  * cannot slow the arrivals down and hide its queueing). Each payment is a small state machine
@@ -38,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +61,7 @@
 #define LG_ID_BYTES_MAX 96            /* an invoice or payment id */
 #define LG_ERRORS_SHOWN_MAX 5         /* error messages printed per step */
 #define LG_WAIT_MS_MAX 100            /* longest sleep of the event loop */
+#define LG_EVENTS_MAX 256             /* epoll events taken at once */
 
 enum lg_stage { PAY_FREE, PAY_INVOICE, PAY_RESOURCE, PAY_PAYMENT, PAY_WAIT, PAY_POLL };
 enum lg_lat { LAT_INVOICE, LAT_RESOURCE, LAT_PAYMENT, LAT_CAPTURED, LAT_WHOLE, LAT_LAG, LAT_KINDS };
@@ -116,6 +120,8 @@ struct lg_step {
 struct lg {
     struct lg_opts o;
     CURLM *multi;
+    int epfd;          /* the sockets libcurl asks to watch */
+    int64_t curl_at_us; /* libcurl's timer, -1 when none */
     struct curl_slist *merchant_hdr;
     struct lg_pay *pays;
     uint32_t *free_ids;
@@ -705,6 +711,46 @@ static void snapshot(struct lg *g, int which)
         st->kassa_ok = 0;
 }
 
+/* libcurl tells which sockets to watch (CURLMOPT_SOCKETFUNCTION): they go into the epoll set. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct lg *g = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(g->epfd, EPOLL_CTL_DEL, fd, NULL); /* it may be closed already: no matter */
+        return 0;
+    }
+    struct epoll_event ev = {.data.fd = fd};
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (epoll_ctl(g->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+        (errno != ENOENT || epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+        fprintf(stderr, "kassa-loadgen: epoll_ctl: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* libcurl's one timer (CURLMOPT_TIMERFUNCTION): -1 removes it. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct lg *g = userp;
+    g->curl_at_us = timeout_ms < 0 ? -1 : mono_us() + (int64_t)timeout_ms * 1000;
+    return 0;
+}
+
+/* Hands the finished transfers to their payments. */
+static void collect(struct lg *g, int64_t now)
+{
+    CURLMsg *msg;
+    int left = 0;
+    while ((msg = curl_multi_info_read(g->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        char *priv = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        on_reply(g, (struct lg_pay *)(void *)priv, msg->data.result, now);
+    }
+}
+
 /* Runs one step at `rate` for `seconds`; returns when every payment of it has ended. */
 static void run_step(struct lg *g, int64_t rate, int64_t seconds)
 {
@@ -719,8 +765,9 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
     int64_t win_from = t0 + g->o.warmup_s * 1000000, win_to = t0 + seconds * 1000000;
     uint64_t total = kb_lg_sched_due(&sched, win_to - 1), k = 0;
     int64_t drain_until = win_to + g->o.payment_timeout_ms * 1000 + 2000000;
-    int snaps = 0;
+    int snaps = 0, running = 0;
     size_t slots = (size_t)g->o.max_inflight;
+    struct epoll_event evs[LG_EVENTS_MAX];
     /* Bounded by time: every path out of a payment is bounded by its deadline, and the loop
      * ends at drain_until whatever is left. */
     for (;;) {
@@ -749,17 +796,10 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
             if (pay->stage == PAY_WAIT && pay->wait_at_us == t.at_us)
                 send_poll(g, pay, now);
         }
-        int running = 0;
-        curl_multi_perform(g->multi, &running);
-        now = mono_us();
-        CURLMsg *msg;
-        int left = 0;
-        while ((msg = curl_multi_info_read(g->multi, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            char *priv = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-            on_reply(g, (struct lg_pay *)(void *)priv, msg->data.result, now);
+        if (g->curl_at_us >= 0 && g->curl_at_us <= now) {
+            g->curl_at_us = -1;
+            curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            collect(g, mono_us());
         }
         int inflight = g->free_n < slots;
         if (snaps == 2 && k >= total && !inflight)
@@ -776,16 +816,31 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
             next = kb_lg_sched_at_us(&sched, k);
         if (kb_lg_heap_peek(&g->timers, &t) == 0 && t.at_us < next)
             next = t.at_us;
+        if (g->curl_at_us >= 0 && g->curl_at_us < next)
+            next = g->curl_at_us;
         if (snaps == 0 && win_from < next)
             next = win_from;
         if (snaps == 1 && win_to < next)
             next = win_to;
-        int64_t wait_ms = (next - now + 999) / 1000;
-        if (wait_ms < 0)
-            wait_ms = 0;
-        if (wait_ms > LG_WAIT_MS_MAX)
-            wait_ms = LG_WAIT_MS_MAX;
-        curl_multi_poll(g->multi, NULL, 0, (int)wait_ms, NULL);
+        int64_t wait_us = next - mono_us();
+        if (wait_us < 0)
+            wait_us = 0;
+        if (wait_us > LG_WAIT_MS_MAX * 1000)
+            wait_us = LG_WAIT_MS_MAX * 1000;
+        struct timespec ts = {.tv_sec = wait_us / 1000000, .tv_nsec = (wait_us % 1000000) * 1000};
+        int n = epoll_pwait2(g->epfd, evs, LG_EVENTS_MAX, &ts, NULL);
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "kassa-loadgen: epoll_pwait2: %s\n", strerror(errno));
+            g_stop = 1;
+        }
+        for (int i = 0; i < n; i++) {
+            int flags = ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                        ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                        ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(g->multi, evs[i].data.fd, flags, &running);
+        }
+        if (n > 0)
+            collect(g, mono_us());
     }
     if (snaps < 2) { /* interrupted before the window closed */
         snapshot(g, 1);
@@ -974,8 +1029,13 @@ static int lg_init(struct lg *g)
     if (g->pays == NULL || g->free_ids == NULL || g->st == NULL ||
         kb_lg_heap_init(&g->timers, slots) != 0)
         return -1;
-    if ((g->multi = curl_multi_init()) == NULL)
+    g->curl_at_us = -1;
+    if ((g->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 || (g->multi = curl_multi_init()) == NULL)
         return -1;
+    curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g);
+    curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g);
     long conns = (long)g->o.connections;
     curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
     curl_multi_setopt(g->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
@@ -1013,6 +1073,8 @@ static void lg_release(struct lg *g)
     }
     if (g->multi != NULL)
         curl_multi_cleanup(g->multi);
+    if (g->epfd >= 0)
+        close(g->epfd);
     curl_slist_free_all(g->merchant_hdr);
     kb_lg_heap_release(&g->timers);
     free(g->pays);
@@ -1030,6 +1092,7 @@ int main(int argc, char **argv)
 {
     struct lg g;
     memset(&g, 0, sizeof(g));
+    g.epfd = -1;
     int help = 0;
     if (parse_flags(argc, argv, &g.o, &help) != 0) {
         usage(stderr);
