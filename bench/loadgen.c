@@ -895,6 +895,16 @@ static double ms_of(int64_t us)
     return us < 0 ? -1 : (double)us / 1000.0;
 }
 
+/* `v` with `decimals` into buf, or "-" when unknown (negative). Returns buf. */
+static const char *fmt_num(char *buf, size_t len, double v, int decimals)
+{
+    if (v < 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.*f", decimals, v);
+    return buf;
+}
+
 static void report_human(const struct lg *g, const struct lg_step *st, int step_no,
                          int64_t seconds, const struct lg_figures *f)
 {
@@ -926,7 +936,9 @@ static void report_human(const struct lg *g, const struct lg_step *st, int step_
     if (f->kassa_ms >= 0)
         fprintf(stderr, "%.2f ms (%.2f cores)", f->kassa_ms, f->kassa_cores);
     else
-        fprintf(stderr, "- (%s)", g->o.pid > 0 ? "unreadable" : "no --pid");
+        fprintf(stderr, "- (%s)", g->o.pid <= 0      ? "no --pid"
+                                  : st->kassa_ok ? "nothing captured in the window"
+                                                 : "its /proc/PID/stat unreadable");
     if (f->gen_ms >= 0)
         fprintf(stderr, ", generator %.2f ms (%.2f cores)\n", f->gen_ms, f->gen_cores);
     else
@@ -1152,16 +1164,14 @@ int main(int argc, char **argv)
             "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---");
     for (int i = 0; i < nrows; i++) {
         const struct lg_row *r = &rows[i];
-        char whole[40], kms[16] = "-", gms[16] = "-";
-        snprintf(whole, sizeof(whole), "%.1f / %.1f", ms_of(r->whole_p50), ms_of(r->whole_p99));
-        if (r->f.kassa_ms >= 0)
-            snprintf(kms, sizeof(kms), "%.2f", r->f.kassa_ms);
-        if (r->f.gen_ms >= 0)
-            snprintf(gms, sizeof(gms), "%.2f", r->f.gen_ms);
-        fprintf(stderr, "| %7lld | %9.1f | %10.1f | %6llu | %14.2f | %18s | %12s | %12s | %-4s |\n",
+        char inv[16], w50[16], w99[16], whole[40], kms[16], gms[16];
+        snprintf(whole, sizeof(whole), "%s / %s", fmt_num(w50, sizeof(w50), ms_of(r->whole_p50), 1),
+                 fmt_num(w99, sizeof(w99), ms_of(r->whole_p99), 1));
+        fprintf(stderr, "| %7lld | %9.1f | %10.1f | %6llu | %14s | %18s | %12s | %12s | %-4s |\n",
                 (long long)r->rate, r->f.start_rate, r->f.done_rate,
-                (unsigned long long)r->f.errors, ms_of(r->invoice_p99), whole, kms, gms,
-                r->f.held ? "yes" : "no");
+                (unsigned long long)r->f.errors, fmt_num(inv, sizeof(inv), ms_of(r->invoice_p99), 2),
+                whole, fmt_num(kms, sizeof(kms), r->f.kassa_ms, 2),
+                fmt_num(gms, sizeof(gms), r->f.gen_ms, 2), r->f.held ? "yes" : "no");
     }
     if (held_max > 0)
         fprintf(stderr, "highest rate that held: %lld payments/s\n", (long long)held_max);
