@@ -19,7 +19,8 @@
  *
  * A step runs at one rate for --step-seconds; the first --warmup-seconds of starts are not
  * measured; then no payment starts and the ones in flight finish (each bounded by
- * --payment-timeout-ms). "whole" runs from the moment the payment was due to start (so a late
+ * --payment-timeout-ms). Step mode raises the rate until --fails-max steps in a row miss a
+ * bound (whole p99, invoice p99, any error) and reports the highest rate that held. "whole" runs from the moment the payment was due to start (so a late
  * start counts against it) to the poll reply that shows it captured; each call's latency runs
  * from handing the request to libcurl to its last byte (so waiting for one of --connections is
  * counted). kassa's CPU (utime + stime of --pid from /proc) and the generator's own (getrusage)
@@ -76,6 +77,7 @@ struct lg_opts {
     long long warmup_s, max_inflight, connections;
     long long whole_p99_ms, invoice_p99_ms;
     long long payment_timeout_ms, polls_max, poll_first_ms, poll_max_ms, run_seconds_max;
+    long long fails_max;
 };
 
 /* One payment in flight; slots are allocated once and reused. */
@@ -187,10 +189,10 @@ static void usage(FILE *out)
             "  --label NAME           a name for the JSON lines (e.g. SQLite)\n"
             " fixed rate:\n"
             "  --rate R --seconds T   start R payments/s for T s\n"
-            " step mode (the default): rates R0, R0+S, ... up to RMAX, T s each; stops at the\n"
-            " first step that misses a bound and prints the highest rate that held\n"
+            " step mode (the default): rates R0, R0+S, ... up to RMAX, T s each; stops after\n"
+            " N steps in a row missed a bound and prints the highest rate that held\n"
             "  --rate-start R0 (20) --rate-step S (10) --rate-max RMAX (2000)\n"
-            "  --step-seconds T (10)\n"
+            "  --step-seconds T (10) --fails-max N (1)\n"
             " both:\n"
             "  --warmup-seconds W     starts of the first W s of a step are not measured (1)\n"
             "  --whole-p99-ms MS      bound on the whole payment's p99 (100)\n"
@@ -220,7 +222,8 @@ static int parse_flags(int argc, char **argv, struct lg_opts *o, int *help)
                           .rate_max = 2000, .step_seconds = 10, .seconds = 10, .warmup_s = 1,
                           .max_inflight = 1024, .connections = 64, .whole_p99_ms = 100,
                           .invoice_p99_ms = 20, .payment_timeout_ms = 10000, .polls_max = 40,
-                          .poll_first_ms = 50, .poll_max_ms = 1000, .run_seconds_max = 900};
+                          .poll_first_ms = 50, .poll_max_ms = 1000, .run_seconds_max = 900,
+                          .fails_max = 1};
     long long seconds_given = 0, step_given = 0;
     const struct lg_flag flags[] = {
         {"--url", &o->url, NULL, 0, 0},
@@ -244,6 +247,7 @@ static int parse_flags(int argc, char **argv, struct lg_opts *o, int *help)
         {"--poll-first-ms", NULL, &o->poll_first_ms, 1, 60000},
         {"--poll-max-ms", NULL, &o->poll_max_ms, 1, 60000},
         {"--run-seconds-max", NULL, &o->run_seconds_max, 1, LG_RUN_SECONDS_MAX},
+        {"--fails-max", NULL, &o->fails_max, 1, LG_STEPS_MAX},
     };
     const size_t nflags = sizeof(flags) / sizeof(flags[0]);
     *help = 0;
@@ -1132,6 +1136,7 @@ int main(int argc, char **argv)
     int64_t stride = fixed ? 1 : g.o.rate_step;
     static struct lg_row rows[LG_STEPS_MAX];
     int nrows = 0;
+    long long fails = 0; /* steps that missed a bound in a row */
     int64_t held_max = -1, run_t0 = mono_us();
     fprintf(stderr, "kassa-loadgen: %s, %s %lld..%lld/s%s, %lld s a step (first %lld s not "
                     "measured), bounds: whole p99 < %lld ms, invoice p99 < %lld ms\n",
@@ -1153,9 +1158,12 @@ int main(int argc, char **argv)
         r->whole_p99 = kb_lg_hist_pct(&g.st->lat[LAT_WHOLE], 99);
         report_human(&g, g.st, nrows, seconds, &r->f);
         report_json(&g, g.st, nrows, seconds, &r->f);
-        if (!r->f.held)
+        if (r->f.held) {
+            held_max = rate;
+            fails = 0;
+        } else if (++fails >= g.o.fails_max) {
             break;
-        held_max = rate;
+        }
     }
     fprintf(stderr, "\n| %7s | %9s | %10s | %6s | %14s | %18s | %12s | %12s | %-4s |\n", "rate/s",
             "started/s", "captured/s", "errors", "invoice p99 ms", "whole p50 / p99 ms",

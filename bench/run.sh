@@ -14,8 +14,9 @@
 #      -> poll until captured) for KASSA_BENCH_PAYMENTS_SECONDS (default 15) each.
 #   5. The C load generator (build/kassa-loadgen, bench/loadgen.c) after each payments run, against
 #      a `kassa serve` of its own on the same store kind: open loop, step mode (20, 30, ... /s,
-#      KASSA_BENCH_LOADGEN_STEP_SECONDS each) until a step misses whole p99 < 100 ms or invoice
-#      p99 < 20 ms; the highest rate that held, its latencies and kassa's CPU per payment.
+#      KASSA_BENCH_LOADGEN_STEP_SECONDS each) until two steps in a row miss whole p99 < 100 ms or
+#      invoice p99 < 20 ms (one may miss by noise on shared cores); the highest rate that held,
+#      its latencies and kassa's CPU per payment.
 #   The ledger alone (postings/s, plans held and committed) runs in 1 and 2 beside the engine:
 #   batched (4 callers x 512 ops per call) and 64 single-op callers (the ledger's group commit).
 # Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
@@ -170,7 +171,7 @@ run_loadgen() {
     timeout -k 10 $((lg_run_max + lg_step_s + 60)) "$loadgen" --url "$url" \
       --token-file "$dir/merchant.token" --pid "$serve_pid" --label "$label" \
       --rate-start "$lg_rate0" --rate-step "$lg_rate_step" --rate-max "$lg_rate_max" \
-      --step-seconds "$lg_step_s" --run-seconds-max "$lg_run_max" \
+      --step-seconds "$lg_step_s" --run-seconds-max "$lg_run_max" --fails-max 2 \
       >"$dir/loadgen.json" 2> >(sed 's/^/   /' >&2)
     rc=$?
     if [ "$rc" != 0 ]; then
@@ -461,7 +462,10 @@ detail() { # LABEL RESULT
       "$(pp payment)" "$(pp whole)"
   done
   echo "(latencies in ms; goal on SQLite: 3,500 payments/s with invoice p99 < 20 ms)"
-  if [ -n "$lg_sq$lg_pg" ]; then
+  if [ -n "$lg_sq$lg_pg" ] && ! command -v jq >/dev/null; then
+    echo
+    echo "(kassa-loadgen ran, but jq is missing to read its JSON lines: scripts/install-deps.sh)"
+  elif [ -n "$lg_sq$lg_pg" ]; then
     echo
     printf '| %-10s | %8s | %6s | %11s | %11s | %11s | %11s | %13s | %13s | %9s | %12s |\n' \
       "C loadgen" "held" "at" "invoice" "resource" "payment" "captured" "whole" \
@@ -472,13 +476,13 @@ detail() { # LABEL RESULT
     lg_row PostgreSQL "$lg_pg"
     printf '%s' "$lg_steps"
     echo "(kassa-loadgen, open loop: steps of ${lg_step_s}s from ${lg_rate0}/s by ${lg_rate_step}/s," \
-      "the first second of each not measured;"
-    echo "held = the highest rate with whole p99 < 100 ms, invoice p99 < 20 ms and no errors;" \
-      "figures at that rate, or at the first"
-    echo "step when none held; latencies p50/p99 in ms; CPU in ms per captured payment (kassa's" \
-      "cores in use); static HTTP ="
-    echo "GET /health/live responses/s in this run. Goal (issue 9): 1,000/s on SQLite, 700/s on" \
-      "PostgreSQL, kassa CPU <= 1.5 ms.)"
+      "the first second of each not measured, two"
+    echo "misses in a row end it. held = the highest rate with whole p99 < 100 ms, invoice p99 <" \
+      "20 ms and no errors; the figures are"
+    echo "at that rate, or at the first step when none held. Latencies p50/p99 in ms; CPU in ms" \
+      "per captured payment (kassa's cores in use);"
+    echo "static HTTP = GET /health/live responses/s in this run. Goal (issue 9): 1,000/s on" \
+      "SQLite, 700/s on PostgreSQL, kassa CPU <= 1.5 ms.)"
   fi
   echo
   echo "per write = engine transitions per durable write (group commit), or ledger ops per durable"
