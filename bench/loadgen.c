@@ -715,7 +715,9 @@ static void snapshot(struct lg *g, int which)
         st->kassa_ok = 0;
 }
 
-/* libcurl tells which sockets to watch (CURLMOPT_SOCKETFUNCTION): they go into the epoll set. */
+/* libcurl tells which sockets to watch (CURLMOPT_SOCKETFUNCTION): they go into the epoll set.
+ * A socket libcurl has not seen yet (socketp NULL; libcurl forgets it on REMOVE) is added and
+ * marked with curl_multi_assign, so that each change is one epoll_ctl. */
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     struct lg *g = userp;
@@ -725,11 +727,14 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     }
     struct epoll_event ev = {.data.fd = fd};
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    if (epoll_ctl(g->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
-        (errno != ENOENT || epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+    int op = socketp == NULL ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (epoll_ctl(g->epfd, op, fd, &ev) != 0 &&
+        (op != EPOLL_CTL_ADD || errno != EEXIST || epoll_ctl(g->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)) {
         fprintf(stderr, "kassa-loadgen: epoll_ctl: %s\n", strerror(errno));
         return -1;
     }
+    if (socketp == NULL)
+        curl_multi_assign(g->multi, fd, g);
     return 0;
 }
 
