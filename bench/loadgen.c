@@ -33,6 +33,7 @@
  */
 #include "loadgen_stats.h"
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -442,6 +443,9 @@ static void finish(struct lg *g, struct lg_pay *pay, int kind, int64_t now, cons
 static void finish(struct lg *g, struct lg_pay *pay, int kind, int64_t now, const char *fmt, ...)
 {
     struct lg_step *st = g->st;
+    assert(pay->stage != PAY_FREE && "a payment ends once");
+    assert(kind < KB_LG_ERR_KINDS);
+    assert(g->free_n < (size_t)g->o.max_inflight);
     if (pay->attached) {
         curl_multi_remove_handle(g->multi, pay->easy);
         pay->attached = 0;
@@ -493,6 +497,7 @@ static void start_payment(struct lg *g, int64_t due_us, int measured, int64_t no
         return;
     }
     struct lg_pay *pay = &g->pays[g->free_ids[--g->free_n]];
+    assert(pay->stage == PAY_FREE && !pay->attached && pay->inv_hdr == NULL);
     pay->stage = PAY_INVOICE;
     pay->measured = measured;
     pay->due_us = due_us;
@@ -596,7 +601,10 @@ static const char resource_body[] =
 /* The reply of a payment's current call has arrived (or its transfer failed): the next step. */
 static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
 {
+    assert(pay != NULL && pay->attached);
     enum lg_stage stage = pay->stage;
+    assert(stage == PAY_INVOICE || stage == PAY_RESOURCE || stage == PAY_PAYMENT ||
+           stage == PAY_POLL);
     curl_multi_remove_handle(g->multi, pay->easy);
     pay->attached = 0;
     if (rc != CURLE_OK) {
@@ -699,7 +707,7 @@ static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
     }
     case PAY_FREE:
     case PAY_WAIT:
-        finish(g, pay, KB_LG_ERR_REPLY, now, "a reply in stage %d", (int)stage);
+        assert(0 && "no request is in flight in these stages");
         break;
     }
     json_decref(j);
@@ -805,7 +813,7 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
             if (pay->stage == PAY_WAIT && pay->wait_at_us == t.at_us)
                 send_poll(g, pay, now);
         }
-        if (g->curl_at_us >= 0 && g->curl_at_us <= now) {
+        if (g->curl_at_us >= 0 && g->curl_at_us <= mono_us()) { /* e.g. set by add_handle */
             g->curl_at_us = -1;
             curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
             collect(g, mono_us());
@@ -1161,6 +1169,8 @@ int main(int argc, char **argv)
         r->invoice_p99 = kb_lg_hist_pct(&g.st->lat[LAT_INVOICE], 99);
         r->whole_p50 = kb_lg_hist_pct(&g.st->lat[LAT_WHOLE], 50);
         r->whole_p99 = kb_lg_hist_pct(&g.st->lat[LAT_WHOLE], 99);
+        if (g_stop)
+            fprintf(stderr, "kassa-loadgen: interrupted: this step's figures are partial\n");
         report_human(&g, g.st, nrows, seconds, &r->f);
         report_json(&g, g.st, nrows, seconds, &r->f);
         if (r->f.held) {
