@@ -20,11 +20,12 @@
  * A step runs at one rate for --step-seconds; the first --warmup-seconds of starts are not
  * measured; then no payment starts and the ones in flight finish (each bounded by
  * --payment-timeout-ms). Step mode raises the rate until --fails-max steps in a row miss a
- * bound (whole p99, invoice p99, any error) and reports the highest rate that held. "whole" runs from the moment the payment was due to start (so a late
- * start counts against it) to the poll reply that shows it captured; each call's latency runs
- * from handing the request to libcurl to its last byte (so waiting for one of --connections is
- * counted). kassa's CPU (utime + stime of --pid from /proc) and the generator's own (getrusage)
- * are read at the edges of the measured window and divided by the payments captured in it.
+ * bound (whole p99, invoice p99, any error) and reports the highest rate that held. "whole" runs
+ * from the moment the payment was due to start (so a late start counts against it) to the poll
+ * reply that shows it captured; each call's latency runs from handing the request to libcurl to its
+ * last byte (so waiting for one of --connections is counted). kassa's CPU (utime + stime of --pid
+ * from /proc) and the generator's own (getrusage) are read at the edges of the measured window and
+ * divided by the payments captured in it.
  *
  * Output: a human report on stderr, one JSON line per step and one summary line on stdout
  * (bench/run.sh reads them). Exit 0 when it measured (a missed bound is a result, not a
@@ -48,27 +49,27 @@
 #include <unistd.h>
 
 /* Bounds no flag can exceed. */
-#define LG_RATE_MAX 100000            /* payments started per second */
-#define LG_INFLIGHT_MAX 16384         /* payments in flight */
-#define LG_CONNECTIONS_MAX 1024       /* HTTP connections to kassa */
-#define LG_STEPS_MAX 200              /* steps in one run */
-#define LG_STEP_SECONDS_MAX 600       /* one step */
-#define LG_RUN_SECONDS_MAX 7200       /* a whole run, checked before each step */
+#define LG_RATE_MAX 100000      /* payments started per second */
+#define LG_INFLIGHT_MAX 16384   /* payments in flight */
+#define LG_CONNECTIONS_MAX 1024 /* HTTP connections to kassa */
+#define LG_STEPS_MAX 200        /* steps in one run */
+#define LG_STEP_SECONDS_MAX 600 /* one step */
+#define LG_RUN_SECONDS_MAX 7200 /* a whole run, checked before each step */
 #define LG_PAYMENT_TIMEOUT_MS_MAX 600000
-#define LG_POLLS_MAX 1000             /* polls of one payment */
-#define LG_REPLY_BYTES_MAX 32768      /* one reply body */
-#define LG_BODY_BYTES_MAX 2048        /* one request body */
-#define LG_TOKEN_BYTES_MAX 4096       /* a merchant or invoice access token */
+#define LG_POLLS_MAX 1000        /* polls of one payment */
+#define LG_REPLY_BYTES_MAX 32768 /* one reply body */
+#define LG_BODY_BYTES_MAX 2048   /* one request body */
+#define LG_TOKEN_BYTES_MAX 4096  /* a merchant or invoice access token */
 #define LG_URL_BYTES_MAX 1024
-#define LG_ID_BYTES_MAX 96            /* an invoice or payment id */
-#define LG_ERRORS_SHOWN_MAX 5         /* error messages printed per step */
-#define LG_WAIT_MS_MAX 100            /* longest sleep of the event loop */
-#define LG_EVENTS_MAX 256             /* epoll events taken at once */
+#define LG_ID_BYTES_MAX 96    /* an invoice or payment id */
+#define LG_ERRORS_SHOWN_MAX 5 /* error messages printed per step */
+#define LG_WAIT_MS_MAX 100    /* longest sleep of the event loop */
+#define LG_EVENTS_MAX 256     /* epoll events taken at once */
 
 enum lg_stage { PAY_FREE, PAY_INVOICE, PAY_RESOURCE, PAY_PAYMENT, PAY_WAIT, PAY_POLL };
 enum lg_lat { LAT_INVOICE, LAT_RESOURCE, LAT_PAYMENT, LAT_CAPTURED, LAT_WHOLE, LAT_LAG, LAT_KINDS };
-static const char *const lat_names[LAT_KINDS] = {"invoice", "resource", "payment",
-                                                 "captured", "whole", "start_lag"};
+static const char *const lat_names[LAT_KINDS] = {"invoice",  "resource", "payment",
+                                                 "captured", "whole",    "start_lag"};
 
 struct lg_opts {
     const char *url, *token_file, *shop, *label;
@@ -106,9 +107,9 @@ struct lg_pay {
 struct lg_step {
     int64_t rate;
     struct kb_lg_hist lat[LAT_KINDS];
-    uint64_t due;            /* measured payments due */
-    uint64_t started;        /* of those, started (the others were dropped) */
-    uint64_t completed;      /* of those, captured */
+    uint64_t due;       /* measured payments due */
+    uint64_t started;   /* of those, started (the others were dropped) */
+    uint64_t completed; /* of those, captured */
     uint64_t errors[KB_LG_ERR_KINDS];
     uint64_t polls;          /* polls of the measured payments captured */
     uint64_t done_in_window; /* payments of any start time captured inside the window */
@@ -123,7 +124,7 @@ struct lg_step {
 struct lg {
     struct lg_opts o;
     CURLM *multi;
-    int epfd;          /* the sockets libcurl asks to watch */
+    int epfd;           /* the sockets libcurl asks to watch */
     int64_t curl_at_us; /* libcurl's timer, -1 when none */
     struct curl_slist *merchant_hdr;
     struct lg_pay *pays;
@@ -180,33 +181,32 @@ static int kassa_ticks(long long pid, uint64_t *ticks)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: kassa-loadgen --url URL --token-file FILE [options]\n"
-            "  open-loop full card payments against kassa's public API (bench/loadgen.c)\n"
-            "  --url URL              kassa's public base URL, e.g. http://127.0.0.1:8080\n"
-            "  --token-file FILE      a merchant token (kassa token issue --party ...)\n"
-            "  --shop ID              shopID of the invoices (TEST)\n"
-            "  --pid PID              kassa's process id: its CPU per payment is reported\n"
-            "  --label NAME           a name for the JSON lines (e.g. SQLite)\n"
-            " fixed rate:\n"
-            "  --rate R --seconds T   start R payments/s for T s\n"
-            " step mode (the default): rates R0, R0+S, ... up to RMAX, T s each; stops after\n"
-            " N steps in a row missed a bound and prints the highest rate that held\n"
-            "  --rate-start R0 (20) --rate-step S (10) --rate-max RMAX (2000)\n"
-            "  --step-seconds T (10) --fails-max N (1)\n"
-            " both:\n"
-            "  --warmup-seconds W     starts of the first W s of a step are not measured (1)\n"
-            "  --whole-p99-ms MS      bound on the whole payment's p99 (100)\n"
-            "  --invoice-p99-ms MS    bound on invoice creation's p99 (20)\n"
-            "  --max-inflight N       payments in flight; a start beyond is dropped (1024)\n"
-            "  --connections C        HTTP/1.1 keep-alive connections at most (64)\n"
-            "  --payment-timeout-ms MS  a payment not captured by then is an error (10000)\n"
-            "  --polls-max N          polls of one payment's events at most (40)\n"
-            "  --poll-first-ms MS     first poll after MS, then backing off (50)\n"
-            "  --poll-max-ms MS       longest delay between polls (1000)\n"
-            "  --run-seconds-max S    no step starts after S s (900)\n"
-            "Prints a human report on stderr and JSON lines on stdout; exit 1 when kassa\n"
-            "answered wrongly, 2 on bad flags.\n");
+    fprintf(out, "usage: kassa-loadgen --url URL --token-file FILE [options]\n"
+                 "  open-loop full card payments against kassa's public API (bench/loadgen.c)\n"
+                 "  --url URL              kassa's public base URL, e.g. http://127.0.0.1:8080\n"
+                 "  --token-file FILE      a merchant token (kassa token issue --party ...)\n"
+                 "  --shop ID              shopID of the invoices (TEST)\n"
+                 "  --pid PID              kassa's process id: its CPU per payment is reported\n"
+                 "  --label NAME           a name for the JSON lines (e.g. SQLite)\n"
+                 " fixed rate:\n"
+                 "  --rate R --seconds T   start R payments/s for T s\n"
+                 " step mode (the default): rates R0, R0+S, ... up to RMAX, T s each; stops after\n"
+                 " N steps in a row missed a bound and prints the highest rate that held\n"
+                 "  --rate-start R0 (20) --rate-step S (10) --rate-max RMAX (2000)\n"
+                 "  --step-seconds T (10) --fails-max N (1)\n"
+                 " both:\n"
+                 "  --warmup-seconds W     starts of the first W s of a step are not measured (1)\n"
+                 "  --whole-p99-ms MS      bound on the whole payment's p99 (100)\n"
+                 "  --invoice-p99-ms MS    bound on invoice creation's p99 (20)\n"
+                 "  --max-inflight N       payments in flight; a start beyond is dropped (1024)\n"
+                 "  --connections C        HTTP/1.1 keep-alive connections at most (64)\n"
+                 "  --payment-timeout-ms MS  a payment not captured by then is an error (10000)\n"
+                 "  --polls-max N          polls of one payment's events at most (40)\n"
+                 "  --poll-first-ms MS     first poll after MS, then backing off (50)\n"
+                 "  --poll-max-ms MS       longest delay between polls (1000)\n"
+                 "  --run-seconds-max S    no step starts after S s (900)\n"
+                 "Prints a human report on stderr and JSON lines on stdout; exit 1 when kassa\n"
+                 "answered wrongly, 2 on bad flags.\n");
 }
 
 struct lg_flag {
@@ -219,11 +219,23 @@ struct lg_flag {
 /* 0, or -1 after printing what is wrong. */
 static int parse_flags(int argc, char **argv, struct lg_opts *o, int *help)
 {
-    *o = (struct lg_opts){.shop = "TEST", .label = "-", .rate_start = 20, .rate_step = 10,
-                          .rate_max = 2000, .step_seconds = 10, .seconds = 10, .warmup_s = 1,
-                          .max_inflight = 1024, .connections = 64, .whole_p99_ms = 100,
-                          .invoice_p99_ms = 20, .payment_timeout_ms = 10000, .polls_max = 40,
-                          .poll_first_ms = 50, .poll_max_ms = 1000, .run_seconds_max = 900,
+    *o = (struct lg_opts){.shop = "TEST",
+                          .label = "-",
+                          .rate_start = 20,
+                          .rate_step = 10,
+                          .rate_max = 2000,
+                          .step_seconds = 10,
+                          .seconds = 10,
+                          .warmup_s = 1,
+                          .max_inflight = 1024,
+                          .connections = 64,
+                          .whole_p99_ms = 100,
+                          .invoice_p99_ms = 20,
+                          .payment_timeout_ms = 10000,
+                          .polls_max = 40,
+                          .poll_first_ms = 50,
+                          .poll_max_ms = 1000,
+                          .run_seconds_max = 900,
                           .fails_max = 1};
     long long seconds_given = 0, step_given = 0;
     const struct lg_flag flags[] = {
@@ -277,8 +289,8 @@ static int parse_flags(int argc, char **argv, struct lg_opts *o, int *help)
         errno = 0;
         long long n = strtoll(v, &end, 10);
         if (errno != 0 || end == v || *end != '\0' || n < flags[f].lo || n > flags[f].hi) {
-            fprintf(stderr, "kassa-loadgen: %s must be an integer in [%lld, %lld]\n",
-                    flags[f].name, flags[f].lo, flags[f].hi);
+            fprintf(stderr, "kassa-loadgen: %s must be an integer in [%lld, %lld]\n", flags[f].name,
+                    flags[f].lo, flags[f].hi);
             return -1;
         }
         *flags[f].num = n;
@@ -340,8 +352,8 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
 }
 
 /* Hands one request of `pay` to libcurl: a POST of pay->body when post, else a GET. */
-static int send_request(struct lg *g, struct lg_pay *pay, const char *path,
-                        struct curl_slist *hdr, int post, int64_t now)
+static int send_request(struct lg *g, struct lg_pay *pay, const char *path, struct curl_slist *hdr,
+                        int post, int64_t now)
 {
     int n = snprintf(pay->url, sizeof(pay->url), "%s%s", g->o.url, path);
     if (n < 0 || (size_t)n >= sizeof(pay->url))
@@ -565,7 +577,8 @@ static int events_verdict(struct lg_pay *pay, const json_t *list)
     int verdict = 0;
     size_t i;
     const json_t *ev;
-    json_array_foreach(list, i, ev) {
+    json_array_foreach(list, i, ev)
+    {
         const json_t *id = json_object_get(ev, "id");
         const json_t *changes = json_object_get(ev, "changes");
         if (!json_is_integer(id) || !json_is_array(changes))
@@ -574,7 +587,8 @@ static int events_verdict(struct lg_pay *pay, const json_t *list)
             pay->last_event = json_integer_value(id);
         size_t j;
         const json_t *c;
-        json_array_foreach(changes, j, c) {
+        json_array_foreach(changes, j, c)
+        {
             const char *type = jstr(c, "changeType"), *pid = jstr(c, "paymentID");
             if (type == NULL)
                 return -2;
@@ -637,8 +651,9 @@ static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
         const char *id = jstr(json_object_get(j, "invoice"), "id");
         const char *tok = jstr(json_object_get(j, "invoiceAccessToken"), "payload");
         if (!id_ok(id) || !token_ok(tok)) {
-            finish(g, pay, KB_LG_ERR_REPLY, now, "invoice: no usable invoice.id and "
-                                                 "invoiceAccessToken.payload");
+            finish(g, pay, KB_LG_ERR_REPLY, now,
+                   "invoice: no usable invoice.id and "
+                   "invoiceAccessToken.payload");
             break;
         }
         snprintf(pay->invoice_id, sizeof(pay->invoice_id), "%s", id);
@@ -657,19 +672,20 @@ static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
     case PAY_RESOURCE: {
         const char *tool = jstr(j, "paymentToolToken"), *session = jstr(j, "paymentSession");
         if (tool == NULL || session == NULL) {
-            finish(g, pay, KB_LG_ERR_REPLY, now, "payment resource: no paymentToolToken and "
-                                                 "paymentSession");
+            finish(g, pay, KB_LG_ERR_REPLY, now,
+                   "payment resource: no paymentToolToken and "
+                   "paymentSession");
             break;
         }
         pay->call_us[1] = took;
         char path[256];
         snprintf(path, sizeof(path), "/v2/processing/invoices/%s/payments", pay->invoice_id);
         pay->stage = PAY_PAYMENT;
-        if (set_body(pay, json_pack("{s:{s:s}, s:{s:s, s:s, s:s, s:{s:s}}}", "flow", "type",
-                                    "PaymentFlowInstant", "payer", "payerType",
-                                    "PaymentResourcePayer", "paymentToolToken", tool,
-                                    "paymentSession", session, "contactInfo", "email",
-                                    "payer@example.com")) != 0 ||
+        if (set_body(pay,
+                     json_pack("{s:{s:s}, s:{s:s, s:s, s:s, s:{s:s}}}", "flow", "type",
+                               "PaymentFlowInstant", "payer", "payerType", "PaymentResourcePayer",
+                               "paymentToolToken", tool, "paymentSession", session, "contactInfo",
+                               "email", "payer@example.com")) != 0 ||
             send_request(g, pay, path, pay->inv_hdr, 1, now) != 0)
             finish(g, pay, KB_LG_ERR_TRANSPORT, now, "cannot build the payment request");
         break;
@@ -706,9 +722,7 @@ static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
         break;
     }
     case PAY_FREE:
-    case PAY_WAIT:
-        assert(0 && "no request is in flight in these stages");
-        break;
+    case PAY_WAIT: assert(0 && "no request is in flight in these stages"); break;
     }
     json_decref(j);
 }
@@ -736,8 +750,8 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     struct epoll_event ev = {.data.fd = fd};
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
     int op = socketp == NULL ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (epoll_ctl(g->epfd, op, fd, &ev) != 0 &&
-        (op != EPOLL_CTL_ADD || errno != EEXIST || epoll_ctl(g->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)) {
+    if (epoll_ctl(g->epfd, op, fd, &ev) != 0 && (op != EPOLL_CTL_ADD || errno != EEXIST ||
+                                                 epoll_ctl(g->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)) {
         fprintf(stderr, "kassa-loadgen: epoll_ctl: %s\n", strerror(errno));
         return -1;
     }
@@ -890,20 +904,21 @@ static void figures(const struct lg *g, const struct lg_step *st, int64_t second
     for (int i = 0; i < KB_LG_ERR_KINDS; i++)
         f->errors += st->errors[i];
     double gen_s = (double)(st->gen_cpu_us[1] - st->gen_cpu_us[0]) / 1e6;
-    double kassa_s = st->kassa_ok ? (double)(st->kassa_ticks[1] - st->kassa_ticks[0]) /
-                                        (double)g->clk_tck
-                                  : -1;
+    double kassa_s =
+        st->kassa_ok ? (double)(st->kassa_ticks[1] - st->kassa_ticks[0]) / (double)g->clk_tck : -1;
     double n = (double)st->done_in_window;
     f->gen_ms = n > 0 ? gen_s * 1000 / n : -1;
     f->gen_cores = f->window_s > 0 ? gen_s / f->window_s : -1;
     f->kassa_ms = n > 0 && kassa_s >= 0 ? kassa_s * 1000 / n : -1;
     f->kassa_cores = f->window_s > 0 && kassa_s >= 0 ? kassa_s / f->window_s : -1;
-    struct kb_lg_verdict_in in = {
-        .rate_per_s = st->rate, .start_rate_per_s = f->start_rate, .completed = st->completed,
-        .errors = f->errors, .whole_p99_us = kb_lg_hist_pct(&st->lat[LAT_WHOLE], 99),
-        .invoice_p99_us = kb_lg_hist_pct(&st->lat[LAT_INVOICE], 99),
-        .whole_p99_us_max = g->o.whole_p99_ms * 1000,
-        .invoice_p99_us_max = g->o.invoice_p99_ms * 1000};
+    struct kb_lg_verdict_in in = {.rate_per_s = st->rate,
+                                  .start_rate_per_s = f->start_rate,
+                                  .completed = st->completed,
+                                  .errors = f->errors,
+                                  .whole_p99_us = kb_lg_hist_pct(&st->lat[LAT_WHOLE], 99),
+                                  .invoice_p99_us = kb_lg_hist_pct(&st->lat[LAT_INVOICE], 99),
+                                  .whole_p99_us_max = g->o.whole_p99_ms * 1000,
+                                  .invoice_p99_us_max = g->o.invoice_p99_ms * 1000};
     f->held = kb_lg_verdict(&in, f->why, sizeof(f->why));
 }
 
@@ -922,16 +937,16 @@ static const char *fmt_num(char *buf, size_t len, double v, int decimals)
     return buf;
 }
 
-static void report_human(const struct lg *g, const struct lg_step *st, int step_no,
-                         int64_t seconds, const struct lg_figures *f)
+static void report_human(const struct lg *g, const struct lg_step *st, int step_no, int64_t seconds,
+                         const struct lg_figures *f)
 {
     fprintf(stderr,
             "step %d: %lld payments/s for %lld s (%lld s measured): started %.1f/s, captured "
             "%.1f/s in the window; %llu measured, %llu captured, %llu errors: %s%s\n",
-            step_no, (long long)st->rate, (long long)seconds,
-            (long long)(seconds - g->o.warmup_s), f->start_rate, f->done_rate,
-            (unsigned long long)st->due, (unsigned long long)st->completed,
-            (unsigned long long)f->errors, f->held ? "HELD" : "NOT held: ", f->why);
+            step_no, (long long)st->rate, (long long)seconds, (long long)(seconds - g->o.warmup_s),
+            f->start_rate, f->done_rate, (unsigned long long)st->due,
+            (unsigned long long)st->completed, (unsigned long long)f->errors,
+            f->held ? "HELD" : "NOT held: ", f->why);
     if (f->errors) {
         fprintf(stderr, "  errors:");
         for (int i = 0; i < KB_LG_ERR_KINDS; i++)
@@ -949,13 +964,15 @@ static void report_human(const struct lg *g, const struct lg_step *st, int step_
                 ms_of(kb_lg_hist_pct(h, 50)), ms_of(kb_lg_hist_pct(h, 90)),
                 ms_of(kb_lg_hist_pct(h, 99)), ms_of(h->max_us));
     }
-    fprintf(stderr, "  %.1f polls per payment; CPU per captured payment: kassa ", f->polls_per_payment);
+    fprintf(stderr, "  %.1f polls per payment; CPU per captured payment: kassa ",
+            f->polls_per_payment);
     if (f->kassa_ms >= 0)
         fprintf(stderr, "%.2f ms (%.2f cores)", f->kassa_ms, f->kassa_cores);
     else
-        fprintf(stderr, "- (%s)", g->o.pid <= 0      ? "no --pid"
-                                  : st->kassa_ok ? "nothing captured in the window"
-                                                 : "its /proc/PID/stat unreadable");
+        fprintf(stderr, "- (%s)",
+                g->o.pid <= 0  ? "no --pid"
+                : st->kassa_ok ? "nothing captured in the window"
+                               : "its /proc/PID/stat unreadable");
     if (f->gen_ms >= 0)
         fprintf(stderr, ", generator %.2f ms (%.2f cores)\n", f->gen_ms, f->gen_cores);
     else
@@ -968,17 +985,16 @@ static json_t *jnum(double v)
     return v < 0 ? json_null() : json_real((double)(int64_t)(v * 100 + 0.5) / 100);
 }
 
-static void report_json(const struct lg *g, const struct lg_step *st, int step_no,
-                        int64_t seconds, const struct lg_figures *f)
+static void report_json(const struct lg *g, const struct lg_step *st, int step_no, int64_t seconds,
+                        const struct lg_figures *f)
 {
-    json_t *o = json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:o, s:b, s:s}",
-                          "loadgen", "step", "label", g->o.label, "step", step_no, "rate",
-                          (json_int_t)st->rate, "seconds", (json_int_t)seconds, "warmup_seconds",
-                          (json_int_t)g->o.warmup_s, "start_rate", jnum(f->start_rate),
-                          "completion_rate", jnum(f->done_rate), "measured",
-                          (json_int_t)st->due, "captured", (json_int_t)st->completed, "errors",
-                          (json_int_t)f->errors, "polls_per_payment", jnum(f->polls_per_payment),
-                          "held", f->held, "why", f->why);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:i, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:o, s:b, s:s}", "loadgen", "step",
+        "label", g->o.label, "step", step_no, "rate", (json_int_t)st->rate, "seconds",
+        (json_int_t)seconds, "warmup_seconds", (json_int_t)g->o.warmup_s, "start_rate",
+        jnum(f->start_rate), "completion_rate", jnum(f->done_rate), "measured", (json_int_t)st->due,
+        "captured", (json_int_t)st->completed, "errors", (json_int_t)f->errors, "polls_per_payment",
+        jnum(f->polls_per_payment), "held", f->held, "why", f->why);
     if (o == NULL)
         return;
     json_t *errs = json_object();
@@ -990,13 +1006,12 @@ static void report_json(const struct lg *g, const struct lg_step *st, int step_n
         const struct kb_lg_hist *h = &st->lat[i];
         char key[32];
         snprintf(key, sizeof(key), "%s_us", lat_names[i]);
-        json_object_set_new(o, key,
-                            h->n == 0 ? json_null()
-                                      : json_pack("{s:I, s:I, s:I, s:I}", "p50",
-                                                  (json_int_t)kb_lg_hist_pct(h, 50), "p90",
-                                                  (json_int_t)kb_lg_hist_pct(h, 90), "p99",
-                                                  (json_int_t)kb_lg_hist_pct(h, 99), "max",
-                                                  (json_int_t)h->max_us));
+        json_object_set_new(
+            o, key,
+            h->n == 0 ? json_null()
+                      : json_pack("{s:I, s:I, s:I, s:I}", "p50", (json_int_t)kb_lg_hist_pct(h, 50),
+                                  "p90", (json_int_t)kb_lg_hist_pct(h, 90), "p99",
+                                  (json_int_t)kb_lg_hist_pct(h, 99), "max", (json_int_t)h->max_us));
     }
     json_object_set_new(o, "kassa_cpu_ms_per_payment", jnum(f->kassa_ms));
     json_object_set_new(o, "kassa_cores", jnum(f->kassa_cores));
@@ -1030,8 +1045,10 @@ static int read_token(const char *path, char *buf, size_t cap)
     size_t lead = strspn(buf, " \t\r\n");
     memmove(buf, buf + lead, n - lead + 1);
     if (more || !token_ok(buf)) {
-        fprintf(stderr, "kassa-loadgen: %s does not hold one token (printable, under %d "
-                        "bytes)\n", path, LG_TOKEN_BYTES_MAX);
+        fprintf(stderr,
+                "kassa-loadgen: %s does not hold one token (printable, under %d "
+                "bytes)\n",
+                path, LG_TOKEN_BYTES_MAX);
         return -1;
     }
     return 0;
@@ -1151,8 +1168,9 @@ int main(int argc, char **argv)
     int nrows = 0;
     long long fails = 0; /* steps that missed a bound in a row */
     int64_t held_max = -1, run_t0 = mono_us();
-    fprintf(stderr, "kassa-loadgen: %s, %s %lld..%lld/s%s, %lld s a step (first %lld s not "
-                    "measured), bounds: whole p99 < %lld ms, invoice p99 < %lld ms\n",
+    fprintf(stderr,
+            "kassa-loadgen: %s, %s %lld..%lld/s%s, %lld s a step (first %lld s not "
+            "measured), bounds: whole p99 < %lld ms, invoice p99 < %lld ms\n",
             g.o.url, fixed ? "fixed rate" : "step mode", (long long)first, (long long)last,
             fixed ? "" : " by steps", (long long)seconds, g.o.warmup_s, g.o.whole_p99_ms,
             g.o.invoice_p99_ms);
@@ -1183,8 +1201,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "\n| %7s | %9s | %10s | %6s | %14s | %18s | %12s | %12s | %-4s |\n", "rate/s",
             "started/s", "captured/s", "errors", "invoice p99 ms", "whole p50 / p99 ms",
             "kassa ms/pay", "gen ms/pay", "held");
-    fprintf(stderr, "| %7s | %9s | %10s | %6s | %14s | %18s | %12s | %12s | %-4s |\n", "---:",
-            "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---");
+    fprintf(stderr, "| %7s | %9s | %10s | %6s | %14s | %18s | %12s | %12s | %-4s |\n",
+            "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---");
     for (int i = 0; i < nrows; i++) {
         const struct lg_row *r = &rows[i];
         char inv[16], w50[16], w99[16], whole[40], kms[16], gms[16];
@@ -1192,20 +1210,20 @@ int main(int argc, char **argv)
                  fmt_num(w99, sizeof(w99), ms_of(r->whole_p99), 1));
         fprintf(stderr, "| %7lld | %9.1f | %10.1f | %6llu | %14s | %18s | %12s | %12s | %-4s |\n",
                 (long long)r->rate, r->f.start_rate, r->f.done_rate,
-                (unsigned long long)r->f.errors, fmt_num(inv, sizeof(inv), ms_of(r->invoice_p99), 2),
-                whole, fmt_num(kms, sizeof(kms), r->f.kassa_ms, 2),
+                (unsigned long long)r->f.errors,
+                fmt_num(inv, sizeof(inv), ms_of(r->invoice_p99), 2), whole,
+                fmt_num(kms, sizeof(kms), r->f.kassa_ms, 2),
                 fmt_num(gms, sizeof(gms), r->f.gen_ms, 2), r->f.held ? "yes" : "no");
     }
     if (held_max > 0)
         fprintf(stderr, "highest rate that held: %lld payments/s\n", (long long)held_max);
     else
         fprintf(stderr, "no rate held its bounds\n");
-    json_t *sum = json_pack("{s:s, s:s, s:i, s:o, s:I, s:I, s:b}", "loadgen", "summary",
-                            "label", g.o.label, "steps", nrows, "highest_rate_held",
+    json_t *sum = json_pack("{s:s, s:s, s:i, s:o, s:I, s:I, s:b}", "loadgen", "summary", "label",
+                            g.o.label, "steps", nrows, "highest_rate_held",
                             held_max > 0 ? json_integer((json_int_t)held_max) : json_null(),
-                            "whole_p99_ms_max", (json_int_t)g.o.whole_p99_ms,
-                            "invoice_p99_ms_max", (json_int_t)g.o.invoice_p99_ms, "wrong",
-                            g.wrong);
+                            "whole_p99_ms_max", (json_int_t)g.o.whole_p99_ms, "invoice_p99_ms_max",
+                            (json_int_t)g.o.invoice_p99_ms, "wrong", g.wrong);
     char *s = sum ? json_dumps(sum, JSON_COMPACT) : NULL;
     if (s != NULL)
         printf("%s\n", s);

@@ -22,7 +22,8 @@
 #define KB_LG_HIST_SUB_BITS 7
 #define KB_LG_HIST_SUB (1 << KB_LG_HIST_SUB_BITS)
 #define KB_LG_HIST_EXP_MAX 40
-#define KB_LG_HIST_BUCKETS (KB_LG_HIST_SUB + (KB_LG_HIST_EXP_MAX - KB_LG_HIST_SUB_BITS) * KB_LG_HIST_SUB)
+#define KB_LG_HIST_BUCKETS                                                                         \
+    (KB_LG_HIST_SUB + (KB_LG_HIST_EXP_MAX - KB_LG_HIST_SUB_BITS) * KB_LG_HIST_SUB)
 
 struct kb_lg_hist {
     uint64_t counts[KB_LG_HIST_BUCKETS];
@@ -93,13 +94,13 @@ int kb_lg_err_is_wrong(enum kb_lg_err e);
 
 /* --- step verdict --------------------------------------------------------------------------- */
 struct kb_lg_verdict_in {
-    int64_t rate_per_s;         /* asked */
-    double start_rate_per_s;    /* achieved in the measured window */
-    uint64_t completed;         /* measured payments captured */
-    uint64_t errors;            /* measured payments that failed, of any kind */
-    int64_t whole_p99_us;       /* -1 when none */
-    int64_t invoice_p99_us;     /* -1 when none */
-    int64_t whole_p99_us_max;   /* bounds: p99 must be strictly below */
+    int64_t rate_per_s;       /* asked */
+    double start_rate_per_s;  /* achieved in the measured window */
+    uint64_t completed;       /* measured payments captured */
+    uint64_t errors;          /* measured payments that failed, of any kind */
+    int64_t whole_p99_us;     /* -1 when none */
+    int64_t invoice_p99_us;   /* -1 when none */
+    int64_t whole_p99_us_max; /* bounds: p99 must be strictly below */
     int64_t invoice_p99_us_max;
 };
 /* 1 when the step held its bounds, 0 otherwise with the first reason in `why` (always

@@ -135,9 +135,14 @@ static void expect_verdict(const struct kb_lg_verdict_in *in, int held, const ch
 
 Test(loadgen, verdict_names_the_first_bound_missed)
 {
-    struct kb_lg_verdict_in in = {.rate_per_s = 100, .start_rate_per_s = 99.5, .completed = 900,
-                                  .errors = 0, .whole_p99_us = 99999, .invoice_p99_us = 19999,
-                                  .whole_p99_us_max = 100000, .invoice_p99_us_max = 20000};
+    struct kb_lg_verdict_in in = {.rate_per_s = 100,
+                                  .start_rate_per_s = 99.5,
+                                  .completed = 900,
+                                  .errors = 0,
+                                  .whole_p99_us = 99999,
+                                  .invoice_p99_us = 19999,
+                                  .whole_p99_us_max = 100000,
+                                  .invoice_p99_us_max = 20000};
     expect_verdict(&in, 1, "");
     in.invoice_p99_us = 20000;
     expect_verdict(&in, 0, "invoice p99 20.0 ms >= 20.0 ms");
@@ -164,7 +169,8 @@ Test(loadgen, proc_stat_gives_utime_plus_stime)
     const char *odd = "7 (a) b) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0\n";
     cr_assert_eq(kb_lg_proc_cpu_ticks(odd, strlen(odd), &ticks), 0);
     cr_assert_eq(ticks, 7);
-    const char *bad[] = {"", "1 (x) S 1 2", "no parenthesis at all", "1 (x) S 1 2 3 4 5 6 7 8 9 x 1"};
+    const char *bad[] = {"", "1 (x) S 1 2", "no parenthesis at all",
+                         "1 (x) S 1 2 3 4 5 6 7 8 9 x 1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(kb_lg_proc_cpu_ticks(bad[i], strlen(bad[i]), &ticks), -1, "%s", bad[i]);
 }
