@@ -42,9 +42,10 @@ endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
             $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o \
             $(BUILD)/obj/gen/extra_modules.o
-UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
+UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort) bench/loadgen_stats.c
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
-BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
+BENCH_SRC := $(filter-out bench/loadgen%.c,$(shell find bench -name '*.c' 2>/dev/null | sort))
+LOADGEN_SRC := bench/loadgen.c bench/loadgen_stats.c
 MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
 
 .PHONY: all run test bench deps build unit blackbox clean format san release help FORCE
@@ -114,6 +115,12 @@ $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libkassa.a
 $(BUILD)/kassa-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/libkassa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# kassa-loadgen: the open-loop payments generator, a plain HTTP client of kassa (libcurl multi),
+# so libcurl is linked into it alone; its pure parts (loadgen_stats.c) are in the unit tests too.
+$(BUILD)/obj/bench/loadgen.o: CFLAGS += $(shell pkg-config --cflags libcurl)
+$(BUILD)/kassa-loadgen: $(patsubst %.c,$(BUILD)/obj/%.o,$(LOADGEN_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl jansson) -lm
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- the two commands -------------------------------------------------------------------------
@@ -127,11 +134,13 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=san build/san/kassa build/san/unit-tests
 	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=release build
-	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=bench build/bench/kassa build/bench/kassa-bench
+	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=bench build/bench/kassa build/bench/kassa-bench \
+	  build/bench/kassa-loadgen
 	@./tests/run-all.sh build/san
 
 bench: deps
-	@$(MAKE) --no-print-directory VARIANT=bench build/bench/kassa build/bench/kassa-bench
+	@$(MAKE) --no-print-directory VARIANT=bench build/bench/kassa build/bench/kassa-bench \
+	  build/bench/kassa-loadgen
 	@./bench/run.sh build/bench
 
 format:

@@ -12,6 +12,11 @@
 #   4. Payments: `kassa serve` on SQLite (synchronous=FULL) and on the PostgreSQL cluster of 2;
 #      bench/bench_payments.py runs 32 concurrent payers (invoice -> payment resource -> payment
 #      -> poll until captured) for KASSA_BENCH_PAYMENTS_SECONDS (default 15) each.
+#   5. The C load generator (build/kassa-loadgen, bench/loadgen.c) after each payments run, against
+#      a `kassa serve` of its own on the same store kind: open loop, step mode (20, 30, ... /s,
+#      KASSA_BENCH_LOADGEN_STEP_SECONDS each) until two steps in a row miss whole p99 < 100 ms or
+#      invoice p99 < 20 ms (one may miss by noise on shared cores); the highest rate that held,
+#      its latencies and kassa's CPU per payment.
 #   The ledger alone (postings/s, plans held and committed) runs in 1 and 2 beside the engine:
 #   batched (4 callers x 512 ops per call) and 64 single-op callers (the ledger's group commit).
 # Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
@@ -20,7 +25,9 @@
 # Environment: KASSA_BENCH_SECONDS (engine and HTTP runs, default 8), KASSA_BENCH_DIR (where the
 # temporary directory goes, default $TMPDIR or /tmp, never a tmpfs), KASSA_BENCH_SKIP_PG=1,
 # KASSA_BENCH_SKIP_HTTP=1, KASSA_BENCH_PAYMENTS_SECONDS (default 15), KASSA_BENCH_SKIP_PAYMENTS=1,
-# KASSA_BENCH_PGBENCH_SECONDS (default 15). `make test` runs it all with one-second runs (a smoke
+# KASSA_BENCH_PGBENCH_SECONDS (default 15), KASSA_BENCH_SKIP_LOADGEN=1,
+# KASSA_BENCH_LOADGEN_STEP_SECONDS (default 10), KASSA_BENCH_LOADGEN_RATE_START (20),
+# KASSA_BENCH_LOADGEN_RATE_STEP (10), KASSA_BENCH_LOADGEN_RATE_MAX (2000). `make test` runs it all with one-second runs (a smoke
 # test of the harness, not a measurement).
 set -uo pipefail
 
@@ -35,6 +42,17 @@ failed=0
 pay_s=${KASSA_BENCH_PAYMENTS_SECONDS:-15}
 pay_payers=32
 skip_pay=${KASSA_BENCH_SKIP_PAYMENTS:-0}
+loadgen="$build/kassa-loadgen"
+skip_lg=${KASSA_BENCH_SKIP_LOADGEN:-0}
+lg_rate0=${KASSA_BENCH_LOADGEN_RATE_START:-20}
+lg_rate_step=${KASSA_BENCH_LOADGEN_RATE_STEP:-10}
+lg_rate_max=${KASSA_BENCH_LOADGEN_RATE_MAX:-2000}
+lg_step_s=${KASSA_BENCH_LOADGEN_STEP_SECONDS:-10}
+lg_run_max=300                     # no step starts after 300 s of one generator run
+if [ "$pay_s" -lt 5 ]; then
+  # the smoke test (make test): two 2-second steps, each bounded like any other
+  lg_step_s=2 lg_rate0=10 lg_rate_step=10 lg_rate_max=20
+fi
 
 if [ ! -x "$bench" ]; then
   echo "run.sh: $bench is missing; run 'make bench'" >&2
@@ -97,6 +115,7 @@ meets() {
 }
 num() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.0f", a }'; }
 persec() { local v; v=$(num "${1:-}"); [ "$v" = "-" ] && echo "failed" || echo "$v/s"; }
+f2() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.2f", a }'; }
 ms() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.2f", a / 1000 }'; }
 
 # run_payments LABEL STORE DIR: bench/bench_payments.py against its own `kassa serve`.
@@ -111,6 +130,76 @@ run_payments() {
     failed=1
   fi
   res=$(grep '^RESULT' <<<"$out" | tail -1)
+}
+
+# run_loadgen LABEL STORE DIR: bench/loadgen.c (kassa-loadgen) in step mode against a `kassa
+# serve` of its own, started as bench/bench_payments.py starts one (development merchant token,
+# synchronous=FULL on SQLite). Leaves the generator's JSON lines in $res (empty on failure).
+run_loadgen() {
+  local label=$1 store=$2 dir=$3 url="" extra=() rc kbin
+  res=""
+  if [ "$skip_lg" = 1 ] || [ ! -x "$loadgen" ] || [ ! -x "$kassa" ]; then
+    return
+  fi
+  kbin=$(realpath "$kassa")         # serve runs in $dir
+  echo "== C load generator on $label: open loop, ${lg_rate0}/s up by ${lg_rate_step}/s," \
+    "${lg_step_s}s a step (invoice, resource, payment, events polls until captured)" >&2
+  mkdir -p "$dir"
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/admin.token")
+  [[ "$store" == sqlite:* ]] && extra=(--sqlite-synchronous full)
+  (cd "$dir" && exec "$kbin" serve --store "$store" --listen 127.0.0.1:0 \
+     --admin-listen 127.0.0.1:0 --admin-token-file "$dir/admin.token" --dev-trust-own-key \
+     --signing-key-file "$dir/signing.key" --vault-master-key-file "$dir/vault.key" \
+     --log-level warn "${extra[@]}" >"$dir/serve.out" 2>"$dir/serve.err" </dev/null) &
+  serve_pid=$!
+  for _ in $(seq 1 300); do
+    url=$(sed -n 's#.*public API *\(http://[^ ]*\).*#\1#p' "$dir/serve.out" 2>/dev/null | head -1)
+    if [ -n "$url" ] && curl -fsS -o /dev/null "$url/health/ready" 2>/dev/null; then
+      break
+    fi
+    url=""
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$url" ] || ! "$kassa" token issue --party sandbox \
+       --signing-key-file "$dir/signing.key" >"$dir/merchant.token" 2>"$dir/token.err"; then
+    echo "   FAILED: kassa serve or kassa token issue; the log:" >&2
+    tail -20 "$dir/serve.err" "$dir/token.err" 2>/dev/null | sed 's/^/   /' >&2
+    failed=1
+  else
+    # --run-seconds-max bounds the steps; timeout bounds the whole (a step drains in <= 12 s).
+    timeout -k 10 $((lg_run_max + lg_step_s + 60)) "$loadgen" --url "$url" \
+      --token-file "$dir/merchant.token" --pid "$serve_pid" --label "$label" \
+      --rate-start "$lg_rate0" --rate-step "$lg_rate_step" --rate-max "$lg_rate_max" \
+      --step-seconds "$lg_step_s" --run-seconds-max "$lg_run_max" --fails-max 2 \
+      >"$dir/loadgen.json" 2> >(sed 's/^/   /' >&2)
+    rc=$?
+    if [ "$rc" != 0 ]; then
+      echo "   FAILED: kassa-loadgen on $label (exit $rc)" >&2
+      failed=1
+    else
+      res=$(cat "$dir/loadgen.json")
+    fi
+  fi
+  kill -TERM "$serve_pid" 2>/dev/null
+  wait "$serve_pid" 2>/dev/null
+  rc=$?
+  serve_pid=""
+  if [ "$rc" != 0 ]; then
+    echo "   FAILED: kassa serve on $label exited $rc on SIGTERM; its log:" >&2
+    tail -20 "$dir/serve.err" | sed 's/^/   /' >&2
+    failed=1
+  fi
+}
+
+# pg_db NAME: creates database NAME in the cluster at $pg_url and prints its URL; non-zero when
+# it cannot.
+pg_db() {
+  if ! psql "$pg_url" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $1" >/dev/null; then
+    echo "   FAILED: CREATE DATABASE $1" >&2
+    return 1
+  fi
+  sed -E "s#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\\1/$1#" <<<"$pg_url"
 }
 
 free_port() {
@@ -152,7 +241,7 @@ echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_ra
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
-pay_pg="" pay_sq=""
+pay_pg="" pay_sq="" lg_pg="" lg_sq=""
 pg_tps="" pg_e1="" pg_e64="" pg_lb="" pg_l1="" pg_note=""
 if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
   pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
@@ -191,13 +280,19 @@ else
       ledger --store "$pg_url" --callers 64 --batch 1 --seconds "$short"
     pg_l1=$res
     if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
-      pay_url=$(sed -E 's#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\1/kassa_payments#' <<<"$pg_url")
-      if psql "$pg_url" -v ON_ERROR_STOP=1 -qc 'CREATE DATABASE kassa_payments' >/dev/null; then
+      if pay_url=$(pg_db kassa_payments); then
         run_payments PostgreSQL "$pay_url" "$tmp/pay-pg"
         pay_pg=$res
       else
-        echo "   FAILED: CREATE DATABASE kassa_payments" >&2
         failed=1
+      fi
+      if [ "$skip_lg" != 1 ] && [ -x "$loadgen" ]; then
+        if lg_url=$(pg_db kassa_loadgen); then
+          run_loadgen PostgreSQL "$lg_url" "$tmp/lg-pg"
+          lg_pg=$res
+        else
+          failed=1
+        fi
       fi
     fi
     "$root/tests/harness/pg.sh" stop "$pg_dir" >/dev/null 2>&1
@@ -259,6 +354,10 @@ fi
 if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
   run_payments SQLite "sqlite:$tmp/pay-sqlite/kassa.db" "$tmp/pay-sqlite"
   pay_sq=$res
+  if [ "$skip_lg" != 1 ]; then
+    run_loadgen SQLite "sqlite:$tmp/lg-sqlite/kassa.db" "$tmp/lg-sqlite"
+    lg_sq=$res
+  fi
 fi
 
 # --- the table -------------------------------------------------------------------------------
@@ -271,6 +370,32 @@ engine_row() { # LABEL RESULT LIMIT_NAME LIMIT GOAL_X
   [ -n "$goal" ] && g="$(meets "$rate" "$lim" "$goal") (>= ${goal}x)"
   row "$label" "$(persec "$rate")" "$lname" "$(persec "$lim")" "$(ratio "$rate" "$lim")" "$g"
 }
+# lg_row LABEL JSON_LINES: the C generator's figures at the highest rate that held (else at its
+# first step), beside the static HTTP baseline; then one line with every step's verdict.
+lg_steps=""
+lg_row() {
+  local label=$1 j=$2 held step at
+  [ -z "$j" ] && return
+  held=$(jq -r 'select(.loadgen == "summary") | .highest_rate_held // empty' <<<"$j")
+  if [ -n "$held" ]; then
+    step=$(jq -c "select(.loadgen == \"step\" and .rate == $held)" <<<"$j" | head -1)
+  else
+    step=$(jq -c 'select(.loadgen == "step")' <<<"$j" | head -1)
+  fi
+  lq() { jq -r "$1 // empty" <<<"$step"; }
+  pp() { echo "$(ms "$(lq ".$1_us.p50")")/$(ms "$(lq ".$1_us.p99")")"; }
+  at="$(lq .rate)/s"
+  printf '| %-10s | %8s | %6s | %11s | %11s | %11s | %11s | %13s | %13s | %9s | %12s |\n' "$label" \
+    "${held:-none}$([ -n "$held" ] && echo /s)" "$at" "$(pp invoice)" "$(pp resource)" \
+    "$(pp payment)" "$(pp captured)" "$(pp whole)" \
+    "$(f2 "$(lq .kassa_cpu_ms_per_payment)") ($(f2 "$(lq .kassa_cores)"))" \
+    "$(f2 "$(lq .gen_cpu_ms_per_payment)")" \
+    "$(persec "$(field "$http_static" rate)")"
+  lg_steps+="$label steps: $(jq -r 'select(.loadgen == "step") |
+    "\(.rate)/s \(if .held then "held" else "NOT held (\(.why))" end)"' <<<"$j" |
+    paste -sd';' | sed 's/;/; /g')"$'\n'
+}
+
 detail() { # LABEL RESULT
   local r=$2
   [ -z "$r" ] && return
@@ -337,6 +462,28 @@ detail() { # LABEL RESULT
       "$(pp payment)" "$(pp whole)"
   done
   echo "(latencies in ms; goal on SQLite: 3,500 payments/s with invoice p99 < 20 ms)"
+  if [ -n "$lg_sq$lg_pg" ] && ! command -v jq >/dev/null; then
+    echo
+    echo "(kassa-loadgen ran, but jq is missing to read its JSON lines: scripts/install-deps.sh)"
+  elif [ -n "$lg_sq$lg_pg" ]; then
+    echo
+    printf '| %-10s | %8s | %6s | %11s | %11s | %11s | %11s | %13s | %13s | %9s | %12s |\n' \
+      "C loadgen" "held" "at" "invoice" "resource" "payment" "captured" "whole" \
+      "kassa CPU" "gen CPU" "static HTTP"
+    printf '| %-10s | %8s | %6s | %11s | %11s | %11s | %11s | %13s | %13s | %9s | %12s |\n' \
+      "---" "---:" "---:" "---:" "---:" "---:" "---:" "---:" "---:" "---:" "---:"
+    lg_row SQLite "$lg_sq"
+    lg_row PostgreSQL "$lg_pg"
+    printf '%s' "$lg_steps"
+    echo "(kassa-loadgen, open loop: steps of ${lg_step_s}s from ${lg_rate0}/s by ${lg_rate_step}/s," \
+      "the first second of each not measured, two"
+    echo "misses in a row end it. held = the highest rate with whole p99 < 100 ms, invoice p99 <" \
+      "20 ms and no errors; the figures are"
+    echo "at that rate, or at the first step when none held. Latencies p50/p99 in ms; CPU in ms" \
+      "per captured payment (kassa's cores in use);"
+    echo "static HTTP = GET /health/live responses/s in this run. Goal (issue 9): 1,000/s on" \
+      "SQLite, 700/s on PostgreSQL, kassa CPU <= 1.5 ms.)"
+  fi
   echo
   echo "per write = engine transitions per durable write (group commit), or ledger ops per durable"
   echo "transaction; ratio = kassa / limit. Ledger rows count postings whose plan's commit is durable"
