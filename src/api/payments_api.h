@@ -38,7 +38,8 @@ KS_MUST_USE int ks_api_payments_authorize(void *ctx, const struct ks_http_req *r
                                           void *principal, const char **name, char *why,
                                           size_t whylen);
 
-/* Adds the public payments routes to `r`. `api` is borrowed and must outlive the server. */
+/* Adds the public payments routes to `r`, and the provider callback route of payment sessions
+ * (ks_api_callback_routes, api.h). `api` is borrowed and must outlive the server. */
 KS_MUST_USE int ks_api_payments_routes(struct ks_http_router *r, struct ks_payments_api *api);
 
 #endif

@@ -139,6 +139,24 @@ static enum ks_task_outcome finish_failed(const char *code, const char *reason, 
     return *result ? KS_TASK_OK : KS_TASK_RETRY;
 }
 
+/* Operators see why a step failed: the adapter's words (which never hold secrets, adapter.h)
+ * with the step's names. A step given up is a warning (the machine treats it as a provider
+ * error); a transient failure is retried and only informative. */
+static void log_failed(const struct ks_session_unit *u, const struct ks_task_view *task,
+                       const struct ks_adapter_session *s, enum ks_task_outcome outcome,
+                       const char *error)
+{
+    enum ks_log_level level = outcome == KS_TASK_GIVE_UP ? KS_LOG_WARN : KS_LOG_INFO;
+    if (!u->opt.log || u->opt.log->level > level)
+        return;
+    ks_log_json(u->opt.log, level, task->id,
+                outcome == KS_TASK_GIVE_UP ? "session step failed" : "session step retried",
+                json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:i, s:s}", "unit", u->name, "operation",
+                          s->operation, "step", s->step, "session", s->session_id, "provider",
+                          s->provider_id, "attempt", task->attempt, "error",
+                          error && error[0] ? error : "no reason given"));
+}
+
 enum ks_task_outcome ks_session_unit_run(struct ks_session_unit *u, const struct ks_task_view *task,
                                          json_t **result, char *error, size_t errlen)
 {
@@ -213,6 +231,8 @@ enum ks_task_outcome ks_session_unit_run(struct ks_session_unit *u, const struct
     }
 out_wipe:
     OPENSSL_cleanse(&vals, sizeof(vals));
+    if (outcome != KS_TASK_OK)
+        log_failed(u, task, &s, outcome, error);
 out_step:
     json_decref(step);
     return outcome;
