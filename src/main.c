@@ -38,6 +38,8 @@
 #include "ledger/ledger.h"
 #include "store/store.h"
 #include "units/acquiring.h"
+#include "units/adapter_check.h"
+#include "units/adapters/remote.h"
 #include "units/adapters/sandbox.h"
 #include "vault/vault.h"
 #ifdef KASSA_WITH_PROBE
@@ -205,6 +207,7 @@ static void usage(FILE *f)
                "  token     token issue --party P ...: print a development merchant token\n"
                "  vault rotate     new card data key; re-encrypt every card under it\n"
                "  vault sweep-cvv  erase the CVVs older than their lifetime\n"
+               "  adapter check URL  run the adapter protocol's cases against a remote adapter\n"
                "  version   print the version\n"
                "  help      print this help\n"
                "\n"
@@ -721,6 +724,7 @@ static int cmd_serve(int argc, char **argv)
     struct ks_vault *vault = NULL;
     struct ks_auth *auth = NULL;
     struct ks_acquiring *acquiring = NULL;
+    struct ks_remote *remote = NULL; /* remote adapters ("adapter": "http") */
     json_t *initial_config = NULL;
     int admin_enabled = c.text[OPT_ADMIN_LISTEN][0] != '\0';
     if (!st) {
@@ -762,6 +766,10 @@ static int cmd_serve(int argc, char **argv)
         erc = ks_acquiring_create(&ao, &acquiring);
         if (erc == KS_OK && st->api.sandbox)
             erc = ks_acquiring_add_adapter(acquiring, ks_sandbox_adapter(st->api.sandbox));
+        if (erc == KS_OK)
+            erc = ks_remote_open(&lg, &remote);
+        if (erc == KS_OK)
+            erc = ks_acquiring_add_adapter(acquiring, ks_remote_adapter(remote));
         if (erc == KS_OK) {
             ks_acquiring_unit(acquiring, &u);
             erc = ks_engine_register_unit(engine, &u);
@@ -887,6 +895,7 @@ out_engine:
     ks_ledger_close(ledger); /* after the engine: its unit workers use the ledger */
     ks_acquiring_free(acquiring);      /* after the engine: its unit workers run sessions */
     ks_sandbox_close(st->api.sandbox); /* after the engine: its unit workers use the adapter */
+    ks_remote_close(remote);           /* likewise */
     ks_vault_close(vault);
     ks_store_close(store);
 out_state:
@@ -925,6 +934,8 @@ int main(int argc, char **argv)
         return ks_config_cli(sub_argc, sub_argv, opt_defs[OPT_STORE].dflt);
     if (strcmp(cmd, "token") == 0)
         return ks_auth_cli_token(sub_argc, sub_argv);
+    if (strcmp(cmd, "adapter") == 0)
+        return ks_adapter_check_cli(sub_argc, sub_argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("kassa %s\n", KASSA_VERSION);
         return EXIT_OK;

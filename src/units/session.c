@@ -231,9 +231,9 @@ enum ks_task_outcome ks_session_unit_run(struct ks_session_unit *u, const struct
     }
 out_wipe:
     OPENSSL_cleanse(&vals, sizeof(vals));
+out_step:
     if (outcome != KS_TASK_OK)
         log_failed(u, task, &s, outcome, error);
-out_step:
     json_decref(step);
     return outcome;
 }
