@@ -454,7 +454,9 @@ int ks_adapter_check_run(const char *url, int64_t timeout_ms, FILE *out)
     time_t now = (time_t)(ks_now_ms() / 1000);
     struct tm tm;
     gmtime_r(&now, &tm);
-    snprintf(c.exp_year, sizeof(c.exp_year), "%04d", tm.tm_year + 1900 + 3);
+    /* Any year this side of 9997: four digits, as a card's expiry has. */
+    unsigned year = (unsigned)(tm.tm_year + 1900 + 3) % 10000u;
+    snprintf(c.exp_year, sizeof(c.exp_year), "%04u", year);
 
     fprintf(out, "checking the remote adapter at %s (invoice %s)\n", url, c.inv);
     cases_authorize(&c);
