@@ -20,7 +20,7 @@
 static int callback_post(void *vctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_engine *engine = vctx;
-    assert(req->params_n >= 1);
+    assert(engine != NULL && req->params_n >= 1);
     const char *tag = req->params[0];
     char ns[KS_NS_BYTES_MAX + 1], id[KS_ID_BYTES_MAX + 1];
     if (ks_callback_tag_parse(tag, ns, id) != KS_OK)
@@ -42,7 +42,7 @@ static int callback_post(void *vctx, const struct ks_http_req *req, struct ks_ht
 
 int ks_api_callback_routes(struct ks_http_router *r, struct ks_engine *engine)
 {
-    assert(r != NULL && engine != NULL);
+    assert(r != NULL);
     return ks_http_router_add(r, "POST", "/v2/callbacks/{tag}",
                               KS_HTTP_ROUTE_JSON_BODY | KS_HTTP_ROUTE_SECRET_PARAM(0),
                               callback_post, engine);
