@@ -9,6 +9,7 @@ runs never race for a port. At teardown the server gets SIGTERM; the test fails 
 non-zero, does not stop, or its stderr holds a sanitizer report.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -276,6 +277,17 @@ def edit_config(k, change, reason):
             return
         assert r.status_code == 409, r.text
     raise AssertionError("could not change the configuration")
+
+
+@contextlib.contextmanager
+def routed_to(k, url, send_card=True):
+    """Server `k`'s sandbox provider goes to the remote adapter at `url` inside the block, and
+    back to the in-process sandbox after it (the store may be shared with later modules)."""
+    edit_config(k, lambda d: remote_provider(d, url, send_card), "black-box tests: a remote adapter")
+    try:
+        yield k
+    finally:
+        edit_config(k, in_process_provider, "black-box tests: back to the in-process sandbox")
 
 
 class Acquirer:

@@ -14,8 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT_S, Kassa, RemoteSandbox, edit_config, kassa_bin, new_id, \
-    remote_provider
+from conftest import HTTP_TIMEOUT_S, Kassa, RemoteSandbox, kassa_bin, new_id, routed_to
 from test_payments import CARDS, Api, issue_token
 
 CHECK_TIMEOUT_S = 120
@@ -110,16 +109,16 @@ def wait_failed(api, inv):
 def test_the_card_is_withheld_unless_the_provider_allows_it(tmp_path, remote):
     k = start_payments_kassa(tmp_path)
     try:
-        edit_config(k, lambda d: remote_provider(d, remote.url, send_card=False), "no card")
-        api = Api(k, issue_token(tmp_path))
-        inv, tok = api.invoice()
-        api.pay(inv, tok, CARDS["visa"])
-        p = wait_failed(api, inv)
-        assert p["error"]["code"] == "authorization_failed"
-        # the adapter was asked without a card, refused, and recorded nothing
-        assert remote.operations(invoice=inv["id"]) == []
-        failed = [l for l in k.log_lines() if l.get("msg") == "session step failed"]
-        assert any("authorize needs the card" in l.get("error", "") for l in failed), failed
+        with routed_to(k, remote.url, send_card=False):
+            api = Api(k, issue_token(tmp_path))
+            inv, tok = api.invoice()
+            api.pay(inv, tok, CARDS["visa"])
+            p = wait_failed(api, inv)
+            assert p["error"]["code"] == "authorization_failed"
+            # the adapter was asked without a card, refused, and recorded nothing
+            assert remote.operations(invoice=inv["id"]) == []
+            failed = [l for l in k.log_lines() if l.get("msg") == "session step failed"]
+            assert any("authorize needs the card" in l.get("error", "") for l in failed), failed
     finally:
         problems = k.stop()
     assert not problems, problems
@@ -175,20 +174,20 @@ def test_a_malformed_reply_fails_the_payment_with_a_clear_error(tmp_path, canned
     url = canned(body, status)
     k = start_payments_kassa(tmp_path)
     try:
-        edit_config(k, lambda d: remote_provider(d, url), "a canned adapter")
-        api = Api(k, issue_token(tmp_path))
-        inv, tok = api.invoice()
-        api.pay(inv, tok, CARDS["visa"])
-        p = wait_failed(api, inv)
-        assert p["error"]["code"] == "authorization_failed"
-        deadline = time.monotonic() + 10
-        while True:  # the log line is written when the step gives up, before the signal
-            text = "\n".join(json.dumps(l) for l in k.log_lines()
-                             if l.get("msg") == "session step failed")
-            if why in text or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert why in text, text
+        with routed_to(k, url):
+            api = Api(k, issue_token(tmp_path))
+            inv, tok = api.invoice()
+            api.pay(inv, tok, CARDS["visa"])
+            p = wait_failed(api, inv)
+            assert p["error"]["code"] == "authorization_failed"
+            deadline = time.monotonic() + 10
+            while True:  # the log line is written when the step gives up, before the signal
+                text = "\n".join(json.dumps(l) for l in k.log_lines()
+                                 if l.get("msg") == "session step failed")
+                if why in text or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert why in text, text
     finally:
         problems = k.stop()
     assert not problems, problems
@@ -255,33 +254,33 @@ def test_steps_and_intents_match_the_documented_schemas(tmp_path, remote):
     intent_schema = json.load(open(os.path.join(root, "intent.json")))
     k = start_payments_kassa(tmp_path)
     try:
-        edit_config(k, lambda d: remote_provider(d, remote.url), "the remote sandbox")
-        api = Api(k, issue_token(tmp_path))
-        # 3-D Secure, completed on the adapter's own page; the answer comes back through kassa
-        inv, tok = api.invoice()
-        api.pay(inv, tok, CARDS["3ds"])
-        deadline = time.monotonic() + 30
-        while True:
-            ui = [c["userInteraction"] for e in api.events(inv["id"], token=tok)
-                  for c in e["changes"] if c["changeType"] == "PaymentInteractionRequested"]
-            if ui:
-                break
-            assert time.monotonic() < deadline, "no interaction"
-            time.sleep(0.05)
-        page = ui[0]["request"]["uriTemplate"]
-        assert page.startswith(remote.base + "/3ds/")
-        assert requests.get(page, timeout=HTTP_TIMEOUT_S).status_code == 200
-        r = requests.post(page + "/complete", data={"decision": "confirm"},
-                          timeout=HTTP_TIMEOUT_S)
-        assert r.status_code == 200, r.text
-        assert api.wait_payment(inv["id"], "1", {"captured", "failed"})["status"] == "captured"
-        api.refund(inv["id"], "1", amount=1000, currency="RUB")
-        assert api.wait_refund(inv["id"], "1", "1", {"succeeded", "failed"})["status"] == \
-            "succeeded"
-        # an unknown outcome: sleep, then inquire
-        inv2, tok2 = api.invoice()
-        api.pay(inv2, tok2, CARDS["unknown_approve"])
-        assert api.wait_payment(inv2["id"], "1", {"captured", "failed"})["status"] == "captured"
+        with routed_to(k, remote.url):
+            api = Api(k, issue_token(tmp_path))
+            # 3-D Secure, completed on the adapter's own page; the answer comes back through kassa
+            inv, tok = api.invoice()
+            api.pay(inv, tok, CARDS["3ds"])
+            deadline = time.monotonic() + 30
+            while True:
+                ui = [c["userInteraction"] for e in api.events(inv["id"], token=tok)
+                      for c in e["changes"] if c["changeType"] == "PaymentInteractionRequested"]
+                if ui:
+                    break
+                assert time.monotonic() < deadline, "no interaction"
+                time.sleep(0.05)
+            page = ui[0]["request"]["uriTemplate"]
+            assert page.startswith(remote.base + "/3ds/")
+            assert requests.get(page, timeout=HTTP_TIMEOUT_S).status_code == 200
+            r = requests.post(page + "/complete", data={"decision": "confirm"},
+                              timeout=HTTP_TIMEOUT_S)
+            assert r.status_code == 200, r.text
+            assert api.wait_payment(inv["id"], "1", {"captured", "failed"})["status"] == "captured"
+            api.refund(inv["id"], "1", amount=1000, currency="RUB")
+            assert api.wait_refund(inv["id"], "1", "1", {"succeeded", "failed"})["status"] == \
+                "succeeded"
+            # an unknown outcome: sleep, then inquire
+            inv2, tok2 = api.invoice()
+            api.pay(inv2, tok2, CARDS["unknown_approve"])
+            assert api.wait_payment(inv2["id"], "1", {"captured", "failed"})["status"] == "captured"
     finally:
         problems = k.stop()
     assert not problems, problems
