@@ -293,7 +293,9 @@ def test_steps_and_intents_match_the_documented_schemas(tmp_path, remote):
         seen.add((st["operation"], st["step"], s["intent"]["intent"]))
         has_card = "card" in st["secrets"]
         assert has_card == (st["operation"] == "authorize" and st["step"] == "start"), st
-        assert st["callbackUrl"] == k.base + "/v2/callbacks/" + st["callbackTag"]
+        # built on the public URL of the node that ran the step (on a shared store, any node)
+        assert st["callbackUrl"].endswith("/v2/callbacks/" + st["callbackTag"])
+        assert st["callbackUrl"].startswith("http://127.0.0.1:")
     for want in [("authorize", "start", "suspend"), ("authorize", "callback", "finish"),
                  ("capture", "start", "finish"), ("refund", "start", "finish"),
                  ("authorize", "start", "sleep"), ("authorize", "inquire", "finish")]:
