@@ -28,7 +28,10 @@ json_t *ks_api_stored_json(const char *text, struct ks_log *log, const char *tra
 int ks_api_callback_status(int rc, const char **code, const char **message)
 {
     switch (rc) {
-    case KS_OK: *code = "ok"; *message = "Delivered."; return 200;
+    case KS_OK:
+        *code = "ok";
+        *message = "Delivered.";
+        return 200;
     case KS_ERR_INVALID:
         *code = "invalidRequest";
         *message = "This confirmation link is not valid.";

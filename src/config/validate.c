@@ -1083,8 +1083,9 @@ static int remote_options_check(struct vctx *v, const json_t *holder, int requir
     } else if (url && (!json_is_string(url) ||
                        !ks_parse_http_url(json_string_value(url), KS_REMOTE_URL_BYTES_MAX))) {
         ok = path_key(v, "url");
-        rc = fail(v, "must be an http:// or https:// URL of at most %d characters, with a host "
-                     "and no credentials",
+        rc = fail(v,
+                  "must be an http:// or https:// URL of at most %d characters, with a host "
+                  "and no credentials",
                   KS_REMOTE_URL_BYTES_MAX);
     } else if (t && (!json_is_integer(t) || json_integer_value(t) < KS_REMOTE_TIMEOUT_MS_MIN ||
                      json_integer_value(t) > KS_REMOTE_TIMEOUT_MS_MAX)) {

@@ -36,16 +36,15 @@ int ks_acquiring_step(const json_t *args, json_t **step, char *err, size_t errle
         json_decref(within);
         within = NULL;
     }
-    json_t *s = json_pack("{s:s, s:s, s:s, s:O?, s:{s:s, s:s, s:o?}, s:O?, s:O?, s:O?, s:O?, "
-                          "s:{s:O, s:O}}",
-                          "unit", KS_ACQUIRING_UNIT_NAME, "operation", operation, "step",
-                          cont ? kind : "start", "session", json_object_get(args, "session"),
-                          "subject", "namespace", "invoice", "id", ks_json_get_str(args, "invoice"),
-                          "within", within, "provider", json_object_get(args, "provider"),
-                          "terminal", json_object_get(args, "terminal"), "adapter",
-                          json_object_get(args, "adapter"), "options",
-                          json_object_get(args, "options"), "payload", "amount", amount,
-                          "currency", json_object_get(args, "currency"));
+    json_t *s = json_pack(
+        "{s:s, s:s, s:s, s:O?, s:{s:s, s:s, s:o?}, s:O?, s:O?, s:O?, s:O?, "
+        "s:{s:O, s:O}}",
+        "unit", KS_ACQUIRING_UNIT_NAME, "operation", operation, "step", cont ? kind : "start",
+        "session", json_object_get(args, "session"), "subject", "namespace", "invoice", "id",
+        ks_json_get_str(args, "invoice"), "within", within, "provider",
+        json_object_get(args, "provider"), "terminal", json_object_get(args, "terminal"), "adapter",
+        json_object_get(args, "adapter"), "options", json_object_get(args, "options"), "payload",
+        "amount", amount, "currency", json_object_get(args, "currency"));
     if (!s)
         return KS_ERR_NOMEM;
     static const char *const copied[] = {"callback", "adapterState", "callbackTag", NULL};
@@ -57,8 +56,8 @@ int ks_acquiring_step(const json_t *args, json_t **step, char *err, size_t errle
     const char *resource = ks_json_get_str(args, "resource");
     if (strcmp(kind, "authorize") == 0 &&
         /* Without a resource the reference is empty: the card is gone, the step fails. */
-        json_object_set_new(s, "secretRefs", json_pack("{s:s}", "card", resource ? resource : ""))
-            != 0)
+        json_object_set_new(s, "secretRefs",
+                            json_pack("{s:s}", "card", resource ? resource : "")) != 0)
         goto out_nomem;
     *step = s;
     return KS_OK;

@@ -29,10 +29,10 @@
 struct ks_acquiring;
 
 struct ks_acquiring_options {
-    struct ks_vault *vault;        /* borrowed; NULL: no card is ever revealed */
-    const char *public_url;        /* kassa's public base URL (copied) */
-    struct ks_log *log;            /* borrowed, may be NULL */
-    int workers;                   /* unit threads (0 = 8) */
+    struct ks_vault *vault; /* borrowed; NULL: no card is ever revealed */
+    const char *public_url; /* kassa's public base URL (copied) */
+    struct ks_log *log;     /* borrowed, may be NULL */
+    int workers;            /* unit threads (0 = 8) */
 };
 
 KS_MUST_USE int ks_acquiring_create(const struct ks_acquiring_options *opt,

@@ -138,8 +138,8 @@ int ks_adapter_session_from_json(const json_t *step, struct ks_adapter_session *
     }
     const json_t *terminal = json_object_get(step, "terminal");
     if (terminal && !json_is_null(terminal)) {
-        if ((rc = name_member(step, "terminal", KS_ID_BYTES_MAX, &out->terminal_id, err,
-                              errlen)) != KS_OK)
+        if ((rc = name_member(step, "terminal", KS_ID_BYTES_MAX, &out->terminal_id, err, errlen)) !=
+            KS_OK)
             return rc;
     }
     out->options = json_object_get(step, "options");
@@ -319,8 +319,8 @@ int ks_adapter_intent_from_json(const json_t *j, struct ks_adapter_intent *out, 
     const json_t *state = json_object_get(j, "adapterState");
     int rc;
     if (strcmp(intent, "finish") == 0) {
-        static const char *const keys[] = {"intent", "success", "failure", "trx", "adapterState",
-                                           NULL};
+        static const char *const keys[] = {"intent", "success",      "failure",
+                                           "trx",    "adapterState", NULL};
         if ((rc = only(j, keys, "a finish intent", err, errlen)) != KS_OK)
             return rc;
         const json_t *ok = json_object_get(j, "success");
@@ -334,8 +334,8 @@ int ks_adapter_intent_from_json(const json_t *j, struct ks_adapter_intent *out, 
             if (!json_is_object(failure))
                 return fail(err, errlen, "a failed finish needs failure {code, reason}");
             if ((rc = only(failure, fkeys, "failure", err, errlen)) != KS_OK ||
-                (rc = text_member(failure, "code", 1, out->failure_code,
-                                  sizeof(out->failure_code), "failure", err, errlen)) != KS_OK ||
+                (rc = text_member(failure, "code", 1, out->failure_code, sizeof(out->failure_code),
+                                  "failure", err, errlen)) != KS_OK ||
                 (rc = text_member(failure, "reason", 0, out->failure_reason,
                                   sizeof(out->failure_reason), "failure", err, errlen)) != KS_OK)
                 return rc;
@@ -357,11 +357,11 @@ int ks_adapter_intent_from_json(const json_t *j, struct ks_adapter_intent *out, 
             return rc;
         out->kind = KS_INTENT_SLEEP;
     } else if (strcmp(intent, "suspend") == 0) {
-        static const char *const keys[] = {"intent", "tag", "timeoutMs", "interaction",
-                                           "adapterState", NULL};
+        static const char *const keys[] = {"intent",      "tag",          "timeoutMs",
+                                           "interaction", "adapterState", NULL};
         if ((rc = only(j, keys, "a suspend intent", err, errlen)) != KS_OK ||
-            (rc = text_member(j, "tag", 1, out->tag, KS_CALLBACK_TAG_BYTES_MAX + 1, "suspend",
-                              err, errlen)) != KS_OK ||
+            (rc = text_member(j, "tag", 1, out->tag, KS_CALLBACK_TAG_BYTES_MAX + 1, "suspend", err,
+                              errlen)) != KS_OK ||
             (rc = ms_member(j, "timeoutMs", &out->timeout_ms, err, errlen)) != KS_OK)
             return rc;
         out->kind = KS_INTENT_SUSPEND;

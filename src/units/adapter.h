@@ -44,7 +44,7 @@
 
 /* Bounds of the contract (the wire form's too: docs/schemas/session-step.json). */
 #define KS_ADAPTER_SESSION_ID_BYTES_MAX 200
-#define KS_ADAPTER_NAME_BYTES_MAX 32        /* unit, operation, step, adapter names */
+#define KS_ADAPTER_NAME_BYTES_MAX 32                 /* unit, operation, step, adapter names */
 #define KS_ADAPTER_SLEEP_MS_MAX (24LL * 3600 * 1000) /* longest sleep or suspend timeout */
 
 /* The machine a session belongs to. */
@@ -61,22 +61,22 @@ struct ks_adapter_secrets {
 };
 
 struct ks_adapter_session {
-    const char *unit;             /* "acquiring" */
-    const char *operation;        /* the unit's verb: "authorize", "capture", ... */
-    const char *step;             /* "start" | "inquire" | "callback" */
-    const char *session_id;       /* idempotency key towards the provider; the same for every
-                                     step (start, inquire, callback) of one session */
+    const char *unit;       /* "acquiring" */
+    const char *operation;  /* the unit's verb: "authorize", "capture", ... */
+    const char *step;       /* "start" | "inquire" | "callback" */
+    const char *session_id; /* idempotency key towards the provider; the same for every
+                               step (start, inquire, callback) of one session */
     struct ks_adapter_subject subject;
     const char *provider_id;
-    const char *terminal_id;      /* may be NULL */
-    const json_t *options;        /* the provider's and terminal's options from configuration */
-    const json_t *payload;        /* the operation's data (an object) */
+    const char *terminal_id; /* may be NULL */
+    const json_t *options;   /* the provider's and terminal's options from configuration */
+    const json_t *payload;   /* the operation's data (an object) */
     struct ks_adapter_secrets secrets;
-    const json_t *callback;       /* step "callback": what the provider or payer sent back */
-    const json_t *adapter_state;  /* what the adapter kept from earlier steps (or NULL) */
-    const char *callback_tag;     /* the tag to suspend on (see engine/callback.h); an adapter
-                                     that suspends must use exactly this tag */
-    const char *public_url;       /* kassa's public base URL, for pages the payer is sent to */
+    const json_t *callback;      /* step "callback": what the provider or payer sent back */
+    const json_t *adapter_state; /* what the adapter kept from earlier steps (or NULL) */
+    const char *callback_tag;    /* the tag to suspend on (see engine/callback.h); an adapter
+                                    that suspends must use exactly this tag */
+    const char *public_url;      /* kassa's public base URL, for pages the payer is sent to */
     int64_t now_ms;
 };
 
@@ -88,28 +88,28 @@ struct ks_adapter_intent {
     enum ks_intent_kind kind;
     /* finish */
     int success;
-    char failure_code[128];       /* hierarchical, ':'-separated, e.g.
-                                     "authorization_failed:insufficient_funds" */
-    char failure_reason[256];     /* human-readable, no secrets */
-    json_t *trx;                  /* {"id": provider transaction id, "extra": {...}} or NULL */
+    char failure_code[128];   /* hierarchical, ':'-separated, e.g.
+                                 "authorization_failed:insufficient_funds" */
+    char failure_reason[256]; /* human-readable, no secrets */
+    json_t *trx;              /* {"id": provider transaction id, "extra": {...}} or NULL */
     /* sleep */
     int64_t sleep_ms;
     /* suspend */
-    char tag[128];                /* >= KS_CALLBACK_TAG_BYTES_MAX + 1 (checked in adapter.c) */
+    char tag[128]; /* >= KS_CALLBACK_TAG_BYTES_MAX + 1 (checked in adapter.c) */
     int64_t timeout_ms;
-    json_t *interaction;          /* UserInteraction as in the public API (e.g. {"interactionType":
-                                     "Redirect","request":{"requestType":"BrowserPostRequest",
-                                     "uriTemplate":"...","form":[...]}}) or NULL */
+    json_t *interaction; /* UserInteraction as in the public API (e.g. {"interactionType":
+                            "Redirect","request":{"requestType":"BrowserPostRequest",
+                            "uriTemplate":"...","form":[...]}}) or NULL */
     /* any */
-    json_t *adapter_state;        /* kept for the session's next step, or NULL */
+    json_t *adapter_state; /* kept for the session's next step, or NULL */
 };
 
 void ks_adapter_intent_release(struct ks_adapter_intent *in);
 
 struct ks_adapter {
-    const char *name;             /* the "adapter" value in provider configuration */
+    const char *name; /* the "adapter" value in provider configuration */
     void *ctx;
-    unsigned secrets;             /* KS_ADAPTER_SECRET_* this adapter kind may ever receive */
+    unsigned secrets; /* KS_ADAPTER_SECRET_* this adapter kind may ever receive */
     /* Optional: narrows `secrets` for one provider from its options (a remote adapter gets the
      * card only when its provider's configuration allows it). NULL = all of `secrets`. */
     unsigned (*secrets_for)(void *ctx, const json_t *options);

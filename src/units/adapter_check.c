@@ -29,8 +29,8 @@ struct checker {
     json_t *options;
     const char *url;
     int64_t timeout_ms;
-    char inv[24];         /* this run's invoice id */
-    char exp_year[5];     /* a card expiry three years ahead */
+    char inv[24];     /* this run's invoice id */
+    char exp_year[5]; /* a card expiry three years ahead */
     int failed;
     int passed;
     FILE *out;
@@ -43,8 +43,8 @@ struct req {
     const char *session; /* suffix of "{inv}.{session}" */
     const char *payment;
     const char *refund;
-    int64_t amount;      /* 0 = 10000 */
-    const char *pan;     /* authorize starts */
+    int64_t amount;  /* 0 = 10000 */
+    const char *pan; /* authorize starts */
     const json_t *callback;
     const json_t *state;
 };
@@ -127,7 +127,7 @@ static int run(struct checker *c, const struct req *r, struct ks_adapter_intent 
 
 static const char *kind_name(const struct ks_adapter_intent *in)
 {
-    return in->kind == KS_INTENT_FINISH ? (in->success ? "finish success" : "finish failure")
+    return in->kind == KS_INTENT_FINISH  ? (in->success ? "finish success" : "finish failure")
            : in->kind == KS_INTENT_SLEEP ? "sleep"
                                          : "suspend";
 }
@@ -153,8 +153,7 @@ static int expect_success(struct checker *c, const char *name, const struct req 
     if (!run_answered(c, name, r, &in))
         ok = 0;
     else if (in.kind != KS_INTENT_FINISH || !in.success)
-        ok = report(c, name, "expected finish success, got %s %s", kind_name(&in),
-                    in.failure_code);
+        ok = report(c, name, "expected finish success, got %s %s", kind_name(&in), in.failure_code);
     else if (!json_is_string(json_object_get(in.trx, "id")))
         ok = report(c, name, "a successful finish needs trx.id");
     else
@@ -189,12 +188,11 @@ static int expect_error(struct checker *c, const char *name, const struct req *r
     struct ks_adapter_intent in;
     char err[512];
     int rc = run(c, r, &in, err, sizeof(err));
-    int ok = rc == want ? report(c, name, NULL)
-             : rc == KS_OK
-                 ? report(c, name, "expected the error %s, got %s", ks_err_name(want),
-                          kind_name(&in))
-                 : report(c, name, "expected the error %s, got %s: %s", ks_err_name(want),
-                          ks_err_name(rc), err);
+    int ok = rc == want    ? report(c, name, NULL)
+             : rc == KS_OK ? report(c, name, "expected the error %s, got %s", ks_err_name(want),
+                                    kind_name(&in))
+                           : report(c, name, "expected the error %s, got %s: %s", ks_err_name(want),
+                                    ks_err_name(rc), err);
     ks_adapter_intent_release(&in);
     return ok;
 }
@@ -211,14 +209,13 @@ static int expect_wait(struct checker *c, const char *name, const struct req *r,
         ok = 0;
     } else if (in.kind != kind) {
         ok = report(c, name, "expected %s, got %s %s",
-                    kind == KS_INTENT_SLEEP ? "sleep" : "suspend", kind_name(&in),
-                    in.failure_code);
+                    kind == KS_INTENT_SLEEP ? "sleep" : "suspend", kind_name(&in), in.failure_code);
     } else if (kind == KS_INTENT_SUSPEND && strcmp(in.tag, tag) != 0) {
         ok = report(c, name, "suspended on a tag other than the step's callbackTag");
     } else if (kind == KS_INTENT_SUSPEND &&
                (!json_is_object(in.interaction) ||
-                !json_is_string(json_object_get(json_object_get(in.interaction, "request"),
-                                                "uriTemplate")))) {
+                !json_is_string(
+                    json_object_get(json_object_get(in.interaction, "request"), "uriTemplate")))) {
         ok = report(c, name, "a 3-D Secure suspend needs an interaction with request.uriTemplate");
     } else {
         ok = report(c, name, NULL);
@@ -241,10 +238,15 @@ static void cases_authorize(struct checker *c)
     char trx[128] = "";
     struct req a = {.operation = "authorize", .session = "p1.authorize.0", .payment = "1"};
     int approved = expect_success(c, "approve (4242 4242 4242 4242)", &a, trx, sizeof(trx));
-    struct req d = {.operation = "authorize", .session = "p2.authorize.0", .payment = "2",
+    struct req d = {.operation = "authorize",
+                    .session = "p2.authorize.0",
+                    .payment = "2",
                     .pan = "4000000000001000"};
-    expect_failure(c, "decline (4000 0000 0000 1000)", &d, "authorization_failed:rejected_by_issuer");
-    struct req f = {.operation = "authorize", .session = "p3.authorize.0", .payment = "3",
+    expect_failure(c, "decline (4000 0000 0000 1000)", &d,
+                   "authorization_failed:rejected_by_issuer");
+    struct req f = {.operation = "authorize",
+                    .session = "p3.authorize.0",
+                    .payment = "3",
                     .pan = "4000000000002008"};
     expect_failure(c, "insufficient funds (4000 0000 0000 2008)", &f,
                    "authorization_failed:insufficient_funds");
@@ -274,7 +276,9 @@ static void cases_authorize(struct checker *c)
     }
 
     const char *transient = "transient failure, then success (4000 0000 0000 5001)";
-    struct req t = {.operation = "authorize", .session = "p4.authorize.0", .payment = "4",
+    struct req t = {.operation = "authorize",
+                    .session = "p4.authorize.0",
+                    .payment = "4",
                     .pan = "4000000000005001"};
     int retries = 0, rc = KS_ERR_RETRY;
     struct ks_adapter_intent in;
@@ -303,7 +307,9 @@ static void case_3ds(struct checker *c, const char *payment, const char *decisio
     snprintf(name, sizeof(name), "3-D Secure %s by callback", decision);
     snprintf(start, sizeof(start), "3-D Secure suspend (4000 0000 0000 7007), payment %s", payment);
     snprintf(session, sizeof(session), "p%s.authorize.0", payment);
-    struct req a = {.operation = "authorize", .session = session, .payment = payment,
+    struct req a = {.operation = "authorize",
+                    .session = session,
+                    .payment = payment,
                     .pan = "4000000000007007"};
     json_t *state = NULL;
     if (!expect_wait(c, start, &a, KS_INTENT_SUSPEND, &state)) {
@@ -311,8 +317,12 @@ static void case_3ds(struct checker *c, const char *payment, const char *decisio
         return;
     }
     json_t *cb = json_pack("{s:s}", "decision", decision);
-    struct req back = {.operation = "authorize", .step = "callback", .session = session,
-                       .payment = payment, .callback = cb, .state = state};
+    struct req back = {.operation = "authorize",
+                       .step = "callback",
+                       .session = session,
+                       .payment = payment,
+                       .callback = cb,
+                       .state = state};
     if (strcmp(decision, "confirm") == 0)
         expect_success(c, name, &back, NULL, 0);
     else
@@ -333,8 +343,11 @@ static void case_unknown(struct checker *c, const char *payment, const char *pan
         skipped(c, name, start);
         return;
     }
-    struct req q = {.operation = "authorize", .step = "inquire", .session = session,
-                    .payment = payment, .state = state};
+    struct req q = {.operation = "authorize",
+                    .step = "inquire",
+                    .session = session,
+                    .payment = payment,
+                    .state = state};
     for (int i = 1; i < sleeps; i++) {
         char again[96];
         snprintf(again, sizeof(again), "inquiry %d still sleeps (%.4s ... %s)", i, pan, pan + 12);
@@ -356,26 +369,31 @@ static void cases_money(struct checker *c)
     const char *held = "authorize 100.00 to capture";
     struct req a = {.operation = "authorize", .session = "p9.authorize.0", .payment = "9"};
     if (!expect_success(c, held, &a, NULL, 0)) {
-        static const char *const later[] = {"capture within the authorization",
-                                            "capture beyond the authorization refused",
-                                            "refund within the capture",
-                                            "refund beyond the capture refused",
-                                            "cancel after a capture refused"};
+        static const char *const later[] = {
+            "capture within the authorization", "capture beyond the authorization refused",
+            "refund within the capture", "refund beyond the capture refused",
+            "cancel after a capture refused"};
         for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
             skipped(c, later[i], held);
     } else {
-        struct req cap = {.operation = "capture", .session = "p9.capture.0", .payment = "9",
-                          .amount = 4000};
+        struct req cap = {
+            .operation = "capture", .session = "p9.capture.0", .payment = "9", .amount = 4000};
         expect_success(c, "capture within the authorization", &cap, NULL, 0);
-        struct req over = {.operation = "capture", .session = "p9.capture.1", .payment = "9",
-                           .amount = 7000};
+        struct req over = {
+            .operation = "capture", .session = "p9.capture.1", .payment = "9", .amount = 7000};
         expect_failure(c, "capture beyond the authorization refused", &over,
                        "capture_failed:amount_exceeded");
-        struct req ref = {.operation = "refund", .session = "p9.refund.r1.0", .payment = "9",
-                          .refund = "1", .amount = 3000};
+        struct req ref = {.operation = "refund",
+                          .session = "p9.refund.r1.0",
+                          .payment = "9",
+                          .refund = "1",
+                          .amount = 3000};
         expect_success(c, "refund within the capture", &ref, NULL, 0);
-        struct req ref2 = {.operation = "refund", .session = "p9.refund.r2.0", .payment = "9",
-                           .refund = "2", .amount = 2000};
+        struct req ref2 = {.operation = "refund",
+                           .session = "p9.refund.r2.0",
+                           .payment = "9",
+                           .refund = "2",
+                           .amount = 2000};
         expect_failure(c, "refund beyond the capture refused", &ref2,
                        "refund_failed:amount_exceeded");
         struct req cancel = {.operation = "cancel", .session = "p9.cancel.0", .payment = "9"};
@@ -439,8 +457,8 @@ int ks_adapter_check_run(const char *url, int64_t timeout_ms, FILE *out)
         fprintf(out, "cannot start the HTTP client\n");
         return -1;
     }
-    struct checker c = {.ad = ks_remote_adapter(remote), .url = url, .timeout_ms = timeout_ms,
-                        .out = out};
+    struct checker c = {
+        .ad = ks_remote_adapter(remote), .url = url, .timeout_ms = timeout_ms, .out = out};
     c.options = json_pack("{s:s, s:b, s:I, s:i}", "url", url, "sendCard", 1, "timeoutMs",
                           (json_int_t)timeout_ms, "pendingSleepMs", 1000);
     char rnd[13];
@@ -465,8 +483,8 @@ int ks_adapter_check_run(const char *url, int64_t timeout_ms, FILE *out)
     case_unknown(&c, "7", "4000000000008005", 1);
     case_unknown(&c, "8", "4000000000009003", 2);
     cases_money(&c);
-    struct req never = {.operation = "authorize", .step = "inquire", .session = "never.asked",
-                        .payment = "11"};
+    struct req never = {
+        .operation = "authorize", .step = "inquire", .session = "never.asked", .payment = "11"};
     expect_error(&c, "inquiry about an unknown session: not found", &never, KS_ERR_NOT_FOUND);
     cases_malformed(&c);
     fprintf(out, "%d of %d cases passed\n", c.passed, c.passed + c.failed);
@@ -477,13 +495,14 @@ int ks_adapter_check_run(const char *url, int64_t timeout_ms, FILE *out)
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: kassa adapter check URL [--timeout-ms N]\n"
-               "\n"
-               "  Drives the remote adapter at URL through the adapter protocol's cases with the\n"
-               "  sandbox test cards (docs/adapter-protocol.md, docs/sandbox.md) and prints one line\n"
-               "  per case. --timeout-ms bounds each call (%d..%d, default %d).\n"
-               "\n"
-               "exit codes: 0 every case passed, 1 a case failed, 2 usage error\n",
+    fprintf(f,
+            "usage: kassa adapter check URL [--timeout-ms N]\n"
+            "\n"
+            "  Drives the remote adapter at URL through the adapter protocol's cases with the\n"
+            "  sandbox test cards (docs/adapter-protocol.md, docs/sandbox.md) and prints one line\n"
+            "  per case. --timeout-ms bounds each call (%d..%d, default %d).\n"
+            "\n"
+            "exit codes: 0 every case passed, 1 a case failed, 2 usage error\n",
             KS_REMOTE_TIMEOUT_MS_MIN, KS_REMOTE_TIMEOUT_MS_MAX, KS_REMOTE_TIMEOUT_MS_DEFAULT);
     return 2;
 }

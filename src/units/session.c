@@ -20,8 +20,7 @@ struct ks_session_unit {
     int adapters_n;
 };
 
-int ks_session_unit_create(const struct ks_session_unit_options *opt,
-                           struct ks_session_unit **out)
+int ks_session_unit_create(const struct ks_session_unit_options *opt, struct ks_session_unit **out)
 {
     assert(opt != NULL && out != NULL);
     *out = NULL;
@@ -194,8 +193,8 @@ enum ks_task_outcome ks_session_unit_run(struct ks_session_unit *u, const struct
     memset(&vals, 0, sizeof(vals));
     unsigned resolved = 0;
     int rc = secrets_resolve(u, json_object_get(step, "secretRefs"),
-                             ks_adapter_secrets_allowed(ad, s.options), &s, &vals, &resolved,
-                             error, errlen);
+                             ks_adapter_secrets_allowed(ad, s.options), &s, &vals, &resolved, error,
+                             errlen);
     if (rc == KS_ERR_NOT_FOUND) {
         /* The secret is gone (or never was): the step cannot be attempted. */
         outcome = finish_failed(u->opt.secret_gone_code, u->opt.secret_gone_reason, result);

@@ -62,8 +62,8 @@ struct ks_session_unit_options {
     void (*answered)(void *ctx, const char *task_id, const json_t *step,
                      const struct ks_adapter_session *s, unsigned resolved,
                      const struct ks_adapter_intent *in);
-    const char *failure_default;   /* a failed finish without a code gets this (borrowed) */
-    const char *secret_gone_code;  /* the failure when a secret is gone (borrowed) */
+    const char *failure_default;  /* a failed finish without a code gets this (borrowed) */
+    const char *secret_gone_code; /* the failure when a secret is gone (borrowed) */
     const char *secret_gone_reason;
 };
 

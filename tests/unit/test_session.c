@@ -69,8 +69,8 @@ Test(session_json, a_step_reads_back_and_bad_members_are_named)
         j = step_json(NULL);
         json_error_t e;
         json_object_set_new(j, bad[i].key, json_loads(bad[i].value, JSON_DECODE_ANY, &e));
-        cr_assert_eq(ks_adapter_session_from_json(j, &s, err, sizeof(err)), KS_ERR_INVALID,
-                     "%s", bad[i].key);
+        cr_assert_eq(ks_adapter_session_from_json(j, &s, err, sizeof(err)), KS_ERR_INVALID, "%s",
+                     bad[i].key);
         cr_assert(strstr(err, bad[i].why) != NULL, "%s: %s", bad[i].key, err);
         json_decref(j);
     }
@@ -97,8 +97,8 @@ Test(session_json, the_wire_form_carries_the_card_only_when_resolved)
     cr_assert_eq(ks_adapter_session_from_json(out, &again, err, sizeof(err)), KS_OK, "%s", err);
     cr_assert_str_eq(again.session_id, s.session_id);
     json_decref(out);
-    struct ks_card card = {.pan = "4242424242424242", .exp_month = "12", .exp_year = "2031",
-                           .cvv = "123"};
+    struct ks_card card = {
+        .pan = "4242424242424242", .exp_month = "12", .exp_year = "2031", .cvv = "123"};
     s.secrets.card = &card;
     cr_assert_eq(ks_adapter_session_to_json(&s, NULL, &out), KS_OK);
     json_t *c = json_object_get(json_object_get(out, "secrets"), "card");
@@ -123,7 +123,8 @@ static int intent_of(const char *text, struct ks_adapter_intent *in, char *err, 
 Test(session_json, intents_are_read_strictly_and_written_back_the_same)
 {
     static const char *const good[] = {
-        "{\"intent\":\"finish\",\"success\":true,\"trx\":{\"id\":\"t1\",\"extra\":{\"rrn\":\"1\"}}}",
+        "{\"intent\":\"finish\",\"success\":true,\"trx\":{\"id\":\"t1\",\"extra\":{\"rrn\":\"1\"}}"
+        "}",
         "{\"intent\":\"finish\",\"success\":false,\"failure\":{\"code\":\"a:b\",\"reason\":\"r\"}}",
         "{\"intent\":\"sleep\",\"sleepMs\":2000,\"adapterState\":{\"s\":1}}",
         "{\"intent\":\"suspend\",\"tag\":\"invoice~i~n\",\"timeoutMs\":1000,\"interaction\":"
@@ -179,7 +180,7 @@ Test(session_json, intents_are_read_strictly_and_written_back_the_same)
 
 static struct {
     int calls;
-    int rc;                    /* what process returns */
+    int rc; /* what process returns */
     int saw_card;
     char pan[20];
     int resolves;
@@ -252,16 +253,22 @@ static struct ks_session_unit *unit_with(const struct ks_adapter *ad)
 static enum ks_task_outcome run_step(struct ks_session_unit *u, json_t *args, json_t **result,
                                      char *err, size_t errlen)
 {
-    struct ks_task_view t = {.id = "task-1", .ns = "invoice", .machine_id = "inv1",
-                             .unit = "fiscal", .args = args, .attempt = 1};
+    struct ks_task_view t = {.id = "task-1",
+                             .ns = "invoice",
+                             .machine_id = "inv1",
+                             .unit = "fiscal",
+                             .args = args,
+                             .attempt = 1};
     *result = NULL;
     return ks_session_unit_run(u, &t, result, err, errlen);
 }
 
 Test(session_unit, secrets_reach_only_adapters_that_may_receive_them)
 {
-    struct ks_adapter ad = {.name = "fake", .secrets = KS_ADAPTER_SECRET_CARD,
-                            .secrets_for = only_with_flag, .process = fake_process};
+    struct ks_adapter ad = {.name = "fake",
+                            .secrets = KS_ADAPTER_SECRET_CARD,
+                            .secrets_for = only_with_flag,
+                            .process = fake_process};
     struct ks_session_unit *u = unit_with(&ad);
     json_t *args = step_json(",\"secretRefs\":{\"card\":\"res-1\"}");
     json_t *result;
@@ -295,8 +302,8 @@ Test(session_unit, secrets_reach_only_adapters_that_may_receive_them)
 
 Test(session_unit, a_gone_secret_fails_the_step_and_errors_map_to_retries)
 {
-    struct ks_adapter ad = {.name = "fake", .secrets = KS_ADAPTER_SECRET_CARD,
-                            .process = fake_process};
+    struct ks_adapter ad = {
+        .name = "fake", .secrets = KS_ADAPTER_SECRET_CARD, .process = fake_process};
     struct ks_session_unit *u = unit_with(&ad);
     json_t *args = step_json(",\"secretRefs\":{\"card\":\"res-1\"}");
     json_t *result;
@@ -398,16 +405,16 @@ static void *serve(void *arg)
             struct pollfd q = {.fd = c, .events = POLLIN};
             if (poll(&q, 1, 1000) <= 0)
                 break;
-            ssize_t got = read(c, srv.request + srv.request_len,
-                               sizeof(srv.request) - 1 - srv.request_len);
+            ssize_t got =
+                read(c, srv.request + srv.request_len, sizeof(srv.request) - 1 - srv.request_len);
             if (got <= 0)
                 break;
             srv.request_len += (size_t)got;
             srv.request[srv.request_len] = '\0';
             const char *end = strstr(srv.request, "\r\n\r\n");
             const char *cl = strcasestr(srv.request, "Content-Length:");
-            if (end && cl && srv.request_len >= (size_t)(end + 4 - srv.request) +
-                                                     (size_t)atol(cl + 15))
+            if (end && cl &&
+                srv.request_len >= (size_t)(end + 4 - srv.request) + (size_t)atol(cl + 15))
                 break;
         }
         if (srv.silent) {
@@ -465,8 +472,8 @@ static int remote_step(int send_card, struct ks_adapter_intent *in, char *err, s
     cr_assert_str_eq(ad->name, "http");
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/session", srv.port);
-    json_t *options = json_pack("{s:s, s:i, s:b}", "url", url, "timeoutMs", 500, "sendCard",
-                                send_card);
+    json_t *options =
+        json_pack("{s:s, s:i, s:b}", "url", url, "timeoutMs", 500, "sendCard", send_card);
     json_t *step = step_json(NULL);
     struct ks_adapter_session s;
     cr_assert_eq(ks_adapter_session_from_json(step, &s, err, errlen), KS_OK);

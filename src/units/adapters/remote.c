@@ -97,8 +97,9 @@ int ks_remote_post(const char *url, const char *body, size_t len, const char *id
     }
     if (timeout_ms < KS_REMOTE_TIMEOUT_MS_MIN || timeout_ms > KS_REMOTE_TIMEOUT_MS_MAX)
         timeout_ms = KS_REMOTE_TIMEOUT_MS_DEFAULT;
-    int64_t connect_ms =
-        timeout_ms < KS_REMOTE_CONNECT_TIMEOUT_MS_MAX ? timeout_ms : KS_REMOTE_CONNECT_TIMEOUT_MS_MAX;
+    int64_t connect_ms = timeout_ms < KS_REMOTE_CONNECT_TIMEOUT_MS_MAX
+                             ? timeout_ms
+                             : KS_REMOTE_CONNECT_TIMEOUT_MS_MAX;
     CURL *c = curl_easy_init();
     if (!c) {
         set_err(err, errlen, "out of memory");
@@ -147,7 +148,8 @@ int ks_remote_post(const char *url, const char *body, size_t len, const char *id
     }
     CURLcode cc = curl_easy_perform(c);
     if (sink.too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-        set_err(err, errlen, "the adapter's reply is larger than %d bytes", KS_REMOTE_REPLY_BYTES_MAX);
+        set_err(err, errlen, "the adapter's reply is larger than %d bytes",
+                KS_REMOTE_REPLY_BYTES_MAX);
         rc = KS_ERR_LIMIT;
         goto out;
     }
@@ -230,8 +232,8 @@ static int remote_process(void *ctx, const struct ks_adapter_session *s,
         sent.secrets.card = NULL;
 
     char callback_url[KS_REMOTE_URL_BYTES_MAX];
-    int cb = ks_adapter_callback_url(s->public_url, s->callback_tag, callback_url,
-                                     sizeof(callback_url));
+    int cb =
+        ks_adapter_callback_url(s->public_url, s->callback_tag, callback_url, sizeof(callback_url));
     json_t *step = NULL;
     if ((rc = ks_adapter_session_to_json(&sent, cb == KS_OK ? callback_url : NULL, &step)) !=
         KS_OK) {

@@ -47,7 +47,6 @@ void ks_remote_close(struct ks_remote *r);
 /* The adapter descriptor, owned by `r`: name "http", may receive cards when sendCard is true. */
 const struct ks_adapter *ks_remote_adapter(struct ks_remote *r);
 
-
 /* One bounded POST of `body` (`len` bytes of JSON) to `url`: the status and the reply body
  * (malloc'ed, NUL-terminated, freed by the caller with free(); may be NULL when empty).
  * `idempotency_key` may be NULL. Returns KS_OK whatever the status; KS_ERR_RETRY when no answer
