@@ -429,10 +429,17 @@ def masked(step):
     return out
 
 
+def rfc3339(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + ".%03dZ" % (ms % 1000)
+
+
 def public(op):
+    """An operation as kassa's sandbox lists it (docs/sandbox.md, "The record")."""
     out = {k: v for k, v in op.items() if k not in ("callbackUrl", "deadline", "created",
                                                     "updated")}
-    out["callbackTag"] = op["callbackTag"]
+    out["createdAt"], out["updatedAt"] = rfc3339(op["created"]), rfc3339(op["updated"])
+    if op["deadline"]:
+        out["deadlineAt"] = rfc3339(op["deadline"])
     return out
 
 
@@ -456,7 +463,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise StepError(400, "Content-Length is not a number")
         if n > BODY_MAX:
             raise StepError(413, "the body is larger than %d bytes" % BODY_MAX)
         return self.rfile.read(n) if n > 0 else b""
