@@ -10,7 +10,7 @@
 
 VARIANT ?= release
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
-PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto cjose
+PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto cjose libcurl
 CC      ?= cc
 BUILD   := build/$(VARIANT)
 

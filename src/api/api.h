@@ -79,10 +79,21 @@ KS_MUST_USE int ks_api_sandbox_routes(struct ks_http_router *r, struct ks_api_sa
 /* Adds GET /admin/v1/sandbox/operations (the sandbox's record; admin token required). */
 KS_MUST_USE int ks_api_sandbox_admin_routes(struct ks_http_router *r, struct ks_api_sandbox *ctx);
 
+/* Adds POST /v2/callbacks/{tag} (public listener, no token: the tag is the capability, redacted
+ * from the access log): a provider's or payer's callback for a session that suspended on `tag`
+ * (units/adapter.h, ks_adapter_callback_url). The JSON object body is delivered to the machine
+ * the tag names (ks_callback_deliver); the reply is {"delivered": true}. `engine` is borrowed. */
+KS_MUST_USE int ks_api_callback_routes(struct ks_http_router *r, struct ks_engine *engine);
+
 /* --- helpers shared by the handlers --------------------------------------------------------- */
 
 /* Formats `ms` as RFC 3339 JSON string, or JSON null when `ms` is 0. New reference. */
 json_t *ks_api_time(int64_t ms);
+
+/* How a callback delivery's result (ks_callback_deliver) is told to whoever called back: the
+ * HTTP status and the JSON error code; `message` says it to a payer in plain words. Status 200
+ * for KS_OK. */
+int ks_api_callback_status(int rc, const char **code, const char **message);
 
 /* Parses stored JSON text (a snapshot, an event) into a new reference; JSON null for NULL
  * text. Stored text is kassa's own output, so a failure is logged and yields null. */

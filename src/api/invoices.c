@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "api/payments_api.h"
 #include "api/roles.h"
 #include "auth/auth_http.h"
@@ -1473,5 +1474,6 @@ int ks_api_payments_routes(struct ks_http_router *r, struct ks_payments_api *api
         if (rc != KS_OK)
             return rc;
     }
-    return KS_OK;
+    /* Providers call back into payment sessions here (no token: the tag is the capability). */
+    return ks_api_callback_routes(r, api->engine);
 }

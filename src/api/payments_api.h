@@ -29,9 +29,10 @@ struct ks_payments_api {
     int64_t payment_resource_ttl_ms; /* a payment resource's lifetime (validUntil); 0 = 1 hour */
 };
 
-/* Adds the public payments routes to `r`. `api` is borrowed and must outlive the server. Each
- * route must have a row in api/roles.c, whose table the payments module gives the public
- * listener's authorizer (platform/module.h, ks_node_add_route_roles). */
+/* Adds the public payments routes to `r`, and the provider callback route of payment sessions
+ * (ks_api_callback_routes, api.h). `api` is borrowed and must outlive the server. Each route
+ * that takes a token must have a row in api/roles.c, whose table the payments module gives the
+ * public listener's authorizer (platform/module.h, ks_node_add_route_roles). */
 KS_MUST_USE int ks_api_payments_routes(struct ks_http_router *r, struct ks_payments_api *api);
 
 #endif

@@ -223,32 +223,13 @@ static int complete_3ds(void *vctx, const struct ks_http_req *req, struct ks_htt
         return reply_error(req, resp, 503, "outOfMemory", "Out of memory; please try again.");
     rc = ks_callback_deliver(ctx->engine, tag, payload);
     json_decref(payload);
-    switch (rc) {
-    case KS_OK: break;
-    case KS_ERR_INVALID:
-        return reply_error(req, resp, 400, "invalidRequest",
-                           "This confirmation link is not valid.");
-    case KS_ERR_NOT_FOUND:
-        return reply_error(req, resp, 404, "notFound", "No payment waits for this confirmation.");
-    case KS_ERR_REJECTED:
-    case KS_ERR_CONFLICT:
-    case KS_ERR_MACHINE_FAILED:
-        return reply_error(req, resp, 409, "operationNotPermitted",
-                           "This payment no longer waits for a confirmation.");
-    case KS_ERR_LIMIT:
-        return reply_error(req, resp, 413, "limitExceeded", "The payment has too much history.");
-    case KS_ERR_NOMEM:
-    case KS_ERR_IO:
-    case KS_ERR_BUSY:
-    case KS_ERR_STOPPED:
-    case KS_ERR_RETRY:
-    case KS_ERR_VERSION:
-        return reply_error(req, resp, 503, "unavailable",
-                           "The payment could not be reached just now; please try again.");
-    default:
-        ks_logf(req->log, KS_LOG_ERROR, req->trace, "sandbox 3-D Secure delivery: %s",
-                ks_err_name(rc));
-        return reply_error(req, resp, 500, "internalError", "Something went wrong.");
+    if (rc != KS_OK) {
+        const char *code, *message;
+        int status = ks_api_callback_status(rc, &code, &message);
+        if (status >= 500 && status != 503)
+            ks_logf(req->log, KS_LOG_ERROR, req->trace, "sandbox 3-D Secure delivery: %s",
+                    ks_err_name(rc));
+        return reply_error(req, resp, status, code, message);
     }
     /* The machine the tag names, not the tag: its nonce is the capability and stays out of
      * logs. tag_check parsed it already. */

@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "core/currency.h"
+#include "core/parse.h"
 
 #define PATH_BYTES 768
 #define QUOTE_BYTES 128
@@ -1062,6 +1063,45 @@ static int credentials_ref_check(struct vctx *v, const json_t *prov)
     return KS_OK;
 }
 
+/* The options of a remote adapter (units/adapters/remote.h): "url" (required on the provider,
+ * a terminal may override it), "timeoutMs", "sendCard". */
+static int remote_options_check(struct vctx *v, const json_t *holder, int require_url)
+{
+    const json_t *opt = json_object_get(holder, "options");
+    if (!opt && !require_url)
+        return KS_OK;
+    if (!opt)
+        return fail(v, "options {url} are required for the http adapter");
+    size_t o = path_key(v, "options");
+    const json_t *url = json_object_get(opt, "url");
+    const json_t *t = json_object_get(opt, "timeoutMs");
+    const json_t *card = json_object_get(opt, "sendCard");
+    int rc = KS_OK;
+    size_t ok = 0;
+    if (!url && require_url) {
+        rc = fail(v, "url is required for the http adapter");
+    } else if (url && (!json_is_string(url) ||
+                       !ks_parse_http_url(json_string_value(url), KS_REMOTE_URL_BYTES_MAX))) {
+        ok = path_key(v, "url");
+        rc = fail(v,
+                  "must be an http:// or https:// URL of at most %d characters, with a host "
+                  "and no credentials",
+                  KS_REMOTE_URL_BYTES_MAX);
+    } else if (t && (!json_is_integer(t) || json_integer_value(t) < KS_REMOTE_TIMEOUT_MS_MIN ||
+                     json_integer_value(t) > KS_REMOTE_TIMEOUT_MS_MAX)) {
+        ok = path_key(v, "timeoutMs");
+        rc = fail(v, "must be an integer of %d to %d (milliseconds)", KS_REMOTE_TIMEOUT_MS_MIN,
+                  KS_REMOTE_TIMEOUT_MS_MAX);
+    } else if (card && !json_is_boolean(card)) {
+        ok = path_key(v, "sendCard");
+        rc = fail(v, "must be true or false");
+    }
+    if (ok)
+        path_pop(v, ok);
+    path_pop(v, o);
+    return rc;
+}
+
 static int provider_one(struct vctx *v, const char *provider_id, const json_t *prov)
 {
     static const char *const keys[] = {"name",    "description",    "adapter",   "status",
@@ -1080,6 +1120,9 @@ static int provider_one(struct vctx *v, const char *provider_id, const json_t *p
         (rc = enum_field(v, prov, "status", statuses)) != KS_OK ||
         (rc = options_field(v, prov)) != KS_OK || (rc = credentials_ref_check(v, prov)) != KS_OK)
         return rc;
+    int remote = strcmp(json_string_value(json_object_get(prov, "adapter")), "http") == 0;
+    if (remote && (rc = remote_options_check(v, prov, 1)) != KS_OK)
+        return rc;
     json_t *terminals = json_object_get(prov, "terminals");
     if (!terminals)
         return KS_OK;
@@ -1092,6 +1135,8 @@ static int provider_one(struct vctx *v, const char *provider_id, const json_t *p
         {
             size_t ot = path_key(v, id);
             rc = terminal_one(v, provider_id, id, t);
+            if (rc == KS_OK && remote)
+                rc = remote_options_check(v, t, 0);
             path_pop(v, ot);
             if (rc != KS_OK)
                 break;

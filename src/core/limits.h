@@ -101,4 +101,13 @@
 #define KS_ADMIN_TOKEN_BYTES_MAX 256      /* longest admin token read from its file */
 #define KS_ADMIN_TOKEN_BYTES_MIN 32       /* shortest admin token read from its file */
 
+/* Remote adapters (units/adapters/remote.h): one POST per session step. */
+#define KS_REMOTE_URL_BYTES_MAX 2048          /* options.url */
+#define KS_REMOTE_REPLY_BYTES_MAX (64 * 1024) /* an adapter's reply; a longer one is refused */
+#define KS_REMOTE_TIMEOUT_MS_DEFAULT 10000    /* the whole call, when options.timeoutMs is unset */
+#define KS_REMOTE_TIMEOUT_MS_MIN 100
+#define KS_REMOTE_TIMEOUT_MS_MAX 60000
+#define KS_REMOTE_CONNECT_TIMEOUT_MS_MAX 3000 /* the connection's share of the call's bound */
+#define KS_REMOTE_MESSAGE_BYTES_MAX 160       /* an adapter's error message quoted in errors */
+
 #endif

@@ -15,6 +15,7 @@
 #include "domain/invoice/invoice.h"
 #include "platform/platform.h"
 #include "units/acquiring.h"
+#include "units/session.h"
 
 struct payments_module {
     struct ks_payments_api api;
@@ -75,10 +76,10 @@ static int payments_open(struct ks_node *node, void **ctx, char *why, size_t why
                                       .workers = (int)ks_node_flag_int(node, "acquiring-workers")};
     if ((rc = ks_acquiring_create(&ao, &p->acquiring)) != KS_OK)
         return rc;
-    void *adapters[KS_ACQUIRING_ADAPTERS_MAX];
-    size_t n = ks_node_services(node, "adapter.acquiring.", adapters, KS_ACQUIRING_ADAPTERS_MAX);
-    if (n > KS_ACQUIRING_ADAPTERS_MAX) {
-        snprintf(why, whylen, "more than %d acquiring adapters", KS_ACQUIRING_ADAPTERS_MAX);
+    void *adapters[KS_SESSION_ADAPTERS_MAX];
+    size_t n = ks_node_services(node, "adapter.acquiring.", adapters, KS_SESSION_ADAPTERS_MAX);
+    if (n > KS_SESSION_ADAPTERS_MAX) {
+        snprintf(why, whylen, "more than %d acquiring adapters", KS_SESSION_ADAPTERS_MAX);
         return KS_ERR_LIMIT;
     }
     for (size_t i = 0; i < n; i++)

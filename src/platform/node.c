@@ -118,7 +118,8 @@ const struct ks_flag ks_core_flags[] = {
             "may lose the last commits on power loss (a process crash alone loses nothing)"},
     {.name = "public-url", .env = "KASSA_PUBLIC_URL", .dflt = "", .kind = KS_FLAG_HTTP_URL,
      .help = "base URL payers reach kassa at (payer pages); empty: the public listener's own URL",
-     .doc = "base URL payers reach kassa at; payer pages such as the sandbox 3-D Secure page are "
+     .doc = "base URL payers and providers reach kassa at; payer pages such as the sandbox 3-D "
+            "Secure page and the callback URLs given to adapters (`/v2/callbacks/{tag}`) are "
             "built on it. Set it behind a proxy",
      .dflt_doc = "the public listener's URL"},
     {.name = "merchant-keys", .env = "KASSA_MERCHANT_KEYS", .dflt = "",

@@ -1,200 +1,150 @@
-/* acquiring.c — the acquiring unit (see acquiring.h). */
+/* acquiring.c — the acquiring unit: a configuration of the session unit (see acquiring.h). */
 #include "units/acquiring.h"
 
-#include <openssl/crypto.h>
-#include <pthread.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/clock.h"
 #include "core/json.h"
+#include "units/session.h"
 
 struct ks_acquiring {
     struct ks_vault *vault;
-    pthread_mutex_t url_mu;
-    char public_url[256];         /* guarded by url_mu */
     struct ks_log *log;
-    int workers;
-    const struct ks_adapter *adapters[KS_ACQUIRING_ADAPTERS_MAX];
-    int adapters_n;
+    struct ks_session_unit *unit;
 };
+
+int ks_acquiring_step(const json_t *args, json_t **step, char *err, size_t errlen)
+{
+    assert(step != NULL);
+    *step = NULL;
+    const char *kind = ks_json_get_str(args, "kind");
+    const char *operation = ks_json_get_str(args, "operation");
+    const json_t *amount = json_object_get(args, "amount");
+    if (!kind || !operation || !json_is_integer(amount) || json_integer_value(amount) < 0 ||
+        !ks_json_get_str(args, "currency") || !ks_json_get_str(args, "invoice") ||
+        !ks_json_get_str(args, "payment")) {
+        snprintf(err, errlen, "malformed acquiring task");
+        return KS_ERR_INVALID;
+    }
+    /* A continuation names itself in "kind" and the step it continues in "operation". */
+    int cont = strcmp(kind, "inquire") == 0 || strcmp(kind, "callback") == 0;
+    json_t *within = json_pack("{s:s}", "payment", ks_json_get_str(args, "payment"));
+    const char *refund = ks_json_get_str(args, "refund");
+    if (within && refund && json_object_set_new(within, "refund", json_string(refund)) != 0) {
+        json_decref(within);
+        within = NULL;
+    }
+    json_t *s = json_pack(
+        "{s:s, s:s, s:s, s:O?, s:{s:s, s:s, s:o?}, s:O?, s:O?, s:O?, s:O?, "
+        "s:{s:O, s:O}}",
+        "unit", KS_ACQUIRING_UNIT_NAME, "operation", operation, "step", cont ? kind : "start",
+        "session", json_object_get(args, "session"), "subject", "namespace", "invoice", "id",
+        ks_json_get_str(args, "invoice"), "within", within, "provider",
+        json_object_get(args, "provider"), "terminal", json_object_get(args, "terminal"), "adapter",
+        json_object_get(args, "adapter"), "options", json_object_get(args, "options"), "payload",
+        "amount", amount, "currency", json_object_get(args, "currency"));
+    if (!s)
+        return KS_ERR_NOMEM;
+    static const char *const copied[] = {"callback", "adapterState", "callbackTag", NULL};
+    for (size_t i = 0; copied[i]; i++) {
+        json_t *v = json_object_get(args, copied[i]);
+        if (v && json_object_set(s, copied[i], v) != 0)
+            goto out_nomem;
+    }
+    const char *resource = ks_json_get_str(args, "resource");
+    if (strcmp(kind, "authorize") == 0 &&
+        /* Without a resource the reference is empty: the card is gone, the step fails. */
+        json_object_set_new(s, "secretRefs",
+                            json_pack("{s:s}", "card", resource ? resource : "")) != 0)
+        goto out_nomem;
+    *step = s;
+    return KS_OK;
+out_nomem:
+    json_decref(s);
+    return KS_ERR_NOMEM;
+}
+
+static int map(void *ctx, const json_t *args, json_t **step, char *err, size_t errlen)
+{
+    return ks_acquiring_step(args, step, err, errlen);
+}
+
+static int resolve(void *ctx, unsigned kind, const char *ref, int64_t now_ms,
+                   struct ks_session_secret_values *out)
+{
+    struct ks_acquiring *a = ctx;
+    if (kind != KS_ADAPTER_SECRET_CARD || !a->vault)
+        return KS_ERR_NOT_FOUND;
+    return ks_vault_reveal_resource(a->vault, ref, now_ms, &out->card);
+}
+
+static void answered(void *ctx, const char *task_id, const json_t *step,
+                     const struct ks_adapter_session *s, unsigned resolved,
+                     const struct ks_adapter_intent *in)
+{
+    struct ks_acquiring *a = ctx;
+    if (!(resolved & KS_ADAPTER_SECRET_CARD) || !a->vault)
+        return;
+    /* The card was presented and answered for: whatever comes next (an answer, a payer step,
+     * an inquiry) needs no CVV. A failure here leaves it to the vault's lifetime sweep. */
+    const char *resource = ks_json_get_str(json_object_get(step, "secretRefs"), "card");
+    if (ks_vault_erase_cvv_resource(a->vault, resource) != KS_OK && a->log)
+        ks_logf(a->log, KS_LOG_WARN, task_id, "CVV erase failed; the sweep will remove it");
+}
 
 int ks_acquiring_create(const struct ks_acquiring_options *opt, struct ks_acquiring **out)
 {
+    assert(opt != NULL && out != NULL);
+    *out = NULL;
     struct ks_acquiring *a = calloc(1, sizeof(*a));
     if (!a)
         return KS_ERR_NOMEM;
     a->vault = opt->vault;
-    pthread_mutex_init(&a->url_mu, NULL);
-    snprintf(a->public_url, sizeof(a->public_url), "%s", opt->public_url ? opt->public_url : "");
     a->log = opt->log;
-    a->workers = opt->workers > 0 ? opt->workers : 8;
+    struct ks_session_unit_options so = {
+        .name = KS_ACQUIRING_UNIT_NAME,
+        .workers = opt->workers,
+        .attempts_max = KS_SESSION_ATTEMPTS_MAX_DEFAULT,
+        .log = opt->log,
+        .public_url = opt->public_url,
+        .ctx = a,
+        .map = map,
+        .resolve = resolve,
+        .answered = answered,
+        .failure_default = "authorization_failed:unknown",
+        .secret_gone_code = "authorization_failed:payment_tool_rejected",
+        .secret_gone_reason = "payment tool not found",
+    };
+    int rc = ks_session_unit_create(&so, &a->unit);
+    if (rc != KS_OK) {
+        free(a);
+        return rc;
+    }
     *out = a;
     return KS_OK;
 }
 
 int ks_acquiring_add_adapter(struct ks_acquiring *a, const struct ks_adapter *ad)
 {
-    if (!ad || !ad->name || !ad->process)
-        return KS_ERR_INVALID;
-    for (int i = 0; i < a->adapters_n; i++)
-        if (strcmp(a->adapters[i]->name, ad->name) == 0)
-            return KS_ERR_CONFLICT;
-    if (a->adapters_n >= KS_ACQUIRING_ADAPTERS_MAX)
-        return KS_ERR_LIMIT;
-    a->adapters[a->adapters_n++] = ad;
-    return KS_OK;
+    return ks_session_unit_add_adapter(a->unit, ad);
 }
 
 void ks_acquiring_set_public_url(struct ks_acquiring *a, const char *url)
 {
-    pthread_mutex_lock(&a->url_mu);
-    snprintf(a->public_url, sizeof(a->public_url), "%s", url ? url : "");
-    pthread_mutex_unlock(&a->url_mu);
+    ks_session_unit_set_public_url(a->unit, url);
+}
+
+void ks_acquiring_unit(struct ks_acquiring *a, struct ks_unit *out)
+{
+    ks_session_unit_descriptor(a->unit, out);
 }
 
 void ks_acquiring_free(struct ks_acquiring *a)
 {
     if (!a)
         return;
-    pthread_mutex_destroy(&a->url_mu);
+    ks_session_unit_free(a->unit);
     free(a);
-}
-
-static const struct ks_adapter *adapter_of(struct ks_acquiring *a, const char *name)
-{
-    for (int i = 0; name && i < a->adapters_n; i++)
-        if (strcmp(a->adapters[i]->name, name) == 0)
-            return a->adapters[i];
-    return NULL;
-}
-
-/* The task result for an intent. New reference. */
-static json_t *intent_json(const struct ks_adapter_intent *in)
-{
-    json_t *r;
-    switch (in->kind) {
-    case KS_INTENT_FINISH:
-        r = json_pack("{s:s, s:b}", "intent", "finish", "success", in->success);
-        if (!in->success)
-            json_object_set_new(r, "failure",
-                                json_pack("{s:s, s:s}", "code",
-                                          in->failure_code[0] ? in->failure_code
-                                                              : "authorization_failed:unknown",
-                                          "reason", in->failure_reason));
-        if (in->trx)
-            json_object_set(r, "trx", in->trx);
-        break;
-    case KS_INTENT_SLEEP:
-        r = json_pack("{s:s, s:I}", "intent", "sleep", "sleepMs", (json_int_t)in->sleep_ms);
-        break;
-    default:
-        r = json_pack("{s:s, s:s, s:I}", "intent", "suspend", "tag", in->tag, "timeoutMs",
-                      (json_int_t)in->timeout_ms);
-        if (in->interaction)
-            json_object_set(r, "interaction", in->interaction);
-        break;
-    }
-    if (r && in->adapter_state)
-        json_object_set(r, "adapterState", in->adapter_state);
-    return r;
-}
-
-static enum ks_task_outcome acquiring_run(void *ctx, const struct ks_task_view *task,
-                                          json_t **result, char *error, size_t errlen)
-{
-    struct ks_acquiring *a = ctx;
-    const json_t *args = task->args;
-    const char *adapter_name = ks_json_get_str(args, "adapter");
-    const struct ks_adapter *ad = adapter_of(a, adapter_name);
-    if (!ad) {
-        snprintf(error, errlen, "no adapter named %s", adapter_name ? adapter_name : "(none)");
-        return KS_TASK_GIVE_UP;
-    }
-    char public_url[sizeof(a->public_url)];
-    pthread_mutex_lock(&a->url_mu);
-    memcpy(public_url, a->public_url, sizeof(public_url));
-    pthread_mutex_unlock(&a->url_mu);
-    struct ks_adapter_session s = {
-        .kind = ks_json_get_str(args, "kind"),
-        .session_id = ks_json_get_str(args, "session"),
-        .invoice_id = ks_json_get_str(args, "invoice"),
-        .payment_id = ks_json_get_str(args, "payment"),
-        .refund_id = ks_json_get_str(args, "refund"),
-        .provider_id = ks_json_get_str(args, "provider"),
-        .terminal_id = ks_json_get_str(args, "terminal"),
-        .options = json_object_get(args, "options"),
-        .amount = json_integer_value(json_object_get(args, "amount")),
-        .currency = ks_json_get_str(args, "currency"),
-        .callback = json_object_get(args, "callback"),
-        .adapter_state = json_object_get(args, "adapterState"),
-        .callback_tag = ks_json_get_str(args, "callbackTag"),
-        .public_url = public_url,
-        .now_ms = ks_now_ms(),
-    };
-    if (!s.kind || !s.session_id || !s.currency || s.amount <= 0) {
-        snprintf(error, errlen, "malformed acquiring task");
-        return KS_TASK_GIVE_UP;
-    }
-    struct ks_card card;
-    memset(&card, 0, sizeof(card));
-    int authorize = strcmp(s.kind, "authorize") == 0;
-    struct ks_adapter_intent in;
-    memset(&in, 0, sizeof(in));
-    if (authorize) {
-        const char *resource = ks_json_get_str(args, "resource");
-        int rc = resource && a->vault
-                     ? ks_vault_reveal_resource(a->vault, resource, s.now_ms, &card)
-                     : KS_ERR_NOT_FOUND;
-        if (rc == KS_ERR_NOT_FOUND || rc == KS_ERR_INVALID) {
-            /* The card is gone (or never was): the authorization cannot be attempted. */
-            in.kind = KS_INTENT_FINISH;
-            snprintf(in.failure_code, sizeof(in.failure_code),
-                     "authorization_failed:payment_tool_rejected");
-            snprintf(in.failure_reason, sizeof(in.failure_reason), "payment tool not found");
-            *result = intent_json(&in);
-            return *result ? KS_TASK_OK : KS_TASK_RETRY;
-        }
-        if (rc != KS_OK) {
-            snprintf(error, errlen, "vault unavailable: %s", ks_err_name(rc));
-            return KS_TASK_RETRY;
-        }
-        s.card = &card;
-    }
-    int rc = ad->process(ad->ctx, &s, &in, error, errlen);
-    OPENSSL_cleanse(&card, sizeof(card));
-    if (rc == KS_ERR_RETRY) {
-        ks_adapter_intent_release(&in);
-        return KS_TASK_RETRY;
-    }
-    if (rc != KS_OK) {
-        ks_adapter_intent_release(&in);
-        return KS_TASK_GIVE_UP;
-    }
-    if (authorize) {
-        /* The card was presented: whatever comes next (an answer, a payer step, an inquiry)
-         * needs no CVV.
-         * A failure here leaves it to the vault's lifetime sweep. */
-        const char *resource = ks_json_get_str(args, "resource");
-        if (ks_vault_erase_cvv_resource(a->vault, resource) != KS_OK && a->log)
-            ks_logf(a->log, KS_LOG_WARN, task->id, "CVV erase failed; the sweep will remove it");
-    }
-    *result = intent_json(&in);
-    ks_adapter_intent_release(&in);
-    if (!*result) {
-        snprintf(error, errlen, "out of memory");
-        return KS_TASK_RETRY;
-    }
-    return KS_TASK_OK;
-}
-
-void ks_acquiring_unit(struct ks_acquiring *a, struct ks_unit *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->name = "acquiring";
-    out->ctx = a;
-    out->workers = a->workers;
-    out->attempts_max = 8;
-    out->run = acquiring_run;
 }

@@ -9,6 +9,7 @@ runs never race for a port. At teardown the server gets SIGTERM; the test fails 
 non-zero, does not stop, or its stderr holds a sanitizer report.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -187,3 +188,161 @@ def start_kassa(tmp_path):
         problems.extend(k.stop())
     if problems:
         pytest.fail("kassa serve: " + "\n".join(problems), pytrace=False)
+
+
+# --- acquirers: the in-process sandbox, or the same behaviour as a remote adapter ---------------
+
+ACQUIRERS = ("sandbox", "remote")
+REMOTE_SANDBOX = os.path.join(ROOT, "tests", "adapters", "remote_sandbox.py")
+PYTHON = "/usr/bin/python3"
+
+
+class RemoteSandbox:
+    """tests/adapters/remote_sandbox.py: a sandbox acquirer in its own process, reached over the
+    remote adapter protocol (docs/adapter-protocol.md). `url` is its step endpoint."""
+
+    def __init__(self, workdir, broken=False):
+        self.err_path = os.path.join(str(workdir), "remote-sandbox.stderr")
+        self.err = open(self.err_path, "wb")
+        args = [PYTHON, REMOTE_SANDBOX, "--port", "0"] + (["--broken"] if broken else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.err)
+        line = self._banner()
+        self.base = line.split()[-1]
+        self.url = self.base + "/session"
+
+    def _banner(self):
+        import select
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline().decode()
+                if line.startswith("remote sandbox listening on http://127.0.0.1:"):
+                    return line.strip()
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError("the remote sandbox did not start: " +
+                           open(self.err_path, errors="replace").read()[-2000:])
+
+    def operations(self, invoice=None, payment=None):
+        params = {k: v for k, v in (("invoice", invoice), ("payment", payment)) if v}
+        r = requests.get(self.base + "/operations", params=params, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.text
+        return r.json()["operations"]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc.stdout.close()
+        self.err.close()
+
+
+def remote_provider(doc, url, send_card=True):
+    """`doc` with the sandbox provider routed to a remote adapter at `url`."""
+    prov = doc["providers"]["sandbox"]
+    prov["adapter"] = "http"
+    prov["options"] = dict(prov.get("options") or {}, url=url, sendCard=send_card)
+    return doc
+
+
+def in_process_provider(doc):
+    """`doc` with the sandbox provider back on the in-process sandbox."""
+    prov = doc["providers"]["sandbox"]
+    prov["adapter"] = "sandbox"
+    for key in ("url", "sendCard", "timeoutMs"):
+        (prov.get("options") or {}).pop(key, None)
+    return doc
+
+
+def edit_config(k, change, reason):
+    """Applies `change(document)` to server `k`'s configuration as a new revision (retried when
+    another writer got there first); nothing when it changes nothing."""
+    for _ in range(20):
+        cur = requests.get(k.admin + "/admin/v1/config", headers=k.auth(),
+                           timeout=HTTP_TIMEOUT_S).json()
+        doc = change(json.loads(json.dumps(cur["document"])))
+        if doc == cur["document"]:
+            return
+        r = requests.put(k.admin + "/admin/v1/config", headers=k.auth(), timeout=HTTP_TIMEOUT_S,
+                         json={"baseRevision": cur["revision"], "document": doc,
+                               "reason": reason})
+        if r.status_code == 200:
+            return
+        assert r.status_code == 409, r.text
+    raise AssertionError("could not change the configuration")
+
+
+@contextlib.contextmanager
+def routed_to(k, url, send_card=True):
+    """Server `k`'s sandbox provider goes to the remote adapter at `url` inside the block, and
+    back to the in-process sandbox after it (the store may be shared with later modules)."""
+    edit_config(k, lambda d: remote_provider(d, url, send_card), "black-box tests: a remote adapter")
+    try:
+        yield k
+    finally:
+        edit_config(k, in_process_provider, "black-box tests: back to the in-process sandbox")
+
+
+class Acquirer:
+    """Where a test module's payments go: "sandbox" (kassa's in-process sandbox acquirer) or
+    "remote" (tests/adapters/remote_sandbox.py, through "adapter": "http"). Both behave alike for
+    the test cards of docs/sandbox.md; `operations` reads either one's record."""
+
+    def __init__(self, kind, workdir):
+        assert kind in ACQUIRERS
+        self.kind = kind
+        self.remote = RemoteSandbox(workdir) if kind == "remote" else None
+
+    def wire(self, k):
+        """Routes server `k`'s sandbox provider to this acquirer (idempotent)."""
+        if self.remote:
+            edit_config(k, lambda d: remote_provider(d, self.remote.url),
+                        "black-box tests: the sandbox provider through the remote adapter")
+        return k
+
+    def operations(self, k, invoice=None, payment=None):
+        if self.remote:
+            return self.remote.operations(invoice, payment)
+        params = {key: v for key, v in (("invoice", invoice), ("payment", payment)) if v}
+        r = requests.get(k.admin + "/admin/v1/sandbox/operations", params=params,
+                         headers=k.auth(), timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.text
+        return r.json()["operations"]
+
+    def stop(self):
+        if not self.remote:
+            return
+        store = os.environ.get("KASSA_TEST_STORE_URL")
+        if store:  # a store shared with later modules: put the in-process sandbox back
+            out = subprocess.run([kassa_bin(), "config", "get", "--store", store],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            cur = json.loads(out.stdout)
+            doc = in_process_provider(json.loads(json.dumps(cur["document"])))
+            if doc != cur["document"]:
+                import tempfile
+                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                    json.dump(doc, f)
+                put = subprocess.run([kassa_bin(), "config", "put", f.name, "--store", store,
+                                      "--base", str(cur["revision"]), "--reason",
+                                      "black-box tests: back to the in-process sandbox"],
+                                     capture_output=True, text=True, timeout=60)
+                os.unlink(f.name)
+                assert put.returncode == 0, put.stderr
+        self.remote.stop()
+
+
+@pytest.fixture(scope="module")
+def acquirer():
+    """The in-process sandbox acquirer. test_payments.py overrides this fixture to run its module
+    once per acquirer (ACQUIRERS); modules that borrow its `api` fixture get this one."""
+    a = Acquirer("sandbox", None)
+    yield a
+    a.stop()

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import Kassa, kassa_bin
+from conftest import ACQUIRERS, Acquirer, Kassa, kassa_bin
 
 try:
     from openapi_check import check_response
@@ -151,12 +151,34 @@ def issue_token(workdir, party=PARTY, extra=()):
     return out.stdout.strip()
 
 
+ACQUIRER = []  # the acquirer of the tests running now (the `acquirer` fixture)
+
+
+@pytest.fixture(scope="module", autouse=True, params=ACQUIRERS)
+def acquirer(request, tmp_path_factory):
+    """Every test here runs once per acquirer: kassa's in-process sandbox, then the same
+    behaviour as a remote adapter in its own process (conftest.Acquirer)."""
+    a = Acquirer(request.param, tmp_path_factory.mktemp("acquirer"))
+    ACQUIRER[:] = [a]
+    yield a
+    ACQUIRER.clear()
+    try:  # the payments above really went where they were meant to
+        assert a.kind != "remote" or a.operations(None), "no step reached the remote adapter"
+    finally:
+        a.stop()
+
+
 def start_payments_kassa(workdir, *extra):
-    return Kassa(workdir, ["--dev-trust-own-key", "--payment-hold-ms", "3000"] + list(extra))
+    k = Kassa(workdir, ["--dev-trust-own-key", "--payment-hold-ms", "3000"] + list(extra))
+    try:  # modules that borrow this file's helpers use the in-process sandbox
+        return ACQUIRER[0].wire(k) if ACQUIRER else k
+    except BaseException:
+        k.stop()
+        raise
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
+def api(tmp_path_factory, acquirer):
     wd = tmp_path_factory.mktemp("payments")
     k = start_payments_kassa(wd)
     yield Api(k, issue_token(wd))

@@ -227,8 +227,21 @@ static const struct bad_case bad_cases[] = {
      "\"shops\":{\"TEST\":{\"name\":\"dup\",\"currency\":\"RUB\","
      "\"categoryID\":1,\"contractID\":\"c\"}}}",
      "$.parties.other.shops.TEST: this shop id is already used by party \"sandbox\""},
+    {"providers/other", "{\"name\":\"o\",\"adapter\":\"http\"}",
+     "$.providers.other: options {url} are required for the http adapter"},
     {"providers/other",
-     "{\"name\":\"o\",\"adapter\":\"http\",\"terminals\":{\"sandbox-1\":"
+     "{\"name\":\"o\",\"adapter\":\"http\",\"options\":{\"url\":\"https://a.example/x\","
+     "\"timeoutMs\":50}}",
+     "$.providers.other.options.timeoutMs: must be an integer of 100 to 60000 (milliseconds)"},
+    {"providers/other",
+     "{\"name\":\"o\",\"adapter\":\"http\",\"options\":{\"url\":\"https://a.example/\"},"
+     "\"terminals\":{\"t9\":{\"currencies\":[\"RUB\"],\"paymentSystems\":[\"visa\"],"
+     "\"fees\":{\"*\":{\"*\":{\"percent\":\"1\"}}},\"options\":{\"url\":\"file:///x\"}}}}",
+     "$.providers.other.terminals.t9.options.url: must be an http:// or https:// URL of at most "
+     "2048 characters, with a host and no credentials"},
+    {"providers/other",
+     "{\"name\":\"o\",\"adapter\":\"http\",\"options\":{\"url\":\"https://a.example/\"},"
+     "\"terminals\":{\"sandbox-1\":"
      "{\"currencies\":[\"RUB\"],\"paymentSystems\":[\"visa\"],\"fees\":"
      "{\"*\":{\"*\":{\"percent\":\"1\"}}}}}}",
      "$.providers.other.terminals.sandbox-1: this terminal id is already used by provider "

@@ -95,18 +95,25 @@ static int run(const struct call *c, struct ks_adapter_intent *in)
     snprintf(card.exp_year, sizeof(card.exp_year), "%s", c->exp_year ? c->exp_year : "2031");
     snprintf(card.cvv, sizeof(card.cvv), "123");
     snprintf(card.holder, sizeof(card.holder), "TEST HOLDER");
+    /* The generic session as the acquiring unit builds it (units/acquiring.c). */
+    int cont = strcmp(c->kind, "inquire") == 0 || strcmp(c->kind, "callback") == 0;
+    json_t *payload = json_pack("{s:I, s:s}", "amount", (json_int_t)(c->amount ? c->amount : 10000),
+                                "currency", c->currency ? c->currency : "RUB");
+    json_t *within = json_pack("{s:s}", "payment", c->payment ? c->payment : "1");
+    cr_assert(payload && within);
+    if (c->refund)
+        json_object_set_new(within, "refund", json_string(c->refund));
     struct ks_adapter_session s = {
-        .kind = c->kind,
+        .unit = "acquiring",
+        .operation = cont ? "authorize" : c->kind,
+        .step = cont ? c->kind : "start",
         .session_id = sid,
-        .invoice_id = inv,
-        .payment_id = c->payment ? c->payment : "1",
-        .refund_id = c->refund,
+        .subject = {.ns = "invoice", .id = inv, .within = within},
         .provider_id = "sandbox",
         .terminal_id = "t1",
         .options = c->options,
-        .amount = c->amount ? c->amount : 10000,
-        .currency = c->currency ? c->currency : "RUB",
-        .card = strcmp(c->kind, "authorize") == 0 ? &card : NULL,
+        .payload = payload,
+        .secrets = {.card = strcmp(c->kind, "authorize") == 0 ? &card : NULL},
         .callback = c->callback,
         .adapter_state = c->state,
         .callback_tag = c->tag ? c->tag : tag,
@@ -115,7 +122,10 @@ static int run(const struct call *c, struct ks_adapter_intent *in)
     };
     memset(in, 0, sizeof(*in));
     last_err[0] = '\0';
-    return ad->process(ad->ctx, &s, in, last_err, sizeof(last_err));
+    int rc = ad->process(ad->ctx, &s, in, last_err, sizeof(last_err));
+    json_decref(payload);
+    json_decref(within);
+    return rc;
 }
 
 /* Runs a step that must succeed; returns its intent kind. */
@@ -671,15 +681,23 @@ Test(sandbox, malformed_sessions_are_refused_and_leave_nothing)
     /* authorize without card data */
     char sid[64];
     snprintf(sid, sizeof(sid), "%s.nocard", inv);
-    struct ks_adapter_session s = {.kind = "authorize",
+    json_t *payload = json_pack("{s:I, s:s}", "amount", (json_int_t)1, "currency", "RUB");
+    json_t *within = json_pack("{s:s}", "payment", "1");
+    struct ks_adapter_session s = {.unit = "acquiring",
+                                   .operation = "authorize",
+                                   .step = "start",
                                    .session_id = sid,
-                                   .invoice_id = inv,
-                                   .payment_id = "1",
-                                   .amount = 1,
-                                   .currency = "RUB",
+                                   .subject = {.ns = "invoice", .id = inv, .within = within},
+                                   .payload = payload,
                                    .now_ms = now_ms};
     memset(&in, 0, sizeof(in));
     cr_assert_eq(ad->process(ad->ctx, &s, &in, last_err, sizeof(last_err)), KS_ERR_INVALID);
+    /* a session of another unit */
+    s.unit = "fiscal";
+    cr_assert_eq(ad->process(ad->ctx, &s, &in, last_err, sizeof(last_err)), KS_ERR_INVALID);
+    cr_assert(strstr(last_err, "acquiring") != NULL, "%s", last_err);
+    json_decref(payload);
+    json_decref(within);
 }
 
 Test(sandbox, listing_filters_and_pages)

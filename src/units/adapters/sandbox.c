@@ -273,9 +273,47 @@ struct card_facts {
     char system[16];
 };
 
+/* An acquiring session step as the sandbox reads it: the generic session (units/adapter.h)
+ * flattened with the acquiring unit's subject and payload. Everything borrowed from it. */
+struct acq {
+    const char *kind; /* the operation of a start step, else the step: inquire | callback */
+    const char *session_id;
+    const char *invoice_id; /* subject.id */
+    const char *payment_id; /* subject.within.payment */
+    const char *refund_id;  /* subject.within.refund (refunds) */
+    int64_t amount;         /* payload.amount, minor units; -1 when absent or not an integer */
+    const char *currency;   /* payload.currency */
+    const struct ks_card *card;
+    const json_t *callback;
+    const json_t *adapter_state;
+    const char *callback_tag;
+    const char *public_url;
+    int64_t now_ms;
+};
+
+static void acq_of(const struct ks_adapter_session *s, struct acq *a)
+{
+    const json_t *amount = json_object_get(s->payload, "amount");
+    *a = (struct acq){
+        .kind = s->step && strcmp(s->step, "start") != 0 ? s->step : s->operation,
+        .session_id = s->session_id,
+        .invoice_id = s->subject.id,
+        .payment_id = ks_json_get_str(s->subject.within, "payment"),
+        .refund_id = ks_json_get_str(s->subject.within, "refund"),
+        .amount = json_is_integer(amount) ? json_integer_value(amount) : -1,
+        .currency = ks_json_get_str(s->payload, "currency"),
+        .card = s->secrets.card,
+        .callback = s->callback,
+        .adapter_state = s->adapter_state,
+        .callback_tag = s->callback_tag,
+        .public_url = s->public_url,
+        .now_ms = s->now_ms,
+    };
+}
+
 struct step {
     struct ks_sandbox *sb;
-    const struct ks_adapter_session *s;
+    const struct acq *s;
     const struct sb_opts *o;
     const struct card_facts *card; /* authorize only */
     const char *target;            /* inquire / callback: the session asked about */
@@ -323,7 +361,7 @@ static int is(const char *a, const char *b)
 /* A fresh row for the session, before its outcome is decided. */
 static int op_new(const struct step *st, const char *scenario, struct ks_sandbox_op *op)
 {
-    const struct ks_adapter_session *s = st->s;
+    const struct acq *s = st->s;
     memset(op, 0, sizeof(*op));
     if (ks_sandbox_copy(op->session_id, sizeof(op->session_id), s->session_id) ||
         ks_sandbox_copy(op->kind, sizeof(op->kind), s->kind) ||
@@ -341,7 +379,7 @@ static int op_new(const struct step *st, const char *scenario, struct ks_sandbox
 }
 
 /* Whether a repeated session id asks for what it asked the first time. */
-static int same_request(const struct ks_sandbox_op *op, const struct ks_adapter_session *s,
+static int same_request(const struct ks_sandbox_op *op, const struct acq *s,
                         const struct card_facts *card)
 {
     const char *rid = is(s->kind, "refund") && s->refund_id ? s->refund_id : "";
@@ -371,7 +409,7 @@ static int tag_take(struct step *st, struct ks_sandbox_op *op)
 static int authorize_tx(void *conn, void *arg)
 {
     struct step *st = arg;
-    const struct ks_adapter_session *s = st->s;
+    const struct acq *s = st->s;
     const struct ks_sandbox_db *db = st->sb->db;
     struct ks_sandbox_op *op = &st->op;
     int rc = db->load(conn, s->session_id, 1, op);
@@ -444,7 +482,7 @@ static int authorize_tx(void *conn, void *arg)
 static int money_tx(void *conn, void *arg)
 {
     struct step *st = arg;
-    const struct ks_adapter_session *s = st->s;
+    const struct acq *s = st->s;
     const struct ks_sandbox_db *db = st->sb->db;
     struct ks_sandbox_op *op = &st->op;
     int rc = db->load(conn, s->session_id, 1, op);
@@ -517,7 +555,7 @@ static int money_tx(void *conn, void *arg)
 static int follow_tx(void *conn, void *arg)
 {
     struct step *st = arg;
-    const struct ks_adapter_session *s = st->s;
+    const struct acq *s = st->s;
     const struct ks_sandbox_db *db = st->sb->db;
     struct ks_sandbox_op *op = &st->op;
     int rc = db->load(conn, st->target, 1, op);
@@ -585,7 +623,7 @@ static json_t *trx_json(const struct ks_sandbox_op *op)
 }
 
 /* The 3-D Secure redirect: the payer's browser posts a form to kassa's sandbox page. */
-static json_t *interaction_json(const struct ks_adapter_session *s, const struct ks_sandbox_op *op)
+static json_t *interaction_json(const struct acq *s, const struct ks_sandbox_op *op)
 {
     char url[512];
     const char *base = s->public_url ? s->public_url : "";
@@ -603,7 +641,7 @@ static json_t *interaction_json(const struct ks_adapter_session *s, const struct
 static int tell(const struct step *st, struct ks_adapter_intent *out)
 {
     const struct ks_sandbox_op *op = &st->op;
-    const struct ks_adapter_session *s = st->s;
+    const struct acq *s = st->s;
     if (is(op->status, "authorized") || is(op->status, "succeeded")) {
         out->kind = KS_INTENT_FINISH;
         out->success = 1;
@@ -647,7 +685,7 @@ static int tell(const struct step *st, struct ks_adapter_intent *out)
 
 /* --- the adapter --------------------------------------------------------------------------- */
 
-static int session_check(const struct ks_adapter_session *s, char *err, size_t errlen)
+static int session_check(const struct acq *s, char *err, size_t errlen)
 {
     const char *k = s->kind;
     if (!is(k, "authorize") && !is(k, "capture") && !is(k, "cancel") && !is(k, "refund") &&
@@ -691,18 +729,25 @@ static void log_step(struct ks_sandbox *sb, const struct step *st)
     ks_log_json(sb->log, KS_LOG_INFO, NULL, "sandbox acquirer", f);
 }
 
-static int sandbox_process(void *ctx, const struct ks_adapter_session *s,
+static int sandbox_process(void *ctx, const struct ks_adapter_session *session,
                            struct ks_adapter_intent *out, char *err, size_t errlen)
 {
     struct ks_sandbox *sb = ctx;
-    assert(sb != NULL && s != NULL && out != NULL);
+    assert(sb != NULL && session != NULL && out != NULL);
     if (err && errlen)
         err[0] = '\0';
+    if (!session->unit || strcmp(session->unit, "acquiring") != 0) {
+        set_err(err, errlen, "the sandbox acquirer runs acquiring sessions only");
+        return KS_ERR_INVALID;
+    }
+    struct acq acq;
+    acq_of(session, &acq);
+    const struct acq *s = &acq;
     int rc = session_check(s, err, errlen);
     if (rc != KS_OK)
         return rc;
     struct sb_opts o;
-    if ((rc = opts_read(s->options, &o, err, errlen)) != KS_OK)
+    if ((rc = opts_read(session->options, &o, err, errlen)) != KS_OK)
         return rc;
 
     struct card_facts card;
@@ -767,6 +812,7 @@ int ks_sandbox_open(struct ks_store *store, struct ks_log *log, struct ks_sandbo
     sb->db = db;
     sb->adapter.name = KS_SANDBOX_ADAPTER_NAME;
     sb->adapter.ctx = sb;
+    sb->adapter.secrets = KS_ADAPTER_SECRET_CARD; /* it decides by the card number */
     sb->adapter.process = sandbox_process;
     *out = sb;
     return KS_OK;

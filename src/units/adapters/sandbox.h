@@ -96,7 +96,9 @@ KS_MUST_USE int ks_sandbox_open(struct ks_store *store, struct ks_log *log,
 void ks_sandbox_close(struct ks_sandbox *sb);
 
 /*
- * The adapter descriptor, owned by `sb`. Its `process` implements every session kind:
+ * The adapter descriptor, owned by `sb`. It runs acquiring sessions (unit "acquiring"; the
+ * subject's id is the invoice, within it the payment and the refund; the payload is {amount,
+ * currency}) and may receive cards. By step ("start" named by its operation):
  *   authorize  decides by card number (docs/sandbox.md) and records the operation;
  *   capture / cancel / refund  act on the payment's authorization within its limits;
  *   inquire    tells the outcome of an earlier session (named by adapter_state {"session"} or
