@@ -36,11 +36,17 @@ ifneq ($(filter san bench,$(VARIANT)),)
   LIB_SRC += $(shell find tests/probe -name '*.c' | sort)
 endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
+            $(BUILD)/obj/gen/module_migrations.o \
             $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(shell find bench -name '*.c' 2>/dev/null | sort)
 MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
+# Each module's own migrations folder (store/sql.h): NAME=DIR gives ks_NAME_schema.
+MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations \
+                         sandbox=src/units/adapters/sandbox_migrations
+MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
+                       -name '*.sql' | sort)
 
 .PHONY: all run test bench deps build unit blackbox clean format san release help FORCE
 
@@ -59,6 +65,14 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) scripts/embed-sql.sh
 	bash scripts/embed-sql.sh src/store/migrations > $@
 
 $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/module_migrations.c: $(MODULE_MIGRATIONS) scripts/embed-sql.sh Makefile
+	@mkdir -p $(dir $@)
+	bash scripts/embed-sql.sh --modules $(MODULE_MIGRATION_DIRS) > $@
+
+$(BUILD)/obj/gen/module_migrations.o: $(BUILD)/gen/module_migrations.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

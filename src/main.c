@@ -36,6 +36,7 @@
 #include "http/http.h"
 #include "http/server.h"
 #include "ledger/ledger.h"
+#include "store/sql.h"
 #include "store/store.h"
 #include "units/acquiring.h"
 #include "units/adapters/sandbox.h"
@@ -554,6 +555,17 @@ static int cmd_migrate(int argc, char **argv)
     struct ks_store *store = NULL;
     if ((rc = store_start(&c, &lg, &store)) != EXIT_OK)
         goto out_log;
+    /* The modules' own tables (each module also applies its schema when it opens). */
+    const struct ks_sql_schema *const schemas[] = {&ks_ledger_schema, &ks_vault_schema,
+                                                   &ks_sandbox_schema};
+    for (size_t i = 0; i < sizeof(schemas) / sizeof(schemas[0]); i++) {
+        char why[256];
+        if (ks_sql_migrate(store, schemas[i], why, sizeof(why)) != KS_OK) {
+            fprintf(stderr, "kassa: %s\n", why);
+            rc = EXIT_FAILURE_;
+            goto out_store;
+        }
+    }
     int version = 0;
     if (ks_store_schema_version(store, &version) != KS_OK) {
         fprintf(stderr, "kassa: cannot read the schema version\n");
