@@ -55,16 +55,14 @@ struct load {
 static int plan_row(void *ctx, size_t k, struct ks_sql_stmt *row)
 {
     struct load *ld = ctx;
-    return lx_plan_loaded(ld->tx, ld->ids[k], (int)ks_sql_col_i64(row, 0),
-                          ks_sql_col_i64(row, 1));
+    return lx_plan_loaded(ld->tx, ld->ids[k], (int)ks_sql_col_i64(row, 0), ks_sql_col_i64(row, 1));
 }
 
 static int batch_row(void *ctx, size_t k, struct ks_sql_stmt *row)
 {
     struct load *ld = ctx;
     return lx_batch_loaded(ld->tx, ld->ids[k], ks_sql_col_i64(row, 0), ks_sql_col_str(row, 1),
-                           ks_sql_col_str(row, 2), ks_sql_col_i64(row, 3),
-                           ks_sql_col_i64(row, 4));
+                           ks_sql_col_str(row, 2), ks_sql_col_i64(row, 3), ks_sql_col_i64(row, 4));
 }
 
 static int posting_loaded_row(void *ctx, size_t k, struct ks_sql_stmt *row)
@@ -78,8 +76,8 @@ static int account_loaded_row(void *ctx, size_t k, struct ks_sql_stmt *row)
 {
     struct load *ld = ctx;
     return lx_account_loaded(ld->tx, ld->ids[k], ks_sql_col_str(row, 0), ks_sql_col_bool(row, 1),
-                             ks_sql_col_i64(row, 2), ks_sql_col_i64(row, 3),
-                             ks_sql_col_i64(row, 4), ks_sql_col_i64(row, 5));
+                             ks_sql_col_i64(row, 2), ks_sql_col_i64(row, 3), ks_sql_col_i64(row, 4),
+                             ks_sql_col_i64(row, 5));
 }
 
 int lx_sql_load_plans(struct ks_sql *db, struct lx_tx *tx)

@@ -80,20 +80,14 @@ static int put_mark(struct ks_sql_buf *o, enum ks_sql_marks marks, int n)
     char t[32];
     int w;
     switch (marks) {
-    case KS_SQL_MARKS_QN:
-        w = snprintf(t, sizeof(t), "?%d", n);
-        break;
-    case KS_SQL_MARKS_DOLLAR:
-        w = snprintf(t, sizeof(t), "$%d", n);
-        break;
+    case KS_SQL_MARKS_QN: w = snprintf(t, sizeof(t), "?%d", n); break;
+    case KS_SQL_MARKS_DOLLAR: w = snprintf(t, sizeof(t), "$%d", n); break;
     case KS_SQL_MARKS_KEY:
         if (n != 1)
             return KS_ERR_INTERNAL;
         w = snprintf(t, sizeof(t), "u.ks_k");
         break;
-    default:
-        w = snprintf(t, sizeof(t), "u.ks_p%d", n);
-        break;
+    default: w = snprintf(t, sizeof(t), "u.ks_p%d", n); break;
     }
     assert(w > 0 && (size_t)w < sizeof(t));
     return ks_sql_buf_put(o, t, (size_t)w, KS_SQL_STATEMENT_BYTES_MAX);
@@ -120,8 +114,8 @@ int ks_sql_translate(const char *src, enum ks_sql_dialect d, enum ks_sql_marks m
         } else if (p[0] == '{' && p[1] == '{') {
             const char *end = strstr(p + 2, "}}");
             size_t len = end ? (size_t)(end - (p + 2)) : 0;
-            const char *t = end && len <= FRAGMENT_NAME_BYTES_MAX ? fragment_text(p + 2, len, d)
-                                                                  : NULL;
+            const char *t =
+                end && len <= FRAGMENT_NAME_BYTES_MAX ? fragment_text(p + 2, len, d) : NULL;
             if (!t)
                 rc = KS_ERR_INTERNAL;
             else
@@ -172,7 +166,8 @@ void ks_sql_set_errmsg(struct ks_sql *db, const char *msg)
         *nl = '\0';
 }
 
-/* --- calls ------------------------------------------------------------------------------------- */
+/* --- calls -------------------------------------------------------------------------------------
+ */
 
 static const struct ks_sql_engine *engine_of(struct ks_store *s)
 {
@@ -227,8 +222,12 @@ static int call_fn(void *conn, void *arg)
 static int run_call(struct ks_store *s, ks_sql_fn fn, void *arg, bool writer, bool snapshot)
 {
     assert(s != NULL && fn != NULL);
-    struct call c = {
-        .store = s, .en = engine_of(s), .fn = fn, .arg = arg, .writer = writer, .snapshot = snapshot};
+    struct call c = {.store = s,
+                     .en = engine_of(s),
+                     .fn = fn,
+                     .arg = arg,
+                     .writer = writer,
+                     .snapshot = snapshot};
     if (!c.en)
         return KS_ERR_INVALID;
     return writer ? ks_store_with_tx(s, call_fn, &c) : ks_store_with_reader(s, call_fn, &c);
@@ -249,7 +248,8 @@ int ks_sql_read_snapshot(struct ks_store *s, ks_sql_fn fn, void *arg)
     return run_call(s, fn, arg, false, true);
 }
 
-/* --- statements ---------------------------------------------------------------------------------- */
+/* --- statements ----------------------------------------------------------------------------------
+ */
 
 static void stmt_reset(struct ks_sql_stmt *st)
 {
@@ -418,7 +418,8 @@ int64_t ks_sql_changes(const struct ks_sql_stmt *st)
     return st->changes;
 }
 
-/* --- columns ------------------------------------------------------------------------------------ */
+/* --- columns ------------------------------------------------------------------------------------
+ */
 
 int ks_sql_col_count(struct ks_sql_stmt *st)
 {
@@ -494,7 +495,8 @@ bool ks_sql_col_blob(struct ks_sql_stmt *st, int col, void *dst, size_t cap, siz
     return true;
 }
 
-/* --- many rows ----------------------------------------------------------------------------------- */
+/* --- many rows -----------------------------------------------------------------------------------
+ */
 
 int ks_sql_batch(struct ks_sql *db, const char *sql, struct ks_sql_stmt **out)
 {
@@ -550,7 +552,8 @@ int ks_sql_lock(struct ks_sql *db, int32_t space, const int32_t *keys, size_t n)
     return n == 0 ? KS_OK : db->en->lock(db, space, keys, n);
 }
 
-/* --- migrations ------------------------------------------------------------------------------------ */
+/* --- migrations
+ * ------------------------------------------------------------------------------------ */
 
 static bool schema_valid(const struct ks_sql_schema *sc)
 {
@@ -627,14 +630,6 @@ static int migrate_tx(struct ks_sql *db, void *arg)
         return migrate_fail(db, m, "lock", rc);
     char *sql = NULL;
     int np = 0;
-    rc = ks_sql_translate("CREATE TABLE IF NOT EXISTS ks_module_schema (module TEXT PRIMARY KEY,"
-                          " version INTEGER NOT NULL, updated_at {{int64}} NOT NULL)",
-                          db->en->dialect, KS_SQL_MARKS_QN, &sql, &np);
-    if (rc == KS_OK)
-        rc = db->en->exec_script(db, sql);
-    free(sql);
-    if (rc != KS_OK)
-        return migrate_fail(db, m, "ks_module_schema", rc);
     int cur = 0;
     if ((rc = module_version(db, sc->module, &cur)) != KS_OK)
         return migrate_fail(db, m, "read version", rc);
@@ -683,8 +678,7 @@ static int migrate_tx(struct ks_sql *db, void *arg)
     return rc == KS_OK ? KS_OK : migrate_fail(db, m, "record version", rc);
 }
 
-int ks_sql_migrate(struct ks_store *s, const struct ks_sql_schema *schema, char *why,
-                   size_t whylen)
+int ks_sql_migrate(struct ks_store *s, const struct ks_sql_schema *schema, char *why, size_t whylen)
 {
     assert(s != NULL && schema != NULL && why != NULL && whylen > 0);
     why[0] = '\0';
@@ -692,6 +686,11 @@ int ks_sql_migrate(struct ks_store *s, const struct ks_sql_schema *schema, char 
         snprintf(why, whylen, "a module's migrations are malformed");
         return KS_ERR_INTERNAL;
     }
+    /* Up to date (the common case, at every open): one read, no write transaction. */
+    int version = 0;
+    if (ks_sql_schema_version(s, schema->module, &version) == KS_OK && version > 0 &&
+        (size_t)version >= schema->n)
+        return KS_OK;
     struct migrate m = {.sc = schema, .why = why, .whylen = whylen};
     int rc = ks_sql_tx(s, migrate_tx, &m);
     if (rc != KS_OK && !why[0])

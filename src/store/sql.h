@@ -89,7 +89,8 @@ struct ks_sql_stmt;
 /* What ks_sql_step returns when it has a row (KS_OK: no more rows). */
 #define KS_SQL_ROW 1
 
-/* --- connections -------------------------------------------------------------------------------- */
+/* --- connections --------------------------------------------------------------------------------
+ */
 
 typedef int (*ks_sql_fn)(struct ks_sql *db, void *arg);
 
@@ -104,7 +105,8 @@ KS_MUST_USE int ks_sql_read(struct ks_store *s, ks_sql_fn fn, void *arg);
  * PostgreSQL: REPEATABLE READ READ ONLY), so several statements see one moment. */
 KS_MUST_USE int ks_sql_read_snapshot(struct ks_store *s, ks_sql_fn fn, void *arg);
 
-/* --- statements --------------------------------------------------------------------------------- */
+/* --- statements ---------------------------------------------------------------------------------
+ */
 
 /* Prepares `sql` (see the header for its form) on `db`, or takes the cached statement of the
  * same text and resets it. `*out` belongs to `db`. KS_ERR_INTERNAL for an unknown fragment or a
@@ -150,7 +152,8 @@ bool ks_sql_col_copy(struct ks_sql_stmt *st, int col, char *dst, size_t cap);
 /* Copies a blob into `dst` (NULL gives length 0). False, and failed, if longer than `cap`. */
 bool ks_sql_col_blob(struct ks_sql_stmt *st, int col, void *dst, size_t cap, size_t *len);
 
-/* --- many rows at once ------------------------------------------------------------------------- */
+/* --- many rows at once -------------------------------------------------------------------------
+ */
 
 /* Prepares a statement run once per row: `INSERT INTO t (cols) VALUES (exprs)[ tail]` (tail:
  * e.g. ON CONFLICT ... DO UPDATE) or `UPDATE t SET ... WHERE ...`, every placeholder in the
@@ -177,7 +180,8 @@ KS_MUST_USE int ks_sql_each_key(struct ks_sql *db, const char *sql, const char *
  * keys sorted ascending, released at commit or rollback (PostgreSQL); nothing on SQLite. */
 KS_MUST_USE int ks_sql_lock(struct ks_sql *db, int32_t space, const int32_t *keys, size_t n);
 
-/* --- migrations --------------------------------------------------------------------------------- */
+/* --- migrations ---------------------------------------------------------------------------------
+ */
 
 /* One version of a module's schema: the file NNN_name.sql of the module's migrations folder.
  * `engine_version` is the store migration that created the same tables before modules had their

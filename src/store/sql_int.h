@@ -14,15 +14,21 @@
 
 enum ks_sql_dialect { KS_SQL_SQLITE = 0, KS_SQL_PG = 1, KS_SQL_DIALECTS };
 
-enum ks_sql_type { KS_SQL_T_UNSET = 0, KS_SQL_T_NULL, KS_SQL_T_TEXT, KS_SQL_T_I64, KS_SQL_T_BOOL,
-                   KS_SQL_T_BLOB };
+enum ks_sql_type {
+    KS_SQL_T_UNSET = 0,
+    KS_SQL_T_NULL,
+    KS_SQL_T_TEXT,
+    KS_SQL_T_I64,
+    KS_SQL_T_BOOL,
+    KS_SQL_T_BLOB
+};
 
 /* How sql.c writes the placeholders of a statement for an engine. */
 enum ks_sql_marks {
-    KS_SQL_MARKS_QN,    /* ?N, as written (SQLite) */
+    KS_SQL_MARKS_QN,     /* ?N, as written (SQLite) */
     KS_SQL_MARKS_DOLLAR, /* $N (PostgreSQL) */
-    KS_SQL_MARKS_KEY,   /* ?1 -> u.ks_k, no other placeholder (PostgreSQL ks_sql_each_key) */
-    KS_SQL_MARKS_ARRAY, /* ?N -> u.ks_pN (PostgreSQL ks_sql_batch) */
+    KS_SQL_MARKS_KEY,    /* ?1 -> u.ks_k, no other placeholder (PostgreSQL ks_sql_each_key) */
+    KS_SQL_MARKS_ARRAY,  /* ?N -> u.ks_pN (PostgreSQL ks_sql_batch) */
 };
 
 enum ks_sql_stmt_kind { KS_SQL_K_PLAIN = 0, KS_SQL_K_BATCH, KS_SQL_K_EACH };
@@ -43,19 +49,19 @@ struct ks_sql_buf {
 struct ks_sql_stmt {
     struct ks_sql *db;
     enum ks_sql_stmt_kind kind;
-    char *source;    /* the text as the module wrote it: the cache key with `kind` */
-    char *text;      /* for the engine (a batch's PostgreSQL text is made at run) */
-    int nparams;     /* highest placeholder used */
+    char *source; /* the text as the module wrote it: the cache key with `kind` */
+    char *text;   /* for the engine (a batch's PostgreSQL text is made at run) */
+    int nparams;  /* highest placeholder used */
     struct ks_sql_param params[KS_SQL_PARAMS_MAX];
-    int err;         /* sticky failure since the last reset */
-    bool running;    /* stepped since the last reset */
+    int err;      /* sticky failure since the last reset */
+    bool running; /* stepped since the last reset */
     int64_t changes;
-    int col_off;     /* columns before the module's own (PostgreSQL each-key: the key index) */
+    int col_off; /* columns before the module's own (PostgreSQL each-key: the key index) */
     /* engine state */
-    void *handle;    /* sqlite3_stmt * | PGresult * */
-    int row, rows;   /* PostgreSQL: current row, rows in handle */
-    char num[KS_SQL_PARAMS_MAX][24];            /* PostgreSQL: int64 parameters as text */
-    struct ks_sql_buf arrays[KS_SQL_PARAMS_MAX]; /* PostgreSQL batch: one array per parameter */
+    void *handle;                                    /* sqlite3_stmt * | PGresult * */
+    int row, rows;                                   /* PostgreSQL: current row, rows in handle */
+    char num[KS_SQL_PARAMS_MAX][24];                 /* PostgreSQL: int64 parameters as text */
+    struct ks_sql_buf arrays[KS_SQL_PARAMS_MAX];     /* PostgreSQL batch: one array per parameter */
     enum ks_sql_type array_types[KS_SQL_PARAMS_MAX]; /* ... and its element type */
     size_t batch_rows;
 };

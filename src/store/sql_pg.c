@@ -15,10 +15,11 @@
  *   UPDATE t SET .. WHERE ..              -> UPDATE t SET .. FROM unnest(...) AS u(...) WHERE ..
  *   per-key query Q(?1)                   -> SELECT u.ks_o, q.* FROM unnest($1::text[]) WITH
  *                                             ORDINALITY AS u(ks_k, ks_o) CROSS JOIN LATERAL
- *                                             (Q(u.ks_k)) AS q
- * The LATERAL form keeps each key an index lookup whatever the planner's statistics say (a
- * fresh table's lagging statistics once made `= ANY($1)` scan the whole table), and runs the
- * keys in the order given, so row locks in Q are taken in that order.
+ *                                             (SELECT row_number() OVER () AS ks_r, s.* FROM
+ *                                             (Q(u.ks_k)) AS s) AS q ORDER BY u.ks_o, q.ks_r
+ * The LATERAL subquery, kept from being flattened, makes each key an index lookup whatever the
+ * planner's statistics say (a fresh table's lagging statistics once made `= ANY($1)` scan the
+ * whole table) and runs the keys in the order given, so row locks in Q are taken in that order.
  */
 #include <assert.h>
 #include <libpq-fe.h>
@@ -83,11 +84,14 @@ static int pg_prepare(struct ks_sql_stmt *st)
 {
     if (st->kind != KS_SQL_K_EACH)
         return KS_OK; /* the server parses it at the first step; a batch's text is made at run */
+    /* The window function keeps the subquery from being pulled up into a plain join (which the
+     * planner may run as a hash join over the whole table, and in any order): it stays a
+     * nested loop over the keys, one lookup each, and ks_r keeps each key's rows in the order
+     * the query gives them. */
     static const char head[] = "SELECT u.ks_o, q.* FROM unnest($1::text[]) WITH ORDINALITY AS"
-                               " u(ks_k, ks_o) CROSS JOIN LATERAL (";
-    /* No ORDER BY: a LATERAL join is a nested loop over the keys, in array order, and an
-     * outer sort would not keep the order of each key's rows. */
-    static const char tail[] = ") AS q";
+                               " u(ks_k, ks_o) CROSS JOIN LATERAL (SELECT row_number() OVER ()"
+                               " AS ks_r, s.* FROM (";
+    static const char tail[] = ") AS s) AS q ORDER BY u.ks_o, q.ks_r";
     struct ks_sql_buf b = {0};
     int rc = ks_sql_buf_put(&b, head, sizeof(head) - 1, KS_SQL_STATEMENT_BYTES_MAX);
     if (rc == KS_OK)
@@ -148,8 +152,7 @@ static int pg_step(struct ks_sql_stmt *st)
                 lens[i] = (int)p->n;
                 fmts[i] = 1;
                 break;
-            default:
-                break;
+            default: break;
             }
         }
         int rc = run(st, st->text, st->nparams, types, vals, lens, fmts);
@@ -209,7 +212,8 @@ static bool pg_blob(struct ks_sql_stmt *st, int col, void *dst, size_t cap, size
     return true;
 }
 
-/* --- arrays ------------------------------------------------------------------------------------ */
+/* --- arrays ------------------------------------------------------------------------------------
+ */
 
 static int arr_sep(struct ks_sql_buf *b)
 {
@@ -373,10 +377,11 @@ static int pg_batch_run(struct ks_sql_stmt *st)
     return rc;
 }
 
-/* --- keys, locks, scripts ------------------------------------------------------------------------ */
+/* --- keys, locks, scripts ------------------------------------------------------------------------
+ */
 
-static int pg_each_key(struct ks_sql_stmt *st, const char *const *keys, size_t n,
-                       ks_sql_row_fn fn, void *ctx)
+static int pg_each_key(struct ks_sql_stmt *st, const char *const *keys, size_t n, ks_sql_row_fn fn,
+                       void *ctx)
 {
     struct ks_sql_buf arr = {0};
     int rc = KS_OK;
@@ -395,7 +400,7 @@ static int pg_each_key(struct ks_sql_stmt *st, const char *const *keys, size_t n
         int64_t o = 0;
         if (!pg_i64(st, 0, &o) || o < 1 || (uint64_t)o > n)
             return KS_ERR_IO;
-        st->col_off = 1;
+        st->col_off = 2; /* ks_o, ks_r */
         rc = fn(ctx, (size_t)(o - 1), st);
         if (rc == KS_OK && st->err != KS_OK)
             rc = st->err;

@@ -17,15 +17,11 @@ static int sq_error(struct ks_sql *db, int rc)
 {
     ks_sql_set_errmsg(db, sqlite3_errmsg(db->conn));
     switch (rc & 0xff) {
-    case SQLITE_CONSTRAINT:
-        return KS_ERR_CONFLICT;
+    case SQLITE_CONSTRAINT: return KS_ERR_CONFLICT;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return KS_ERR_RETRY;
-    case SQLITE_NOMEM:
-        return KS_ERR_NOMEM;
-    default:
-        return KS_ERR_IO;
+    case SQLITE_LOCKED: return KS_ERR_RETRY;
+    case SQLITE_NOMEM: return KS_ERR_NOMEM;
+    default: return KS_ERR_IO;
     }
 }
 
@@ -68,15 +64,9 @@ static int bind_params(struct ks_sql_stmt *st)
                       : sqlite3_bind_null(q, i + 1);
             break;
         case KS_SQL_T_I64:
-        case KS_SQL_T_BOOL:
-            rc = sqlite3_bind_int64(q, i + 1, p->i64);
-            break;
-        case KS_SQL_T_BLOB:
-            rc = sqlite3_bind_blob(q, i + 1, p->p, (int)p->n, SQLITE_STATIC);
-            break;
-        default:
-            rc = sqlite3_bind_null(q, i + 1);
-            break;
+        case KS_SQL_T_BOOL: rc = sqlite3_bind_int64(q, i + 1, p->i64); break;
+        case KS_SQL_T_BLOB: rc = sqlite3_bind_blob(q, i + 1, p->p, (int)p->n, SQLITE_STATIC); break;
+        default: rc = sqlite3_bind_null(q, i + 1); break;
         }
     }
     return rc == SQLITE_OK ? KS_OK : sq_error(st->db, rc);
@@ -123,13 +113,10 @@ static const char *sq_text(struct ks_sql_stmt *st, int col)
 static bool sq_i64(struct ks_sql_stmt *st, int col, int64_t *out)
 {
     switch (sqlite3_column_type(st->handle, col)) {
-    case SQLITE_INTEGER:
-        *out = sqlite3_column_int64(st->handle, col);
-        return true;
+    case SQLITE_INTEGER: *out = sqlite3_column_int64(st->handle, col); return true;
     case SQLITE_TEXT:
         return ks_sql_parse_i64((const char *)sqlite3_column_text(st->handle, col), out);
-    default:
-        return false;
+    default: return false;
     }
 }
 
@@ -166,8 +153,8 @@ static int sq_batch_run(struct ks_sql_stmt *st)
     return KS_OK;
 }
 
-static int sq_each_key(struct ks_sql_stmt *st, const char *const *keys, size_t n,
-                       ks_sql_row_fn fn, void *ctx)
+static int sq_each_key(struct ks_sql_stmt *st, const char *const *keys, size_t n, ks_sql_row_fn fn,
+                       void *ctx)
 {
     int rc = KS_OK;
     for (size_t k = 0; rc == KS_OK && k < n; k++) {

@@ -94,17 +94,17 @@ int ks_vault_db_key_current(struct ks_sql *db, struct ks_vault_keyrow *out)
     return rc;
 }
 
-int ks_vault_db_key_make_current(struct ks_sql *db, const struct ks_vault_keyrow *k,
-                                 int64_t now_ms)
+int ks_vault_db_key_make_current(struct ks_sql *db, const struct ks_vault_keyrow *k, int64_t now_ms)
 {
     struct ks_sql_stmt *q = NULL;
     int rc = ks_sql_prepare(db, "UPDATE vault_keys SET is_current = 0 WHERE is_current = 1", &q);
     if (rc != KS_OK || (rc = run(q, NULL)) != KS_OK)
         return rc;
-    rc = ks_sql_prepare(db,
-                        "INSERT INTO vault_keys (key_id, master_id, wrapped, is_current, created_at)"
-                        " VALUES (?1, ?2, ?3, 1, ?4)",
-                        &q);
+    rc =
+        ks_sql_prepare(db,
+                       "INSERT INTO vault_keys (key_id, master_id, wrapped, is_current, created_at)"
+                       " VALUES (?1, ?2, ?3, 1, ?4)",
+                       &q);
     if (rc != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, k->key_id);
@@ -326,8 +326,8 @@ int ks_vault_db_card_delete(struct ks_sql *db, const char *token, int64_t *delet
 {
     struct ks_sql_stmt *q = NULL;
     int rc = ks_vault_db_cvv_delete(db, token);
-    if (rc != KS_OK || (rc = ks_sql_prepare(db, "DELETE FROM vault_cards WHERE token = ?1", &q)) !=
-                           KS_OK)
+    if (rc != KS_OK ||
+        (rc = ks_sql_prepare(db, "DELETE FROM vault_cards WHERE token = ?1", &q)) != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, token);
     return run(q, deleted);
