@@ -55,11 +55,16 @@
  * below, KS_ERR_INTERNAL for a misuse the asserts of a release build let through, KS_ERR_IO
  * for everything else.
  *
- * Migrations. A module's tables are created by its own migrations (one file per version in its
- * folder, e.g. src/ledger/migrations/001_ledger.sql, schema fragments as above, embedded by
- * scripts/embed-sql.sh into a `struct ks_sql_schema`) and applied by ks_sql_migrate from the
- * module's open function. See ks_sql_migrate for versions, the baseline of old databases and
- * nodes that start at once.
+ * Migrations. A module's tables are created by its own migrations: one file per version in the
+ * module's folder, NNN_name.sql with NNN = 1, 2, 3... without gaps (e.g.
+ * src/ledger/migrations/001_ledger.sql), written once for both stores with the schema fragments
+ * above, several statements a file, no parameters. scripts/embed-sql.sh embeds each folder as
+ * the module's `const struct ks_sql_schema ks_<module>_schema` (the folders are listed in the
+ * Makefile, MODULE_MIGRATION_DIRS). A line "-- replaces engine migration N" in a file names the
+ * store migration that created the same tables before modules had their own (the baseline of
+ * old databases). The module's open function applies its schema with ks_sql_migrate; each
+ * module's version is recorded in ks_module_schema (module, version, updated_at), created by
+ * store migration 007. See ks_sql_migrate for the baseline and for nodes that start at once.
  *
  * Thread-safety: a `struct ks_sql` and its statements belong to the thread running the call.
  */

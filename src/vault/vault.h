@@ -9,7 +9,7 @@
  * re-encrypts every card under it.
  *
  * Nothing here ever logs, returns in an error, or stores in clear a card number or CVV. The
- * vault keeps its tables in the store (migration 003_vault) through ks_store_with_tx, so it can
+ * vault keeps its tables in the store (its own migrations) through ks_sql_tx, so it can
  * run in its own role (`--roles vault`) on its own hosts later.
  * Thread-safe.
  */

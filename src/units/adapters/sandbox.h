@@ -4,7 +4,7 @@
  * docs/sandbox.md; the adapter contract: docs/adapter-protocol.md.
  *
  * Every session it is asked to run is written, in the same storage transaction that decides its
- * outcome, to its own table (sandbox_operations, migration 004_sandbox): one row per session_id.
+ * outcome, to its own table (sandbox_operations, its migration 001_sandbox): one row per session_id.
  * A repeated session id never charges twice: it gets the recorded outcome back. Outcomes that
  * stay hidden at first (the "unknown outcome" cards) are fixed when the row is written and only
  * revealed by later inquiries, so every inquiry agrees with every other.
