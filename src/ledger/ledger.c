@@ -1498,12 +1498,8 @@ int ks_ledger_accounts_list(struct ks_ledger *l, const char *prefix, const char 
         hi[0] = 0x7f; /* above every id character */
         hi[1] = '\0';
     }
-    struct rd r = {.lo = lo,
-                   .hi = hi,
-                   .after = after ? after : "",
-                   .limit = limit,
-                   .accounts = out,
-                   .n = n};
+    struct rd r = {
+        .lo = lo, .hi = hi, .after = after ? after : "", .limit = limit, .accounts = out, .n = n};
     int rc = ks_sql_read(l->store, rd_accounts, &r);
     for (size_t i = 0; rc == KS_OK && i < *n; i++)
         lx_account_derive(&out[i]);
@@ -1523,8 +1519,7 @@ int ks_ledger_postings_read(struct ks_ledger *l, const char *account, int64_t af
     struct ks_ledger_posting_row *rows = calloc(limit, sizeof(*rows));
     if (!rows)
         return KS_ERR_NOMEM;
-    struct rd r = {
-        .id = account, .after_id = after, .limit = limit, .postings = rows, .n = n};
+    struct rd r = {.id = account, .after_id = after, .limit = limit, .postings = rows, .n = n};
     int rc = ks_sql_read(l->store, rd_postings, &r);
     if (rc != KS_OK || *n == 0) {
         free(rows);

@@ -391,12 +391,10 @@ int ks_sql_step(struct ks_sql_stmt *st)
 
 int ks_sql_exec(struct ks_sql_stmt *st)
 {
+    /* A statement that returns rows (RETURNING) is stepped to its end: the engine bounds it. */
     int rc;
-    size_t rows = 0;
-    /* A statement that returns rows is stepped to its end; the bound is the engine's own. */
     while ((rc = ks_sql_step(st)) == KS_SQL_ROW)
-        rows++;
-    (void)rows;
+        continue;
     int64_t changes = st->changes;
     int done = ks_sql_done(st);
     st->changes = changes;

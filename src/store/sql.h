@@ -140,10 +140,11 @@ KS_MUST_USE int ks_sql_done(struct ks_sql_stmt *st);
 /* Rows the last finished INSERT, UPDATE or DELETE changed. */
 int64_t ks_sql_changes(const struct ks_sql_stmt *st);
 
-/* Column getters on the current row (column 0 first). */
+/* Column getters on the current row (column 0 first). A getter's text is valid until the next
+ * step or reset. The number of columns of the statement's rows: */
 int ks_sql_col_count(struct ks_sql_stmt *st);
 bool ks_sql_col_is_null(struct ks_sql_stmt *st, int col);
-/* The text, NULL for SQL NULL; valid until the next step or reset. Any type reads as text. */
+/* The text, NULL for SQL NULL. Any type reads as text (numbers in decimal). */
 const char *ks_sql_col_text(struct ks_sql_stmt *st, int col);
 /* The text, "" for SQL NULL; never NULL. */
 const char *ks_sql_col_str(struct ks_sql_stmt *st, int col);

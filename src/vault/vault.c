@@ -613,7 +613,7 @@ struct tokenize_tx {
     const char *cvv; /* "" = none */
     const char *bin, *last4, *payment_system;
     const struct ks_vault_binding *binding; /* or NULL */
-    struct ks_vault_rec rec; /* token and created_at set by the caller */
+    struct ks_vault_rec rec;                /* token and created_at set by the caller */
 };
 
 static int tokenize_tx(struct ks_sql *db, void *arg)
@@ -633,7 +633,7 @@ static int tokenize_tx(struct ks_sql *db, void *arg)
     if ((rc = ks_vault_seal(key, aad, aadlen, a->plain, a->plain_len, a->rec.sealed,
                             sizeof(a->rec.sealed), &a->rec.sealed_len)) != KS_OK ||
         (rc = ks_vault_db_card_insert(db, &a->rec, a->bin, a->last4, a->payment_system,
-                                  a->binding)) != KS_OK)
+                                      a->binding)) != KS_OK)
         goto out;
     if (a->cvv[0]) {
         aadlen = aad_record(aad, KS_VAULT_T_CVV, a->rec.token, cur.key_id);
@@ -877,8 +877,8 @@ static int sweep_tx(struct ks_sql *db, void *arg)
 
 /* Runs `tx` (one batch of at most `batch` deletions) until a batch comes back short, or
  * KS_VAULT_SWEEP_BATCHES_MAX batches (the next sweep goes on). */
-static int sweep_batches(struct ks_vault *v, ks_sql_fn tx, int64_t cutoff_ms,
-                         int batch, int64_t *erased)
+static int sweep_batches(struct ks_vault *v, ks_sql_fn tx, int64_t cutoff_ms, int batch,
+                         int64_t *erased)
 {
     *erased = 0;
     struct erase_tx a = {.v = v, .cutoff_ms = cutoff_ms, .batch = batch};
@@ -919,7 +919,7 @@ static int claim_tx(struct ks_sql *db, void *arg)
 {
     struct claim_tx *a = arg;
     return ks_vault_db_card_claim(db, a->token, a->invoice_id, a->now_ms, a->resource_id,
-                                 sizeof(a->resource_id), &a->valid_until_ms);
+                                  sizeof(a->resource_id), &a->valid_until_ms);
 }
 
 int ks_vault_claim(struct ks_vault *v, const char *token, const char *invoice_id, int64_t now_ms,
@@ -1130,7 +1130,7 @@ static int rekey_tx(struct ks_sql *db, void *arg)
     if (rc != KS_OK || (rc = key_resolve(v, &cur, key)) != KS_OK)
         goto out;
     if ((rc = ks_vault_db_stale_list(db, a->table, cur.key_id, a->after, a->batch, a->recs,
-                                 &a->listed)) != KS_OK)
+                                     &a->listed)) != KS_OK)
         goto out;
     for (int i = 0; i < a->listed; i++) {
         struct ks_vault_rec *r = &a->recs[i];
@@ -1150,7 +1150,8 @@ static int rekey_tx(struct ks_sql *db, void *arg)
                            &r->sealed_len);
         OPENSSL_cleanse(pt, sizeof(pt));
         int updated = 0;
-        if (rc != KS_OK || (rc = ks_vault_db_rec_rekey(db, a->table, r, old_key, &updated)) != KS_OK)
+        if (rc != KS_OK ||
+            (rc = ks_vault_db_rec_rekey(db, a->table, r, old_key, &updated)) != KS_OK)
             goto out;
         a->reencrypted += updated; /* 0: erased or re-keyed by another node meanwhile */
     }

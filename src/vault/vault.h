@@ -46,10 +46,10 @@ struct ks_sql_schema;
 extern const struct ks_sql_schema ks_vault_schema;
 
 /* Opens the vault: brings its tables up to date (ks_sql_migrate with ks_vault_schema), loads
- * (or creates) the master key, and the current data key (creating the first one if none exists). Errors name the path, never key material. The master key file
- * holds 64 hexadecimal digits; one that group or others may access (mode & 077) is refused
- * (KS_ERR_INVALID), and so is a master key that does not unwrap the store's current data key
- * (every node must share one master key file). */
+ * (or creates) the master key, and the current data key (creating the first one if none exists).
+ * Errors name the path, never key material. The master key file holds 64 hexadecimal digits; one
+ * that group or others may access (mode & 077) is refused (KS_ERR_INVALID), and so is a master key
+ * that does not unwrap the store's current data key (every node must share one master key file). */
 KS_MUST_USE int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, char *why,
                               size_t whylen);
 void ks_vault_close(struct ks_vault *v);

@@ -144,8 +144,7 @@ int ks_vault_db_keys_prune(struct ks_sql *db, int64_t *deleted);
  * (PostgreSQL), so a sweep on another node either deleted it or leaves it. NOT_FOUND: no such
  * card; KS_ERR_REJECTED: unbound, bound to another invoice, or expired. */
 int ks_vault_db_card_claim(struct ks_sql *db, const char *token, const char *invoice_id,
-                           int64_t now_ms, char *resource_id, size_t cap,
-                           int64_t *valid_until_ms);
+                           int64_t now_ms, char *resource_id, size_t cap, int64_t *valid_until_ms);
 /* On a reader (or in a transaction). The token of a resource; NOT_FOUND if none. */
 int ks_vault_db_card_token(struct ks_sql *db, const char *resource_id, char *token, size_t cap);
 /* Deletes a card and its CVV; `*deleted` is 1 if the card was there, else 0. */

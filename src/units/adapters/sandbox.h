@@ -4,10 +4,10 @@
  * docs/sandbox.md; the adapter contract: docs/adapter-protocol.md.
  *
  * Every session it is asked to run is written, in the same storage transaction that decides its
- * outcome, to its own table (sandbox_operations, its migration 001_sandbox): one row per session_id.
- * A repeated session id never charges twice: it gets the recorded outcome back. Outcomes that
- * stay hidden at first (the "unknown outcome" cards) are fixed when the row is written and only
- * revealed by later inquiries, so every inquiry agrees with every other.
+ * outcome, to its own table (sandbox_operations, its migration 001_sandbox): one row per
+ * session_id. A repeated session id never charges twice: it gets the recorded outcome back.
+ * Outcomes that stay hidden at first (the "unknown outcome" cards) are fixed when the row is
+ * written and only revealed by later inquiries, so every inquiry agrees with every other.
  *
  * Capture, cancel and refund act on the authorization of the same (invoice_id, payment_id):
  * captures never add up to more than was authorized, refunds never to more than was captured,
