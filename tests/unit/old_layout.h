@@ -1,7 +1,7 @@
 /*
- * old_layout.h — the SQLite schema that store migrations 002-005 created before the ledger, the
- * vault and the sandbox shipped their own migrations (as they stood in src/store/migrations/sqlite,
- * comments dropped): test_sql.c builds an old database with it and opens it with today's code.
+ * old_layout.h — the schema that store migrations 002-005 created before the ledger, the vault and
+ * the sandbox shipped their own migrations, as they stood in src/store/migrations/{sqlite,pg}
+ * (comments dropped): test_sql.c builds an old database with it and opens it with today's code.
  */
 #ifndef KS_TESTS_UNIT_OLD_LAYOUT_H
 #define KS_TESTS_UNIT_OLD_LAYOUT_H
@@ -48,8 +48,7 @@ static const char *const old_layout_sqlite[] = {
     ");\n"
     "CREATE UNIQUE INDEX ledger_postings_plan ON ledger_postings (plan_id, batch_seq, idx);\n"
     "CREATE INDEX ledger_postings_from ON ledger_postings (from_account, id);\n"
-    "CREATE INDEX ledger_postings_to ON ledger_postings (to_account, id);\n"
-    ,
+    "CREATE INDEX ledger_postings_to ON ledger_postings (to_account, id);\n",
     /* 003_vault */
     "CREATE TABLE vault_keys (\n"
     "    key_id      TEXT    PRIMARY KEY,\n"
@@ -76,8 +75,7 @@ static const char *const old_layout_sqlite[] = {
     "    created_at  INTEGER NOT NULL\n"
     ") WITHOUT ROWID;\n"
     "CREATE INDEX vault_cvv_created ON vault_cvv (created_at);\n"
-    "CREATE INDEX vault_cvv_key ON vault_cvv (key_id);\n"
-    ,
+    "CREATE INDEX vault_cvv_key ON vault_cvv (key_id);\n",
     /* 004_sandbox */
     "CREATE TABLE sandbox_operations (\n"
     "    pos             INTEGER PRIMARY KEY AUTOINCREMENT,\n"
@@ -106,8 +104,7 @@ static const char *const old_layout_sqlite[] = {
     ");\n"
     "CREATE INDEX sandbox_operations_payment ON sandbox_operations (invoice_id, payment_id, pos);\n"
     "CREATE INDEX sandbox_operations_tag ON sandbox_operations (callback_tag)\n"
-    "    WHERE callback_tag IS NOT NULL;\n"
-    ,
+    "    WHERE callback_tag IS NOT NULL;\n",
     /* 005_payment_resources */
     "ALTER TABLE vault_cards ADD COLUMN resource_id TEXT;\n"
     "ALTER TABLE vault_cards ADD COLUMN invoice_id TEXT;\n"
@@ -116,8 +113,117 @@ static const char *const old_layout_sqlite[] = {
     "CREATE UNIQUE INDEX vault_cards_resource ON vault_cards (resource_id)\n"
     "    WHERE resource_id IS NOT NULL;\n"
     "CREATE INDEX vault_cards_unclaimed ON vault_cards (valid_until)\n"
-    "    WHERE claimed = 0 AND valid_until > 0;\n"
-    ,
+    "    WHERE claimed = 0 AND valid_until > 0;\n",
+};
+
+static const char *const old_layout_pg[] = {
+    /* 002_ledger */
+    "CREATE TABLE ledger_accounts (\n"
+    "    id               text COLLATE \"C\" PRIMARY KEY,\n"
+    "    currency         text    NOT NULL,\n"
+    "    may_go_negative  boolean NOT NULL,\n"
+    "    own              bigint  NOT NULL,\n"
+    "    held_debit       bigint  NOT NULL,\n"
+    "    held_credit      bigint  NOT NULL,\n"
+    "    created_at       bigint  NOT NULL,\n"
+    "    updated_at       bigint  NOT NULL\n"
+    ");\n"
+    "CREATE TABLE ledger_plans (\n"
+    "    id          text COLLATE \"C\" PRIMARY KEY,\n"
+    "    status      integer NOT NULL,\n"
+    "    batches_n   integer NOT NULL,\n"
+    "    created_at  bigint  NOT NULL,\n"
+    "    updated_at  bigint  NOT NULL\n"
+    ");\n"
+    "CREATE TABLE ledger_batches (\n"
+    "    plan_id      text COLLATE \"C\" NOT NULL,\n"
+    "    seq          integer NOT NULL,\n"
+    "    batch_id     text COLLATE \"C\" NOT NULL,\n"
+    "    fingerprint  text    NOT NULL,\n"
+    "    postings_n   integer NOT NULL,\n"
+    "    created_at   bigint  NOT NULL,\n"
+    "    PRIMARY KEY (plan_id, seq),\n"
+    "    UNIQUE (plan_id, batch_id)\n"
+    ");\n"
+    "CREATE TABLE ledger_postings (\n"
+    "    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+    "    plan_id       text COLLATE \"C\" NOT NULL,\n"
+    "    batch_seq     integer NOT NULL,\n"
+    "    idx           integer NOT NULL,\n"
+    "    from_account  text COLLATE \"C\" NOT NULL,\n"
+    "    to_account    text COLLATE \"C\" NOT NULL,\n"
+    "    amount        bigint  NOT NULL,\n"
+    "    currency      text    NOT NULL,\n"
+    "    created_at    bigint  NOT NULL\n"
+    ");\n"
+    "CREATE UNIQUE INDEX ledger_postings_plan ON ledger_postings (plan_id, batch_seq, idx);\n"
+    "CREATE INDEX ledger_postings_from ON ledger_postings (from_account, id);\n"
+    "CREATE INDEX ledger_postings_to ON ledger_postings (to_account, id);\n",
+    /* 003_vault */
+    "CREATE TABLE vault_keys (\n"
+    "    key_id      text    PRIMARY KEY,\n"
+    "    master_id   text    NOT NULL,\n"
+    "    wrapped     bytea   NOT NULL,\n"
+    "    is_current  integer NOT NULL DEFAULT 0,\n"
+    "    created_at  bigint  NOT NULL\n"
+    ");\n"
+    "CREATE UNIQUE INDEX vault_keys_current ON vault_keys (is_current) WHERE is_current = 1;\n"
+    "CREATE TABLE vault_cards (\n"
+    "    token           text    PRIMARY KEY,\n"
+    "    key_id          text    NOT NULL REFERENCES vault_keys (key_id),\n"
+    "    sealed          bytea   NOT NULL,\n"
+    "    bin             text    NOT NULL,\n"
+    "    last4           text    NOT NULL,\n"
+    "    payment_system  text    NOT NULL,\n"
+    "    created_at      bigint  NOT NULL\n"
+    ");\n"
+    "CREATE INDEX vault_cards_key ON vault_cards (key_id);\n"
+    "CREATE TABLE vault_cvv (\n"
+    "    token       text    PRIMARY KEY REFERENCES vault_cards (token),\n"
+    "    key_id      text    NOT NULL REFERENCES vault_keys (key_id),\n"
+    "    sealed      bytea   NOT NULL,\n"
+    "    created_at  bigint  NOT NULL\n"
+    ");\n"
+    "CREATE INDEX vault_cvv_created ON vault_cvv (created_at);\n"
+    "CREATE INDEX vault_cvv_key ON vault_cvv (key_id);\n",
+    /* 004_sandbox */
+    "CREATE TABLE sandbox_operations (\n"
+    "    pos             bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+    "    session_id      text    NOT NULL UNIQUE,\n"
+    "    kind            text    NOT NULL,\n"
+    "    invoice_id      text    NOT NULL,\n"
+    "    payment_id      text    NOT NULL,\n"
+    "    refund_id       text,\n"
+    "    amount          bigint  NOT NULL,\n"
+    "    currency        text    NOT NULL,\n"
+    "    card_mask       text,\n"
+    "    payment_system  text,\n"
+    "    scenario        text    NOT NULL,\n"
+    "    status          text    NOT NULL,\n"
+    "    failure_code    text,\n"
+    "    failure_reason  text,\n"
+    "    provider_trx    text,\n"
+    "    rrn             text,\n"
+    "    approval_code   text,\n"
+    "    callback_tag    text,\n"
+    "    deadline_at     bigint  NOT NULL DEFAULT 0,\n"
+    "    attempts        bigint  NOT NULL,\n"
+    "    inquiries       bigint  NOT NULL DEFAULT 0,\n"
+    "    created_at      bigint  NOT NULL,\n"
+    "    updated_at      bigint  NOT NULL\n"
+    ");\n"
+    "CREATE INDEX sandbox_operations_payment ON sandbox_operations (invoice_id, payment_id, pos);\n"
+    "CREATE INDEX sandbox_operations_tag ON sandbox_operations (callback_tag)\n"
+    "    WHERE callback_tag IS NOT NULL;\n",
+    /* 005_payment_resources */
+    "ALTER TABLE vault_cards ADD COLUMN resource_id text;\n"
+    "ALTER TABLE vault_cards ADD COLUMN invoice_id text;\n"
+    "ALTER TABLE vault_cards ADD COLUMN valid_until bigint NOT NULL DEFAULT 0;\n"
+    "ALTER TABLE vault_cards ADD COLUMN claimed integer NOT NULL DEFAULT 1;\n"
+    "CREATE UNIQUE INDEX vault_cards_resource ON vault_cards (resource_id)\n"
+    "    WHERE resource_id IS NOT NULL;\n"
+    "CREATE INDEX vault_cards_unclaimed ON vault_cards (valid_until)\n"
+    "    WHERE claimed = 0 AND valid_until > 0;\n",
 };
 
 #endif

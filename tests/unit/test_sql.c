@@ -3,11 +3,14 @@
  * KASSA_TEST_STORE (default: a fresh SQLite file): typed parameters and NULLs, the row cursor,
  * errors, transactions that roll back, fragments and placeholders, batches, per-key queries,
  * locks, snapshots, and the migration runner (fresh, re-run, new versions, baseline of a
- * database from before modules had their own migrations). Tables and module names are random,
- * so the cases share a PostgreSQL database with every other test.
+ * database from before modules had their own migrations, built from old_layout.h and opened by
+ * the ledger, the vault and the sandbox). Tables, schemas and module names are random, so the
+ * cases share a PostgreSQL database with every other test (an old database there lives in a
+ * schema of its own, named by the URL's search_path).
  */
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -639,36 +642,105 @@ Test(sql, a_database_from_before_is_baselined_not_migrated_again)
 /* --- an old database ----------------------------------------------------------------------------
  */
 
-static int raw_exec(void *conn, void *arg)
+static int raw_exec_sqlite(void *conn, void *arg)
 {
-    const char *sql = arg;
-    return sqlite3_exec(conn, sql, NULL, NULL, NULL) == SQLITE_OK ? KS_OK : KS_ERR_IO;
+    return sqlite3_exec(conn, arg, NULL, NULL, NULL) == SQLITE_OK ? KS_OK : KS_ERR_IO;
 }
 
-Test(sql, an_old_sqlite_database_opens_with_its_data)
+static int raw_exec_pg(void *conn, void *arg)
 {
-    if (strcmp(ks_store_kind(store), "sqlite") != 0)
-        return; /* the fixture is SQLite's (the baseline itself is tested on both stores) */
+    PGresult *r = PQexec(conn, arg);
+    ExecStatusType st = PQresultStatus(r);
+    PQclear(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? KS_OK : KS_ERR_IO;
+}
+
+/* An old database of its own: on SQLite the case's fresh file; on PostgreSQL a fresh schema of
+ * the shared database (the URL's search_path names it), so the module tables are its own. */
+struct old_db {
+    struct ks_store *s;
+    bool pg;
+    char schema[32];
+};
+
+static void old_open(struct old_db *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->pg = strcmp(ks_store_kind(store), "postgres") == 0;
+    if (!o->pg) {
+        o->s = store;
+        return;
+    }
+    random_name(o->schema, sizeof(o->schema), "old_");
+    struct ddl d;
+    snprintf(d.sql, sizeof(d.sql), "CREATE SCHEMA %s", o->schema);
+    cr_assert_eq(ks_sql_tx(store, ddl_tx, &d), KS_OK);
+    const char *base = getenv("KASSA_TEST_STORE");
+    char url[640], why[256];
+    snprintf(url, sizeof(url), "%s%soptions=-csearch_path%%3D%s", base,
+             strchr(base, '?') ? "&" : "?", o->schema);
+    cr_assert_eq(ks_store_open(url, NULL, &o->s, why, sizeof(why)), KS_OK, "%s", why);
+}
+
+static void old_close(struct old_db *o)
+{
+    if (!o->pg)
+        return;
+    ks_store_close(o->s);
+    struct ddl d;
+    snprintf(d.sql, sizeof(d.sql), "DROP SCHEMA %s CASCADE", o->schema);
+    cr_expect_eq(ks_sql_tx(store, ddl_tx, &d), KS_OK);
+}
+
+/* Runs raw SQL on the old database, as a binary from before did. */
+static int old_exec(struct old_db *o, const char *sql)
+{
+    return ks_store_with_tx(o->s, o->pg ? raw_exec_pg : raw_exec_sqlite, (void *)sql);
+}
+
+/* Applies the store migrations 002 .. 002 + n - 1 as they were, and records them. */
+static void old_layout(struct old_db *o, size_t n)
+{
+    static const char *const names[] = {"ledger", "vault", "sandbox", "payment_resources"};
+    for (size_t i = 0; i < n; i++) {
+        const char *sql = o->pg ? old_layout_pg[i] : old_layout_sqlite[i];
+        cr_assert_eq(old_exec(o, sql), KS_OK, "old migration %zu", i + 2);
+        char rec[160];
+        snprintf(rec, sizeof(rec),
+                 "INSERT INTO schema_migrations (version, name%s) VALUES (%zu, '%s'%s)",
+                 o->pg ? "" : ", applied_at", i + 2, names[i], o->pg ? "" : ", 1");
+        cr_assert_eq(old_exec(o, rec), KS_OK, "%s", rec);
+    }
+}
+
+static int old_version(struct old_db *o, const char *module)
+{
+    int v = -1;
+    cr_assert_eq(ks_sql_schema_version(o->s, module, &v), KS_OK);
+    return v;
+}
+
+Test(sql, an_old_database_opens_with_its_data)
+{
     /* What a binary from before made: store migrations 002-005 applied and recorded, the
-     * modules' rows in them, no ks_module_schema. */
-    for (size_t i = 0; i < sizeof(old_layout_sqlite) / sizeof(old_layout_sqlite[0]); i++)
-        cr_assert_eq(ks_store_with_tx(store, raw_exec, (void *)old_layout_sqlite[i]), KS_OK,
-                     "old migration %zu", i + 2);
-    cr_assert_eq(ks_store_with_tx(store, raw_exec,
-                                  "INSERT INTO schema_migrations (version, name, applied_at)"
-                                  " VALUES (2, 'ledger', 1), (3, 'vault', 1), (4, 'sandbox', 1),"
-                                  " (5, 'payment_resources', 1);"
-                                  "INSERT INTO ledger_accounts VALUES ('old:acct', 'RUB', 1, 500,"
-                                  " 0, 0, 1, 1);"
-                                  "INSERT INTO sandbox_operations (session_id, kind, invoice_id,"
-                                  " payment_id, amount, currency, scenario, status, attempts,"
-                                  " created_at, updated_at) VALUES ('old-session', 'authorize',"
-                                  " 'inv', 'pay', 700, 'RUB', 'success', 'succeeded', 1, 1, 1)"),
+     * modules' rows in them, no row of theirs in ks_module_schema. */
+    struct old_db o;
+    old_open(&o);
+    old_layout(&o, 4);
+    char acct[160];
+    snprintf(acct, sizeof(acct),
+             "INSERT INTO ledger_accounts VALUES ('old:acct', 'RUB', %s, 500, 0, 0, 1, 1)",
+             o.pg ? "true" : "1");
+    cr_assert_eq(old_exec(&o, acct), KS_OK);
+    cr_assert_eq(old_exec(&o, "INSERT INTO sandbox_operations (session_id, kind, invoice_id,"
+                              " payment_id, amount, currency, scenario, status, attempts,"
+                              " created_at, updated_at) VALUES ('old-session', 'authorize', 'inv',"
+                              " 'pay', 700, 'RUB', 'success', 'succeeded', 1, 1, 1)"),
                  KS_OK);
-    cr_expect_eq(module_version("ledger"), 0);
+    cr_expect_eq(old_version(&o, "ledger"), 0);
 
     struct ks_ledger *l = NULL;
-    cr_assert_eq(ks_ledger_open(store, NULL, &l), KS_OK, "the tables are there: not re-created");
+    cr_assert_eq(ks_ledger_open(o.s, NULL, &l), KS_OK, "the tables are there: not re-created");
     struct ks_ledger_account a;
     cr_expect_eq(ks_ledger_account_get(l, "old:acct", &a), KS_OK);
     cr_expect_eq(a.own, 500);
@@ -676,7 +748,7 @@ Test(sql, an_old_sqlite_database_opens_with_its_data)
     ks_ledger_close(l);
 
     struct ks_sandbox *sb = NULL;
-    cr_assert_eq(ks_sandbox_open(store, NULL, &sb), KS_OK);
+    cr_assert_eq(ks_sandbox_open(o.s, NULL, &sb), KS_OK);
     struct ks_sandbox_filter f = {.session_id = "old-session", .limit = 10};
     struct ks_sandbox_op *ops = NULL;
     size_t n = 0;
@@ -687,28 +759,24 @@ Test(sql, an_old_sqlite_database_opens_with_its_data)
     ks_sandbox_close(sb);
 
     char why[256];
-    cr_expect_eq(ks_sql_migrate(store, &ks_vault_schema, why, sizeof(why)), KS_OK, "%s", why);
-    cr_expect_eq(module_version("ledger"), 1);
-    cr_expect_eq(module_version("sandbox"), 1);
-    cr_expect_eq(module_version("vault"), 2, "both vault migrations were there");
+    cr_expect_eq(ks_sql_migrate(o.s, &ks_vault_schema, why, sizeof(why)), KS_OK, "%s", why);
+    cr_expect_eq(old_version(&o, "ledger"), 1);
+    cr_expect_eq(old_version(&o, "sandbox"), 1);
+    cr_expect_eq(old_version(&o, "vault"), 2, "both vault migrations were there");
+    old_close(&o);
 }
 
 Test(sql, an_old_database_without_the_last_vault_migration_gets_it)
 {
-    if (strcmp(ks_store_kind(store), "sqlite") != 0)
-        return;
     /* A binary older still: 002-004 only. The vault's first migration is baselined, its second
      * (payment resources, 005 then) runs. */
-    for (size_t i = 0; i < 3; i++)
-        cr_assert_eq(ks_store_with_tx(store, raw_exec, (void *)old_layout_sqlite[i]), KS_OK);
-    cr_assert_eq(ks_store_with_tx(store, raw_exec,
-                                  "INSERT INTO schema_migrations (version, name, applied_at)"
-                                  " VALUES (2, 'ledger', 1), (3, 'vault', 1), (4, 'sandbox', 1)"),
-                 KS_OK);
+    struct old_db o;
+    old_open(&o);
+    old_layout(&o, 3);
     char why[256];
-    cr_assert_eq(ks_sql_migrate(store, &ks_vault_schema, why, sizeof(why)), KS_OK, "%s", why);
-    cr_expect_eq(module_version("vault"), 2);
-    cr_expect_eq(
-        ks_store_with_tx(store, raw_exec, "SELECT resource_id, claimed FROM vault_cards LIMIT 1"),
-        KS_OK, "the columns of migration 005 are there");
+    cr_assert_eq(ks_sql_migrate(o.s, &ks_vault_schema, why, sizeof(why)), KS_OK, "%s", why);
+    cr_expect_eq(old_version(&o, "vault"), 2);
+    cr_expect_eq(old_exec(&o, "SELECT resource_id, claimed FROM vault_cards LIMIT 1"), KS_OK,
+                 "the columns of migration 005 are there");
+    old_close(&o);
 }
