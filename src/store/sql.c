@@ -574,7 +574,7 @@ struct migrate {
     const struct ks_sql_schema *sc;
     char *why;
     size_t whylen;
-    int from, to; /* out: versions before and after */
+    int to; /* out: the version reached */
 };
 
 static int migrate_fail(struct ks_sql *db, struct migrate *m, const char *what, int rc)
@@ -645,7 +645,6 @@ static int migrate_tx(struct ks_sql *db, void *arg)
             cur = sc->migrations[i].version;
         }
     }
-    m->from = cur;
     m->to = cur;
     if (!baseline && (size_t)cur >= sc->n)
         return KS_OK; /* nothing pending: the transaction wrote nothing */
