@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <ctype.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "vault/vault.h"
 
 static struct ks_store *store;
+static char store_url[512]; /* what `store` was opened with */
 static char dir[64];
 static char table[32]; /* this case's own table: sqlt_<random> */
 
@@ -69,9 +71,9 @@ static int prepare_t(struct ks_sql *db, const char *fmt, struct ks_sql_stmt **st
 
 static void setup(void)
 {
-    char url[512], why[256];
-    unit_store_url(url, sizeof(url), dir, sizeof(dir));
-    cr_assert_eq(ks_store_open(url, NULL, &store, why, sizeof(why)), KS_OK, "%s", why);
+    char why[256];
+    unit_store_url(store_url, sizeof(store_url), dir, sizeof(dir));
+    cr_assert_eq(ks_store_open(store_url, NULL, &store, why, sizeof(why)), KS_OK, "%s", why);
     random_name(table, sizeof(table), "sqlt_");
     cr_assert_eq(ddl("CREATE TABLE %s (id TEXT PRIMARY KEY, n {{int64}}, b {{bool}},"
                      " blob {{bytes}}, note TEXT)"),
@@ -639,6 +641,64 @@ Test(sql, a_database_from_before_is_baselined_not_migrated_again)
     drop(md.t2);
 }
 
+/* Two nodes that start at once: two stores on one database migrate one module together. */
+struct node {
+    struct ks_store *s;
+    const struct ks_sql_schema *sc;
+    int rc;
+    char why[256];
+};
+
+static void *node_migrate(void *arg)
+{
+    struct node *n = arg;
+    n->rc = ks_sql_migrate(n->s, n->sc, n->why, sizeof(n->why));
+    return NULL;
+}
+
+static int count_t1(struct ks_sql *db, void *arg)
+{
+    const struct mod *md = ((const void *const *)arg)[0];
+    int64_t *n = ((void *const *)arg)[1];
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", md->t1);
+    struct ks_sql_stmt *st = NULL;
+    int rc = ks_sql_prepare(db, sql, &st);
+    if (rc != KS_OK || (rc = ks_sql_step(st)) != KS_SQL_ROW)
+        return rc == KS_OK ? KS_ERR_IO : rc;
+    *n = ks_sql_col_i64(st, 0);
+    return ks_sql_done(st);
+}
+
+Test(sql, two_nodes_that_start_at_once_migrate_a_module_once)
+{
+    struct mod md;
+    mod_init(&md); /* 001 creates t1 and inserts one row: a second run would fail */
+    struct ks_sql_schema sc = {md.name, md.m, 3};
+    char why[256];
+    struct node nodes[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&nodes[i], 0, sizeof(nodes[i]));
+        nodes[i].sc = &sc;
+        cr_assert_eq(ks_store_open(store_url, NULL, &nodes[i].s, why, sizeof(why)), KS_OK, "%s",
+                     why);
+    }
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, node_migrate, &nodes[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(pthread_join(th[i], NULL), 0);
+        cr_expect_eq(nodes[i].rc, KS_OK, "node %d: %s", i, nodes[i].why);
+        ks_store_close(nodes[i].s);
+    }
+    cr_expect_eq(module_version(md.name), 3);
+    int64_t rows = 0;
+    const void *arg[2] = {&md, &rows};
+    cr_assert_eq(ks_sql_read(store, count_t1, arg), KS_OK);
+    cr_expect_eq(rows, 1, "migration 001 ran once");
+    mod_drop(&md);
+}
+
 /* --- an old database ----------------------------------------------------------------------------
  */
 
@@ -675,10 +735,9 @@ static void old_open(struct old_db *o)
     struct ddl d;
     snprintf(d.sql, sizeof(d.sql), "CREATE SCHEMA %s", o->schema);
     cr_assert_eq(ks_sql_tx(store, ddl_tx, &d), KS_OK);
-    const char *base = getenv("KASSA_TEST_STORE");
     char url[640], why[256];
-    snprintf(url, sizeof(url), "%s%soptions=-csearch_path%%3D%s", base,
-             strchr(base, '?') ? "&" : "?", o->schema);
+    snprintf(url, sizeof(url), "%s%soptions=-csearch_path%%3D%s", store_url,
+             strchr(store_url, '?') ? "&" : "?", o->schema);
     cr_assert_eq(ks_store_open(url, NULL, &o->s, why, sizeof(why)), KS_OK, "%s", why);
 }
 
