@@ -41,12 +41,17 @@ ifneq ($(filter san bench,$(VARIANT)),)
 endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
             $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o \
-            $(BUILD)/obj/gen/extra_modules.o
+            $(BUILD)/obj/gen/extra_modules.o $(BUILD)/obj/gen/module_migrations.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort) bench/loadgen_stats.c
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(filter-out bench/loadgen%.c,$(shell find bench -name '*.c' 2>/dev/null | sort))
 LOADGEN_SRC := bench/loadgen.c bench/loadgen_stats.c
 MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
+# Each module's own migrations folder (store/sql.h): NAME=DIR gives ks_NAME_schema.
+MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations \
+                         sandbox=src/units/adapters/sandbox_migrations
+MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
+                       -name '*.sql' | sort)
 
 .PHONY: all run test bench deps build unit blackbox clean format san release help FORCE
 
@@ -73,6 +78,14 @@ $(BUILD)/gen/extra_modules.c: scripts/extra-modules.sh $(BUILD)/cflags.stamp
 	bash scripts/extra-modules.sh $(EXTRA_MODULES) > $@
 
 $(BUILD)/obj/gen/extra_modules.o: $(BUILD)/gen/extra_modules.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/module_migrations.c: $(MODULE_MIGRATIONS) scripts/embed-sql.sh Makefile
+	@mkdir -p $(dir $@)
+	bash scripts/embed-sql.sh --modules $(MODULE_MIGRATION_DIRS) > $@
+
+$(BUILD)/obj/gen/module_migrations.o: $(BUILD)/gen/module_migrations.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -36,5 +36,7 @@ bool ks_machine_id_valid(const char *s);
 
 /* Hex-encodes `len` bytes of `in` into `out` (2 * len + 1 bytes). */
 void ks_hex(const unsigned char *in, size_t len, char *out);
+/* The value of one hexadecimal digit (either case), or -1 for any other character. */
+int ks_hex_value(char c);
 
 #endif

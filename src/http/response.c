@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ids.h"
+
 /* Drops a raw body set before: the last reply a handler sets is the one sent. */
 static void raw_release(struct ks_http_resp *resp)
 {
@@ -132,17 +134,6 @@ int ks_http_error_from(struct ks_http_resp *resp, int err, const char *code, con
     return err;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes one urlencoded name or value of `len` bytes into `out` (`cap` bytes with the NUL). */
 static int form_decode(const char *in, size_t len, char *out, size_t cap, size_t *outlen)
 {
@@ -154,7 +145,7 @@ static int form_decode(const char *in, size_t len, char *out, size_t cap, size_t
         } else if (c == '%') {
             if (i + 2 >= len)
                 return KS_ERR_INVALID; /* "%" or "%4" at the end */
-            int h = hex_digit(in[i + 1]), l = hex_digit(in[i + 2]);
+            int h = ks_hex_value(in[i + 1]), l = ks_hex_value(in[i + 2]);
             if (h < 0 || l < 0)
                 return KS_ERR_INVALID;
             c = h * 16 + l;

@@ -722,17 +722,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
                 json_pack("{s:s, s:s}", "listener", srv->name, "detail", msg));
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Percent-decodes a path or query value in place, except "%00" and "%2F", which stay as they
  * are: a NUL would silently cut the text short ("/v0/probe/x%00/call" must not become
@@ -746,8 +735,8 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
     (void)conn;
     char *w = s;
     for (const char *r = s; *r;) {
-        int hi = r[0] == '%' ? hex_value(r[1]) : -1;
-        int lo = hi >= 0 ? hex_value(r[2]) : -1;
+        int hi = r[0] == '%' ? ks_hex_value(r[1]) : -1;
+        int lo = hi >= 0 ? ks_hex_value(r[2]) : -1;
         int v = hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
         if (v > 0 && v != '/') {
             *w++ = (char)v;

@@ -31,6 +31,7 @@
 #include "core/currency.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "store/sql.h"
 
 #define LX_PENDING 1                      /* op->result while its transaction runs */
 #define LX_ARENA_BLOCK_BYTES (64u * 1024) /* arena allocation unit */
@@ -53,7 +54,6 @@ struct lreq {
 
 struct ks_ledger {
     struct ks_store *store;
-    const struct lx_backend *be;
     struct ks_log *log;
     int64_t (*now_ms)(void *clock_ctx);
     void *clock_ctx;
@@ -183,11 +183,6 @@ int32_t lx_plan_lock_key(const char *plan)
         h *= 16777619u;
     }
     return (int32_t)h;
-}
-
-const struct lx_backend *lx_backend_of(struct ks_ledger *l)
-{
-    return l->be;
 }
 
 struct ks_store *lx_store_of(struct ks_ledger *l)
@@ -487,7 +482,6 @@ static void tx_init(struct lx_tx *tx, int64_t now_ms)
 
 static void tx_release(struct lx_tx *tx)
 {
-    assert(tx->be_state == NULL); /* the backend's tx_end freed it */
     for (size_t i = 0; i < tx->plans_n; i++) {
         free(tx->plans[i].batches);
         free(tx->plans[i].accounts);
@@ -1199,7 +1193,7 @@ static int64_t ledger_now(struct ks_ledger *l)
 }
 
 /* The body of one store transaction: load, apply, flush. */
-static int tx_body(void *conn, void *arg)
+static int tx_fn(struct ks_sql *db, void *arg)
 {
     struct txrun *t = arg;
     struct ks_ledger *l = t->l;
@@ -1208,28 +1202,20 @@ static int tx_body(void *conn, void *arg)
     tx_init(tx, ledger_now(l));
     int rc;
     if ((rc = tx_prepare_plans(tx, t->reqs, t->k)) != KS_OK ||
-        (rc = l->be->load_plans(conn, tx)) != KS_OK ||
+        (rc = lx_sql_load_plans(db, tx)) != KS_OK ||
         (rc = tx_prepare_accounts(tx, t->reqs, t->k)) != KS_OK ||
-        (rc = l->be->load_accounts(conn, tx)) != KS_OK || (rc = tx_resolve(tx, l->log)) != KS_OK)
+        (rc = lx_sql_load_accounts(db, tx)) != KS_OK || (rc = tx_resolve(tx, l->log)) != KS_OK)
         return rc;
     for (size_t r = 0; r < t->k; r++)
         apply_req(tx, t->reqs[r]);
-    return l->be->flush(conn, tx);
-}
-
-static int tx_fn(void *conn, void *arg)
-{
-    struct txrun *t = arg;
-    int rc = tx_body(conn, arg);
-    t->l->be->tx_end(conn, &t->tx);
-    return rc;
+    return lx_sql_flush(db, tx);
 }
 
 static void run_tx(struct ks_ledger *l, struct lreq **reqs, size_t k)
 {
     struct txrun t = {.l = l, .reqs = reqs, .k = k};
     tx_init(&t.tx, 0);
-    int rc = ks_store_with_tx(l->store, tx_fn, &t);
+    int rc = ks_sql_tx(l->store, tx_fn, &t);
     int64_t postings = t.tx.postings_written;
     tx_release(&t.tx);
     size_t live = 0;
@@ -1394,18 +1380,17 @@ int ks_ledger_open(struct ks_store *store, const struct ks_ledger_options *opt,
 {
     assert(store != NULL && out != NULL);
     *out = NULL;
-    const struct lx_backend *be = NULL;
-    if (strcmp(ks_store_kind(store), lx_sqlite_backend.kind) == 0)
-        be = &lx_sqlite_backend;
-    else if (strcmp(ks_store_kind(store), lx_pg_backend.kind) == 0)
-        be = &lx_pg_backend;
-    else
-        return KS_ERR_INVALID;
+    char why[256];
+    int rc = ks_sql_migrate(store, &ks_ledger_schema, why, sizeof(why));
+    if (rc != KS_OK) {
+        if (opt && opt->log)
+            ks_logf(opt->log, KS_LOG_ERROR, NULL, "ledger: %s", why);
+        return rc;
+    }
     struct ks_ledger *l = calloc(1, sizeof(*l));
     if (!l)
         return KS_ERR_NOMEM;
     l->store = store;
-    l->be = be;
     size_t txmax = KS_LEDGER_TX_OPS_MAX_DEFAULT;
     if (opt) {
         l->log = opt->log;
@@ -1448,7 +1433,6 @@ void ks_ledger_stats(struct ks_ledger *l, struct ks_ledger_stats *out)
 /* --- reads ----------------------------------------------------------------------------------- */
 
 struct rd {
-    const struct lx_backend *be;
     const char *id, *lo, *hi, *after;
     int64_t after_id;
     size_t limit;
@@ -1458,28 +1442,28 @@ struct rd {
     size_t *n;
 };
 
-static int rd_account(void *conn, void *arg)
+static int rd_account(struct ks_sql *db, void *arg)
 {
     struct rd *r = arg;
-    return r->be->account_get(conn, r->id, r->accounts);
+    return lx_sql_account_get(db, r->id, r->accounts);
 }
 
-static int rd_accounts(void *conn, void *arg)
+static int rd_accounts(struct ks_sql *db, void *arg)
 {
     struct rd *r = arg;
-    return r->be->accounts_list(conn, r->lo, r->hi, r->after, r->limit, r->accounts, r->n);
+    return lx_sql_accounts_list(db, r->lo, r->hi, r->after, r->limit, r->accounts, r->n);
 }
 
-static int rd_postings(void *conn, void *arg)
+static int rd_postings(struct ks_sql *db, void *arg)
 {
     struct rd *r = arg;
-    return r->be->postings_read(conn, r->id, r->after_id, r->limit, r->postings, r->n);
+    return lx_sql_postings_read(db, r->id, r->after_id, r->limit, r->postings, r->n);
 }
 
-static int rd_plan(void *conn, void *arg)
+static int rd_plan(struct ks_sql *db, void *arg)
 {
     struct rd *r = arg;
-    return r->be->plan_get(conn, r->id, r->plan);
+    return lx_sql_plan_get(db, r->id, r->plan);
 }
 
 int ks_ledger_account_get(struct ks_ledger *l, const char *id, struct ks_ledger_account *out)
@@ -1488,8 +1472,8 @@ int ks_ledger_account_get(struct ks_ledger *l, const char *id, struct ks_ledger_
     memset(out, 0, sizeof(*out));
     if (!ks_ledger_id_valid(id))
         return KS_ERR_INVALID;
-    struct rd r = {.be = l->be, .id = id, .accounts = out};
-    int rc = ks_store_with_reader(l->store, rd_account, &r);
+    struct rd r = {.id = id, .accounts = out};
+    int rc = ks_sql_read(l->store, rd_account, &r);
     if (rc == KS_OK)
         lx_account_derive(out);
     return rc;
@@ -1514,14 +1498,9 @@ int ks_ledger_accounts_list(struct ks_ledger *l, const char *prefix, const char 
         hi[0] = 0x7f; /* above every id character */
         hi[1] = '\0';
     }
-    struct rd r = {.be = l->be,
-                   .lo = lo,
-                   .hi = hi,
-                   .after = after ? after : "",
-                   .limit = limit,
-                   .accounts = out,
-                   .n = n};
-    int rc = ks_store_with_reader(l->store, rd_accounts, &r);
+    struct rd r = {
+        .lo = lo, .hi = hi, .after = after ? after : "", .limit = limit, .accounts = out, .n = n};
+    int rc = ks_sql_read(l->store, rd_accounts, &r);
     for (size_t i = 0; rc == KS_OK && i < *n; i++)
         lx_account_derive(&out[i]);
     if (rc != KS_OK)
@@ -1540,9 +1519,8 @@ int ks_ledger_postings_read(struct ks_ledger *l, const char *account, int64_t af
     struct ks_ledger_posting_row *rows = calloc(limit, sizeof(*rows));
     if (!rows)
         return KS_ERR_NOMEM;
-    struct rd r = {
-        .be = l->be, .id = account, .after_id = after, .limit = limit, .postings = rows, .n = n};
-    int rc = ks_store_with_reader(l->store, rd_postings, &r);
+    struct rd r = {.id = account, .after_id = after, .limit = limit, .postings = rows, .n = n};
+    int rc = ks_sql_read(l->store, rd_postings, &r);
     if (rc != KS_OK || *n == 0) {
         free(rows);
         *n = 0;
@@ -1569,8 +1547,8 @@ int ks_ledger_plan_get(struct ks_ledger *l, const char *plan, struct ks_ledger_p
     memset(out, 0, sizeof(*out));
     if (!ks_ledger_id_valid(plan))
         return KS_ERR_INVALID;
-    struct rd r = {.be = l->be, .id = plan, .plan = out};
-    int rc = ks_store_with_reader(l->store, rd_plan, &r);
+    struct rd r = {.id = plan, .plan = out};
+    int rc = ks_sql_read_snapshot(l->store, rd_plan, &r);
     if (rc != KS_OK)
         ks_ledger_plan_view_release(out);
     return rc;

@@ -22,7 +22,7 @@
  *             back as a whole). A hold that would leave a non-negative account with
  *             min_available < 0 fails with insufficientAccountBalance and changes nothing.
  *
- * Every operation is one atomic durable transaction of the store (ks_store_with_tx). Concurrent
+ * Every operation is one atomic durable transaction of the store (ks_sql_tx). Concurrent
  * callers are grouped: ks_ledger_apply queues its ops, and one caller at a time (the leader)
  * writes everything queued in one transaction — so many small calls share one durable write,
  * and one call may also carry many ops (the batch API). On PostgreSQL the transaction locks the
@@ -75,9 +75,15 @@ struct ks_ledger_options {
     void *clock_ctx;
 };
 
-/* Creates a ledger over an open store (whose migrations created the ledger's tables). `store` is
- * borrowed and must outlive the ledger; `opt` may be NULL. Errors: KS_ERR_NOMEM,
- * KS_ERR_INVALID (a store kind the ledger does not know). */
+/* The ledger's own migrations (src/ledger/migrations/, applied with ks_sql_migrate, store/sql.h):
+ * its tables, for `kassa migrate` and ks_ledger_open. */
+struct ks_sql_schema;
+extern const struct ks_sql_schema ks_ledger_schema;
+
+/* Creates a ledger over an open store, first bringing the ledger's tables up to date
+ * (ks_sql_migrate with ks_ledger_schema; the reason of a failure is logged to opt->log).
+ * `store` is borrowed and must outlive the ledger; `opt` may be NULL. Errors: KS_ERR_NOMEM,
+ * KS_ERR_INVALID (a store kind the SQL layer does not know), a migration's error. */
 KS_MUST_USE int ks_ledger_open(struct ks_store *store, const struct ks_ledger_options *opt,
                                struct ks_ledger **out);
 /* Frees the ledger. No call may be in progress (stop the engine's unit workers first). NULL is

@@ -1,16 +1,15 @@
 /*
- * ledger_int.h — what the ledger's core (ledger.c, verify.c) shares with its storage backends
- * (ledger_sqlite.c, ledger_pg.c); not for other modules.
+ * ledger_int.h — what the ledger's core (ledger.c, verify.c) shares with its SQL (ledger_sql.c,
+ * one file for both stores on the SQL layer, store/sql.h); not for other modules.
  *
  * One durable transaction of the ledger works on an in-memory working set, `struct lx_tx`:
- *   1. the backend locks and loads every plan the transaction's ops name (status, batches,
+ *   1. the SQL locks and loads every plan the transaction's ops name (status, batches,
  *      postings, summed into per-account nets), then every account they touch (lx_*_loaded
  *      callbacks);
  *   2. the core applies the ops one by one to the working set (pure C, no I/O), keeping an undo
  *      journal so a failed op (or a failed atomic call) leaves the set as it was;
- *   3. the backend writes what changed (flush): new accounts, balances, plans, batches,
- *      postings.
- * All three run inside one ks_store_with_tx, so the transaction is all or nothing.
+ *   3. the SQL writes what changed (flush): new accounts, balances, plans, batches, postings.
+ * All three run inside one ks_sql_tx, so the transaction is all or nothing.
  */
 #ifndef KS_LEDGER_LEDGER_INT_H
 #define KS_LEDGER_LEDGER_INT_H
@@ -85,13 +84,12 @@ struct lx_tx {
     unsigned char *undo;
     size_t undo_n, undo_cap;
     int64_t postings_written; /* postings of the new batches */
-    void *be_state;           /* the backend's, for one transaction (tx_end frees it) */
 };
 
 /* Copies `s` into the transaction's arena; NULL when memory or KS_LEDGER_TX_BYTES_MAX ran out. */
 const char *lx_strdup(struct lx_tx *tx, const char *s);
 
-/* Loading callbacks for the backends. Each returns KS_OK, KS_ERR_NOMEM, KS_ERR_LIMIT, or
+/* Loading callbacks for the SQL. Each returns KS_OK, KS_ERR_NOMEM, KS_ERR_LIMIT, or
  * KS_ERR_IO for a row that makes no sense (an unknown plan, a bad status, a bad currency). */
 int lx_plan_loaded(struct lx_tx *tx, const char *plan, int status, int64_t created_at_ms);
 int lx_batch_loaded(struct lx_tx *tx, const char *plan, int64_t seq, const char *batch,
@@ -104,7 +102,7 @@ int lx_account_loaded(struct lx_tx *tx, const char *id, const char *currency, bo
 /* Fills the derived balances of an account read from the store. */
 void lx_account_derive(struct ks_ledger_account *a);
 
-/* 32-bit FNV-1a of a plan id: the PostgreSQL backend's advisory lock key. */
+/* 32-bit FNV-1a of a plan id: the plan's advisory lock key (PostgreSQL). */
 int32_t lx_plan_lock_key(const char *plan);
 
 /* A callback over a result row of text columns (NULL for SQL NULL). Returns KS_OK to go on. */
@@ -128,39 +126,31 @@ enum lx_check {
 /* Rows one verify check reports at most (problems beyond are not counted). */
 #define LX_VERIFY_ROWS_MAX 100
 
-/* A storage backend of the ledger. Functions run on the connection the store hands out
- * (`conn`: sqlite3 * or PGconn *). */
-struct lx_backend {
-    const char *kind; /* "sqlite" | "postgres", as ks_store_kind */
-    /* In the write transaction: lock (PostgreSQL) and load every plan of tx->plans: its row,
-     * batches and postings. */
-    int (*load_plans)(void *conn, struct lx_tx *tx);
-    /* In the write transaction: lock (PostgreSQL, in id order) and load every account of
-     * tx->accounts. */
-    int (*load_accounts)(void *conn, struct lx_tx *tx);
-    /* In the write transaction: writes what the applied ops changed. */
-    int (*flush)(void *conn, struct lx_tx *tx);
-    /* Last call in the write transaction, whatever happened: frees tx->be_state (statements
-     * must be finalised while the connection is still the transaction's). */
-    void (*tx_end)(void *conn, struct lx_tx *tx);
-    /* Reads (on a read connection). */
-    int (*account_get)(void *conn, const char *id, struct ks_ledger_account *out);
-    int (*accounts_list)(void *conn, const char *lo, const char *hi, const char *after,
+struct ks_sql;
+
+/* The ledger's SQL (ledger_sql.c). Each runs on the connection of the call it is given; each
+ * returns KS_OK, KS_ERR_NOT_FOUND where said, a loading callback's code, KS_ERR_RETRY for a
+ * conflict or deadlock a rerun clears, or the SQL layer's error. */
+/* In the write transaction: lock (advisory, PostgreSQL) and load every plan of tx->plans: its
+ * row, batches and postings. */
+int lx_sql_load_plans(struct ks_sql *db, struct lx_tx *tx);
+/* In the write transaction: lock (PostgreSQL, in id order) and load every account of
+ * tx->accounts. */
+int lx_sql_load_accounts(struct ks_sql *db, struct lx_tx *tx);
+/* In the write transaction: writes what the applied ops changed. */
+int lx_sql_flush(struct ks_sql *db, struct lx_tx *tx);
+/* Reads (ks_sql_read). NOT_FOUND when the account is absent. */
+int lx_sql_account_get(struct ks_sql *db, const char *id, struct ks_ledger_account *out);
+int lx_sql_accounts_list(struct ks_sql *db, const char *lo, const char *hi, const char *after,
                          size_t limit, struct ks_ledger_account *out, size_t *n);
-    int (*plan_get)(void *conn, const char *plan, struct ks_ledger_plan_view *out);
-    int (*postings_read)(void *conn, const char *account, int64_t after, size_t limit,
+int lx_sql_postings_read(struct ks_sql *db, const char *account, int64_t after, size_t limit,
                          struct ks_ledger_posting_row *out, size_t *n);
-    /* Verify: one snapshot (begin .. end) and the text of each check's query. */
-    int (*snapshot_begin)(void *conn);
-    void (*snapshot_end)(void *conn);
-    int (*query_text)(void *conn, enum lx_check check, lx_row_fn fn, void *ctx);
-};
+/* In one snapshot (ks_sql_read_snapshot): the plan, its batches and postings. NOT_FOUND. */
+int lx_sql_plan_get(struct ks_sql *db, const char *plan, struct ks_ledger_plan_view *out);
+/* In one snapshot: runs one verify check, calling `fn` per row. */
+int lx_sql_query_text(struct ks_sql *db, enum lx_check check, lx_row_fn fn, void *ctx);
 
-extern const struct lx_backend lx_sqlite_backend;
-extern const struct lx_backend lx_pg_backend;
-
-/* The ledger's backend and store (for verify.c). */
-const struct lx_backend *lx_backend_of(struct ks_ledger *l);
+/* The ledger's store and log (for verify.c). */
 struct ks_store *lx_store_of(struct ks_ledger *l);
 struct ks_log *lx_log_of(struct ks_ledger *l); /* may be NULL */
 

@@ -1,6 +1,6 @@
 /*
  * verify.c — `kassa ledger verify`: the ledger's invariants checked on one snapshot of the store
- * (contract in ledger.h, the checks' SQL in each backend, the list in ledger_int.h).
+ * (contract in ledger.h, the checks' SQL in ledger_sql.c, the list in ledger_int.h).
  *
  * Every check is an SQL query that returns the rows that break an invariant (or the totals to
  * judge), so a sound ledger costs one pass over its tables and a broken one is described row by
@@ -14,10 +14,10 @@
 #include <string.h>
 
 #include "core/currency.h"
+#include "store/sql.h"
 
 struct vctx {
     struct ks_ledger_verify_report *r;
-    const struct lx_backend *be;
     enum lx_check check;
 };
 
@@ -135,17 +135,14 @@ static int verify_row(void *vctx, const char *const *c, int n)
     return KS_OK;
 }
 
-static int verify_fn(void *conn, void *arg)
+static int verify_fn(struct ks_sql *db, void *arg)
 {
     struct vctx *v = arg;
-    int rc = v->be->snapshot_begin(conn);
-    if (rc != KS_OK)
-        return rc;
+    int rc = KS_OK;
     for (int i = 0; rc == KS_OK && i < LX_V_COUNT; i++) {
         v->check = (enum lx_check)i;
-        rc = v->be->query_text(conn, v->check, verify_row, v);
+        rc = lx_sql_query_text(db, v->check, verify_row, v);
     }
-    v->be->snapshot_end(conn);
     return rc;
 }
 
@@ -153,8 +150,8 @@ int ks_ledger_verify(struct ks_ledger *l, struct ks_ledger_verify_report *r)
 {
     assert(l != NULL && r != NULL);
     memset(r, 0, sizeof(*r));
-    struct vctx v = {.r = r, .be = lx_backend_of(l)};
-    int rc = ks_store_with_reader(lx_store_of(l), verify_fn, &v);
+    struct vctx v = {.r = r};
+    int rc = ks_sql_read_snapshot(lx_store_of(l), verify_fn, &v);
     if (rc != KS_OK) {
         struct ks_ledger_verify_report empty;
         memset(&empty, 0, sizeof(empty));

@@ -85,6 +85,7 @@ static const struct ks_command ledger_commands[] = {
 
 const struct ks_module ks_ledger_module = {
     .name = "ledger",
+    .schema = &ks_ledger_schema,
     .summary = "the double-entry ledger: accounts, posting plans",
     .commands = ledger_commands,
     .commands_n = 1,

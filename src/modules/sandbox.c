@@ -77,6 +77,7 @@ static void sandbox_module_close(void *ctx)
 
 const struct ks_module ks_sandbox_module = {
     .name = "sandbox",
+    .schema = &ks_sandbox_schema,
     .summary = "the sandbox acquirer: test cards, 3-D Secure page, operations record",
     .open = sandbox_module_open,
     .routes = sandbox_routes,

@@ -107,6 +107,7 @@ static const struct ks_command vault_commands[] = {
 
 const struct ks_module ks_vault_module = {
     .name = "vault",
+    .schema = &ks_vault_schema,
     .summary = "the card vault: encrypted cards, payment resources, key rotation",
     .flags = vault_flags,
     .flags_n = sizeof(vault_flags) / sizeof(vault_flags[0]),

@@ -23,6 +23,7 @@
 #include "auth/auth_http.h"
 #include "engine/engine.h"
 #include "http/server.h"
+#include "store/sql.h"
 #include "store/store.h"
 
 /* No core dumps from a process that holds card data, keys and tokens in memory: the dumpable
@@ -225,12 +226,27 @@ static void banner(struct serve_run *r, bool admin)
                           ks_store_kind(n->store)));
 }
 
+/* Applies every module's schema (store/sql.h) to the node's open store, in list order. */
+static int schemas_apply(struct ks_node *n)
+{
+    for (const struct ks_module *const *m = ks_modules(); *m; m++) {
+        if (!(*m)->schema)
+            continue;
+        char why[512] = "";
+        int rc = ks_sql_migrate(n->store, (*m)->schema, why, sizeof(why));
+        if (rc != KS_OK)
+            return hook_failed(n, *m, "migrations", rc, why);
+    }
+    return KS_EXIT_OK;
+}
+
 /* Everything up to the listeners; on failure the caller unwinds what `r` records. */
 static int serve_open(struct serve_run *r)
 {
     struct ks_node *n = r->node;
     int rc;
-    if ((rc = auth_open(n)) != KS_EXIT_OK || (rc = ks_node_open_store(n)) != KS_EXIT_OK )
+    if ((rc = auth_open(n)) != KS_EXIT_OK || (rc = ks_node_open_store(n)) != KS_EXIT_OK ||
+        (rc = schemas_apply(n)) != KS_EXIT_OK)
         return rc;
     struct ks_engine_options eo = {
         .store = n->store,
@@ -371,12 +387,19 @@ int ks_platform_migrate(int argc, char **argv)
     if (rc != KS_EXIT_OK)
         return rc;
     int version = 0;
+    if ((rc = schemas_apply(n)) != KS_EXIT_OK)
+        goto out;
     if (ks_store_schema_version(n->store, &version) != KS_OK) {
         fprintf(stderr, "kassa: cannot read the schema version\n");
         rc = KS_EXIT_FAILURE;
         goto out;
     }
     printf("%s store migrated: schema version %d\n", ks_store_kind(n->store), version);
+    for (const struct ks_module *const *m = ks_modules(); *m; m++) {
+        int mv = 0;
+        if ((*m)->schema && ks_sql_schema_version(n->store, (*m)->schema->module, &mv) == KS_OK)
+            printf("  module %s: schema version %d\n", (*m)->name, mv);
+    }
 out:
     ks_cli_close(n);
     return rc;

@@ -51,7 +51,6 @@
 #define PG_CONNECT_TIMEOUT_S "10"               /* unless the URL says otherwise */
 #define PG_PARAM_BYTES_MAX (512u * 1024 * 1024) /* one array parameter; a message is < 1 GiB */
 #define PG_PARAMS_MAX 17                        /* parameters of one statement */
-#define PG_MIGRATION_LOCK_KEY 0x6b61737361LL    /* pg_advisory_xact_lock key: "kassa" */
 
 /* --- statements ------------------------------------------------------------------------------ */
 
@@ -1689,7 +1688,7 @@ static int migrate(struct pg_store *ps, PGconn *pg, char *why, size_t whylen)
     size_t mn = 0;
     const struct ks_migration *mig = ks_migrations("pg", &mn);
     char key[24];
-    fmt_i64(key, PG_MIGRATION_LOCK_KEY);
+    fmt_i64(key, KS_STORE_PG_MIGRATION_LOCK_KEY);
     const char *kv[] = {key};
     PGresult *r = NULL;
 

@@ -272,10 +272,11 @@ KS_MUST_USE int ks_store_idem_sweep(struct ks_store *s, int64_t now_ms, int64_t 
 
 /* --- raw access for sibling modules ---------------------------------------------------------
  *
- * Modules that keep their own tables (the ledger, the vault) write their SQL for each backend in
- * their own files and run it through these two calls, so they share the store's connections and,
- * on SQLite, its single writer (never fighting the engine's committer for the write lock).
- * `conn` is a `sqlite3 *` when ks_store_kind() is "sqlite", a `PGconn *` for "postgres".
+ * Modules that keep their own tables (the ledger, the vault, the sandbox) do not call these: they
+ * write their SQL once on the SQL layer (store/sql.h), which runs on these two calls, so modules
+ * share the store's connections and, on SQLite, its single writer (never fighting the engine's
+ * committer for the write lock). `conn` is a `sqlite3 *` when ks_store_kind() is "sqlite", a
+ * `PGconn *` for "postgres".
  */
 
 /* Runs `fn` inside one write transaction (SQLite: on the writer, BEGIN IMMEDIATE; PostgreSQL:

@@ -72,6 +72,10 @@ struct ks_migration {
 /* The migrations of `backend` ("sqlite" | "pg"), ascending by version; `*n` set. */
 const struct ks_migration *ks_migrations(const char *backend, size_t *n);
 
+/* The pg_advisory_xact_lock key ("kassa") that serialises migrations between nodes: the
+ * engine's (pg.c) and the modules' (sql_pg.c). */
+#define KS_STORE_PG_MIGRATION_LOCK_KEY 0x6b61737361LL
+
 /* Copies `src` into a fixed buffer of `cap` bytes, truncating safely (used for ids read back
  * from the database, whose length the schema already bounds). */
 void ks_store_copy(char *dst, size_t cap, const char *src);

@@ -32,6 +32,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json.h"
+#include "store/sql.h"
 #include "vault/vault_int.h"
 
 #define MASTER_ID_LABEL "kassa-vault-master-id"
@@ -49,7 +50,6 @@ struct vault_secrets {
 struct ks_vault {
     struct ks_store *store; /* borrowed */
     struct ks_log *log;     /* borrowed, may be NULL */
-    const struct ks_vault_sql *sql;
     int64_t cvv_ttl_ms;
     char master_id[KS_VAULT_MASTER_ID_BYTES + 1];
     struct vault_secrets *sec; /* mmap'd */
@@ -248,17 +248,6 @@ out:
     return rc;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads the master key: 64 hexadecimal digits, surrounding whitespace ignored. The file must be
  * a regular file that neither group nor others can access (as ssh does for private keys): a
  * looser mode is refused rather than fixed, so the operator learns that the key may have been
@@ -313,7 +302,7 @@ static int master_load(const char *path, unsigned char key[KS_VAULT_KEY_BYTES], 
         goto out;
     }
     for (size_t i = 0; i < KS_VAULT_KEY_BYTES; i++) {
-        int hi = hex_value(buf[a + 2 * i]), lo = hex_value(buf[a + 2 * i + 1]);
+        int hi = ks_hex_value(buf[a + 2 * i]), lo = ks_hex_value(buf[a + 2 * i + 1]);
         if (hi < 0 || lo < 0) {
             snprintf(why, whylen, "the vault master key %s is not 64 hexadecimal digits", path);
             OPENSSL_cleanse(key, KS_VAULT_KEY_BYTES);
@@ -467,15 +456,15 @@ struct open_tx {
 
 /* Uses the current data key, or makes the first one. A current key that this master key cannot
  * unwrap means the node was given the wrong master key file: refused (see docs/vault.md). */
-static int open_key_tx(void *conn, void *arg)
+static int open_key_tx(struct ks_sql *db, void *arg)
 {
     struct open_tx *a = arg;
     struct ks_vault *v = a->v;
     unsigned char key[KS_VAULT_KEY_BYTES];
-    int rc = v->sql->key_current(conn, &a->row);
+    int rc = ks_vault_db_key_current(db, &a->row);
     if (rc == KS_ERR_NOT_FOUND) {
         if ((rc = key_new(v, &a->row, key)) == KS_OK &&
-            (rc = v->sql->key_make_current(conn, &a->row, ks_now_ms())) == KS_OK) {
+            (rc = ks_vault_db_key_make_current(db, &a->row, ks_now_ms())) == KS_OK) {
             cache_put(v, a->row.key_id, key);
             a->created = 1;
         }
@@ -515,14 +504,9 @@ int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, cha
         snprintf(why, whylen, "vault: a store and a master key path are required");
         return KS_ERR_INVALID;
     }
-    const char *kind = ks_store_kind(opt->store);
-    const struct ks_vault_sql *sql = strcmp(kind, "sqlite") == 0     ? &ks_vault_sql_sqlite
-                                     : strcmp(kind, "postgres") == 0 ? &ks_vault_sql_pg
-                                                                     : NULL;
-    if (!sql) {
-        snprintf(why, whylen, "vault: no SQL for store kind %s", kind);
-        return KS_ERR_INVALID;
-    }
+    int rc = ks_sql_migrate(opt->store, &ks_vault_schema, why, whylen);
+    if (rc != KS_OK)
+        return rc;
     struct ks_vault *v = calloc(1, sizeof(*v));
     if (!v) {
         snprintf(why, whylen, "out of memory");
@@ -530,7 +514,6 @@ int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, cha
     }
     v->store = opt->store;
     v->log = opt->log;
-    v->sql = sql;
     v->cvv_ttl_ms = opt->cvv_ttl_ms > 0 ? opt->cvv_ttl_ms : KS_VAULT_CVV_TTL_MS_DEFAULT;
     v->sweep_interval_ms = opt->cvv_sweep_interval_ms;
     pthread_mutex_init(&v->mu, NULL);
@@ -541,7 +524,7 @@ int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, cha
     pthread_cond_init(&v->sweep_cv, &ca);
     pthread_condattr_destroy(&ca);
 
-    int rc = KS_ERR_NOMEM;
+    rc = KS_ERR_NOMEM;
     void *mem = mmap(NULL, sizeof(struct vault_secrets), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
@@ -567,7 +550,7 @@ int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, cha
 
     struct open_tx a = {.v = v};
     for (int i = 0; i < CONFLICT_RETRIES_MAX; i++) {
-        rc = ks_store_with_tx(v->store, open_key_tx, &a);
+        rc = ks_sql_tx(v->store, open_key_tx, &a);
         if (rc != KS_ERR_CONFLICT) /* CONFLICT: another node made the first key meanwhile */
             break;
     }
@@ -630,16 +613,16 @@ struct tokenize_tx {
     const char *cvv; /* "" = none */
     const char *bin, *last4, *payment_system;
     const struct ks_vault_binding *binding; /* or NULL */
-    struct ks_vault_rec rec; /* token and created_at set by the caller */
+    struct ks_vault_rec rec;                /* token and created_at set by the caller */
 };
 
-static int tokenize_tx(void *conn, void *arg)
+static int tokenize_tx(struct ks_sql *db, void *arg)
 {
     struct tokenize_tx *a = arg;
     struct ks_vault *v = a->v;
     struct ks_vault_keyrow cur;
     unsigned char key[KS_VAULT_KEY_BYTES], aad[KS_VAULT_AAD_BYTES_MAX];
-    int rc = v->sql->key_current(conn, &cur);
+    int rc = ks_vault_db_key_current(db, &cur);
     if (rc == KS_ERR_NOT_FOUND)
         rc = KS_ERR_INTERNAL; /* opening made one and rotation always leaves one */
     if (rc != KS_OK || (rc = key_resolve(v, &cur, key)) != KS_OK)
@@ -649,14 +632,14 @@ static int tokenize_tx(void *conn, void *arg)
     size_t aadlen = aad_record(aad, KS_VAULT_T_CARDS, a->rec.token, cur.key_id);
     if ((rc = ks_vault_seal(key, aad, aadlen, a->plain, a->plain_len, a->rec.sealed,
                             sizeof(a->rec.sealed), &a->rec.sealed_len)) != KS_OK ||
-        (rc = v->sql->card_insert(conn, &a->rec, a->bin, a->last4, a->payment_system,
-                                  a->binding)) != KS_OK)
+        (rc = ks_vault_db_card_insert(db, &a->rec, a->bin, a->last4, a->payment_system,
+                                      a->binding)) != KS_OK)
         goto out;
     if (a->cvv[0]) {
         aadlen = aad_record(aad, KS_VAULT_T_CVV, a->rec.token, cur.key_id);
         if ((rc = ks_vault_seal(key, aad, aadlen, a->cvv, strlen(a->cvv), a->rec.sealed,
                                 sizeof(a->rec.sealed), &a->rec.sealed_len)) != KS_OK ||
-            (rc = v->sql->cvv_insert(conn, &a->rec)) != KS_OK)
+            (rc = ks_vault_db_cvv_insert(db, &a->rec)) != KS_OK)
             goto out;
     }
 out:
@@ -726,7 +709,7 @@ int ks_vault_tokenize_bound(struct ks_vault *v, const struct ks_card_input *in,
     for (int i = 0; i < CONFLICT_RETRIES_MAX; i++) {
         if ((rc = ks_id_random(a.rec.token, KS_VAULT_TOKEN_BYTES)) != KS_OK)
             break;
-        rc = ks_store_with_tx(v->store, tokenize_tx, &a);
+        rc = ks_sql_tx(v->store, tokenize_tx, &a);
         if (rc != KS_ERR_CONFLICT) /* a token already taken: 190 random bits, but never twice */
             break;
     }
@@ -751,13 +734,13 @@ struct read_arg {
     int cvv_found;
 };
 
-static int read_rx(void *conn, void *arg)
+static int read_rx(struct ks_sql *db, void *arg)
 {
     struct read_arg *a = arg;
-    int rc = a->v->sql->rec_get(conn, KS_VAULT_T_CARDS, a->token, &a->card);
+    int rc = ks_vault_db_rec_get(db, KS_VAULT_T_CARDS, a->token, &a->card);
     if (rc != KS_OK || !a->want_cvv)
         return rc;
-    rc = a->v->sql->rec_get(conn, KS_VAULT_T_CVV, a->token, &a->cvv);
+    rc = ks_vault_db_rec_get(db, KS_VAULT_T_CVV, a->token, &a->cvv);
     a->cvv_found = rc == KS_OK;
     return rc == KS_ERR_NOT_FOUND ? KS_OK : rc;
 }
@@ -795,7 +778,7 @@ static int card_load(struct ks_vault *v, const char *token, struct read_arg *a,
     size_t ptlen = 0;
     a->v = v;
     a->token = token;
-    int rc = ks_store_with_reader(v->store, read_rx, a);
+    int rc = ks_sql_read(v->store, read_rx, a);
     if (rc == KS_OK)
         rc = rec_open(v, KS_VAULT_T_CARDS, &a->card, pt, sizeof(pt), &ptlen);
     if (rc == KS_OK && ks_vault_plain_decode(pt, ptlen, p) != KS_OK) {
@@ -872,10 +855,10 @@ struct erase_tx {
     int64_t deleted;
 };
 
-static int erase_tx(void *conn, void *arg)
+static int erase_tx(struct ks_sql *db, void *arg)
 {
     struct erase_tx *a = arg;
-    return a->v->sql->cvv_delete(conn, a->token);
+    return ks_vault_db_cvv_delete(db, a->token);
 }
 
 int ks_vault_erase_cvv(struct ks_vault *v, const char *token)
@@ -883,25 +866,25 @@ int ks_vault_erase_cvv(struct ks_vault *v, const char *token)
     if (!token_valid(token))
         return KS_OK; /* no such token, so no CVV to erase */
     struct erase_tx a = {.v = v, .token = token};
-    return ks_store_with_tx(v->store, erase_tx, &a);
+    return ks_sql_tx(v->store, erase_tx, &a);
 }
 
-static int sweep_tx(void *conn, void *arg)
+static int sweep_tx(struct ks_sql *db, void *arg)
 {
     struct erase_tx *a = arg;
-    return a->v->sql->cvv_sweep(conn, a->cutoff_ms, a->batch, &a->deleted);
+    return ks_vault_db_cvv_sweep(db, a->cutoff_ms, a->batch, &a->deleted);
 }
 
 /* Runs `tx` (one batch of at most `batch` deletions) until a batch comes back short, or
  * KS_VAULT_SWEEP_BATCHES_MAX batches (the next sweep goes on). */
-static int sweep_batches(struct ks_vault *v, int (*tx)(void *, void *), int64_t cutoff_ms,
-                         int batch, int64_t *erased)
+static int sweep_batches(struct ks_vault *v, ks_sql_fn tx, int64_t cutoff_ms, int batch,
+                         int64_t *erased)
 {
     *erased = 0;
     struct erase_tx a = {.v = v, .cutoff_ms = cutoff_ms, .batch = batch};
     for (int i = 0; i < KS_VAULT_SWEEP_BATCHES_MAX; i++) {
         a.deleted = 0;
-        int rc = ks_store_with_tx(v->store, tx, &a);
+        int rc = ks_sql_tx(v->store, tx, &a);
         if (rc != KS_OK)
             return rc;
         *erased += a.deleted;
@@ -932,11 +915,11 @@ struct claim_tx {
     int64_t valid_until_ms;
 };
 
-static int claim_tx(void *conn, void *arg)
+static int claim_tx(struct ks_sql *db, void *arg)
 {
     struct claim_tx *a = arg;
-    return a->v->sql->card_claim(conn, a->token, a->invoice_id, a->now_ms, a->resource_id,
-                                 sizeof(a->resource_id), &a->valid_until_ms);
+    return ks_vault_db_card_claim(db, a->token, a->invoice_id, a->now_ms, a->resource_id,
+                                  sizeof(a->resource_id), &a->valid_until_ms);
 }
 
 int ks_vault_claim(struct ks_vault *v, const char *token, const char *invoice_id, int64_t now_ms,
@@ -948,7 +931,7 @@ int ks_vault_claim(struct ks_vault *v, const char *token, const char *invoice_id
     if (!invoice_id || !invoice_id[0])
         return KS_ERR_REJECTED;
     struct claim_tx a = {.v = v, .token = token, .invoice_id = invoice_id, .now_ms = now_ms};
-    int rc = ks_store_with_tx(v->store, claim_tx, &a);
+    int rc = ks_sql_tx(v->store, claim_tx, &a);
     if (rc != KS_OK)
         return rc;
     if ((rc = ks_vault_describe(v, token, out)) != KS_OK)
@@ -966,10 +949,10 @@ struct resource_rx {
     int64_t deleted;
 };
 
-static int token_rx(void *conn, void *arg)
+static int token_rx(struct ks_sql *db, void *arg)
 {
     struct resource_rx *a = arg;
-    return a->v->sql->card_token(conn, a->resource_id, a->token, sizeof(a->token));
+    return ks_vault_db_card_token(db, a->resource_id, a->token, sizeof(a->token));
 }
 
 /* The token of a resource into `token`; KS_ERR_NOT_FOUND when there is none. */
@@ -979,7 +962,7 @@ static int resource_token(struct ks_vault *v, const char *resource_id,
     if (!resource_id_valid(resource_id))
         return KS_ERR_NOT_FOUND;
     struct resource_rx a = {.v = v, .resource_id = resource_id};
-    int rc = ks_store_with_reader(v->store, token_rx, &a);
+    int rc = ks_sql_read(v->store, token_rx, &a);
     if (rc == KS_OK)
         memcpy(token, a.token, sizeof(a.token));
     return rc;
@@ -1003,13 +986,13 @@ int ks_vault_erase_cvv_resource(struct ks_vault *v, const char *resource_id)
     return rc == KS_OK ? ks_vault_erase_cvv(v, token) : rc;
 }
 
-static int release_tx(void *conn, void *arg)
+static int release_tx(struct ks_sql *db, void *arg)
 {
     struct resource_rx *a = arg;
-    int rc = a->v->sql->card_token(conn, a->resource_id, a->token, sizeof(a->token));
+    int rc = ks_vault_db_card_token(db, a->resource_id, a->token, sizeof(a->token));
     if (rc == KS_ERR_NOT_FOUND)
         return KS_OK;
-    return rc == KS_OK ? a->v->sql->card_delete(conn, a->token, &a->deleted) : rc;
+    return rc == KS_OK ? ks_vault_db_card_delete(db, a->token, &a->deleted) : rc;
 }
 
 int ks_vault_release(struct ks_vault *v, const char *resource_id, int64_t *deleted)
@@ -1019,16 +1002,16 @@ int ks_vault_release(struct ks_vault *v, const char *resource_id, int64_t *delet
     if (!resource_id_valid(resource_id))
         return KS_OK; /* no such resource, so nothing to delete */
     struct resource_rx a = {.v = v, .resource_id = resource_id};
-    int rc = ks_store_with_tx(v->store, release_tx, &a);
+    int rc = ks_sql_tx(v->store, release_tx, &a);
     if (rc == KS_OK && deleted)
         *deleted = a.deleted;
     return rc;
 }
 
-static int card_sweep_tx(void *conn, void *arg)
+static int card_sweep_tx(struct ks_sql *db, void *arg)
 {
     struct erase_tx *a = arg;
-    return a->v->sql->card_sweep(conn, a->cutoff_ms, a->batch, &a->deleted);
+    return ks_vault_db_card_sweep(db, a->cutoff_ms, a->batch, &a->deleted);
 }
 
 int ks_vault_sweep_cards(struct ks_vault *v, int64_t now_ms, int64_t *erased)
@@ -1122,16 +1105,16 @@ struct rotate_tx {
     int64_t deleted;     /* out: keys pruned */
 };
 
-static int make_current_tx(void *conn, void *arg)
+static int make_current_tx(struct ks_sql *db, void *arg)
 {
     struct rotate_tx *a = arg;
-    return a->v->sql->key_make_current(conn, &a->row, ks_now_ms());
+    return ks_vault_db_key_make_current(db, &a->row, ks_now_ms());
 }
 
 /* One batch: up to `batch` records of `table` not under the current key, after `after`, are
  * opened with their own key and sealed again under the current one. A record that does not
  * open is counted and left as it is (its key is then kept). */
-static int rekey_tx(void *conn, void *arg)
+static int rekey_tx(struct ks_sql *db, void *arg)
 {
     struct rotate_tx *a = arg;
     struct ks_vault *v = a->v;
@@ -1141,13 +1124,13 @@ static int rekey_tx(void *conn, void *arg)
     a->listed = 0;
     a->reencrypted = 0;
     a->unreadable = 0;
-    int rc = v->sql->key_current(conn, &cur);
+    int rc = ks_vault_db_key_current(db, &cur);
     if (rc == KS_ERR_NOT_FOUND)
         rc = KS_ERR_INTERNAL;
     if (rc != KS_OK || (rc = key_resolve(v, &cur, key)) != KS_OK)
         goto out;
-    if ((rc = v->sql->stale_list(conn, a->table, cur.key_id, a->after, a->batch, a->recs,
-                                 &a->listed)) != KS_OK)
+    if ((rc = ks_vault_db_stale_list(db, a->table, cur.key_id, a->after, a->batch, a->recs,
+                                     &a->listed)) != KS_OK)
         goto out;
     for (int i = 0; i < a->listed; i++) {
         struct ks_vault_rec *r = &a->recs[i];
@@ -1167,7 +1150,8 @@ static int rekey_tx(void *conn, void *arg)
                            &r->sealed_len);
         OPENSSL_cleanse(pt, sizeof(pt));
         int updated = 0;
-        if (rc != KS_OK || (rc = v->sql->rec_rekey(conn, a->table, r, old_key, &updated)) != KS_OK)
+        if (rc != KS_OK ||
+            (rc = ks_vault_db_rec_rekey(db, a->table, r, old_key, &updated)) != KS_OK)
             goto out;
         a->reencrypted += updated; /* 0: erased or re-keyed by another node meanwhile */
     }
@@ -1177,10 +1161,10 @@ out:
     return rc;
 }
 
-static int prune_tx(void *conn, void *arg)
+static int prune_tx(struct ks_sql *db, void *arg)
 {
     struct rotate_tx *a = arg;
-    return a->v->sql->keys_prune(conn, &a->deleted);
+    return ks_vault_db_keys_prune(db, &a->deleted);
 }
 
 int ks_vault_rotate_batched(struct ks_vault *v, int batch_records, int64_t *reencrypted)
@@ -1195,7 +1179,7 @@ int ks_vault_rotate_batched(struct ks_vault *v, int batch_records, int64_t *reen
     if (rc != KS_OK)
         goto out;
     for (int i = 0; i < CONFLICT_RETRIES_MAX; i++) {
-        rc = ks_store_with_tx(v->store, make_current_tx, &a);
+        rc = ks_sql_tx(v->store, make_current_tx, &a);
         if (rc != KS_ERR_CONFLICT) /* CONFLICT: another rotation at the same moment */
             break;
     }
@@ -1216,7 +1200,7 @@ int ks_vault_rotate_batched(struct ks_vault *v, int batch_records, int64_t *reen
         a.after[0] = '\0';
         int b = 0;
         for (; b < KS_VAULT_ROTATE_BATCHES_MAX; b++) {
-            if ((rc = ks_store_with_tx(v->store, rekey_tx, &a)) != KS_OK)
+            if ((rc = ks_sql_tx(v->store, rekey_tx, &a)) != KS_OK)
                 goto out;
             *reencrypted += a.reencrypted;
             unreadable += a.unreadable;
@@ -1228,7 +1212,7 @@ int ks_vault_rotate_batched(struct ks_vault *v, int batch_records, int64_t *reen
             goto out;
         }
     }
-    if ((rc = ks_store_with_tx(v->store, prune_tx, &a)) != KS_OK)
+    if ((rc = ks_sql_tx(v->store, prune_tx, &a)) != KS_OK)
         goto out;
     cache_prune(v, a.row.key_id);
     ks_log_json(v->log, unreadable ? KS_LOG_ERROR : KS_LOG_INFO, NULL, "vault: rotation done",

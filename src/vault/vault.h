@@ -9,7 +9,7 @@
  * re-encrypts every card under it.
  *
  * Nothing here ever logs, returns in an error, or stores in clear a card number or CVV. The
- * vault keeps its tables in the store (migration 003_vault) through ks_store_with_tx, so it can
+ * vault keeps its tables in the store (its own migrations) through ks_sql_tx, so it can
  * run in its own role (`--roles vault`) on its own hosts later.
  * Thread-safe.
  */
@@ -40,11 +40,16 @@ struct ks_vault_options {
                                       (wall clock) until close; 0: no thread (CLI, tests) */
 };
 
-/* Opens the vault: loads (or creates) the master key, and the current data key (creating the
- * first one if none exists). Errors name the path, never key material. The master key file
- * holds 64 hexadecimal digits; one that group or others may access (mode & 077) is refused
- * (KS_ERR_INVALID), and so is a master key that does not unwrap the store's current data key
- * (every node must share one master key file). */
+/* The vault's own migrations (src/vault/migrations/, applied with ks_sql_migrate, store/sql.h):
+ * its tables, for `kassa migrate` and ks_vault_open. */
+struct ks_sql_schema;
+extern const struct ks_sql_schema ks_vault_schema;
+
+/* Opens the vault: brings its tables up to date (ks_sql_migrate with ks_vault_schema), loads
+ * (or creates) the master key, and the current data key (creating the first one if none exists).
+ * Errors name the path, never key material. The master key file holds 64 hexadecimal digits; one
+ * that group or others may access (mode & 077) is refused (KS_ERR_INVALID), and so is a master key
+ * that does not unwrap the store's current data key (every node must share one master key file). */
 KS_MUST_USE int ks_vault_open(const struct ks_vault_options *opt, struct ks_vault **out, char *why,
                               size_t whylen);
 void ks_vault_close(struct ks_vault *v);

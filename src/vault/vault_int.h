@@ -1,7 +1,8 @@
 /*
  * vault_int.h — the card vault's private parts: its bounds, the sealed-record format, the card
- * rules (validation, payment systems, BIN countries) and the per-backend SQL (vault_sqlite.c,
- * vault_pg.c). Only src/vault/ and the vault's unit tests include this. Design: docs/vault.md.
+ * rules (validation, payment systems, BIN countries) and its SQL (vault_sql.c, once for both
+ * stores on the SQL layer, store/sql.h). Only src/vault/ and the vault's unit tests include this.
+ * Design: docs/vault.md.
  */
 #ifndef KS_VAULT_VAULT_INT_H
 #define KS_VAULT_VAULT_INT_H
@@ -85,7 +86,7 @@ KS_MUST_USE int ks_vault_unseal(const unsigned char key[KS_VAULT_KEY_BYTES], con
                                 size_t aadlen, const unsigned char *in, size_t inlen,
                                 unsigned char *pt, size_t cap, size_t *ptlen);
 
-/* --- rows and the per-backend SQL ------------------------------------------------------------ */
+/* --- rows and the SQL ------------------------------------------------------------------------ */
 
 struct ks_vault_keyrow {
     char key_id[KS_VAULT_KEY_ID_BYTES + 1];
@@ -106,51 +107,54 @@ struct ks_vault_rec {
 
 enum ks_vault_table { KS_VAULT_T_CARDS = 0, KS_VAULT_T_CVV = 1 };
 
-/* The SQL one backend runs. `conn` is what ks_store_with_tx / ks_store_with_reader hand over.
- * Every function returns KS_OK, KS_ERR_NOT_FOUND where said, or KS_ERR_IO; none logs (the
- * caller does, without card data). Parameterised statements only. */
-struct ks_vault_sql {
-    /* In a write transaction. The current data key; on PostgreSQL the row is locked FOR SHARE
-     * so a rotation cannot retire it before this transaction ends. NOT_FOUND when none. */
-    int (*key_current)(void *conn, struct ks_vault_keyrow *out);
-    /* Retires the current key (if any) and inserts `k` as the current one. KS_ERR_CONFLICT when
-     * another node made a key current at the same time (unique index). */
-    int (*key_make_current)(void *conn, const struct ks_vault_keyrow *k, int64_t now_ms);
-    /* `b` NULL: an unbound card (no lifetime, counted as claimed, never swept). */
-    int (*card_insert)(void *conn, const struct ks_vault_rec *r, const char *bin, const char *last4,
-                       const char *payment_system, const struct ks_vault_binding *b);
-    int (*cvv_insert)(void *conn, const struct ks_vault_rec *r);
-    int (*cvv_delete)(void *conn, const char *token);
-    /* Deletes up to `limit` CVVs created at or before `cutoff_ms`. */
-    int (*cvv_sweep)(void *conn, int64_t cutoff_ms, int limit, int64_t *deleted);
-    /* Up to `limit` records of `t` not under `key_id` with token > `after`, by token, joined
-     * with their key. */
-    int (*stale_list)(void *conn, enum ks_vault_table t, const char *key_id, const char *after,
-                      int limit, struct ks_vault_rec *out, int *n);
-    /* Replaces a record's key and ciphertext if it is still under `old_key_id`. */
-    int (*rec_rekey)(void *conn, enum ks_vault_table t, const struct ks_vault_rec *r,
-                     const char *old_key_id, int *updated);
-    /* Deletes data keys that are not current and that no record names. */
-    int (*keys_prune)(void *conn, int64_t *deleted);
-    /* Claims the card of `token` for a payment on `invoice_id` (migration 005): if it is bound
-     * to that invoice and `now_ms` is before its valid_until, sets claimed = 1 (so the sweeper
-     * leaves it to the invoice machine) and copies out its resource id and valid_until.
-     * NOT_FOUND: no such card; KS_ERR_REJECTED: unbound, bound to another invoice, or expired. */
-    int (*card_claim)(void *conn, const char *token, const char *invoice_id, int64_t now_ms,
-                      char *resource_id, size_t cap, int64_t *valid_until_ms);
-    /* On a reader (or in a transaction). The token of a resource; NOT_FOUND if none. */
-    int (*card_token)(void *conn, const char *resource_id, char *token, size_t cap);
-    /* Deletes a card and its CVV; `*deleted` is 1 if the card was there, else 0. */
-    int (*card_delete)(void *conn, const char *token, int64_t *deleted);
-    /* Deletes up to `limit` unclaimed bound cards whose valid_until is at or before `now_ms`,
-     * with their CVVs; `*deleted` counts the cards. A card claimed meanwhile is kept. */
-    int (*card_sweep)(void *conn, int64_t now_ms, int limit, int64_t *deleted);
-    /* On a reader (or in a transaction). A record joined with its key; NOT_FOUND if absent. */
-    int (*rec_get)(void *conn, enum ks_vault_table t, const char *token, struct ks_vault_rec *out);
-};
+struct ks_sql;
 
-extern const struct ks_vault_sql ks_vault_sql_sqlite;
-extern const struct ks_vault_sql ks_vault_sql_pg;
+/* The vault's SQL (vault_sql.c). `db` is what ks_sql_tx / ks_sql_read hand over. Every
+ * function returns KS_OK, KS_ERR_NOT_FOUND where said, or the SQL layer's error (KS_ERR_IO for
+ * a broken store); none logs (the caller does, without card data). Parameterised statements
+ * only. */
+
+/* In a write transaction. The current data key; on PostgreSQL the row is locked FOR SHARE so a
+ * rotation cannot retire it before this transaction ends. NOT_FOUND when none. */
+int ks_vault_db_key_current(struct ks_sql *db, struct ks_vault_keyrow *out);
+/* Retires the current key (if any) and inserts `k` as the current one. KS_ERR_CONFLICT when
+ * another node made a key current at the same time (unique index). */
+int ks_vault_db_key_make_current(struct ks_sql *db, const struct ks_vault_keyrow *k,
+                                 int64_t now_ms);
+/* `b` NULL: an unbound card (no lifetime, counted as claimed, never swept). */
+int ks_vault_db_card_insert(struct ks_sql *db, const struct ks_vault_rec *r, const char *bin,
+                            const char *last4, const char *payment_system,
+                            const struct ks_vault_binding *b);
+int ks_vault_db_cvv_insert(struct ks_sql *db, const struct ks_vault_rec *r);
+int ks_vault_db_cvv_delete(struct ks_sql *db, const char *token);
+/* Deletes up to `limit` CVVs created at or before `cutoff_ms` (two nodes split the rows). */
+int ks_vault_db_cvv_sweep(struct ks_sql *db, int64_t cutoff_ms, int limit, int64_t *deleted);
+/* Up to `limit` records of `t` not under `key_id` with token > `after`, by token, joined with
+ * their key. */
+int ks_vault_db_stale_list(struct ks_sql *db, enum ks_vault_table t, const char *key_id,
+                           const char *after, int limit, struct ks_vault_rec *out, int *n);
+/* Replaces a record's key and ciphertext if it is still under `old_key_id`. */
+int ks_vault_db_rec_rekey(struct ks_sql *db, enum ks_vault_table t, const struct ks_vault_rec *r,
+                          const char *old_key_id, int *updated);
+/* Deletes data keys that are not current and that no record names. */
+int ks_vault_db_keys_prune(struct ks_sql *db, int64_t *deleted);
+/* Claims the card of `token` for a payment on `invoice_id`: if it is bound to that invoice and
+ * `now_ms` is before its valid_until, sets claimed = 1 (so the sweeper leaves it to the invoice
+ * machine) and copies out its resource id and valid_until. The row is locked first
+ * (PostgreSQL), so a sweep on another node either deleted it or leaves it. NOT_FOUND: no such
+ * card; KS_ERR_REJECTED: unbound, bound to another invoice, or expired. */
+int ks_vault_db_card_claim(struct ks_sql *db, const char *token, const char *invoice_id,
+                           int64_t now_ms, char *resource_id, size_t cap, int64_t *valid_until_ms);
+/* On a reader (or in a transaction). The token of a resource; NOT_FOUND if none. */
+int ks_vault_db_card_token(struct ks_sql *db, const char *resource_id, char *token, size_t cap);
+/* Deletes a card and its CVV; `*deleted` is 1 if the card was there, else 0. */
+int ks_vault_db_card_delete(struct ks_sql *db, const char *token, int64_t *deleted);
+/* Deletes up to `limit` unclaimed bound cards whose valid_until is at or before `now_ms`, with
+ * their CVVs; `*deleted` counts the cards. A card claimed meanwhile is kept. */
+int ks_vault_db_card_sweep(struct ks_sql *db, int64_t now_ms, int limit, int64_t *deleted);
+/* On a reader (or in a transaction). A record joined with its key; NOT_FOUND if absent. */
+int ks_vault_db_rec_get(struct ks_sql *db, enum ks_vault_table t, const char *token,
+                        struct ks_vault_rec *out);
 
 /* Rotation with a chosen batch size (tests use small batches to cross batch boundaries). */
 KS_MUST_USE int ks_vault_rotate_batched(struct ks_vault *v, int batch_records,

@@ -24,6 +24,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "store/sql.h"
 #include "vault/vault.h"
 #include "vault/vault_int.h"
 
@@ -285,18 +286,17 @@ struct key_arg {
     struct ks_vault_keyrow k;
 };
 
-static int key_current_tx(void *conn, void *p)
+static int key_current_tx(struct ks_sql *db, void *p)
 {
     struct key_arg *a = p;
-    const struct ks_vault_sql *sql = is_pg() ? &ks_vault_sql_pg : &ks_vault_sql_sqlite;
-    return sql->key_current(conn, &a->k);
+    return ks_vault_db_key_current(db, &a->k);
 }
 
 /* The current data key's id, read with the vault's own SQL. */
 static void current_key(char out[KS_VAULT_KEY_ID_BYTES + 1])
 {
     struct key_arg a;
-    cr_assert_eq(ks_store_with_tx(fx.store, key_current_tx, &a), KS_OK);
+    cr_assert_eq(ks_sql_tx(fx.store, key_current_tx, &a), KS_OK);
     snprintf(out, KS_VAULT_KEY_ID_BYTES + 1, "%s", a.k.key_id);
 }
 

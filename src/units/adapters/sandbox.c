@@ -23,6 +23,7 @@
 #include "core/currency.h"
 #include "core/ids.h"
 #include "core/json.h"
+#include "store/sql.h"
 #include "units/adapters/sandbox_int.h"
 
 struct ks_sandbox {
@@ -406,7 +407,7 @@ static int tag_take(struct step *st, struct ks_sandbox_op *op)
 }
 
 /* authorize: decide from the card the first time, recall the decision afterwards. */
-static int authorize_tx(void *conn, void *arg)
+static int authorize_tx(struct ks_sql *conn, void *arg)
 {
     struct step *st = arg;
     const struct acq *s = st->s;
@@ -479,7 +480,7 @@ static int authorize_tx(void *conn, void *arg)
 }
 
 /* capture, cancel, refund: checked against the payment's authorization, under its lock. */
-static int money_tx(void *conn, void *arg)
+static int money_tx(struct ks_sql *conn, void *arg)
 {
     struct step *st = arg;
     const struct acq *s = st->s;
@@ -552,7 +553,7 @@ static int money_tx(void *conn, void *arg)
 }
 
 /* inquire and callback: continue the session named by st->target. */
-static int follow_tx(void *conn, void *arg)
+static int follow_tx(struct ks_sql *conn, void *arg)
 {
     struct step *st = arg;
     const struct acq *s = st->s;
@@ -752,7 +753,7 @@ static int sandbox_process(void *ctx, const struct ks_adapter_session *session,
 
     struct card_facts card;
     struct step st = {.sb = sb, .s = s, .o = &o, .err = err, .errlen = errlen};
-    int (*fn)(void *, void *);
+    ks_sql_fn fn;
     if (is(s->kind, "authorize")) {
         if (!s->card || card_facts_of(s->card, s->now_ms, &card) != KS_OK) {
             set_err(err, errlen, "authorize needs a card number of 12 to 19 digits");
@@ -768,7 +769,7 @@ static int sandbox_process(void *ctx, const struct ks_adapter_session *session,
         fn = money_tx;
     }
 
-    rc = ks_store_with_tx(sb->store, fn, &st);
+    rc = ks_sql_tx(sb->store, fn, &st);
     if (rc == KS_ERR_IO || rc == KS_ERR_BUSY || rc == KS_ERR_NOMEM || rc == KS_ERR_STOPPED ||
         rc == KS_ERR_VERSION)
         rc = KS_ERR_RETRY; /* nothing was written: the store may answer next time */
@@ -798,18 +799,18 @@ int ks_sandbox_open(struct ks_store *store, struct ks_log *log, struct ks_sandbo
 {
     assert(store != NULL && out != NULL);
     *out = NULL;
-    const char *kind = ks_store_kind(store);
-    const struct ks_sandbox_db *db = is(kind, "sqlite")     ? &ks_sandbox_sqlite_db
-                                     : is(kind, "postgres") ? &ks_sandbox_pg_db
-                                                            : NULL;
-    if (!db)
-        return KS_ERR_INVALID;
+    char why[256];
+    int rc = ks_sql_migrate(store, &ks_sandbox_schema, why, sizeof(why));
+    if (rc != KS_OK) {
+        ks_logf(log, KS_LOG_ERROR, NULL, "sandbox: %s", why);
+        return rc;
+    }
     struct ks_sandbox *sb = calloc(1, sizeof(*sb));
     if (!sb)
         return KS_ERR_NOMEM;
     sb->store = store;
     sb->log = log;
-    sb->db = db;
+    sb->db = &ks_sandbox_sql_db;
     sb->adapter.name = KS_SANDBOX_ADAPTER_NAME;
     sb->adapter.ctx = sb;
     sb->adapter.secrets = KS_ADAPTER_SECRET_CARD; /* it decides by the card number */
@@ -836,7 +837,7 @@ struct list_arg {
     size_t n;
 };
 
-static int list_read(void *conn, void *arg)
+static int list_read(struct ks_sql *conn, void *arg)
 {
     struct list_arg *a = arg;
     return a->db->list(conn, a->f, a->rows, &a->n);
@@ -856,7 +857,7 @@ int ks_sandbox_operations_list(struct ks_sandbox *sb, const struct ks_sandbox_fi
     struct list_arg a = {.db = sb->db, .f = f, .rows = calloc(f->limit, sizeof(*a.rows))};
     if (!a.rows)
         return KS_ERR_NOMEM;
-    int rc = ks_store_with_reader(sb->store, list_read, &a);
+    int rc = ks_sql_read(sb->store, list_read, &a);
     if (rc != KS_OK || a.n == 0) {
         free(a.rows);
         return rc;
@@ -872,7 +873,7 @@ struct tag_arg {
     struct ks_sandbox_op *out;
 };
 
-static int tag_read(void *conn, void *arg)
+static int tag_read(struct ks_sql *conn, void *arg)
 {
     struct tag_arg *a = arg;
     return a->db->load_by_tag(conn, a->tag, a->out);
@@ -884,5 +885,5 @@ int ks_sandbox_operation_by_tag(struct ks_sandbox *sb, const char *tag, struct k
     if (!tag || !*tag || strlen(tag) > KS_CALLBACK_TAG_BYTES_MAX)
         return KS_ERR_NOT_FOUND;
     struct tag_arg a = {.db = sb->db, .tag = tag, .out = out};
-    return ks_store_with_reader(sb->store, tag_read, &a);
+    return ks_sql_read(sb->store, tag_read, &a);
 }

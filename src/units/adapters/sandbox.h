@@ -4,10 +4,10 @@
  * docs/sandbox.md; the adapter contract: docs/adapter-protocol.md.
  *
  * Every session it is asked to run is written, in the same storage transaction that decides its
- * outcome, to its own table (sandbox_operations, migration 004_sandbox): one row per session_id.
- * A repeated session id never charges twice: it gets the recorded outcome back. Outcomes that
- * stay hidden at first (the "unknown outcome" cards) are fixed when the row is written and only
- * revealed by later inquiries, so every inquiry agrees with every other.
+ * outcome, to its own table (sandbox_operations, its migration 001_sandbox): one row per
+ * session_id. A repeated session id never charges twice: it gets the recorded outcome back.
+ * Outcomes that stay hidden at first (the "unknown outcome" cards) are fixed when the row is
+ * written and only revealed by later inquiries, so every inquiry agrees with every other.
  *
  * Capture, cancel and refund act on the authorization of the same (invoice_id, payment_id):
  * captures never add up to more than was authorized, refunds never to more than was captured,
@@ -85,10 +85,16 @@ struct ks_sandbox_filter {
     size_t limit;      /* 1..KS_SANDBOX_LIST_MAX */
 };
 
+/* The sandbox's own migrations (src/units/adapters/sandbox_migrations/, applied with
+ * ks_sql_migrate, store/sql.h): its table, for `kassa migrate` and ks_sandbox_open. */
+struct ks_sql_schema;
+extern const struct ks_sql_schema ks_sandbox_schema;
+
 /*
- * Opens the sandbox on `store` (borrowed; its migrations already hold the sandbox's table) and
- * `log` (borrowed, may be NULL). Both must outlive the sandbox. Returns KS_ERR_NOMEM, or
- * KS_ERR_INVALID for a store kind the sandbox has no SQL for.
+ * Opens the sandbox on `store` (borrowed), first bringing its table up to date (ks_sql_migrate
+ * with ks_sandbox_schema; a failure's reason is logged), and `log` (borrowed, may be NULL). Both
+ * must outlive the sandbox. Returns KS_ERR_NOMEM, KS_ERR_INVALID for a store kind the SQL layer
+ * does not know, or a migration's error.
  */
 KS_MUST_USE int ks_sandbox_open(struct ks_store *store, struct ks_log *log,
                                 struct ks_sandbox **out);

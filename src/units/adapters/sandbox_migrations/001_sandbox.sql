@@ -1,16 +1,18 @@
--- 004_sandbox: the sandbox acquirer's own record of every operation it was asked to do
--- (src/units/adapters/sandbox.c, docs/sandbox.md). SQLite.
+-- 001_sandbox: the sandbox acquirer's own record of every operation it was asked to do
+-- (src/units/adapters/sandbox.c, docs/sandbox.md).
+-- replaces engine migration 004
+-- Written once for both stores; {{...}} are the SQL layer's dialect fragments (src/store/sql.h).
 -- One row per session_id: a repeated session returns the recorded outcome and never charges
 -- twice. Card data is never stored: card_mask keeps the first six and last four digits only.
 -- Times are milliseconds since the Unix epoch.
 CREATE TABLE sandbox_operations (
-    pos             INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, the listing cursor
+    pos             {{serial_pk_autoinc}},  -- arrival order, the listing cursor
     session_id      TEXT    NOT NULL UNIQUE,
     kind            TEXT    NOT NULL,   -- authorize | capture | cancel | refund
     invoice_id      TEXT    NOT NULL,
     payment_id      TEXT    NOT NULL,
     refund_id       TEXT,
-    amount          INTEGER NOT NULL,   -- minor units
+    amount          {{int64}} NOT NULL, -- minor units
     currency        TEXT    NOT NULL,
     card_mask       TEXT,               -- authorize only
     payment_system  TEXT,
@@ -22,11 +24,11 @@ CREATE TABLE sandbox_operations (
     rrn             TEXT,
     approval_code   TEXT,
     callback_tag    TEXT,               -- 3-D Secure: the tag the payer's answer comes back on
-    deadline_at     INTEGER NOT NULL DEFAULT 0,
-    attempts        INTEGER NOT NULL,
-    inquiries       INTEGER NOT NULL DEFAULT 0,
-    created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL
+    deadline_at     {{int64}} NOT NULL DEFAULT 0,
+    attempts        {{int64}} NOT NULL,
+    inquiries       {{int64}} NOT NULL DEFAULT 0,
+    created_at      {{int64}} NOT NULL,
+    updated_at      {{int64}} NOT NULL
 );
 CREATE INDEX sandbox_operations_payment ON sandbox_operations (invoice_id, payment_id, pos);
 CREATE INDEX sandbox_operations_tag ON sandbox_operations (callback_tag)
