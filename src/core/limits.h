@@ -36,7 +36,9 @@
 /* Timers and tasks. */
 #define KS_TIMER_POLL_MS_DEFAULT 100
 #define KS_TIMERS_PER_POLL_MAX 256
-#define KS_TASK_POLL_MS_DEFAULT 50
+#define KS_TASK_POLL_MS_DEFAULT 50 /* an idle worker's first look at the store */
+#define KS_TASK_POLL_IDLE_MS_MAX 400 /* ... doubling while it finds nothing, up to this */
+#define KS_UNIT_HANDOFF_MAX 1024   /* tasks handed off in memory and waiting, per unit */
 #define KS_TASKS_PER_CLAIM_MAX 32
 #define KS_TASK_LEASE_MS_DEFAULT 30000
 #define KS_TASK_ATTEMPTS_MAX_DEFAULT 8

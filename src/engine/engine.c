@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -35,10 +36,25 @@ struct commit_req {
     struct commit_req *wake[2];
 };
 
+/* A registered unit, its workers, and its in-memory hand-off.
+ *
+ * In-memory hand-off: a task committed by this node for a unit whose workers run here is
+ * inserted already leased to this node (ks_task_new.leased) and, once the commit is durable,
+ * queued here for a worker: the healthy path has no claim write and no polling delay. The
+ * durable row stays the truth: after a crash, or when the run takes longer than the lease, the
+ * task is claimed from the store as any other; at a clean stop the leases of tasks still queued
+ * are given back. A slot in the ring is reserved before the commit, so a durable task always has
+ * room; when the ring is full the task is inserted unleased and claimed from the store. */
 struct unit_slot {
     struct ks_unit unit; /* copied at registration */
     pthread_t threads[KS_UNIT_WORKERS_MAX];
     int threads_n;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;        /* a task was handed off or became claimable, or stopping */
+    struct ks_task_row *ring; /* KS_UNIT_HANDOFF_MAX rows while workers run, else NULL */
+    size_t head, len;         /* guarded by mu */
+    size_t reserved;          /* slots promised to commits in flight; guarded by mu */
+    int stop;                 /* guarded by mu */
 };
 
 struct ks_engine {
@@ -71,7 +87,7 @@ struct ks_engine {
     struct ks_relays *relays;  /* outbox consumers (relay.h) */
 
     _Atomic int64_t st_transitions, st_batches, st_conflicts, st_timers, st_tasks, st_retried,
-        st_dead, st_hits, st_misses;
+        st_dead, st_hits, st_misses, st_handoffs;
 };
 
 /* --- small helpers ------------------------------------------------------------------------ */
@@ -92,6 +108,104 @@ static const struct ks_processor *processor_of(struct ks_engine *e, const char *
         if (strcmp(e->processors[i]->ns, ns) == 0)
             return e->processors[i];
     return NULL;
+}
+
+static struct unit_slot *slot_of(struct ks_engine *e, const char *name)
+{
+    for (int i = 0; name && i < e->units_n; i++)
+        if (strcmp(e->units[i].unit.name, name) == 0)
+            return &e->units[i];
+    return NULL;
+}
+
+/* --- in-memory hand-off (struct unit_slot) ------------------------------------------------ */
+
+/* Reserves a ring slot for a task about to be committed; false when the unit's workers do not
+ * run here or the ring is full (then the task goes through the store). */
+static bool handoff_reserve(struct unit_slot *slot)
+{
+    bool ok = false;
+    pthread_mutex_lock(&slot->mu);
+    if (slot->ring && !slot->stop && slot->len + slot->reserved < KS_UNIT_HANDOFF_MAX) {
+        slot->reserved++;
+        ok = true;
+    }
+    pthread_mutex_unlock(&slot->mu);
+    return ok;
+}
+
+/* The commit failed: the reservation is given back. */
+static void handoff_cancel(struct unit_slot *slot)
+{
+    pthread_mutex_lock(&slot->mu);
+    assert(slot->reserved > 0);
+    slot->reserved--;
+    pthread_mutex_unlock(&slot->mu);
+}
+
+/* The commit is durable: queues the task in its reserved slot and wakes one worker. On memory
+ * trouble the task is dropped from memory only; its lease ends and the store hands it out. */
+static void handoff_push(struct unit_slot *slot, const struct ks_task_new *tk, const char *ns,
+                         const char *machine_id, int64_t now)
+{
+    struct ks_task_row row = {.status = KS_TASK_PENDING,
+                              .attempts = 1,
+                              .attempts_max = tk->attempts_max,
+                              .next_at_ms = tk->next_at_ms,
+                              .created_at_ms = now};
+    snprintf(row.id, sizeof(row.id), "%s", tk->id);
+    snprintf(row.ns, sizeof(row.ns), "%s", ns);
+    snprintf(row.machine_id, sizeof(row.machine_id), "%s", machine_id);
+    snprintf(row.unit, sizeof(row.unit), "%s", tk->unit);
+    row.args = strdup(tk->args);
+    pthread_mutex_lock(&slot->mu);
+    assert(slot->reserved > 0 && slot->len + slot->reserved <= KS_UNIT_HANDOFF_MAX);
+    slot->reserved--;
+    if (row.args && !slot->stop) {
+        slot->ring[(slot->head + slot->len) % KS_UNIT_HANDOFF_MAX] = row;
+        slot->len++;
+        row.args = NULL;
+        pthread_cond_signal(&slot->cv);
+    }
+    pthread_mutex_unlock(&slot->mu);
+    free(row.args);
+}
+
+/* Takes the oldest handed-off task into `out` (1), or returns 0 when there is none and -1 when
+ * the unit is stopping. */
+static int handoff_pop(struct unit_slot *slot, struct ks_task_row *out)
+{
+    int got = 0;
+    pthread_mutex_lock(&slot->mu);
+    if (slot->stop) {
+        got = -1;
+    } else if (slot->len > 0) {
+        *out = slot->ring[slot->head];
+        slot->head = (slot->head + 1) % KS_UNIT_HANDOFF_MAX;
+        slot->len--;
+        got = 1;
+    }
+    pthread_mutex_unlock(&slot->mu);
+    return got;
+}
+
+/* Waits up to `ms` for a hand-off (or any wake-up); returns nonzero when stopping. */
+static int handoff_wait(struct unit_slot *slot, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&slot->mu);
+    if (!slot->stop && slot->len == 0)
+        pthread_cond_timedwait(&slot->cv, &slot->mu, &ts);
+    int stop = slot->stop;
+    pthread_mutex_unlock(&slot->mu);
+    return stop;
 }
 
 static const struct ks_unit *unit_of(struct ks_engine *e, const char *name)
@@ -584,6 +698,7 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
     char *event_texts[KS_TRANSITION_EVENTS_MAX + 2] = {0};
     struct ks_task_new tasks[KS_TRANSITION_TASKS_MAX];
     char *task_texts[KS_TRANSITION_TASKS_MAX] = {0};
+    struct unit_slot *handoff[KS_TRANSITION_TASKS_MAX] = {0}; /* reserved ring slots */
     char *snapshot = NULL, *failed_input = NULL, *outcome = NULL, *args_fp = NULL;
     char fp[65];
     int rc = KS_ERR_NOMEM;
@@ -615,6 +730,13 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
         tasks[i].args = task_texts[i];
         tasks[i].next_at_ms = now;
         tasks[i].attempts_max = u->attempts_max > 0 ? u->attempts_max : (int)unit_attempts_default;
+        tasks[i].leased = 0;
+        struct unit_slot *slot = slot_of(e, u->name);
+        if (slot && handoff_reserve(slot)) { /* runs from memory, leased to this node */
+            handoff[i] = slot;
+            tasks[i].leased = 1;
+            tasks[i].next_at_ms = now + e->opt.task_lease_ms;
+        }
     }
     if (m->loaded && d->state == m->state && m->snapshot)
         snapshot = strdup(m->snapshot);
@@ -705,12 +827,22 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
     m->loaded = 1;
     *new_seq = m->seq;
     atomic_fetch_add(&e->st_transitions, 1);
-    if (tasks_n > 0) {
-        pthread_mutex_lock(&e->bg_mu);
-        pthread_cond_broadcast(&e->bg_cv);
-        pthread_mutex_unlock(&e->bg_mu);
+    for (size_t i = 0; i < tasks_n; i++) {
+        struct unit_slot *slot = handoff[i];
+        if (slot) {
+            handoff_push(slot, &tasks[i], m->ns, m->id, now);
+            handoff[i] = NULL;
+            atomic_fetch_add(&e->st_handoffs, 1);
+        } else if ((slot = slot_of(e, tasks[i].unit))) { /* claimable now: wake its workers */
+            pthread_mutex_lock(&slot->mu);
+            pthread_cond_broadcast(&slot->cv);
+            pthread_mutex_unlock(&slot->mu);
+        }
     }
 out:
+    for (size_t i = 0; i < tasks_n; i++)
+        if (handoff[i])
+            handoff_cancel(handoff[i]);
     for (size_t i = 0; i < events_n; i++)
         free(event_texts[i]);
     for (size_t i = 0; i < tasks_n; i++)
@@ -1195,6 +1327,7 @@ void ks_engine_stats(struct ks_engine *e, struct ks_engine_stats *out)
     out->tasks_run = atomic_load(&e->st_tasks);
     out->tasks_retried = atomic_load(&e->st_retried);
     out->tasks_dead = atomic_load(&e->st_dead);
+    out->tasks_handed_off = atomic_load(&e->st_handoffs);
     out->cache_hits = atomic_load(&e->st_hits);
     out->cache_misses = atomic_load(&e->st_misses);
 }
@@ -1393,29 +1526,64 @@ int ks_engine_run_tasks(struct ks_engine *e, int *ran)
 
 struct worker_arg {
     struct ks_engine *e;
-    const struct ks_unit *u;
+    struct unit_slot *slot;
 };
 
+/* A unit worker: runs handed-off tasks first, then claims due ones from the store (retries,
+ * tasks of a crashed node or of a full ring). An idle worker looks at the store after
+ * task_poll_ms, then less often (doubling up to KS_TASK_POLL_IDLE_MS_MAX); a hand-off or a new
+ * claimable task wakes it at once. */
 static void *worker_main(void *arg)
 {
     struct worker_arg wa = *(struct worker_arg *)arg;
     free(arg);
+    const struct ks_unit *u = &wa.slot->unit;
     char name[16];
-    snprintf(name, sizeof(name), "ks-u-%.10s", wa.u->name);
+    snprintf(name, sizeof(name), "ks-u-%.10s", u->name);
     pthread_setname_np(pthread_self(), name);
+    int64_t idle_ms = wa.e->opt.task_poll_ms;
     for (;;) {
-        pthread_mutex_lock(&wa.e->bg_mu);
-        int stop = wa.e->bg_stop;
-        pthread_mutex_unlock(&wa.e->bg_mu);
-        if (stop)
+        struct ks_task_row row;
+        int got = handoff_pop(wa.slot, &row);
+        if (got < 0)
             break;
-        int n = run_unit_once(wa.e, wa.u, 1);
-        if (n > 0)
+        if (got > 0) {
+            run_task(wa.e, u, &row);
+            free(row.args);
+            free(row.last_error);
             continue;
-        if (bg_wait(wa.e, wa.e->opt.task_poll_ms))
+        }
+        if (run_unit_once(wa.e, u, 1) > 0) {
+            idle_ms = wa.e->opt.task_poll_ms;
+            continue;
+        }
+        if (handoff_wait(wa.slot, idle_ms))
             break;
+        idle_ms = idle_ms * 2 > KS_TASK_POLL_IDLE_MS_MAX ? KS_TASK_POLL_IDLE_MS_MAX : idle_ms * 2;
+        if (idle_ms < wa.e->opt.task_poll_ms)
+            idle_ms = wa.e->opt.task_poll_ms;
     }
     return NULL;
+}
+
+/* After the workers stopped: gives back the leases of tasks still queued in memory, so any
+ * node may claim them at once rather than when the lease ends. */
+static void handoff_release(struct ks_engine *e, struct unit_slot *slot)
+{
+    int64_t now = now_ms(e);
+    pthread_mutex_lock(&slot->mu);
+    for (; slot->len > 0; slot->len--) {
+        struct ks_task_row *row = &slot->ring[slot->head];
+        if (ks_store_task_reschedule(e->store, row->id, now, NULL) != KS_OK)
+            logj(e, KS_LOG_WARN, "a queued task keeps its lease until it ends",
+                 json_pack("{s:s}", "task", row->id));
+        free(row->args);
+        free(row->last_error);
+        slot->head = (slot->head + 1) % KS_UNIT_HANDOFF_MAX;
+    }
+    free(slot->ring);
+    slot->ring = NULL;
+    pthread_mutex_unlock(&slot->mu);
 }
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
@@ -1460,6 +1628,10 @@ int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out
     pthread_cond_init(&e->q_cv, NULL);
     pthread_mutex_init(&e->bg_mu, NULL);
     pthread_cond_init(&e->bg_cv, NULL);
+    for (int i = 0; i < KS_UNITS_MAX; i++) {
+        pthread_mutex_init(&e->units[i].mu, NULL);
+        pthread_cond_init(&e->units[i].cv, NULL);
+    }
     *out = e;
     return KS_OK;
 }
@@ -1521,12 +1693,18 @@ int ks_engine_run(struct ks_engine *e, int background)
         return rc;
     for (int i = 0; i < e->units_n; i++) {
         struct unit_slot *slot = &e->units[i];
+        struct ks_task_row *ring = calloc(KS_UNIT_HANDOFF_MAX, sizeof(*ring));
+        if (!ring)
+            return KS_ERR_NOMEM;
+        pthread_mutex_lock(&slot->mu);
+        slot->ring = ring;
+        pthread_mutex_unlock(&slot->mu);
         for (int k = 0; k < slot->unit.workers; k++) {
             struct worker_arg *wa = malloc(sizeof(*wa));
             if (!wa)
                 return KS_ERR_NOMEM;
             wa->e = e;
-            wa->u = &slot->unit;
+            wa->slot = slot;
             if (pthread_create(&slot->threads[k], NULL, worker_main, wa) != 0) {
                 free(wa);
                 return KS_ERR_NOMEM;
@@ -1549,11 +1727,19 @@ void ks_engine_free(struct ks_engine *e)
     e->bg_stop = 1;
     pthread_cond_broadcast(&e->bg_cv);
     pthread_mutex_unlock(&e->bg_mu);
+    for (int i = 0; i < e->units_n; i++) {
+        pthread_mutex_lock(&e->units[i].mu);
+        e->units[i].stop = 1;
+        pthread_cond_broadcast(&e->units[i].cv);
+        pthread_mutex_unlock(&e->units[i].mu);
+    }
     if (e->bg_started)
         pthread_join(e->timer_thread, NULL);
     for (int i = 0; i < e->units_n; i++)
         for (int k = 0; k < e->units[i].threads_n; k++)
             pthread_join(e->units[i].threads[k], NULL);
+    for (int i = 0; i < e->units_n; i++) /* no commit is in flight: nothing is reserved */
+        handoff_release(e, &e->units[i]);
     if (e->committer_started) {
         pthread_mutex_lock(&e->q_mu);
         e->q_stopping = 1;
@@ -1566,5 +1752,9 @@ void ks_engine_free(struct ks_engine *e)
     pthread_cond_destroy(&e->q_cv);
     pthread_mutex_destroy(&e->bg_mu);
     pthread_cond_destroy(&e->bg_cv);
+    for (int i = 0; i < KS_UNITS_MAX; i++) {
+        pthread_mutex_destroy(&e->units[i].mu);
+        pthread_cond_destroy(&e->units[i].cv);
+    }
     free(e);
 }

@@ -280,6 +280,7 @@ struct ks_engine_stats {
     int64_t tasks_run;
     int64_t tasks_retried;
     int64_t tasks_dead;
+    int64_t tasks_handed_off; /* run from memory right after their commit (no claim write) */
     int64_t cache_hits;
     int64_t cache_misses;
 };

@@ -306,12 +306,13 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
     [ST_TASKS_INSERT] = {"ks_tasks_insert",
                          "INSERT INTO tasks (id, ns, machine_id, unit, args, status, attempts, "
                          "attempts_max, next_at, created_at) "
-                         "SELECT t.id, t.ns, t.mid, t.unit, t.args, 0, 0, t.amax, t.next_at, "
-                         "t.created FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
-                         "AS t(id, ns, mid, unit, args, amax, next_at, created)",
-                         8,
+                         "SELECT t.id, t.ns, t.mid, t.unit, t.args, 0, t.attempts, t.amax, "
+                         "t.next_at, t.created FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                         "AS t(id, ns, mid, unit, args, amax, next_at, created, attempts)",
+                         9,
                          {OID_TEXT_ARRAY, OID_TEXT_ARRAY, OID_TEXT_ARRAY, OID_TEXT_ARRAY,
-                          OID_TEXT_ARRAY, OID_INT4_ARRAY, OID_INT8_ARRAY, OID_INT8_ARRAY},
+                          OID_TEXT_ARRAY, OID_INT4_ARRAY, OID_INT8_ARRAY, OID_INT8_ARRAY,
+                          OID_INT4_ARRAY},
                          false},
     [ST_TASKS_CLOSE] = {"ks_tasks_close",
                         "UPDATE tasks SET status = c.status FROM unnest($1, $2) AS c(id, status) "
@@ -350,6 +351,7 @@ enum {
     A_TK_AMAX,
     A_TK_NEXT,
     A_TK_CREATED,
+    A_TK_ATTEMPTS,
     A_CL_ID,
     A_CL_STATUS,
     A_UN_SCOPE,
@@ -1471,7 +1473,8 @@ static bool build_phase2(struct pg_scratch *sc, struct ks_transition *b, size_t 
         [A_EV_AT] = OID_INT8,      [A_EV_BODY] = OID_TEXT, [A_TK_ID] = OID_TEXT,
         [A_TK_NS] = OID_TEXT,      [A_TK_MID] = OID_TEXT,  [A_TK_UNIT] = OID_TEXT,
         [A_TK_ARGS] = OID_TEXT,    [A_TK_AMAX] = OID_INT4, [A_TK_NEXT] = OID_INT8,
-        [A_TK_CREATED] = OID_INT8, [A_CL_ID] = OID_TEXT,   [A_CL_STATUS] = OID_INT4,
+        [A_TK_CREATED] = OID_INT8, [A_TK_ATTEMPTS] = OID_INT4, [A_CL_ID] = OID_TEXT,
+        [A_CL_STATUS] = OID_INT4,
         [A_UN_SCOPE] = OID_TEXT,   [A_UN_KEY] = OID_TEXT,
     };
     for (int k = 0; k < A_COUNT; k++)
@@ -1501,6 +1504,7 @@ static bool build_phase2(struct pg_scratch *sc, struct ks_transition *b, size_t 
             arr_i32(&a[A_TK_AMAX], tk->attempts_max);
             arr_i64(&a[A_TK_NEXT], tk->next_at_ms);
             arr_i64(&a[A_TK_CREATED], t->at_ms);
+            arr_i32(&a[A_TK_ATTEMPTS], tk->leased ? 1 : 0);
         }
         if (t->close_task_id) {
             arr_text(&a[A_CL_ID], t->close_task_id);

@@ -89,7 +89,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVENT_INSERT] = "INSERT INTO events (ns, id, seq, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_OUTBOX_INSERT] = "INSERT INTO outbox (ns, id, seq) VALUES (?1, ?2, ?3)",
     [ST_TASK_INSERT] = "INSERT INTO tasks (id, ns, machine_id, unit, args, status, attempts,"
-                       " attempts_max, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6,"
+                       " attempts_max, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?9, ?6,"
                        " ?7, ?8)",
     [ST_TASK_CLOSE] = "UPDATE tasks SET status = ?2 WHERE id = ?1",
     [ST_TIMERS_DUE] = "SELECT ns, id, timer_at, timer_id FROM machines WHERE timer_at > 0"
@@ -579,6 +579,7 @@ static int commit_one(struct conn *w, struct ks_transition *t)
         sqlite3_bind_int(q, 6, tk->attempts_max);
         sqlite3_bind_int64(q, 7, tk->next_at_ms);
         sqlite3_bind_int64(q, 8, t->at_ms);
+        sqlite3_bind_int(q, 9, tk->leased ? 1 : 0);
         if (step_done(q) != SQLITE_OK)
             return KS_ERR_IO;
     }

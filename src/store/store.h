@@ -60,13 +60,17 @@ struct ks_event_row {
 };
 void ks_event_rows_free(struct ks_event_row *rows, size_t n);
 
-/* A task to insert. `args` is JSON text. */
+/* A task to insert. `args` is JSON text. A `leased` task is inserted already claimed by the
+ * node that creates it (attempts 1, `next_at_ms` the end of its lease), which runs it from memory
+ * right after the commit (engine.c, "in-memory hand-off"): no claim write on the healthy path;
+ * after a crash it is claimable again when the lease ends, as any claimed task. */
 struct ks_task_new {
     char id[KS_TASK_ID_BYTES + 1];
     const char *unit;
     const char *args;
     int64_t next_at_ms;
     int attempts_max;
+    int leased;
 };
 
 /* A claimed or inspected task. Text members owned, freed by ks_task_rows_free. */

@@ -12,7 +12,9 @@ timer fired, every task answered; bounded) and then checks, through the admin AP
   - event numbers are 1..N without gaps, and N is the machine's seq;
   - every timer that was set fired exactly once, and every acknowledged timer was set;
   - every task that was emitted was answered with task_done exactly once (a task may run more
-    than once, its result is delivered once), and every acknowledged task was emitted;
+    than once, its result is delivered once), and every acknowledged task was emitted — tasks
+    run from an in-memory hand-off right after their commit, so the kills hit tasks queued in
+    memory or running (the killed incarnations' tasksHandedOff counts are summed and checked);
   - the outbox holds every event of these machines exactly once, in increasing positions, each
     machine's events in order and with the history's bodies;
   - every child a committed transition asked for exists, was started exactly once with its
@@ -33,6 +35,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 import crashlib
 
@@ -130,6 +133,17 @@ def check_relay(admin, name, path, timeout_s=120):
     return problems
 
 
+def handed_off_so_far(server):
+    """The running incarnation's count of tasks handed off in memory (0 if it does not answer
+    at once: the count only shows the kills were real, it proves nothing by itself)."""
+    try:
+        r = requests.get("%s/admin/v1/stats" % server.admin_base, timeout=1,
+                         headers={"Authorization": "Bearer " + server.token})
+        return int(r.json().get("tasksHandedOff", 0)) if r.status_code == 200 else 0
+    except (requests.RequestException, ValueError):
+        return 0
+
+
 def test_sigkill_during_load_loses_nothing(store_url, tmp_path, monkeypatch):
     binary = crashlib.kassa_bin()
     if not os.access(binary, os.X_OK):
@@ -149,6 +163,7 @@ def test_sigkill_during_load_loses_nothing(store_url, tmp_path, monkeypatch):
     prefix = "crash-%s" % secrets.token_hex(4)
     load = crashlib.Workload(server, prefix, THREADS, MACHINES_PER_THREAD, OPS_PER_THREAD, seed)
     kills = 0
+    handed_off = 0  # tasks the killed incarnations ran from memory (engine.md, "Tasks")
     try:
         server.start()
         load.start_machines()
@@ -156,6 +171,7 @@ def test_sigkill_during_load_loses_nothing(store_url, tmp_path, monkeypatch):
         load.run(deadline=t0 + KILL_PHASE_S_MAX + 30)
         while kills < KILLS and time.monotonic() - t0 < KILL_PHASE_S_MAX:
             time.sleep(rnd.uniform(0.1, 1.5))
+            handed_off += handed_off_so_far(server)
             server.kill()
             kills += 1
             server.start()
@@ -189,3 +205,6 @@ def test_sigkill_during_load_loses_nothing(store_url, tmp_path, monkeypatch):
     assert led.counts["acked_timer"] >= 10, dict(led.counts)
     assert led.counts["acked_task"] >= 10, dict(led.counts)
     assert led.counts["acked_child"] >= 10, dict(led.counts)
+    # The kills hit nodes that were handing tasks off in memory, so the task checks above cover
+    # tasks that were queued in memory (or running) when their node died.
+    assert handed_off >= 10, "only %d tasks handed off in memory before the kills" % handed_off
