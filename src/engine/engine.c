@@ -120,6 +120,20 @@ static struct unit_slot *slot_of(struct ks_engine *e, const char *name)
 
 /* --- in-memory hand-off (struct unit_slot) ------------------------------------------------ */
 
+/* The CLOCK_REALTIME time `ms` from now, for pthread_cond_timedwait. */
+static struct timespec deadline_in(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
 /* Reserves a ring slot for a task about to be committed; false when the unit's workers do not
  * run here or the ring is full (then the task goes through the store). */
 static bool handoff_reserve(struct unit_slot *slot)
@@ -192,14 +206,7 @@ static int handoff_pop(struct unit_slot *slot, struct ks_task_row *out)
 /* Waits up to `ms` for a hand-off (or any wake-up); returns nonzero when stopping. */
 static int handoff_wait(struct unit_slot *slot, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = deadline_in(ms);
     pthread_mutex_lock(&slot->mu);
     if (!slot->stop && slot->len == 0)
         pthread_cond_timedwait(&slot->cv, &slot->mu, &ts);
@@ -1364,14 +1371,7 @@ int ks_engine_fire_timers(struct ks_engine *e, int *fired)
 /* Sleeps up to `ms` or until woken (new tasks, shutdown). Returns 1 if stopping. */
 static int bg_wait(struct ks_engine *e, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = deadline_in(ms);
     pthread_mutex_lock(&e->bg_mu);
     if (!e->bg_stop)
         pthread_cond_timedwait(&e->bg_cv, &e->bg_mu, &ts);
