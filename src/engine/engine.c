@@ -167,7 +167,8 @@ static void handoff_push(struct unit_slot *slot, const struct ks_task_new *tk, c
                               .attempts_max = tk->attempts_max,
                               .next_at_ms = tk->next_at_ms,
                               .created_at_ms = now};
-    snprintf(row.id, sizeof(row.id), "%s", tk->id);
+    _Static_assert(sizeof(row.id) == sizeof(tk->id), "task ids have one size");
+    memcpy(row.id, tk->id, sizeof(row.id));
     snprintf(row.ns, sizeof(row.ns), "%s", ns);
     snprintf(row.machine_id, sizeof(row.machine_id), "%s", machine_id);
     snprintf(row.unit, sizeof(row.unit), "%s", tk->unit);
