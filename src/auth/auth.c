@@ -24,6 +24,7 @@
 
 #include "auth/auth.h"
 #include "auth/auth_int.h"
+#include "auth/token_cache.h"
 #include "core/ids.h"
 #include "core/json.h"
 
@@ -44,6 +45,7 @@ struct ks_auth {
     char audience[AUDIENCE_BYTES_MAX + 1];
     int trust_own;
     struct ks_log *log;
+    struct ks_token_cache *verified; /* tokens already verified (token_cache.h); may be NULL */
 };
 
 enum jwt_alg { ALG_RS256 = 1, ALG_ES256 = 2 };
@@ -466,6 +468,12 @@ int ks_auth_verify(struct ks_auth *a, const char *authorization, int64_t now_ms,
     struct jwt t;
     memset(&t, 0, sizeof(t));
     int rc = bearer_token(authorization, &t.text, &t.len, why, whylen);
+    unsigned char key[32] = {0};
+    if (rc == KS_OK && a->verified) {
+        ks_token_cache_key(t.text, t.len, key);
+        if (ks_token_cache_get(a->verified, key, now_ms, KS_AUTH_CLOCK_SKEW_S * 1000LL, out))
+            return KS_OK;
+    }
     if (rc == KS_OK)
         rc = jwt_split(&t, why, whylen);
     if (rc == KS_OK)
@@ -522,8 +530,11 @@ int ks_auth_verify(struct ks_auth *a, const char *authorization, int64_t now_ms,
     } else {
         rc = merchant_claims(a, source, claims, out, why, whylen);
     }
-    if (rc == KS_OK)
+    if (rc == KS_OK) {
         out->expires_at_ms = exp_ms;
+        if (a->verified)
+            ks_token_cache_put(a->verified, key, out);
+    }
 out:
     if (rc != KS_OK)
         memset(out, 0, sizeof(*out));
@@ -747,6 +758,7 @@ int ks_auth_open(const struct ks_auth_options *opt, struct ks_auth **out, char *
     snprintf(a->audience, sizeof(a->audience), "%s", aud);
     a->trust_own = opt->trust_own_key_for_merchants != 0;
     a->log = opt->log;
+    a->verified = ks_token_cache_create(); /* without it every token is verified in full */
     int created = 0;
     int rc = ks_auth_own_key_load(opt->signing_key_path, &a->own, &created, a->log, why, whylen);
     if (rc != KS_OK)
@@ -780,12 +792,20 @@ fail:
     return rc;
 }
 
+void ks_auth_cache_counts(struct ks_auth *a, int64_t *hits, int64_t *misses)
+{
+    *hits = *misses = 0;
+    if (a->verified)
+        ks_token_cache_counts(a->verified, hits, misses);
+}
+
 void ks_auth_close(struct ks_auth *a)
 {
     if (!a)
         return;
     ks_auth_sources_free(a->merchant);
     ks_auth_key_release(&a->own);
+    ks_token_cache_free(a->verified);
     explicit_bzero(a, sizeof(*a));
     free(a);
 }

@@ -109,8 +109,14 @@ KS_MUST_USE int ks_auth_open(const struct ks_auth_options *opt, struct ks_auth *
                              size_t whylen);
 void ks_auth_close(struct ks_auth *a);
 
+/* How many ks_auth_verify calls were answered from the cache of verified tokens, and how many
+ * looked there and missed, since ks_auth_open. */
+void ks_auth_cache_counts(struct ks_auth *a, int64_t *hits, int64_t *misses);
+
 /* Verifies an Authorization header value ("Bearer <jwt>") at `now_ms`. KS_OK fills `out`;
- * otherwise KS_ERR_UNAUTHORIZED with a reason in `why` that never contains the token. */
+ * otherwise KS_ERR_UNAUTHORIZED with a reason in `why` that never contains the token. A token
+ * verified before is answered from the verifier's cache until its exp (auth/token_cache.h: keyed
+ * by the hash of the whole token, so any other token is verified in full). Thread-safe. */
 KS_MUST_USE int ks_auth_verify(struct ks_auth *a, const char *authorization, int64_t now_ms,
                                struct ks_principal *out, char *why, size_t whylen);
 

@@ -478,6 +478,38 @@ Test(auth, tampered_payload, .init = setup, .fini = teardown)
     expect_denied(tok2, "does not verify");
 }
 
+/* The cache of verified tokens (auth/token_cache.h): a repeat is answered from it with the same
+ * principal; a token one byte away is verified in full and refused; a cached token is refused
+ * once its exp has passed. */
+Test(auth, verified_tokens_cached_until_exp, .init = setup, .fini = teardown)
+{
+    open_jwks(NULL, 0);
+    char pl[1024], tok[TOKEN_CAP], tok2[TOKEN_CAP], why[256];
+    struct ks_principal p1, p2;
+    int64_t hits = 0, misses = 0;
+    payload_std(pl, sizeof(pl), NOW_S + 600, NULL);
+    make_token("{\"alg\":\"ES256\",\"kid\":\"ec-1\"}", pl, fx.ec, NULL, tok, sizeof(tok));
+    expect_ok(tok, &p1);
+    ks_auth_cache_counts(fx.auth, &hits, &misses);
+    cr_assert_eq(hits, 0);
+    cr_assert_eq(misses, 1);
+    expect_ok(tok, &p2);
+    ks_auth_cache_counts(fx.auth, &hits, &misses);
+    cr_assert_eq(hits, 1, "the repeat was verified in full");
+    cr_assert_eq(memcmp(&p1, &p2, sizeof(p1)), 0, "the cached principal differs");
+    /* One flipped signature character: not the cached token. */
+    snprintf(tok2, sizeof(tok2), "%s", tok);
+    char *last = tok2 + strlen(tok2) - 3;
+    *last = *last == 'A' ? 'B' : 'A';
+    expect_denied(tok2, "does not verify");
+    /* Past its exp (and the clock skew), the cached token is refused like any other. */
+    struct ks_principal p3;
+    int64_t later = (NOW_S + 600 + KS_AUTH_CLOCK_SKEW_S) * 1000;
+    cr_assert_eq(ks_auth_verify(fx.auth, tok, later, &p3, why, sizeof(why)), KS_ERR_UNAUTHORIZED);
+    cr_assert_not_null(strstr(why, "expired"), "%s", why);
+    cr_assert_eq(ks_auth_verify(fx.auth, tok, later - 1, &p3, why, sizeof(why)), KS_OK, "%s", why);
+}
+
 Test(auth, alg_none_refused, .init = setup, .fini = teardown)
 {
     open_jwks(NULL, 0);
