@@ -33,7 +33,9 @@
  * function gets a `struct ks_sql *`, valid only during the call. Statements prepared on it are
  * cached for the rest of the call (preparing the same text again returns the cached statement,
  * reset) and all are finalised before the transaction ends, so a transaction of a thousand
- * inserts prepares its INSERT once.
+ * inserts prepares its INSERT once. On PostgreSQL the server also keeps each statement prepared
+ * on its connection (up to KS_SQL_PG_PREPARED_MAX a connection), so a statement is parsed and
+ * analysed once per connection rather than once per call.
  *
  * Statements. Parameters are bound by number, typed (text, int64, bool, blob, null); a bound
  * text or blob is borrowed until the statement is reset (ks_sql_done, a new prepare of the same
@@ -90,6 +92,7 @@ struct ks_sql_stmt;
 #define KS_SQL_ARRAY_BYTES_MAX (64u * 1024 * 1024) /* one batch parameter (PostgreSQL array) */
 #define KS_SQL_MIGRATIONS_MAX 256                  /* versions of one module */
 #define KS_SQL_MODULE_BYTES_MAX 64                 /* a module's name in ks_module_schema */
+#define KS_SQL_PG_PREPARED_MAX 128                 /* statements one PostgreSQL connection keeps */
 
 /* What ks_sql_step returns when it has a row (KS_OK: no more rows). */
 #define KS_SQL_ROW 1

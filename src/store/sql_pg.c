@@ -2,10 +2,21 @@
  * sql_pg.c — the SQL layer's PostgreSQL part (contract in sql.h, shared parts in sql.c).
  *
  * `conn` is a pooled `PGconn *`: inside BEGIN ... COMMIT (READ COMMITTED) for ks_sql_tx, idle
- * otherwise. Each statement runs with PQexecParams (the unnamed statement: one round trip,
- * parsed by the server each time, as the modules' own code did). Parameters go typed: text as
- * text, int64 as int8, bool as bool, blobs as binary bytea; results come back as text (bytea in
- * its hex form, decoded here).
+ * otherwise. Parameters go typed: text as text, int64 as int8, bool as bool, blobs as binary
+ * bytea; results come back as text (bytea in its hex form, decoded here).
+ *
+ * Prepared statements. A statement is prepared on its connection under a name of its own
+ * (ks_sql_N) the first time that connection runs its text with its parameter types, and run by
+ * name from then on (PQexecPrepared: one round trip, and the server neither parses nor
+ * analyses the text again; it plans again only while its plan cache finds a custom plan
+ * cheaper). With the unnamed statement, parsing and planning cost a small per-key query more
+ * than twice its execution, on every run. The names a connection holds are kept with the
+ * connection (libpq instance data of an event procedure), forgotten when libpq resets it and
+ * freed when it is closed. A connection keeps up to KS_SQL_PG_PREPARED_MAX; past that a new
+ * text runs unnamed, as before. Prepared statements outlive a rolled-back transaction, so the
+ * cache stays true after a failure; a statement the server no longer has (26000) or whose
+ * result shape changed under it (0A000, after DDL) is forgotten, so the next call prepares it
+ * again under a new name (the old one stays on the server until the connection closes).
  *
  * Batches and per-key queries are one statement each, over arrays passed as array literals
  * whose elements are quoted and escaped here:
@@ -22,6 +33,7 @@
  * whole table) and runs the keys in the order given, so row locks in Q are taken in that order.
  */
 #include <assert.h>
+#include <libpq-events.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,11 +70,157 @@ static int64_t cmd_tuples(const PGresult *r)
     return v;
 }
 
-/* Runs `sql` with `n` parameters; keeps a result with rows in st->handle. */
+/* --- statements prepared on a connection ------------------------------------------------------ */
+
+struct pg_prepared {
+    uint64_t hash; /* of the text and the parameter types */
+    char *text;
+    int n;
+    Oid types[KS_SQL_PARAMS_MAX]; /* 0 where the server infers the type */
+    char name[24];
+};
+
+/* What one connection has prepared; its instance data. */
+struct pg_conn_cache {
+    struct pg_prepared items[KS_SQL_PG_PREPARED_MAX];
+    size_t n;
+    uint64_t names; /* names given so far: the next is ks_sql_<names + 1> */
+};
+
+static void cache_clear(struct pg_conn_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->items[i].text);
+    c->n = 0;
+}
+
+/* libpq's event procedure: the cache lives and dies with its connection. */
+static int pg_event(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    if (id == PGEVT_CONNRESET) {
+        /* A reset connection is a new session: nothing is prepared on it any more. */
+        struct pg_conn_cache *c = PQinstanceData(((PGEventConnReset *)info)->conn, pg_event);
+        if (c)
+            cache_clear(c);
+    } else if (id == PGEVT_CONNDESTROY) {
+        PGconn *pg = ((PGEventConnDestroy *)info)->conn;
+        struct pg_conn_cache *c = PQinstanceData(pg, pg_event);
+        if (c) {
+            cache_clear(c);
+            free(c);
+            PQsetInstanceData(pg, pg_event, NULL);
+        }
+    }
+    return 1;
+}
+
+/* The connection's cache, attached on first use; NULL when it cannot be (no memory): then
+ * statements run unnamed. */
+static struct pg_conn_cache *conn_cache(PGconn *pg)
+{
+    struct pg_conn_cache *c = PQinstanceData(pg, pg_event);
+    if (c)
+        return c;
+    /* 0 when already registered (a cache that could not be allocated before): set it now. */
+    (void)PQregisterEventProc(pg, pg_event, "kassa sql", NULL);
+    c = calloc(1, sizeof(*c));
+    if (c && !PQsetInstanceData(pg, pg_event, c)) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static uint64_t stmt_hash(const char *sql, int n, const Oid *types)
+{
+    uint64_t h = fnv1a(0xcbf29ce484222325ULL, sql, strlen(sql));
+    h = fnv1a(h, &n, sizeof(n));
+    return types ? fnv1a(h, types, (size_t)n * sizeof(*types)) : h;
+}
+
+static bool same_types(const struct pg_prepared *p, int n, const Oid *types)
+{
+    if (p->n != n)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (p->types[i] != (types ? types[i] : 0))
+            return false;
+    return true;
+}
+
+/* The statement `sql` with these parameter types is prepared as on `db`'s connection, preparing
+ * it (one round trip) the first time; `*out` stays NULL when it is to run unnamed (the cache is
+ * full or could not be made). An error preparing is the statement's error. */
+static int prepared(struct ks_sql *db, const char *sql, int n, const Oid *types,
+                    const struct pg_prepared **out)
+{
+    assert(n >= 0 && n <= KS_SQL_PARAMS_MAX);
+    *out = NULL;
+    struct pg_conn_cache *c = conn_cache(db->conn);
+    if (!c)
+        return KS_OK;
+    uint64_t h = stmt_hash(sql, n, types);
+    for (size_t i = 0; i < c->n; i++) {
+        const struct pg_prepared *p = &c->items[i];
+        if (p->hash == h && same_types(p, n, types) && strcmp(p->text, sql) == 0) {
+            *out = p;
+            return KS_OK;
+        }
+    }
+    if (c->n == KS_SQL_PG_PREPARED_MAX)
+        return KS_OK;
+    struct pg_prepared *p = &c->items[c->n];
+    memset(p, 0, sizeof(*p));
+    if (!(p->text = strdup(sql)))
+        return KS_OK;
+    p->hash = h;
+    p->n = n;
+    for (int i = 0; i < n; i++)
+        p->types[i] = types ? types[i] : 0;
+    snprintf(p->name, sizeof(p->name), "ks_sql_%llu", (unsigned long long)++c->names);
+    PGresult *r = PQprepare(db->conn, p->name, sql, n, p->types);
+    int rc = r && PQresultStatus(r) == PGRES_COMMAND_OK ? KS_OK : pg_error(db, r);
+    PQclear(r);
+    if (rc != KS_OK) {
+        free(p->text);
+        p->text = NULL;
+        return rc;
+    }
+    c->n++;
+    *out = p;
+    return KS_OK;
+}
+
+/* Forgets a prepared statement the server no longer runs as prepared. */
+static void forget(struct ks_sql *db, const struct pg_prepared *p)
+{
+    struct pg_conn_cache *c = PQinstanceData(db->conn, pg_event);
+    assert(c != NULL && p >= c->items && p < c->items + c->n);
+    size_t i = (size_t)(p - c->items);
+    free(c->items[i].text);
+    c->items[i] = c->items[--c->n];
+}
+
+/* Runs `sql` with `n` parameters (prepared on the connection where it can be); keeps a result
+ * with rows in st->handle. */
 static int run(struct ks_sql_stmt *st, const char *sql, int n, const Oid *types,
                const char *const *vals, const int *lens, const int *fmts)
 {
-    PGresult *r = PQexecParams(st->db->conn, sql, n, types, vals, lens, fmts, 0);
+    const struct pg_prepared *p = NULL;
+    int rc = prepared(st->db, sql, n, types, &p);
+    if (rc != KS_OK)
+        return rc;
+    PGresult *r = p ? PQexecPrepared(st->db->conn, p->name, n, vals, lens, fmts, 0)
+                    : PQexecParams(st->db->conn, sql, n, types, vals, lens, fmts, 0);
     ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
         st->changes = cmd_tuples(r);
@@ -75,7 +233,10 @@ static int run(struct ks_sql_stmt *st, const char *sql, int n, const Oid *types,
         PQclear(r);
         return KS_OK;
     }
-    int rc = pg_error(st->db, r);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (p && state && (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0))
+        forget(st->db, p);
+    rc = pg_error(st->db, r);
     PQclear(r);
     return rc;
 }

@@ -185,6 +185,55 @@ Test(sql, parameters_of_each_type_and_nulls_read_back)
     cr_expect_eq(ks_sql_read(store, typed_read, &missing), KS_ERR_NOT_FOUND);
 }
 
+/* --- statements that come back ------------------------------------------------------------------
+ */
+
+struct again {
+    int k;     /* the statement's text differs by k */
+    int64_t n; /* read back: n + k */
+};
+
+static int again_read(struct ks_sql *db, void *arg)
+{
+    struct again *a = arg;
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT n + %d FROM %s WHERE id = ?1", a->k, table);
+    struct ks_sql_stmt *st = NULL;
+    int rc = ks_sql_prepare(db, sql, &st);
+    if (rc != KS_OK)
+        return rc;
+    ks_sql_bind_text(st, 1, "again");
+    int step = ks_sql_step(st);
+    a->n = step == KS_SQL_ROW ? ks_sql_col_i64(st, 0) : -1;
+    int done = ks_sql_done(st);
+    return step < 0 ? step : done;
+}
+
+/* PostgreSQL keeps statements prepared on each connection from call to call: a text runs again
+ * by name, a connection past its bound runs new texts unnamed, and a statement whose table was
+ * made again still reads the new table. SQLite prepares afresh in every call. */
+Test(sql, statements_run_again_in_later_calls_past_the_prepared_bound_and_after_ddl)
+{
+    const int texts = 4 * KS_SQL_PG_PREPARED_MAX + 8; /* more than one connection keeps */
+    cr_assert_eq(ddl("INSERT INTO %s (id, n) VALUES ('again', 10)"), KS_OK);
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < texts; k += round ? 37 : 1) {
+            struct again a = {.k = k};
+            cr_assert_eq(ks_sql_read(store, again_read, &a), KS_OK, "text %d", k);
+            cr_assert_eq(a.n, 10 + k, "text %d", k);
+        }
+    cr_assert_eq(ddl("DROP TABLE %s"), KS_OK);
+    cr_assert_eq(ddl("CREATE TABLE %s (id TEXT PRIMARY KEY, n {{int64}}, b {{bool}},"
+                     " blob {{bytes}}, note TEXT)"),
+                 KS_OK);
+    cr_assert_eq(ddl("INSERT INTO %s (id, n) VALUES ('again', 20)"), KS_OK);
+    for (int k = 0; k < 16; k++) {
+        struct again a = {.k = k};
+        cr_assert_eq(ks_sql_read(store, again_read, &a), KS_OK, "text %d", k);
+        cr_expect_eq(a.n, 20 + k, "text %d after the table was made again", k);
+    }
+}
+
 /* A getter that cannot read what it was asked fails the statement, not the process. */
 static int bad_reads(struct ks_sql *db, void *arg)
 {
