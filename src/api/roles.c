@@ -32,17 +32,24 @@ const struct ks_api_route_role ks_api_route_roles[] = {
 
 const size_t ks_api_route_roles_n = sizeof(ks_api_route_roles) / sizeof(ks_api_route_roles[0]);
 
-const struct ks_api_route_role *ks_api_route_role(const char *method, const char *pattern)
+const struct ks_api_route_role *ks_api_route_role_in(const struct ks_api_route_role *rows,
+                                                     size_t rows_n, const char *method,
+                                                     const char *pattern)
 {
     if (!method || !pattern)
         return NULL;
-    for (size_t i = 0; i < ks_api_route_roles_n; i++) {
-        const struct ks_api_route_role *r = &ks_api_route_roles[i];
+    for (size_t i = 0; i < rows_n; i++) {
+        const struct ks_api_route_role *r = &rows[i];
         assert(r->merchant_role || r->invoice_role); /* a route nobody may call has no place */
         if (strcmp(r->method, method) == 0 && strcmp(r->pattern, pattern) == 0)
             return r;
     }
     return NULL;
+}
+
+const struct ks_api_route_role *ks_api_route_role(const char *method, const char *pattern)
+{
+    return ks_api_route_role_in(ks_api_route_roles, ks_api_route_roles_n, method, pattern);
 }
 
 int ks_api_merchant_role_why(const struct ks_principal *who, const char *role, char *why,

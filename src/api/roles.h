@@ -26,7 +26,11 @@ struct ks_api_route_role {
 extern const struct ks_api_route_role ks_api_route_roles[];
 extern const size_t ks_api_route_roles_n;
 
-/* The row of (method, pattern), or NULL when the route has none. */
+/* The row of (method, pattern) in `rows` (`rows_n` of them), or NULL when none has it. */
+const struct ks_api_route_role *ks_api_route_role_in(const struct ks_api_route_role *rows,
+                                                     size_t rows_n, const char *method,
+                                                     const char *pattern);
+/* The row of (method, pattern) in the payments table above, or NULL when the route has none. */
 const struct ks_api_route_role *ks_api_route_role(const char *method, const char *pattern);
 
 /* The same check without a response: KS_ERR_UNAUTHORIZED with the sentence naming the missing

@@ -218,10 +218,8 @@ static int handoff_wait(struct unit_slot *slot, int64_t ms)
 
 static const struct ks_unit *unit_of(struct ks_engine *e, const char *name)
 {
-    for (int i = 0; i < e->units_n; i++)
-        if (strcmp(e->units[i].unit.name, name) == 0)
-            return &e->units[i].unit;
-    return NULL;
+    struct unit_slot *slot = slot_of(e, name);
+    return slot ? &slot->unit : NULL;
 }
 
 static void reply_init(struct ks_reply *r)
@@ -706,7 +704,8 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
     char *event_texts[KS_TRANSITION_EVENTS_MAX + 2] = {0};
     struct ks_task_new tasks[KS_TRANSITION_TASKS_MAX];
     char *task_texts[KS_TRANSITION_TASKS_MAX] = {0};
-    struct unit_slot *handoff[KS_TRANSITION_TASKS_MAX] = {0}; /* reserved ring slots */
+    struct unit_slot *slots[KS_TRANSITION_TASKS_MAX]; /* each task's unit */
+    bool reserved[KS_TRANSITION_TASKS_MAX] = {0};     /* a ring slot is held for it */
     char *snapshot = NULL, *failed_input = NULL, *outcome = NULL, *args_fp = NULL;
     char fp[65];
     int rc = KS_ERR_NOMEM;
@@ -725,7 +724,9 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
     const unsigned unit_attempts_default = KS_TASK_ATTEMPTS_MAX_DEFAULT;
     for (size_t i = 0; i < tasks_n; i++) {
         json_t *tk = json_array_get(d->tasks, i);
-        const struct ks_unit *u = unit_of(e, ks_json_get_str(tk, "unit"));
+        slots[i] = slot_of(e, ks_json_get_str(tk, "unit"));
+        assert(slots[i] != NULL); /* run_processor refused tasks for unknown units */
+        const struct ks_unit *u = &slots[i]->unit;
         json_t *args = json_object_get(tk, "args");
         task_texts[i] = args ? json_dumps(args, JSON_COMPACT) : strdup("{}");
         if (!task_texts[i])
@@ -739,9 +740,8 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
         tasks[i].next_at_ms = now;
         tasks[i].attempts_max = u->attempts_max > 0 ? u->attempts_max : (int)unit_attempts_default;
         tasks[i].leased = 0;
-        struct unit_slot *slot = slot_of(e, u->name);
-        if (slot && handoff_reserve(slot)) { /* runs from memory, leased to this node */
-            handoff[i] = slot;
+        if (handoff_reserve(slots[i])) { /* runs from memory, leased to this node */
+            reserved[i] = true;
             tasks[i].leased = 1;
             tasks[i].next_at_ms = now + e->opt.task_lease_ms;
         }
@@ -836,12 +836,12 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
     *new_seq = m->seq;
     atomic_fetch_add(&e->st_transitions, 1);
     for (size_t i = 0; i < tasks_n; i++) {
-        struct unit_slot *slot = handoff[i];
-        if (slot) {
+        struct unit_slot *slot = slots[i];
+        if (reserved[i]) {
             handoff_push(slot, &tasks[i], m->ns, m->id, now);
-            handoff[i] = NULL;
+            reserved[i] = false;
             atomic_fetch_add(&e->st_handoffs, 1);
-        } else if ((slot = slot_of(e, tasks[i].unit))) { /* claimable now: wake its workers */
+        } else { /* claimable now: wake its workers */
             pthread_mutex_lock(&slot->mu);
             pthread_cond_broadcast(&slot->cv);
             pthread_mutex_unlock(&slot->mu);
@@ -849,8 +849,8 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
     }
 out:
     for (size_t i = 0; i < tasks_n; i++)
-        if (handoff[i])
-            handoff_cancel(handoff[i]);
+        if (reserved[i])
+            handoff_cancel(slots[i]);
     for (size_t i = 0; i < events_n; i++)
         free(event_texts[i]);
     for (size_t i = 0; i < tasks_n; i++)
@@ -1543,6 +1543,8 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "ks-u-%.10s", u->name);
     pthread_setname_np(pthread_self(), name);
     int64_t idle_ms = wa.e->opt.task_poll_ms;
+    const int64_t idle_ms_max = idle_ms > KS_TASK_POLL_IDLE_MS_MAX ? idle_ms
+                                                                    : KS_TASK_POLL_IDLE_MS_MAX;
     for (;;) {
         struct ks_task_row row;
         int got = handoff_pop(wa.slot, &row);
@@ -1560,9 +1562,7 @@ static void *worker_main(void *arg)
         }
         if (handoff_wait(wa.slot, idle_ms))
             break;
-        idle_ms = idle_ms * 2 > KS_TASK_POLL_IDLE_MS_MAX ? KS_TASK_POLL_IDLE_MS_MAX : idle_ms * 2;
-        if (idle_ms < wa.e->opt.task_poll_ms)
-            idle_ms = wa.e->opt.task_poll_ms;
+        idle_ms = idle_ms * 2 < idle_ms_max ? idle_ms * 2 : idle_ms_max;
     }
     return NULL;
 }

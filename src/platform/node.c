@@ -485,14 +485,12 @@ int ks_node_add_route_roles(struct ks_node *n, const struct ks_api_route_role *r
 const struct ks_api_route_role *ks_node_route_role(const struct ks_node *n, const char *method,
                                                    const char *pattern)
 {
-    if (!method || !pattern)
-        return NULL;
-    for (size_t t = 0; t < n->roles_n; t++)
-        for (size_t i = 0; i < n->roles[t].n; i++) {
-            const struct ks_api_route_role *r = &n->roles[t].rows[i];
-            if (strcmp(r->method, method) == 0 && strcmp(r->pattern, pattern) == 0)
-                return r;
-        }
+    for (size_t t = 0; t < n->roles_n; t++) {
+        const struct ks_api_route_role *r =
+            ks_api_route_role_in(n->roles[t].rows, n->roles[t].n, method, pattern);
+        if (r)
+            return r;
+    }
     return NULL;
 }
 
