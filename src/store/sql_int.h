@@ -59,6 +59,7 @@ struct ks_sql_stmt {
     int col_off; /* columns before the module's own (PostgreSQL each-key: the key index) */
     /* engine state */
     void *handle;                                    /* sqlite3_stmt * | PGresult * */
+    void *kept;                                      /* SQLite: its slot in the connection's cache */
     int row, rows;                                   /* PostgreSQL: current row, rows in handle */
     char num[KS_SQL_PARAMS_MAX][24];                 /* PostgreSQL: int64 parameters as text */
     struct ks_sql_buf arrays[KS_SQL_PARAMS_MAX];     /* PostgreSQL batch: one array per parameter */
@@ -75,6 +76,7 @@ struct ks_sql {
     bool writer; /* inside ks_sql_tx */
     struct ks_sql_stmt *stmts[KS_SQL_STMTS_MAX];
     size_t stmts_n;
+    void *conn_cache; /* SQLite: the statements kept on conn (found on the first prepare) */
     char errmsg[256]; /* the engine's last error message, for ks_sql_migrate's `why` */
 };
 
@@ -120,6 +122,10 @@ void ks_sql_buf_free(struct ks_sql_buf *b);
 
 /* Parses a whole decimal int64 (what a text column holds); false for anything else or NULL. */
 bool ks_sql_parse_i64(const char *t, int64_t *out);
+
+/* Finalises the statements the SQL layer keeps prepared on SQLite connection `conn` (a
+ * `sqlite3 *`) and forgets them; the store calls it before it closes the connection. */
+void ks_sql_sqlite_forget(void *conn);
 
 /* Records the engine's message for `why` (truncated). */
 void ks_sql_set_errmsg(struct ks_sql *db, const char *msg);

@@ -1,11 +1,12 @@
 /*
  * sqlite.c — the embedded storage backend (see store.h for the contract).
  *
- * One writer connection (behind a mutex) does every write, so SQLite's single-writer rule never
- * makes a writer wait on another inside the process; a small pool of reader connections serves
- * reads concurrently (WAL lets readers run beside the writer). The engine's committer hands a
- * whole batch of transitions to ks_store_commit, which writes them in one transaction: one WAL
- * fsync (synchronous=FULL) makes them all durable together.
+ * One writer connection does every write, so SQLite's single-writer rule never makes a writer
+ * wait on another inside the process; a small pool of reader connections serves reads
+ * concurrently (WAL lets readers run beside the writer). Every write — the engine's batch of
+ * transitions, a task claim, a cursor move, a module's transaction — is a job of the writer's
+ * group commit (see "the writer" below): jobs that arrive together are written in one
+ * transaction, so one WAL fsync (synchronous=FULL) makes them all durable together.
  *
  * Guards are the first writes of each transition (idempotency record, then the machine row), so
  * a transition that fails a guard is undone by at most one DELETE, without savepoints.
@@ -14,12 +15,14 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <assert.h>
 
+#include "store/sql_int.h"
 #include "store/store_int.h"
 
 /* Statements prepared once per connection, by index. */
@@ -55,6 +58,12 @@ enum stmt_id {
     ST_CURSOR_RELEASE,
     ST_IDEM_GET,
     ST_IDEM_SWEEP,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
     ST_COUNT
 };
 
@@ -124,6 +133,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_IDEM_GET] = "SELECT scope, key, fingerprint, outcome, expires_at FROM idempotency"
                     " WHERE scope = ?1 AND key = ?2 AND expires_at > ?3",
     [ST_IDEM_SWEEP] = "DELETE FROM idempotency WHERE expires_at <= ?1",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT job",
+    [ST_RELEASE] = "RELEASE job",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO job",
 };
 
 struct conn {
@@ -131,10 +146,15 @@ struct conn {
     sqlite3_stmt *stmt[ST_COUNT];
 };
 
+struct write_job;
+
 struct sqlite_store {
     struct ks_store base;
-    struct conn writer;
-    pthread_mutex_t writer_mu;
+    struct conn writer;           /* used only by the leader of the group commit */
+    pthread_mutex_t write_mu;     /* guards the fields below */
+    struct write_job *queue;      /* jobs waiting for a leader, oldest first */
+    struct write_job **queue_end; /* where the next job is linked */
+    bool leading;                 /* a leader is running a group on the writer */
     struct conn *readers;
     int readers_n;
     int *free_readers;   /* stack of indexes of idle readers */
@@ -201,8 +221,10 @@ static void conn_close(struct conn *c)
 {
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(c->stmt[i]);
-    if (c->db)
+    if (c->db) {
+        ks_sql_sqlite_forget(c->db); /* the SQL layer's statements kept on it */
         sqlite3_close(c->db);
+    }
     memset(c, 0, sizeof(*c));
 }
 
@@ -464,6 +486,129 @@ static int step_done(sqlite3_stmt *q)
     return step == SQLITE_DONE ? SQLITE_OK : step;
 }
 
+/* --- the writer: group commit -----------------------------------------------------------------
+ *
+ * Every write of the store is a job run on the one writer connection. A caller queues its job
+ * and waits; the first caller that finds no leader becomes the leader: it takes every queued
+ * job, runs them in ONE transaction (BEGIN IMMEDIATE, each job inside its own SAVEPOINT so that
+ * a job that fails is undone alone while the others still commit, one COMMIT) and wakes each
+ * job's caller once that COMMIT is durable. Jobs queued meanwhile wait for the next leader, one
+ * of their own callers, woken by the leader that finished. A burst of writes from many threads
+ * (the committer's batch, the units' task claims and module transactions, the relays' cursors)
+ * costs one fsync and one write of each touched page, and no thread stands between a caller and
+ * SQLite.
+ *
+ * A job sees the writes of the jobs before it in its group, exactly as if it had run a moment
+ * later after their commit; they all become durable together, or none does (a failed COMMIT
+ * fails every job of the group, as does an error after which SQLite rolled the whole
+ * transaction back). A job alone runs without a savepoint. A job runs on the leader's thread,
+ * which may not be its caller's, and must not call the store (it would wait for itself).
+ */
+struct write_job {
+    int (*fn)(struct conn *w, void *arg); /* KS_OK keeps its writes; anything else undoes them */
+    void *arg;
+    int rc;
+    bool done;
+    pthread_cond_t cv; /* signalled when done, or when its caller should lead */
+    struct write_job *next;
+};
+
+/* Runs one prepared control statement (BEGIN, COMMIT, SAVEPOINT...) on the writer. */
+static int writer_step(struct conn *w, enum stmt_id id)
+{
+    sqlite3_stmt *q = stmt_get(w, id);
+    return q && step_done(q) == SQLITE_OK ? KS_OK : KS_ERR_IO;
+}
+
+/* Fails the group after its transaction was lost: every job that had succeeded (its writes are
+ * gone) and every job not run yet gets KS_ERR_IO; a job that failed keeps its own code. */
+static void group_fail(struct write_job *group)
+{
+    for (struct write_job *j = group; j; j = j->next)
+        if (j->rc == KS_OK)
+            j->rc = KS_ERR_IO;
+}
+
+/* Runs the jobs of `group` (linked by next) in one transaction on the writer; sets each rc. */
+static void group_run(struct conn *w, struct write_job *group)
+{
+    bool alone = group->next == NULL;
+    if (writer_step(w, ST_BEGIN) != KS_OK) {
+        group_fail(group);
+        return;
+    }
+    for (struct write_job *j = group; j; j = j->next) {
+        if (!alone && writer_step(w, ST_SAVEPOINT) != KS_OK) {
+            j->rc = KS_ERR_IO;
+            writer_step(w, ST_ROLLBACK);
+            group_fail(group);
+            return;
+        }
+        j->rc = j->fn(w, j->arg);
+        if (sqlite3_get_autocommit(w->db)) {
+            /* SQLite rolled the whole transaction back (an I/O error, a full disk). */
+            if (j->rc == KS_OK)
+                j->rc = KS_ERR_IO;
+            group_fail(group);
+            return;
+        }
+        if (alone)
+            break;
+        if ((j->rc != KS_OK && writer_step(w, ST_ROLLBACK_TO) != KS_OK) ||
+            writer_step(w, ST_RELEASE) != KS_OK) {
+            if (j->rc == KS_OK)
+                j->rc = KS_ERR_IO;
+            writer_step(w, ST_ROLLBACK);
+            group_fail(group);
+            return;
+        }
+    }
+    if (alone && group->rc != KS_OK) {
+        writer_step(w, ST_ROLLBACK);
+        return;
+    }
+    if (writer_step(w, ST_COMMIT) != KS_OK) {
+        writer_step(w, ST_ROLLBACK);
+        group_fail(group);
+    }
+}
+
+/* Runs `fn(writer, arg)` as a job of the group commit (see above); returns its code once the
+ * transaction holding its writes is durable (or KS_ERR_IO if that transaction failed). */
+static int writer_run(struct sqlite_store *st, int (*fn)(struct conn *w, void *arg), void *arg)
+{
+    struct write_job job = {.fn = fn, .arg = arg, .rc = KS_OK};
+    pthread_cond_init(&job.cv, NULL);
+    pthread_mutex_lock(&st->write_mu);
+    *st->queue_end = &job;
+    st->queue_end = &job.next;
+    while (!job.done) {
+        if (st->leading) {
+            pthread_cond_wait(&job.cv, &st->write_mu);
+            continue;
+        }
+        st->leading = true;
+        struct write_job *group = st->queue;
+        st->queue = NULL;
+        st->queue_end = &st->queue;
+        pthread_mutex_unlock(&st->write_mu);
+        group_run(&st->writer, group);
+        pthread_mutex_lock(&st->write_mu);
+        for (struct write_job *j = group, *next; j; j = next) {
+            next = j->next; /* j may be gone once signalled */
+            j->done = true;
+            if (j != &job)
+                pthread_cond_signal(&j->cv);
+        }
+        st->leading = false;
+        if (st->queue)
+            pthread_cond_signal(&st->queue->cv); /* its caller leads the next group */
+    }
+    pthread_mutex_unlock(&st->write_mu);
+    pthread_cond_destroy(&job.cv);
+    return job.rc;
+}
+
 /* Writes one transition inside the open batch transaction. Returns KS_OK with t->result set
  * (a failed guard is not an error of the batch), or KS_ERR_IO if a statement failed. */
 static int commit_one(struct conn *w, struct ks_transition *t)
@@ -596,23 +741,24 @@ static int commit_one(struct conn *w, struct ks_transition *t)
     return KS_OK;
 }
 
+struct commit_args {
+    struct ks_transition *batch;
+    size_t n;
+};
+
+static int commit_job(struct conn *w, void *arg)
+{
+    struct commit_args *a = arg;
+    int rc = KS_OK;
+    for (size_t i = 0; i < a->n && rc == KS_OK; i++)
+        rc = commit_one(w, &a->batch[i]);
+    return rc;
+}
+
 static int sq_commit(struct ks_store *s, struct ks_transition *batch, size_t n)
 {
-    struct sqlite_store *st = ctx_of(s);
-    int rc = KS_OK;
-    pthread_mutex_lock(&st->writer_mu);
-    if (sqlite3_exec(st->writer.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = KS_ERR_IO;
-        goto out;
-    }
-    for (size_t i = 0; i < n && rc == KS_OK; i++)
-        rc = commit_one(&st->writer, &batch[i]);
-    if (rc == KS_OK && sqlite3_exec(st->writer.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        rc = KS_ERR_IO;
-    if (rc != KS_OK)
-        sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
-out:
-    pthread_mutex_unlock(&st->writer_mu);
+    struct commit_args a = {batch, n};
+    int rc = writer_run(ctx_of(s), commit_job, &a);
     if (rc != KS_OK)
         for (size_t i = 0; i < n; i++)
             batch[i].result = rc;
@@ -681,31 +827,45 @@ static void read_task(sqlite3_stmt *q, struct ks_task_row *t)
     t->created_at_ms = sqlite3_column_int64(q, 10);
 }
 
-static int sq_tasks_claim(struct ks_store *s, const char *unit, int64_t now_ms, int64_t lease_ms,
-                          size_t limit, struct ks_task_row **out, size_t *n)
+struct claim_args {
+    const char *unit;
+    int64_t now_ms, lease_ms;
+    size_t limit, count;
+    struct ks_task_row *rows;
+};
+
+static int claim_job(struct conn *w, void *arg)
 {
-    struct sqlite_store *st = ctx_of(s);
-    struct ks_task_row *rows = calloc(limit ? limit : 1, sizeof(*rows));
-    size_t count = 0;
+    struct claim_args *a = arg;
+    sqlite3_stmt *q = stmt_get(w, ST_TASKS_CLAIM);
     int rc = KS_ERR_IO;
-    if (!rows)
-        return KS_ERR_NOMEM;
-    pthread_mutex_lock(&st->writer_mu);
-    sqlite3_stmt *q = stmt_get(&st->writer, ST_TASKS_CLAIM);
+    a->count = 0;
     if (q) {
-        bind_text(q, 1, unit);
-        sqlite3_bind_int64(q, 2, now_ms);
-        sqlite3_bind_int64(q, 3, now_ms + lease_ms);
-        sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+        bind_text(q, 1, a->unit);
+        sqlite3_bind_int64(q, 2, a->now_ms);
+        sqlite3_bind_int64(q, 3, a->now_ms + a->lease_ms);
+        sqlite3_bind_int64(q, 4, (sqlite3_int64)a->limit);
         int step;
         while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-            if (count < limit)
-                read_task(q, &rows[count++]);
+            if (a->count < a->limit)
+                read_task(q, &a->rows[a->count++]);
         }
         rc = step == SQLITE_DONE ? KS_OK : KS_ERR_IO;
     }
     stmt_done(q);
-    pthread_mutex_unlock(&st->writer_mu);
+    return rc;
+}
+
+static int sq_tasks_claim(struct ks_store *s, const char *unit, int64_t now_ms, int64_t lease_ms,
+                          size_t limit, struct ks_task_row **out, size_t *n)
+{
+    struct claim_args a = {.unit = unit, .now_ms = now_ms, .lease_ms = lease_ms, .limit = limit};
+    a.rows = calloc(limit ? limit : 1, sizeof(*a.rows));
+    if (!a.rows)
+        return KS_ERR_NOMEM;
+    int rc = writer_run(ctx_of(s), claim_job, &a);
+    struct ks_task_row *rows = a.rows;
+    size_t count = a.count;
     if (rc != KS_OK || count == 0) {
         ks_task_rows_free(rows, count);
         rows = NULL;
@@ -716,23 +876,35 @@ static int sq_tasks_claim(struct ks_store *s, const char *unit, int64_t now_ms, 
     return rc;
 }
 
-/* Runs a single-statement write on the writer connection. `bind` fills the parameters. */
+struct exec_args {
+    enum stmt_id id;
+    void (*bind)(sqlite3_stmt *q, const void *arg);
+    const void *arg;
+    int changes;
+};
+
+static int exec_job(struct conn *w, void *arg)
+{
+    struct exec_args *a = arg;
+    sqlite3_stmt *q = stmt_get(w, a->id);
+    if (!q)
+        return KS_ERR_IO;
+    a->bind(q, a->arg);
+    if (step_done(q) != SQLITE_OK)
+        return KS_ERR_IO;
+    a->changes = sqlite3_changes(w->db);
+    return KS_OK;
+}
+
+/* Runs a single-statement write as a job of the writer. `bind` fills the parameters. */
 static int writer_exec(struct sqlite_store *st, enum stmt_id id,
                        void (*bind)(sqlite3_stmt *q, const void *arg), const void *arg,
                        int *changes)
 {
-    pthread_mutex_lock(&st->writer_mu);
-    sqlite3_stmt *q = stmt_get(&st->writer, id);
-    int rc = KS_ERR_IO;
-    if (q) {
-        bind(q, arg);
-        if (step_done(q) == SQLITE_OK) {
-            rc = KS_OK;
-            if (changes)
-                *changes = sqlite3_changes(st->writer.db);
-        }
-    }
-    pthread_mutex_unlock(&st->writer_mu);
+    struct exec_args a = {.id = id, .bind = bind, .arg = arg};
+    int rc = writer_run(st, exec_job, &a);
+    if (rc == KS_OK && changes)
+        *changes = a.changes;
     return rc;
 }
 
@@ -905,29 +1077,44 @@ static int sq_outbox_head(struct ks_store *s, int64_t *pos)
     return reader_scalar(ctx_of(s), ST_OUTBOX_HEAD, NULL, NULL, pos, &found);
 }
 
-static int sq_cursor_claim(struct ks_store *s, const char *consumer, const char *owner,
-                           int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held)
+struct cursor_claim_args {
+    const char *consumer, *owner;
+    int64_t now_ms, lease_ms, pos;
+    int held;
+};
+
+static int cursor_claim_job(struct conn *w, void *arg)
 {
-    struct sqlite_store *st = ctx_of(s);
-    pthread_mutex_lock(&st->writer_mu);
-    sqlite3_stmt *q = stmt_get(&st->writer, ST_CURSOR_CLAIM);
+    struct cursor_claim_args *a = arg;
+    sqlite3_stmt *q = stmt_get(w, ST_CURSOR_CLAIM);
     int rc = KS_ERR_IO;
     if (q) {
-        bind_text(q, 1, consumer);
-        bind_text(q, 2, owner);
-        sqlite3_bind_int64(q, 3, now_ms);
-        sqlite3_bind_int64(q, 4, lease_ms);
+        bind_text(q, 1, a->consumer);
+        bind_text(q, 2, a->owner);
+        sqlite3_bind_int64(q, 3, a->now_ms);
+        sqlite3_bind_int64(q, 4, a->lease_ms);
         int step = sqlite3_step(q);
         if (step == SQLITE_ROW) {
-            *pos = sqlite3_column_int64(q, 0);
-            *held = 1;
+            a->pos = sqlite3_column_int64(q, 0);
+            a->held = 1;
             step = sqlite3_step(q);
         }
         if (step == SQLITE_DONE)
             rc = KS_OK;
     }
     stmt_done(q);
-    pthread_mutex_unlock(&st->writer_mu);
+    return rc;
+}
+
+static int sq_cursor_claim(struct ks_store *s, const char *consumer, const char *owner,
+                           int64_t now_ms, int64_t lease_ms, int64_t *pos, int *held)
+{
+    struct cursor_claim_args a = {consumer, owner, now_ms, lease_ms, 0, 0};
+    int rc = writer_run(ctx_of(s), cursor_claim_job, &a);
+    if (rc == KS_OK && a.held) {
+        *pos = a.pos;
+        *held = 1;
+    }
     return rc;
 }
 
@@ -998,33 +1185,39 @@ static int sq_idem_get(struct ks_store *s, const char *scope, const char *key, i
     return rc;
 }
 
+struct idem_put_args {
+    const struct ks_idem_row *row;
+    int64_t now_ms;
+};
+
+static int idem_put_job(struct conn *w, void *arg)
+{
+    const struct idem_put_args *a = arg;
+    sqlite3_stmt *q = stmt_get(w, ST_IDEM_DELETE_EXPIRED);
+    if (!q)
+        return KS_ERR_IO;
+    bind_text(q, 1, a->row->scope);
+    bind_text(q, 2, a->row->key);
+    sqlite3_bind_int64(q, 3, a->now_ms);
+    if (step_done(q) != SQLITE_OK)
+        return KS_ERR_IO;
+    q = stmt_get(w, ST_IDEM_INSERT);
+    if (!q)
+        return KS_ERR_IO;
+    bind_text(q, 1, a->row->scope);
+    bind_text(q, 2, a->row->key);
+    bind_text(q, 3, a->row->fingerprint);
+    bind_text(q, 4, a->row->outcome ? a->row->outcome : "null");
+    sqlite3_bind_int64(q, 5, a->row->expires_at_ms);
+    if (step_done(q) != SQLITE_OK)
+        return KS_ERR_IO;
+    return sqlite3_changes(w->db) ? KS_OK : KS_ERR_CONFLICT;
+}
+
 static int sq_idem_put(struct ks_store *s, const struct ks_idem_row *row, int64_t now_ms)
 {
-    struct sqlite_store *st = ctx_of(s);
-    int rc = KS_ERR_IO;
-    pthread_mutex_lock(&st->writer_mu);
-    sqlite3_stmt *q = stmt_get(&st->writer, ST_IDEM_DELETE_EXPIRED);
-    if (!q)
-        goto out;
-    bind_text(q, 1, row->scope);
-    bind_text(q, 2, row->key);
-    sqlite3_bind_int64(q, 3, now_ms);
-    if (step_done(q) != SQLITE_OK)
-        goto out;
-    q = stmt_get(&st->writer, ST_IDEM_INSERT);
-    if (!q)
-        goto out;
-    bind_text(q, 1, row->scope);
-    bind_text(q, 2, row->key);
-    bind_text(q, 3, row->fingerprint);
-    bind_text(q, 4, row->outcome ? row->outcome : "null");
-    sqlite3_bind_int64(q, 5, row->expires_at_ms);
-    if (step_done(q) != SQLITE_OK)
-        goto out;
-    rc = sqlite3_changes(st->writer.db) ? KS_OK : KS_ERR_CONFLICT;
-out:
-    pthread_mutex_unlock(&st->writer_mu);
-    return rc;
+    struct idem_put_args a = {row, now_ms};
+    return writer_run(ctx_of(s), idem_put_job, &a);
 }
 
 static void bind_now(sqlite3_stmt *q, const void *arg)
@@ -1042,23 +1235,23 @@ static int sq_idem_sweep(struct ks_store *s, int64_t now_ms, int64_t *deleted)
 
 /* --- raw access ---------------------------------------------------------------------------- */
 
+struct raw_tx_args {
+    int (*fn)(void *conn, void *arg);
+    void *arg;
+};
+
+static int raw_tx_job(struct conn *w, void *arg)
+{
+    struct raw_tx_args *a = arg;
+    return a->fn(w->db, a->arg);
+}
+
+/* A module's transaction is a job of the group commit: its own savepoint inside the group's
+ * transaction, durable with the group's COMMIT. */
 static int sq_with_tx(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
 {
-    struct sqlite_store *st = ctx_of(s);
-    int rc;
-    pthread_mutex_lock(&st->writer_mu);
-    if (sqlite3_exec(st->writer.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = KS_ERR_IO;
-        goto out;
-    }
-    rc = fn(st->writer.db, arg);
-    if (rc == KS_OK && sqlite3_exec(st->writer.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        rc = KS_ERR_IO;
-    if (rc != KS_OK)
-        sqlite3_exec(st->writer.db, "ROLLBACK", NULL, NULL, NULL);
-out:
-    pthread_mutex_unlock(&st->writer_mu);
-    return rc;
+    struct raw_tx_args a = {fn, arg};
+    return writer_run(ctx_of(s), raw_tx_job, &a);
 }
 
 static int sq_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
@@ -1080,7 +1273,7 @@ static void sq_close(struct ks_store *s)
     conn_close(&st->writer);
     free(st->readers);
     free(st->free_readers);
-    pthread_mutex_destroy(&st->writer_mu);
+    pthread_mutex_destroy(&st->write_mu);
     pthread_mutex_destroy(&st->pool_mu);
     pthread_cond_destroy(&st->pool_cv);
     free(st);
@@ -1156,7 +1349,8 @@ int ks_store_sqlite_open(const char *target, const struct ks_store_options *opt,
     if (!st)
         return KS_ERR_NOMEM;
     st->base.vt = &sqlite_vtable;
-    pthread_mutex_init(&st->writer_mu, NULL);
+    pthread_mutex_init(&st->write_mu, NULL);
+    st->queue_end = &st->queue;
     pthread_mutex_init(&st->pool_mu, NULL);
     pthread_cond_init(&st->pool_cv, NULL);
     int readers = opt->readers > 0 ? opt->readers : KS_STORE_READERS_DEFAULT;
