@@ -584,15 +584,20 @@ static int stats_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
     rc = ks_store_tasks_pending(ctx->store, &pending);
     if (rc != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
+    struct ks_store_stats ss;
+    ks_store_stats(ctx->store, &ss);
     json_t *body =
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "transitions",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I}",
+                  "transitions",
                   (json_int_t)st.transitions, "batches", (json_int_t)st.batches, "conflicts",
                   (json_int_t)st.conflicts, "timersFired", (json_int_t)st.timers_fired, "tasksRun",
                   (json_int_t)st.tasks_run, "tasksRetried", (json_int_t)st.tasks_retried,
                   "tasksDead", (json_int_t)st.tasks_dead, "tasksHandedOff",
                   (json_int_t)st.tasks_handed_off, "cacheHits", (json_int_t)st.cache_hits,
                   "cacheMisses", (json_int_t)st.cache_misses, "tasksPending", (json_int_t)pending,
-                  "store", ks_store_kind(ctx->store));
+                  "store", ks_store_kind(ctx->store), "storeWriteGroups",
+                  (json_int_t)ss.write_groups, "storeWriteJobs", (json_int_t)ss.write_jobs,
+                  "storeWalSyncs", (json_int_t)ss.wal_syncs);
     return ks_http_reply(resp, 200, body);
 }
 

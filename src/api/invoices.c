@@ -801,31 +801,33 @@ static int h_events(void *ctx, const struct ks_http_req *req, struct ks_http_res
     json_t *list = json_array();
     int64_t cursor = after;
     for (int page = 0; page < EVENTS_PAGES_MAX && json_array_size(list) < (size_t)limit; page++) {
-        struct ks_machine_view v;
-        rc = ks_engine_get(api->engine, KS_INVOICE_NS, req->params[0], cursor, 1000, 0, &v);
+        struct ks_event_row *events;
+        size_t events_n;
+        rc = ks_engine_events(api->engine, KS_INVOICE_NS, req->params[0], cursor, 1000, &events,
+                              &events_n);
         if (rc != KS_OK) {
             json_decref(list);
             return ks_http_error_from(resp, rc, NULL, NULL);
         }
-        for (size_t i = 0; i < v.events_n && json_array_size(list) < (size_t)limit; i++) {
-            cursor = v.events[i].seq;
-            json_t *ev = json_loads(v.events[i].body, 0, NULL);
+        for (size_t i = 0; i < events_n && json_array_size(list) < (size_t)limit; i++) {
+            cursor = events[i].seq;
+            json_t *ev = json_loads(events[i].body, 0, NULL);
             const char *type = sget(ev, "type");
             if (public_change(type)) {
-                json_t *change = json_deep_copy(ev);
+                json_t *change = json_incref(ev); /* parsed for this reply: ours to change */
+                json_object_set_new(change, "changeType", json_string(type)); /* before `type` goes */
                 json_object_del(change, "type");
                 json_object_del(change, "internal");
-                json_object_set_new(change, "changeType", json_string(type));
                 char at[40];
-                ks_time_rfc3339(v.events[i].at_ms, at, sizeof(at));
+                ks_time_rfc3339(events[i].at_ms, at, sizeof(at));
                 json_array_append_new(list, json_pack("{s:I, s:s, s:[o]}", "id",
-                                                      (json_int_t)v.events[i].seq, "createdAt",
+                                                      (json_int_t)events[i].seq, "createdAt",
                                                       at, "changes", change));
             }
             json_decref(ev);
         }
-        size_t got = v.events_n;
-        ks_machine_view_release(&v);
+        size_t got = events_n;
+        ks_event_rows_free(events, events_n);
         if (got < 1000)
             break;
     }

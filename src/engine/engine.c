@@ -1284,6 +1284,21 @@ int ks_engine_state(struct ks_engine *e, const char *ns, const char *id, json_t 
                     int64_t *seq)
 {
     *state = NULL;
+    json_t *kept;
+    int64_t kept_seq, head_seq;
+    enum ks_machine_status kept_status, head_status;
+    if (ks_machine_cache_peek(e->cache, ns, id, &kept, &kept_seq, &kept_status) == KS_OK) {
+        int rc = ks_store_machine_head(e->store, ns, id, &head_seq, &head_status);
+        if (rc == KS_OK && head_seq == kept_seq && head_status == kept_status) {
+            *state = kept;
+            if (seq)
+                *seq = kept_seq;
+            return KS_OK;
+        }
+        json_decref(kept);
+        if (rc != KS_OK)
+            return rc;
+    }
     struct ks_machine_row row;
     int rc = ks_store_machine_load(e->store, ns, id, &row);
     if (rc != KS_OK)
@@ -1319,6 +1334,16 @@ int ks_engine_get(struct ks_engine *e, const char *ns, const char *id, int64_t a
     if (rc != KS_OK)
         ks_machine_view_release(out);
     return rc;
+}
+
+int ks_engine_events(struct ks_engine *e, const char *ns, const char *id, int64_t after,
+                     size_t limit, struct ks_event_row **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!ks_ns_valid(ns) || !ks_machine_id_valid(id) || after < 0 || limit > KS_HISTORY_PAGE_MAX)
+        return KS_ERR_INVALID;
+    return ks_store_events_read(e->store, ns, id, after, limit, 0, out, n);
 }
 
 struct ks_store *ks_engine_store(struct ks_engine *e)

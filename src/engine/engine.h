@@ -234,8 +234,11 @@ KS_MUST_USE int ks_engine_call(struct ks_engine *e, const char *ns, const char *
 KS_MUST_USE int ks_engine_signal(struct ks_engine *e, const char *ns, const char *id,
                                  const json_t *signal);
 
-/* The machine's current folded state (new reference) and event number. KS_ERR_NOT_FOUND if
- * it does not exist. Reads the store, so it sees other nodes' commits. */
+/* The machine's current folded state and event number. KS_ERR_NOT_FOUND if it does not exist.
+ * The state is a new reference to a value that may be shared (the copy this node keeps in
+ * memory): read it, never modify it (json_deep_copy first). It is current as the store is: the
+ * kept copy is used only after the store confirms its event number (one small read, no parse),
+ * so another node's or process's commit is seen. */
 KS_MUST_USE int ks_engine_state(struct ks_engine *e, const char *ns, const char *id,
                                 json_t **state, int64_t *seq);
 
@@ -250,6 +253,12 @@ void ks_machine_view_release(struct ks_machine_view *v);
  * first below `after` (0 = from the end); at most `limit` (<= KS_HISTORY_PAGE_MAX) events. */
 KS_MUST_USE int ks_engine_get(struct ks_engine *e, const char *ns, const char *id, int64_t after,
                               size_t limit, int desc, struct ks_machine_view *out);
+/* Events of machine (ns, id) with seq > after, oldest first, up to `limit` (<=
+ * KS_HISTORY_PAGE_MAX): ks_engine_get without the machine's row, for a caller that has just
+ * read the machine (none when it does not exist). `*out` is freed by ks_event_rows_free. */
+KS_MUST_USE int ks_engine_events(struct ks_engine *e, const char *ns, const char *id,
+                                 int64_t after, size_t limit, struct ks_event_row **out,
+                                 size_t *n);
 
 enum ks_repair_action {
     KS_REPAIR_RETRY = 0,   /* re-run the step that failed (re-deliver the signal, revive the

@@ -52,8 +52,39 @@ void ks_machine_entry_invalidate(struct ks_machine_entry *m)
     m->loaded = 0;
 }
 
+/* Replaces the published state of `m` with its current one (nothing when not loaded). Called
+ * with both m->mu and the cache mutex held. */
+static void publish(struct ks_machine_entry *m, int loaded)
+{
+    json_t *next = loaded ? m->state : NULL;
+    if (next == m->pub_state) {
+        m->pub_seq = m->seq;
+        m->pub_status = m->status;
+        return;
+    }
+#ifdef KASSA_CHECK_FOLDS
+    if (m->pub_state) {
+        char *now = json_dumps(m->pub_state, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!now || strcmp(now, m->pub_text) != 0) {
+            fprintf(stderr, "machine_cache: the published state of %s/%s was modified:\n"
+                            "published %s\nnow       %s\n", m->ns, m->id, m->pub_text,
+                    now ? now : "(unprintable)");
+            abort();
+        }
+        free(now);
+    }
+    free(m->pub_text);
+    m->pub_text = next ? json_dumps(next, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+#endif
+    json_decref(m->pub_state);
+    m->pub_state = json_incref(next);
+    m->pub_seq = m->seq;
+    m->pub_status = m->status;
+}
+
 static void entry_free(struct ks_machine_entry *m)
 {
+    publish(m, 0);
     ks_machine_entry_invalidate(m);
     pthread_mutex_destroy(&m->mu);
     free(m);
@@ -155,8 +186,9 @@ struct ks_machine_entry *ks_machine_cache_lock(struct ks_machine_cache *c, const
 
 void ks_machine_cache_unlock(struct ks_machine_cache *c, struct ks_machine_entry *m)
 {
+    pthread_mutex_lock(&c->mu); /* entry, then cache: nothing takes them the other way round */
+    publish(m, m->loaded);
     pthread_mutex_unlock(&m->mu);
-    pthread_mutex_lock(&c->mu);
     assert(m->refs > 0);
     if (--m->refs == 0) {
         if (m->loaded) {
@@ -169,6 +201,26 @@ void ks_machine_cache_unlock(struct ks_machine_cache *c, struct ks_machine_entry
         }
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+int ks_machine_cache_peek(struct ks_machine_cache *c, const char *ns, const char *id,
+                          json_t **state, int64_t *seq, enum ks_machine_status *status)
+{
+    uint64_t h = key_hash(ns, id);
+    int rc = KS_ERR_NOT_FOUND;
+    *state = NULL;
+    pthread_mutex_lock(&c->mu);
+    struct ks_machine_entry *m = c->buckets[h & (BUCKETS - 1)];
+    while (m && !(m->hash == h && strcmp(m->ns, ns) == 0 && strcmp(m->id, id) == 0))
+        m = m->chain;
+    if (m && m->pub_state) {
+        *state = json_incref(m->pub_state);
+        *seq = m->pub_seq;
+        *status = m->pub_status;
+        rc = KS_OK;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
 }
 
 int ks_machine_entry_load(struct ks_machine_entry *m, const struct ks_machine_row *row)

@@ -7,6 +7,13 @@
  * the store. The cache is only a shortcut: a transition computed on a stale entry (another node
  * committed meanwhile) fails the store's version guard and is re-run after `loaded` is cleared.
  * Unlocked entries beyond the capacity are evicted, least recently used first.
+ *
+ * Readers. Unlocking an entry publishes its state, event number and status for readers that do
+ * not take the machine's lock (ks_machine_cache_peek): a request that only reads a machine does
+ * not wait behind a transition's commit, nor parse the stored snapshot again. A state is never
+ * modified once committed (processors fold into new values), so the published one is shared by
+ * reference; nobody may modify it. Builds with KASSA_CHECK_FOLDS check that when the state is
+ * replaced: a published state whose text changed aborts the process.
  */
 #ifndef KS_ENGINE_MACHINE_CACHE_H
 #define KS_ENGINE_MACHINE_CACHE_H
@@ -38,6 +45,13 @@ struct ks_machine_entry {
     int64_t timer_at_ms;
     int64_t timer_id;
     char args_fp[65];
+    /* guarded by the cache mutex: what ks_machine_cache_peek hands out */
+    json_t *pub_state; /* owned reference, NULL when nothing is published */
+    int64_t pub_seq;
+    enum ks_machine_status pub_status;
+#ifdef KASSA_CHECK_FOLDS
+    char *pub_text; /* pub_state's text when published */
+#endif
 };
 
 struct ks_machine_cache;
@@ -47,8 +61,14 @@ void ks_machine_cache_free(struct ks_machine_cache *c);
 /* Finds or creates the entry for (ns, id) and returns it locked. NULL when out of memory. */
 struct ks_machine_entry *ks_machine_cache_lock(struct ks_machine_cache *c, const char *ns,
                                                const char *id);
-/* Unlocks an entry returned by ks_machine_cache_lock. */
+/* Unlocks an entry returned by ks_machine_cache_lock, publishing its state for readers (see
+ * above). */
 void ks_machine_cache_unlock(struct ks_machine_cache *c, struct ks_machine_entry *m);
+/* The last published state of (ns, id) (a new reference nobody may modify), its event number
+ * and status, without taking the machine's lock. KS_ERR_NOT_FOUND when nothing is published;
+ * the caller checks the store still holds that event number before trusting it. */
+int ks_machine_cache_peek(struct ks_machine_cache *c, const char *ns, const char *id,
+                          json_t **state, int64_t *seq, enum ks_machine_status *status);
 /* Forgets the cached state of a locked entry (it will be reloaded from the store). */
 void ks_machine_entry_invalidate(struct ks_machine_entry *m);
 /* Fills a locked entry from a stored row; the row keeps its own memory. */

@@ -59,7 +59,8 @@
 #define KS_LEDGER_VERIFY_PROBLEMS_MAX 32 /* problems a verify report lists (it counts them all) */
 #define KS_LEDGER_VERIFY_CURRENCIES_MAX 256 /* currencies a verify report totals */
 #define KS_LEDGER_TASK_OPS_MAX 16           /* ops in one ledger task */
-#define KS_LEDGER_UNIT_WORKERS_DEFAULT 2
+/* A worker waits on each durable write; enough of them keep the store's write groups full. */
+#define KS_LEDGER_UNIT_WORKERS_DEFAULT 16
 
 /* Name of the unit (task "unit" field). */
 #define KS_LEDGER_UNIT_NAME "ledger"

@@ -58,6 +58,7 @@ enum pg_stmt {
     ST_PING,
     ST_SCHEMA_VERSION,
     ST_MACHINE_LOAD,
+    ST_MACHINE_HEAD,
     ST_EVENTS_ASC,
     ST_EVENTS_DESC,
     ST_TIMERS_DUE,
@@ -146,6 +147,11 @@ static const struct pg_stmt_def stmt_defs[ST_COUNT] = {
                            true},
     [ST_MACHINE_LOAD] = {"ks_machine_load",
                          "SELECT " MACHINE_COLS " FROM machines WHERE ns = $1 AND id = $2",
+                         2,
+                         {OID_TEXT, OID_TEXT},
+                         true},
+    [ST_MACHINE_HEAD] = {"ks_machine_head",
+                         "SELECT last_seq, status FROM machines WHERE ns = $1 AND id = $2",
                          2,
                          {OID_TEXT, OID_TEXT},
                          true},
@@ -735,6 +741,25 @@ static int pg_machine_load(struct ks_store *s, const char *ns, const char *id,
     if (rc != KS_OK)
         return rc;
     rc = nrows(r) == 0 ? KS_ERR_NOT_FOUND : row_machine(r, 0, out);
+    PQclear(r);
+    return rc;
+}
+
+/* See store.h: ks_store_machine_head. */
+static int pg_machine_head(struct ks_store *s, const char *ns, const char *id, int64_t *last_seq,
+                           enum ks_machine_status *status)
+{
+    const char *v[] = {ns, id};
+    PGresult *r;
+    int rc = run(pg_of(s), ST_MACHINE_HEAD, v, PGRES_TUPLES_OK, &r);
+    if (rc != KS_OK)
+        return rc;
+    if (nrows(r) == 0) {
+        rc = KS_ERR_NOT_FOUND;
+    } else {
+        *last_seq = col_i64(r, 0, 0);
+        *status = col_i64(r, 0, 1) ? KS_MACHINE_FAILED : KS_MACHINE_WORKING;
+    }
     PQclear(r);
     return rc;
 }
@@ -1909,6 +1934,7 @@ static const struct ks_store_vtable pg_vtable = {
     .schema_version = pg_schema_version,
     .ping = pg_ping,
     .machine_load = pg_machine_load,
+    .machine_head = pg_machine_head,
     .events_read = pg_events_read,
     .machines_list = pg_machines_list,
     .commit = pg_commit,

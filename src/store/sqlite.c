@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <assert.h>
 
 #include "store/sql_int.h"
@@ -28,6 +30,7 @@
 /* Statements prepared once per connection, by index. */
 enum stmt_id {
     ST_MACHINE_LOAD,
+    ST_MACHINE_HEAD,
     ST_EVENTS_ASC,
     ST_EVENTS_DESC,
     ST_EVENTS_DESC_FROM_END,
@@ -71,6 +74,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MACHINE_LOAD] = "SELECT ns, id, last_seq, status, reason, failed_input, snapshot, args_fp,"
                         " timer_at, timer_id, created_at, updated_at FROM machines"
                         " WHERE ns = ?1 AND id = ?2",
+    [ST_MACHINE_HEAD] = "SELECT last_seq, status FROM machines WHERE ns = ?1 AND id = ?2",
     [ST_EVENTS_ASC] = "SELECT seq, at, body FROM events WHERE ns = ?1 AND id = ?2 AND seq > ?3"
                       " ORDER BY seq LIMIT ?4",
     [ST_EVENTS_DESC] = "SELECT seq, at, body FROM events WHERE ns = ?1 AND id = ?2 AND seq < ?3"
@@ -155,6 +159,26 @@ struct sqlite_store {
     struct write_job *queue;      /* jobs waiting for a leader, oldest first */
     struct write_job **queue_end; /* where the next job is linked */
     bool leading;                 /* a leader is running a group on the writer */
+    int64_t groups, jobs;         /* counted since open (ks_store_stats) */
+    /* the WAL's durability (see "the writer"), when synchronous=FULL was asked for */
+    bool sync_wal;              /* the leader syncs the WAL itself, after giving up the writer */
+    pthread_mutex_t sync_mu;    /* guards the fields below */
+    pthread_cond_t sync_cv;
+    uint64_t groups_written;    /* groups committed into the WAL so far */
+    uint64_t groups_synced;     /* ... and known durable */
+    int64_t syncs;              /* fdatasync calls (ks_store_stats) */
+    bool syncing;               /* a leader is in fdatasync */
+    bool sync_broken;           /* an fdatasync failed: the store refuses writes from then on */
+    int wal_fd;                 /* the WAL file, opened on first sync (-1 before) */
+    char wal_path[PATH_MAX];
+    /* the checkpointer (see "checkpoints") */
+    struct conn checkpointer;
+    pthread_t checkpoint_thread;
+    bool checkpoint_running;
+    pthread_mutex_t checkpoint_mu; /* guards the fields below */
+    pthread_cond_t checkpoint_cv;
+    int wal_frames;                /* frames in the WAL after the last commit */
+    bool checkpoint_stop;
     struct conn *readers;
     int readers_n;
     int *free_readers;   /* stack of indexes of idle readers */
@@ -387,6 +411,30 @@ out:
     return rc;
 }
 
+static int sq_machine_head(struct ks_store *s, const char *ns, const char *id, int64_t *last_seq,
+                           enum ks_machine_status *status)
+{
+    struct sqlite_store *st = ctx_of(s);
+    struct conn *c = reader_acquire(st);
+    sqlite3_stmt *q = stmt_get(c, ST_MACHINE_HEAD);
+    int rc = KS_ERR_IO;
+    if (q) {
+        bind_text(q, 1, ns);
+        bind_text(q, 2, id);
+        int step = sqlite3_step(q);
+        if (step == SQLITE_ROW) {
+            *last_seq = sqlite3_column_int64(q, 0);
+            *status = sqlite3_column_int(q, 1) ? KS_MACHINE_FAILED : KS_MACHINE_WORKING;
+            rc = KS_OK;
+        } else if (step == SQLITE_DONE) {
+            rc = KS_ERR_NOT_FOUND;
+        }
+    }
+    stmt_done(q);
+    reader_release(st, c);
+    return rc;
+}
+
 static int sq_events_read(struct ks_store *s, const char *ns, const char *id, int64_t after,
                           size_t limit, int desc, struct ks_event_row **out, size_t *n)
 {
@@ -498,6 +546,17 @@ static int step_done(sqlite3_stmt *q)
  * costs one fsync and one write of each touched page, and no thread stands between a caller and
  * SQLite.
  *
+ * Durability is pipelined (synchronous=FULL, the default): the writer connection runs with
+ * synchronous=NORMAL, so COMMIT writes the group's frames into the WAL without waiting for the
+ * disk; the leader then hands the writer to the next leader and only then syncs the WAL
+ * (fdatasync), so the next group's statements run while this group's sync is on the disk, and a
+ * sync that starts after several groups were written makes them all durable at once. A job's
+ * caller is woken only when its group is durable: nothing is acknowledged before it is on disk.
+ * Readers may see a group between its COMMIT and its sync (a power loss in that window loses
+ * what they saw, never what was acknowledged). A failed fdatasync fails its groups and every
+ * write after it (the kernel may have dropped the pages it could not write; PostgreSQL stops
+ * for the same reason): restart the node.
+ *
  * A job sees the writes of the jobs before it in its group, exactly as if it had run a moment
  * later after their commit; they all become durable together, or none does (a failed COMMIT
  * fails every job of the group, as does an error after which SQLite rolled the whole
@@ -573,6 +632,38 @@ static void group_run(struct conn *w, struct write_job *group)
     }
 }
 
+/* Makes the WAL durable up to group `group_no` (see above): syncs it unless another leader's
+ * sync, started after that group was written, already did. KS_ERR_IO if a sync failed. */
+static int wal_sync_until(struct sqlite_store *st, uint64_t group_no)
+{
+    int rc = KS_OK;
+    pthread_mutex_lock(&st->sync_mu);
+    while (st->groups_synced < group_no && !st->sync_broken) {
+        if (st->syncing) {
+            pthread_cond_wait(&st->sync_cv, &st->sync_mu);
+            continue;
+        }
+        st->syncing = true;
+        uint64_t target = st->groups_written;
+        pthread_mutex_unlock(&st->sync_mu);
+        if (st->wal_fd < 0)
+            st->wal_fd = open(st->wal_path, O_RDWR | O_CLOEXEC); /* only the syncing leader */
+        bool ok = st->wal_fd >= 0 && fdatasync(st->wal_fd) == 0;
+        pthread_mutex_lock(&st->sync_mu);
+        st->syncing = false;
+        st->syncs++;
+        if (ok)
+            st->groups_synced = target;
+        else
+            st->sync_broken = true;
+        pthread_cond_broadcast(&st->sync_cv);
+    }
+    if (st->sync_broken && st->groups_synced < group_no)
+        rc = KS_ERR_IO;
+    pthread_mutex_unlock(&st->sync_mu);
+    return rc;
+}
+
 /* Runs `fn(writer, arg)` as a job of the group commit (see above); returns its code once the
  * transaction holding its writes is durable (or KS_ERR_IO if that transaction failed). */
 static int writer_run(struct sqlite_store *st, int (*fn)(struct conn *w, void *arg), void *arg)
@@ -583,7 +674,8 @@ static int writer_run(struct sqlite_store *st, int (*fn)(struct conn *w, void *a
     *st->queue_end = &job;
     st->queue_end = &job.next;
     while (!job.done) {
-        if (st->leading) {
+        /* Nothing to lead when this job is already in a group being synced. */
+        if (st->leading || !st->queue) {
             pthread_cond_wait(&job.cv, &st->write_mu);
             continue;
         }
@@ -591,8 +683,35 @@ static int writer_run(struct sqlite_store *st, int (*fn)(struct conn *w, void *a
         struct write_job *group = st->queue;
         st->queue = NULL;
         st->queue_end = &st->queue;
+        st->groups++;
+        for (struct write_job *j = group; j; j = j->next)
+            st->jobs++;
         pthread_mutex_unlock(&st->write_mu);
-        group_run(&st->writer, group);
+        bool broken = false;
+        if (st->sync_wal) {
+            pthread_mutex_lock(&st->sync_mu);
+            broken = st->sync_broken;
+            pthread_mutex_unlock(&st->sync_mu);
+        }
+        uint64_t group_no = 0;
+        if (broken) {
+            group_fail(group);
+        } else {
+            group_run(&st->writer, group);
+            if (st->sync_wal) {
+                pthread_mutex_lock(&st->sync_mu);
+                group_no = ++st->groups_written;
+                pthread_mutex_unlock(&st->sync_mu);
+            }
+        }
+        /* The writer is free: the next group runs while this one is synced. */
+        pthread_mutex_lock(&st->write_mu);
+        st->leading = false;
+        if (st->queue)
+            pthread_cond_signal(&st->queue->cv); /* its caller leads the next group */
+        pthread_mutex_unlock(&st->write_mu);
+        if (group_no && wal_sync_until(st, group_no) != KS_OK)
+            group_fail(group);
         pthread_mutex_lock(&st->write_mu);
         for (struct write_job *j = group, *next; j; j = next) {
             next = j->next; /* j may be gone once signalled */
@@ -600,13 +719,59 @@ static int writer_run(struct sqlite_store *st, int (*fn)(struct conn *w, void *a
             if (j != &job)
                 pthread_cond_signal(&j->cv);
         }
-        st->leading = false;
-        if (st->queue)
-            pthread_cond_signal(&st->queue->cv); /* its caller leads the next group */
     }
     pthread_mutex_unlock(&st->write_mu);
     pthread_cond_destroy(&job.cv);
     return job.rc;
+}
+
+/* --- checkpoints ------------------------------------------------------------------------------
+ *
+ * The writer never checkpoints (its automatic checkpoint is off): copying the WAL back into the
+ * database file and syncing it would stall every job of the group commit behind it. A thread
+ * of its own, with its own connection, runs a PASSIVE checkpoint whenever the WAL has grown by
+ * CHECKPOINT_FRAMES since the last one; readers and the writer go on meanwhile. A page written
+ * many times between two checkpoints is copied once. If the checkpointer cannot keep up, the
+ * WAL grows past CHECKPOINT_FRAMES_MAX and the leader checkpoints itself (as SQLite would).
+ */
+#define CHECKPOINT_FRAMES 4000       /* about 16 MB of 4 KiB pages */
+#define CHECKPOINT_FRAMES_MAX 64000  /* about 256 MB: the writer takes over */
+
+/* SQLite's WAL hook on the writer, after each commit: wakes the checkpointer. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct sqlite_store *st = arg;
+    (void)name;
+    if (frames >= CHECKPOINT_FRAMES_MAX) {
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&st->checkpoint_mu);
+    st->wal_frames = frames;
+    if (frames >= CHECKPOINT_FRAMES)
+        pthread_cond_signal(&st->checkpoint_cv);
+    pthread_mutex_unlock(&st->checkpoint_mu);
+    return SQLITE_OK;
+}
+
+static void *checkpoint_main(void *arg)
+{
+    struct sqlite_store *st = arg;
+    pthread_setname_np(pthread_self(), "ks-checkpoint");
+    pthread_mutex_lock(&st->checkpoint_mu);
+    while (!st->checkpoint_stop) {
+        if (st->wal_frames < CHECKPOINT_FRAMES) {
+            pthread_cond_wait(&st->checkpoint_cv, &st->checkpoint_mu);
+            continue;
+        }
+        st->wal_frames = 0;
+        pthread_mutex_unlock(&st->checkpoint_mu);
+        sqlite3_wal_checkpoint_v2(st->checkpointer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+                                  NULL);
+        pthread_mutex_lock(&st->checkpoint_mu);
+    }
+    pthread_mutex_unlock(&st->checkpoint_mu);
+    return NULL;
 }
 
 /* Writes one transition inside the open batch transaction. Returns KS_OK with t->result set
@@ -1254,6 +1419,18 @@ static int sq_with_tx(struct ks_store *s, int (*fn)(void *conn, void *arg), void
     return writer_run(ctx_of(s), raw_tx_job, &a);
 }
 
+static void sq_stats(struct ks_store *s, struct ks_store_stats *out)
+{
+    struct sqlite_store *st = ctx_of(s);
+    pthread_mutex_lock(&st->write_mu);
+    out->write_groups = st->groups;
+    out->write_jobs = st->jobs;
+    pthread_mutex_unlock(&st->write_mu);
+    pthread_mutex_lock(&st->sync_mu);
+    out->wal_syncs = st->syncs;
+    pthread_mutex_unlock(&st->sync_mu);
+}
+
 static int sq_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)
 {
     struct sqlite_store *st = ctx_of(s);
@@ -1267,13 +1444,29 @@ static int sq_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), 
 
 static void sq_close(struct ks_store *s)
 {
+    if (ctx_of(s)->checkpoint_running) {
+        struct sqlite_store *st = ctx_of(s);
+        pthread_mutex_lock(&st->checkpoint_mu);
+        st->checkpoint_stop = true;
+        pthread_cond_signal(&st->checkpoint_cv);
+        pthread_mutex_unlock(&st->checkpoint_mu);
+        pthread_join(st->checkpoint_thread, NULL);
+        st->checkpoint_running = false;
+    }
     struct sqlite_store *st = ctx_of(s);
     for (int i = 0; i < st->readers_n; i++)
         conn_close(&st->readers[i]);
     conn_close(&st->writer);
+    conn_close(&st->checkpointer);
     free(st->readers);
     free(st->free_readers);
     pthread_mutex_destroy(&st->write_mu);
+    pthread_mutex_destroy(&st->checkpoint_mu);
+    pthread_mutex_destroy(&st->sync_mu);
+    pthread_cond_destroy(&st->sync_cv);
+    if (st->wal_fd >= 0)
+        close(st->wal_fd);
+    pthread_cond_destroy(&st->checkpoint_cv);
     pthread_mutex_destroy(&st->pool_mu);
     pthread_cond_destroy(&st->pool_cv);
     free(st);
@@ -1285,6 +1478,7 @@ static const struct ks_store_vtable sqlite_vtable = {
     .schema_version = sq_schema_version,
     .ping = sq_ping,
     .machine_load = sq_machine_load,
+    .machine_head = sq_machine_head,
     .events_read = sq_events_read,
     .machines_list = sq_machines_list,
     .commit = sq_commit,
@@ -1307,6 +1501,7 @@ static const struct ks_store_vtable sqlite_vtable = {
     .idem_sweep = sq_idem_sweep,
     .with_tx = sq_with_tx,
     .with_reader = sq_with_reader,
+    .stats = sq_stats,
 };
 
 /* Creates the directory that will hold `path` (one level, like `mkdir -p` for ./var). */
@@ -1350,6 +1545,11 @@ int ks_store_sqlite_open(const char *target, const struct ks_store_options *opt,
         return KS_ERR_NOMEM;
     st->base.vt = &sqlite_vtable;
     pthread_mutex_init(&st->write_mu, NULL);
+    pthread_mutex_init(&st->checkpoint_mu, NULL);
+    pthread_mutex_init(&st->sync_mu, NULL);
+    pthread_cond_init(&st->sync_cv, NULL);
+    st->wal_fd = -1;
+    pthread_cond_init(&st->checkpoint_cv, NULL);
     st->queue_end = &st->queue;
     pthread_mutex_init(&st->pool_mu, NULL);
     pthread_cond_init(&st->pool_cv, NULL);
@@ -1375,6 +1575,30 @@ int ks_store_sqlite_open(const char *target, const struct ks_store_options *opt,
             goto out_free;
         st->readers_n++;
         st->free_readers[st->free_n++] = i;
+    }
+    rc = conn_open(&st->checkpointer, target, opt->sqlite_synchronous_full, why, whylen);
+    if (rc != KS_OK)
+        goto out_free;
+    if (pthread_create(&st->checkpoint_thread, NULL, checkpoint_main, st) != 0) {
+        snprintf(why, whylen, "cannot start the SQLite checkpointer");
+        rc = KS_ERR_NOMEM;
+        goto out_free;
+    }
+    st->checkpoint_running = true;
+    sqlite3_wal_hook(st->writer.db, on_wal_commit, st); /* also turns the automatic one off */
+    if (opt->sqlite_synchronous_full) {
+        /* From now on the leader syncs the WAL itself, after COMMIT (see "the writer"). */
+        const char *main_path = sqlite3_db_filename(st->writer.db, "main");
+        if (!main_path || !*main_path ||
+            snprintf(st->wal_path, sizeof(st->wal_path), "%s-wal", main_path) >=
+                (int)sizeof(st->wal_path) ||
+            sqlite3_exec(st->writer.db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) !=
+                SQLITE_OK) {
+            snprintf(why, whylen, "cannot configure SQLite's WAL sync for %s", target);
+            rc = KS_ERR_IO;
+            goto out_free;
+        }
+        st->sync_wal = true;
     }
     *out = &st->base;
     return KS_OK;

@@ -100,10 +100,23 @@ const char *ks_store_kind(const struct ks_store *s) { return s->vt->kind; }
 int ks_store_schema_version(struct ks_store *s, int *v) { return s->vt->schema_version(s, v); }
 int ks_store_ping(struct ks_store *s) { return s->vt->ping(s); }
 
+void ks_store_stats(struct ks_store *s, struct ks_store_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s->vt->stats)
+        s->vt->stats(s, out);
+}
+
 int ks_store_machine_load(struct ks_store *s, const char *ns, const char *id,
                           struct ks_machine_row *out)
 {
     return s->vt->machine_load(s, ns, id, out);
+}
+
+int ks_store_machine_head(struct ks_store *s, const char *ns, const char *id, int64_t *last_seq,
+                          enum ks_machine_status *status)
+{
+    return s->vt->machine_head(s, ns, id, last_seq, status);
 }
 
 int ks_store_events_read(struct ks_store *s, const char *ns, const char *id, int64_t after,

@@ -172,6 +172,16 @@ KS_MUST_USE int ks_store_open(const char *url, const struct ks_store_options *op
                               struct ks_store **out, char *why, size_t whylen);
 /* Closes connections and frees the store. NULL is allowed. */
 void ks_store_close(struct ks_store *s);
+/* What the store counted since it was opened. SQLite counts its group commit (store/sqlite.c):
+ * groups written, jobs (writes) in them, WAL syncs; PostgreSQL, whose server groups commits
+ * itself, counts nothing (zeros). */
+struct ks_store_stats {
+    int64_t write_groups;
+    int64_t write_jobs;
+    int64_t wal_syncs;
+};
+void ks_store_stats(struct ks_store *s, struct ks_store_stats *out);
+
 /* "sqlite" or "postgres". */
 const char *ks_store_kind(const struct ks_store *s);
 /* Schema version after migrations. */
@@ -184,6 +194,11 @@ int ks_store_ping(struct ks_store *s);
 /* Loads a machine row. KS_ERR_NOT_FOUND if it does not exist. */
 KS_MUST_USE int ks_store_machine_load(struct ks_store *s, const char *ns, const char *id,
                                       struct ks_machine_row *out);
+
+/* Reads only a machine's event number and status (cheap: no snapshot), to tell whether a copy
+ * of its state kept in memory is still current. KS_ERR_NOT_FOUND if it does not exist. */
+KS_MUST_USE int ks_store_machine_head(struct ks_store *s, const char *ns, const char *id,
+                                      int64_t *last_seq, enum ks_machine_status *status);
 
 /* Reads events of a machine. Ascending: seq > after, up to `limit`. Descending (`desc`): seq <
  * after (after = 0 means from the end), newest first. `*out` is a malloc'ed array (NULL when

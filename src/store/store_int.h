@@ -16,6 +16,8 @@ struct ks_store_vtable {
     int (*ping)(struct ks_store *s);
     int (*machine_load)(struct ks_store *s, const char *ns, const char *id,
                         struct ks_machine_row *out);
+    int (*machine_head)(struct ks_store *s, const char *ns, const char *id, int64_t *last_seq,
+                        enum ks_machine_status *status);
     int (*events_read)(struct ks_store *s, const char *ns, const char *id, int64_t after,
                        size_t limit, int desc, struct ks_event_row **out, size_t *n);
     int (*machines_list)(struct ks_store *s, enum ks_machine_status status, const char *ns,
@@ -49,6 +51,7 @@ struct ks_store_vtable {
     int (*idem_sweep)(struct ks_store *s, int64_t now_ms, int64_t *deleted);
     int (*with_tx)(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg);
     int (*with_reader)(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg);
+    void (*stats)(struct ks_store *s, struct ks_store_stats *out); /* NULL: nothing counted */
 };
 
 struct ks_store {

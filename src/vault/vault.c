@@ -1046,7 +1046,7 @@ void ks_vault_unit(struct ks_vault *v, struct ks_unit *out)
     memset(out, 0, sizeof(*out));
     out->name = "vault";
     out->ctx = v;
-    out->workers = 1;
+    out->workers = 8; /* each waits on a durable write: several keep up with payments */
     out->run = vault_run;
 }
 
