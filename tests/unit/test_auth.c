@@ -838,6 +838,11 @@ Test(auth, invoice_token_issue_and_verify, .init = setup, .fini = teardown)
     cr_assert_leq(strlen(tok), KS_AUTH_TOKEN_BYTES_MAX);
     struct ks_principal p;
     expect_ok(tok, &p);
+    /* Issued here, so remembered as verified: its first use costs no ES256 verification. */
+    int64_t hits = 0, misses = 0;
+    ks_auth_cache_counts(fx.auth, &hits, &misses);
+    cr_assert_eq(hits, 1);
+    cr_assert_eq(misses, 0);
     cr_assert_eq(p.kind, KS_PRINCIPAL_INVOICE);
     cr_assert_str_eq(p.subject, "invoice:invA");
     cr_assert_str_eq(p.invoice_id, "invA");
