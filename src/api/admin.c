@@ -587,7 +587,7 @@ static int stats_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
     struct ks_store_stats ss;
     ks_store_stats(ctx->store, &ss);
     json_t *body =
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I}",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I}",
                   "transitions",
                   (json_int_t)st.transitions, "batches", (json_int_t)st.batches, "conflicts",
                   (json_int_t)st.conflicts, "timersFired", (json_int_t)st.timers_fired, "tasksRun",
@@ -597,7 +597,7 @@ static int stats_get(void *vctx, const struct ks_http_req *req, struct ks_http_r
                   "cacheMisses", (json_int_t)st.cache_misses, "tasksPending", (json_int_t)pending,
                   "store", ks_store_kind(ctx->store), "storeWriteGroups",
                   (json_int_t)ss.write_groups, "storeWriteJobs", (json_int_t)ss.write_jobs,
-                  "storeWalSyncs", (json_int_t)ss.wal_syncs);
+                  "storeWalSyncs", (json_int_t)ss.wal_syncs, "storeReads", (json_int_t)ss.reads);
     return ks_http_reply(resp, 200, body);
 }
 

@@ -183,6 +183,7 @@ struct sqlite_store {
     int readers_n;
     int *free_readers;   /* stack of indexes of idle readers */
     int free_n;
+    int64_t reads;       /* reader uses (ks_store_stats), guarded by pool_mu */
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_cv;
 };
@@ -258,6 +259,7 @@ static struct conn *reader_acquire(struct sqlite_store *st)
     while (st->free_n == 0)
         pthread_cond_wait(&st->pool_cv, &st->pool_mu);
     struct conn *c = &st->readers[st->free_readers[--st->free_n]];
+    st->reads++;
     pthread_mutex_unlock(&st->pool_mu);
     return c;
 }
@@ -1429,6 +1431,9 @@ static void sq_stats(struct ks_store *s, struct ks_store_stats *out)
     pthread_mutex_lock(&st->sync_mu);
     out->wal_syncs = st->syncs;
     pthread_mutex_unlock(&st->sync_mu);
+    pthread_mutex_lock(&st->pool_mu);
+    out->reads = st->reads;
+    pthread_mutex_unlock(&st->pool_mu);
 }
 
 static int sq_with_reader(struct ks_store *s, int (*fn)(void *conn, void *arg), void *arg)

@@ -173,12 +173,13 @@ KS_MUST_USE int ks_store_open(const char *url, const struct ks_store_options *op
 /* Closes connections and frees the store. NULL is allowed. */
 void ks_store_close(struct ks_store *s);
 /* What the store counted since it was opened. SQLite counts its group commit (store/sqlite.c):
- * groups written, jobs (writes) in them, WAL syncs; PostgreSQL, whose server groups commits
+ * groups written, jobs (writes) in them, WAL syncs, reads; PostgreSQL, whose server groups commits
  * itself, counts nothing (zeros). */
 struct ks_store_stats {
     int64_t write_groups;
     int64_t write_jobs;
     int64_t wal_syncs;
+    int64_t reads; /* uses of a read connection (each one read transaction or more) */
 };
 void ks_store_stats(struct ks_store *s, struct ks_store_stats *out);
 
