@@ -1,8 +1,8 @@
 /*
  * ids.h — random base62 identifiers and name validation.
  *
- * Ids are drawn from the operating system's CSPRNG (getrandom), so they are unguessable and
- * safe to hand to clients. Thread-safe.
+ * Ids are drawn from a CSPRNG (OpenSSL's per-thread DRBG, seeded from the kernel's getrandom),
+ * so they are unguessable and safe to hand to clients. Thread-safe.
  */
 #ifndef KS_CORE_IDS_H
 #define KS_CORE_IDS_H
@@ -16,7 +16,7 @@
 /* Writes `len` random base62 characters and a NUL into `out` (which holds len + 1 bytes). */
 KS_MUST_USE int ks_id_random(char *out, size_t len);
 
-/* Fills `out` with `len` random bytes from the kernel. */
+/* Fills `out` with `len` random bytes from the CSPRNG above. */
 KS_MUST_USE int ks_random_bytes(void *out, size_t len);
 
 /* Character classes for ks_text_valid. */
