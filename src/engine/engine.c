@@ -76,6 +76,7 @@ struct ks_engine {
     int q_stopping;
     pthread_t committer;
     int committer_started;
+    bool commit_direct; /* callers commit themselves: the store groups commits */
 
     /* background timers and workers */
     pthread_mutex_t bg_mu;
@@ -309,6 +310,21 @@ static void *committer_main(void *arg)
 static int commit_wait(struct ks_engine *e, struct commit_req *req)
 {
     req->next = NULL;
+    if (e->commit_direct) {
+        /* The store groups concurrent commits itself: no hand-off to the committer thread. */
+        pthread_mutex_lock(&e->q_mu);
+        int open = !e->q_stopping && e->committer_started;
+        pthread_mutex_unlock(&e->q_mu);
+        if (!open)
+            return KS_ERR_STOPPED;
+        int rc = ks_store_commit(e->store, &req->t, 1);
+        if (rc != KS_OK)
+            logj(e, KS_LOG_ERROR, "commit failed", json_pack("{s:s}", "error", ks_err_name(rc)));
+        atomic_fetch_add(&e->st_batches, 1);
+        if (rc == KS_OK)
+            ks_relays_notify(e->relays);
+        return req->t.result;
+    }
     if (sem_init(&req->done, 0, 0) != 0)
         return KS_ERR_INTERNAL;
     pthread_mutex_lock(&e->q_mu);
@@ -1355,6 +1371,11 @@ void ks_engine_stats(struct ks_engine *e, struct ks_engine_stats *out)
 {
     out->transitions = atomic_load(&e->st_transitions);
     out->batches = atomic_load(&e->st_batches);
+    if (e->commit_direct) { /* the store grouped the commits: its groups are the writes */
+        struct ks_store_stats ss;
+        ks_store_stats(e->store, &ss);
+        out->batches = ss.write_groups;
+    }
     out->conflicts = atomic_load(&e->st_conflicts);
     out->timers_fired = atomic_load(&e->st_timers);
     out->tasks_run = atomic_load(&e->st_tasks);
@@ -1625,6 +1646,7 @@ int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out
     e->opt = *opt;
     e->store = opt->store;
     e->log = opt->log;
+    e->commit_direct = ks_store_groups_commits(opt->store);
 #define DEFAULT(field, value)                                                                      \
     if (e->opt.field <= 0)                                                                         \
         e->opt.field = (value);

@@ -1479,6 +1479,7 @@ static void sq_close(struct ks_store *s)
 
 static const struct ks_store_vtable sqlite_vtable = {
     .kind = "sqlite",
+    .groups_commits = true,
     .close = sq_close,
     .schema_version = sq_schema_version,
     .ping = sq_ping,

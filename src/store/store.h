@@ -17,7 +17,8 @@
  *   idempotency       (scope, key) -> request fingerprint + stored outcome, with expiry.
  *
  * Thread-safety: every function may be called from any thread; backends keep their own
- * connections. `ks_store_commit` is called by one committer thread per process at a time.
+ * connections. `ks_store_commit` is called by one committer thread per process at a time,
+ * unless the store groups commits itself (ks_store_groups_commits).
  * Times are milliseconds since the Unix epoch. Strings passed in are borrowed for the duration
  * of the call; strings and JSON texts returned in rows are owned by the row and freed by its
  * `_release` function.
@@ -26,6 +27,7 @@
 #define KS_STORE_STORE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -221,6 +223,10 @@ void ks_machine_rows_free(struct ks_machine_row *rows, size_t n);
  * transaction is durable (each transition's own outcome is in its `result`), or an error when
  * nothing at all was committed (then every `result` is that error too). */
 KS_MUST_USE int ks_store_commit(struct ks_store *s, struct ks_transition *batch, size_t n);
+/* True when the store groups concurrent commits itself (SQLite's group commit): callers may then
+ * call ks_store_commit at once from many threads, each with its own transition, and concurrent
+ * ones still share one durable write. */
+bool ks_store_groups_commits(const struct ks_store *s);
 
 /* --- timers ------------------------------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 
 struct ks_store_vtable {
     const char *kind;
+    bool groups_commits; /* see ks_store_groups_commits */
     void (*close)(struct ks_store *s);
     int (*schema_version)(struct ks_store *s, int *version);
     int (*ping)(struct ks_store *s);
