@@ -43,7 +43,7 @@ LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrati
             $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o \
             $(BUILD)/obj/gen/extra_modules.o $(BUILD)/obj/gen/module_migrations.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort) bench/loadgen_stats.c \
-            bench/loadgen_http.c
+            bench/loadgen_http.c bench/loadgen_json.c
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(filter-out bench/loadgen%.c,$(shell find bench -name '*.c' 2>/dev/null | sort))
 LOADGEN_SRC := bench/loadgen.c bench/loadgen_stats.c
