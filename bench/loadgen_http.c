@@ -818,6 +818,9 @@ int kb_lg_http_init(struct kb_lg_http *h, const struct kb_lg_http_opts *o, char 
     if (o->connections < 1 || o->connections > KB_LG_HTTP_CONNECTIONS_MAX || o->timeout_ms <= 0)
         return url_fail(err, err_len, "connections or timeout out of bounds");
     h->path_len = strlen(h->url.path);
+    int n = snprintf(h->host_line, sizeof(h->host_line), " HTTP/1.1\r\nHost: %s", h->url.authority);
+    assert(n > 0 && (size_t)n < sizeof(h->host_line)); /* the authority is bounded */
+    h->host_line_len = (size_t)n;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
     int gai = getaddrinfo(h->url.host, h->url.port, &hints, &ai);
     if (gai != 0 || ai == NULL || ai->ai_addrlen > sizeof(h->addr)) {
@@ -880,15 +883,33 @@ static int put(char *buf, size_t cap, size_t *at, const char *s, size_t n)
     return 0;
 }
 
-static int put_str(char *buf, size_t cap, size_t *at, const char *s)
+/* Appends the text s as part of a request line (`in_line`: no space either) or a header value:
+ * one pass that copies and refuses control characters (CR, LF: no header injection). 0, or
+ * -1 when it does not fit or holds what it must not. */
+static int put_text(char *buf, size_t cap, size_t *at, const char *s, int in_line)
 {
-    return put(buf, cap, at, s, strlen(s));
+    size_t o = *at;
+    for (; *s != '\0'; s++) { /* bounded by cap */
+        unsigned char c = (unsigned char)*s;
+        if (o == cap || c < 0x20 || c == 0x7f || (in_line && c == ' '))
+            return -1;
+        buf[o++] = (char)c;
+    }
+    *at = o;
+    return 0;
 }
 
-/* Whether s is free of CR, LF and NUL: it can go into a request line or a header. */
-static int header_safe(const char *s)
+/* Appends "\r\nContent-Length: n" without printf. */
+static int put_length(char *buf, size_t cap, size_t *at, size_t n)
 {
-    return strpbrk(s, "\r\n") == NULL;
+    char digits[24], *d = digits + sizeof(digits);
+    do {
+        *--d = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    static const char name[] = "\r\nContent-Type: application/json\r\nContent-Length: ";
+    return put(buf, cap, at, name, sizeof(name) - 1) |
+           put(buf, cap, at, d, (size_t)(digits + sizeof(digits) - d));
 }
 
 int kb_lg_http_submit(struct kb_lg_http *h, struct kb_lg_http_req *req,
@@ -896,23 +917,16 @@ int kb_lg_http_submit(struct kb_lg_http *h, struct kb_lg_http_req *req,
 {
     assert(req->where == KB_LG_HTTP_REQ_IDLE && "a request is in flight once");
     assert(call->method != NULL && call->path != NULL && call->reply != NULL);
-    if (!header_safe(call->path) || strchr(call->path, ' ') != NULL ||
-        (call->token != NULL && !header_safe(call->token)))
-        return KB_LG_HTTP_E_REQUEST;
+    static const char bearer[] = "\r\nAuthorization: Bearer ";
     char *b = req->head;
     size_t cap = sizeof(req->head), at = 0;
-    int bad = put_str(b, cap, &at, call->method) | put(b, cap, &at, " ", 1) |
-              put(b, cap, &at, h->url.path, h->path_len) | put_str(b, cap, &at, call->path) |
-              put_str(b, cap, &at, " HTTP/1.1\r\nHost: ") | put_str(b, cap, &at, h->url.authority);
+    int bad = put_text(b, cap, &at, call->method, 1) | put(b, cap, &at, " ", 1) |
+              put(b, cap, &at, h->url.path, h->path_len) | put_text(b, cap, &at, call->path, 1) |
+              put(b, cap, &at, h->host_line, h->host_line_len);
     if (call->token != NULL)
-        bad |=
-            put_str(b, cap, &at, "\r\nAuthorization: Bearer ") | put_str(b, cap, &at, call->token);
-    if (call->body != NULL) {
-        char len[48];
-        int n = snprintf(len, sizeof(len), "\r\nContent-Length: %zu", call->body_len);
-        bad |= put_str(b, cap, &at, "\r\nContent-Type: application/json") |
-               put(b, cap, &at, len, (size_t)n);
-    }
+        bad |= put(b, cap, &at, bearer, sizeof(bearer) - 1) | put_text(b, cap, &at, call->token, 0);
+    if (call->body != NULL)
+        bad |= put_length(b, cap, &at, call->body_len);
     bad |= put(b, cap, &at, "\r\n\r\n", 4);
     if (bad)
         return KB_LG_HTTP_E_REQUEST;

@@ -180,6 +180,8 @@ struct kb_lg_http {
     socklen_t addr_len;
     struct kb_lg_http_url url;
     size_t path_len;
+    char host_line[KB_LG_HTTP_HOST_BYTES_MAX + 32]; /* " HTTP/1.1\r\nHost: host:port" */
+    size_t host_line_len;
     int64_t timeout_us;
     kb_lg_http_done_fn *on_done;
     void *ud;
