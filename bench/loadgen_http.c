@@ -40,14 +40,13 @@ const char *kb_lg_http_strerror(int rc)
     case KB_LG_HTTP_E_HEAD_TOO_BIG: return "reply headers too large";
     case KB_LG_HTTP_E_BODY_TOO_BIG: return "reply body too large";
     case KB_LG_HTTP_E_CHUNK: return "malformed chunked body";
-    case KB_LG_HTTP_E_EXTRA: return "bytes beyond the reply";
     }
     return "unknown error";
 }
 
 int kb_lg_http_err_is_protocol(int rc)
 {
-    return rc <= KB_LG_HTTP_E_STATUS_LINE && rc >= KB_LG_HTTP_E_EXTRA;
+    return rc <= KB_LG_HTTP_E_STATUS_LINE && rc >= KB_LG_HTTP_E_CHUNK;
 }
 
 /* --- reply parser ---------------------------------------------------------------------------- */

@@ -54,7 +54,6 @@ enum kb_lg_http_rc {
     KB_LG_HTTP_E_HEAD_TOO_BIG = -8, /* status line + headers over KB_LG_HTTP_HEAD_BYTES_MAX */
     KB_LG_HTTP_E_BODY_TOO_BIG = -9, /* a body over the caller's reply_cap */
     KB_LG_HTTP_E_CHUNK = -10,       /* malformed chunked framing */
-    KB_LG_HTTP_E_EXTRA = -11,       /* bytes after the reply, or a reply no request asked for */
 };
 /* A short English text for `rc` (static storage). */
 const char *kb_lg_http_strerror(int rc);

@@ -355,6 +355,7 @@ Test(loadgen, http_url_is_http_only)
 enum act {
     ANSWER,        /* 200 with the request's number as its body, keep-alive */
     ANSWER_CLOSE,  /* the same with Connection: close, then close */
+    ANSWER_QUIT,   /* the same as ANSWER, then close without saying so */
     DROP,          /* close without a byte */
     HALF_AND_DROP, /* part of a head, then close */
     STALL,         /* nothing, keep the connection */
@@ -421,13 +422,14 @@ static void *srv_main(void *arg)
             char reply[256];
             switch (s->acts[no]) {
             case ANSWER:
+            case ANSWER_QUIT:
             case ANSWER_CLOSE: {
                 int close_it = s->acts[no] == ANSWER_CLOSE;
                 int len = snprintf(reply, sizeof(reply),
                                    "HTTP/1.1 200 OK\r\n%sContent-Length: 1\r\n\r\n%c",
                                    close_it ? "Connection: close\r\n" : "", 'a' + no);
                 (void)!send(fd, reply, (size_t)len, MSG_NOSIGNAL); /* no asserts here: a thread */
-                open = !close_it;
+                open = !close_it && s->acts[no] != ANSWER_QUIT;
                 break;
             }
             case DROP: open = 0; break;
@@ -598,6 +600,23 @@ Test(loadgen, http_client_reconnects_after_connection_close)
     cr_assert_eq(c->log.body[1], 'b');
     cr_assert_eq(c->h.connects, 2);
     cr_assert_eq(c->h.retries, 0, "the close was announced: nothing to retry");
+    scenario_end(c, &s);
+}
+
+Test(loadgen, http_client_drops_an_idle_connection_the_server_closed)
+{
+    struct srv s;
+    enum act acts[] = {ANSWER_QUIT, ANSWER};
+    struct client *c = scenario(&s, acts, 2, 4, 2000);
+    cr_assert_eq(call(c, 0, NULL), 0);
+    int64_t until = kb_lg_http_now_us() + 200000; /* idle: the close is seen and the socket shut */
+    while (c->h.open_n > 0 && kb_lg_http_now_us() < until)
+        cr_assert_eq(kb_lg_http_poll(&c->h, kb_lg_http_now_us() + 10000), 0);
+    cr_assert_eq(c->h.open_n, 0);
+    cr_assert_eq(call(c, 1, NULL), 0);
+    cr_assert_eq(c->log.body[1], 'b');
+    cr_assert_eq(c->h.connects, 2);
+    cr_assert_eq(c->h.retries, 0, "a fresh connection: nothing to retry");
     scenario_end(c, &s);
 }
 
