@@ -42,10 +42,12 @@ endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
             $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o \
             $(BUILD)/obj/gen/extra_modules.o $(BUILD)/obj/gen/module_migrations.o
-UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort) bench/loadgen_stats.c
+UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort) bench/loadgen_stats.c \
+            bench/loadgen_http.c bench/loadgen_json.c
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
 BENCH_SRC := $(filter-out bench/loadgen%.c,$(shell find bench -name '*.c' 2>/dev/null | sort))
-LOADGEN_SRC := bench/loadgen.c bench/loadgen_stats.c
+LOADGEN_SRC := bench/loadgen.c bench/loadgen_stats.c bench/loadgen_http.c bench/loadgen_json.c \
+               src/core/ids.c
 MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
 # Each module's own migrations folder (store/sql.h): NAME=DIR gives ks_NAME_schema.
 MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations \
@@ -128,11 +130,11 @@ $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libkassa.a
 $(BUILD)/kassa-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/libkassa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# kassa-loadgen: the open-loop payments generator, a plain HTTP client of kassa (libcurl multi),
-# so libcurl is linked into it alone; its pure parts (loadgen_stats.c) are in the unit tests too.
-$(BUILD)/obj/bench/loadgen.o: CFLAGS += $(shell pkg-config --cflags libcurl)
+# kassa-loadgen: the open-loop payments generator, a plain HTTP client of kassa with its own
+# HTTP/1.1 client (loadgen_http.c) and reply scanner (loadgen_json.c); jansson writes its report.
+# Its parts but loadgen.c are in the unit tests too.
 $(BUILD)/kassa-loadgen: $(patsubst %.c,$(BUILD)/obj/%.o,$(LOADGEN_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl jansson) -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson) -lm
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

@@ -1,8 +1,11 @@
 /*
  * loadgen.c — kassa-loadgen: an open-loop load generator of full card payments over kassa's
- * public HTTP API (issue 9). One thread, one libcurl multi handle driven by epoll
- * (curl_multi_socket_action: the cost of a wake-up does not grow with the connections), HTTP/1.1
- * keep-alive connections reused across payments.
+ * public HTTP API (issue 9). One thread, epoll, and a client of its own so that it costs far less
+ * CPU than kassa (libcurl and jansson cost it 0.6–1.1 ms a payment): loadgen_http.c, a small
+ * HTTP/1.1 client over non-blocking sockets (at most --connections keep-alive connections reused
+ * across payments, a call in one sendmsg, its reply usually in one recv), and loadgen_json.c, a
+ * bounded scanner that reads the few fields a payment needs of each reply while checking all of
+ * it. jansson only writes the JSON lines of the report.
  *
  * Payments are started at a fixed rate whatever earlier ones are doing (open loop: a slow kassa
  * cannot slow the arrivals down and hide its queueing). Each payment is a small state machine
@@ -22,28 +25,29 @@
  * --payment-timeout-ms). Step mode raises the rate until --fails-max steps in a row miss a
  * bound (whole p99, invoice p99, any error) and reports the highest rate that held. "whole" runs
  * from the moment the payment was due to start (so a late start counts against it) to the poll
- * reply that shows it captured; each call's latency runs from handing the request to libcurl to its
- * last byte (so waiting for one of --connections is counted). kassa's CPU (utime + stime of --pid
- * from /proc) and the generator's own (getrusage) are read at the edges of the measured window and
- * divided by the payments captured in it.
+ * reply that shows it captured; each call's latency runs from handing the request to the HTTP
+ * client to its last byte (so waiting for one of --connections is counted). kassa's CPU (utime +
+ * stime of --pid from /proc) and the generator's own (getrusage) are read at the edges of the
+ * measured window and divided by the payments captured in it.
  *
  * Output: a human report on stderr, one JSON line per step and one summary line on stdout
  * (bench/run.sh reads them). Exit 0 when it measured (a missed bound is a result, not a
- * failure), 1 when kassa answered wrongly (a wrong status, a malformed reply, a failed payment)
- * or nothing was captured at all, 2 on bad flags. The figures: BENCHMARKS.md.
+ * failure), 1 when kassa answered wrongly (a wrong status, a malformed reply or malformed HTTP,
+ * a failed payment) or nothing was captured at all, 2 on bad flags. The figures: BENCHMARKS.md.
  */
+#include "loadgen_http.h"
+#include "loadgen_json.h"
 #include "loadgen_stats.h"
 
 #include <assert.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,7 +55,7 @@
 /* Bounds no flag can exceed. */
 #define LG_RATE_MAX 100000      /* payments started per second */
 #define LG_INFLIGHT_MAX 16384   /* payments in flight */
-#define LG_CONNECTIONS_MAX 1024 /* HTTP connections to kassa */
+#define LG_CONNECTIONS_MAX 1024 /* HTTP connections to kassa (<= KB_LG_HTTP_CONNECTIONS_MAX) */
 #define LG_STEPS_MAX 200        /* steps in one run */
 #define LG_STEP_SECONDS_MAX 600 /* one step */
 #define LG_RUN_SECONDS_MAX 7200 /* a whole run, checked before each step */
@@ -60,11 +64,11 @@
 #define LG_REPLY_BYTES_MAX 32768 /* one reply body */
 #define LG_BODY_BYTES_MAX 2048   /* one request body */
 #define LG_TOKEN_BYTES_MAX 4096  /* a merchant or invoice access token */
-#define LG_URL_BYTES_MAX 1024
-#define LG_ID_BYTES_MAX 96    /* an invoice or payment id */
-#define LG_ERRORS_SHOWN_MAX 5 /* error messages printed per step */
-#define LG_WAIT_MS_MAX 100    /* longest sleep of the event loop */
-#define LG_EVENTS_MAX 256     /* epoll events taken at once */
+#define LG_PATH_BYTES_MAX 256    /* a request's path, after the URL's */
+#define LG_ID_BYTES_MAX 96       /* an invoice or payment id */
+#define LG_ERRORS_SHOWN_MAX 5    /* error messages printed per step */
+#define LG_WAIT_MS_MAX 100       /* longest sleep of the event loop */
+#define LG_STATUS_BYTES_MAX 32   /* a payment's status as read (longer ones are cut) */
 
 enum lg_stage { PAY_FREE, PAY_INVOICE, PAY_RESOURCE, PAY_PAYMENT, PAY_WAIT, PAY_POLL };
 enum lg_lat { LAT_INVOICE, LAT_RESOURCE, LAT_PAYMENT, LAT_CAPTURED, LAT_WHOLE, LAT_LAG, LAT_KINDS };
@@ -84,23 +88,18 @@ struct lg_opts {
 
 /* One payment in flight; slots are allocated once and reused. */
 struct lg_pay {
-    CURL *easy;
-    struct curl_slist *inv_hdr; /* the invoice access token's headers, per payment */
+    struct kb_lg_http_req req; /* its current call; in flight when req.where is not IDLE */
     enum lg_stage stage;
-    int attached; /* the easy handle is in the multi handle */
     int measured; /* due inside the measured window of its step */
     int64_t due_us, req_us, created_us, deadline_us, wait_at_us;
     int64_t call_us[3]; /* invoice, resource, payment */
     unsigned polls;
     long long last_event;
     char invoice_id[LG_ID_BYTES_MAX], payment_id[LG_ID_BYTES_MAX];
-    char url[LG_URL_BYTES_MAX];
-    char body[LG_BODY_BYTES_MAX];
+    char inv_token[LG_TOKEN_BYTES_MAX]; /* the invoice access token, from the invoice reply */
+    char body[LG_BODY_BYTES_MAX];       /* the current call's, until its reply */
     size_t body_len;
-    char *reply; /* LG_REPLY_BYTES_MAX */
-    size_t reply_len;
-    int reply_over;
-    char err[CURL_ERROR_SIZE];
+    char *reply; /* LG_REPLY_BYTES_MAX: the current call's reply body, NUL-terminated */
 };
 
 /* One step's measurements. */
@@ -123,15 +122,14 @@ struct lg_step {
 
 struct lg {
     struct lg_opts o;
-    CURLM *multi;
-    int epfd;           /* the sockets libcurl asks to watch */
-    int64_t curl_at_us; /* libcurl's timer, -1 when none */
-    struct curl_slist *merchant_hdr;
+    struct kb_lg_http http;
+    char merchant_token[LG_TOKEN_BYTES_MAX];
+    char invoice_head[LG_BODY_BYTES_MAX]; /* an invoice's body up to its product's number */
+    size_t invoice_head_len;
     struct lg_pay *pays;
     uint32_t *free_ids;
     size_t free_n;
     struct kb_lg_heap timers;
-    char due_date[40];
     uint64_t seq; /* payments started in the run, for product names */
     uint64_t captured_total;
     int wrong; /* kassa answered wrongly at least once */
@@ -304,8 +302,10 @@ static int parse_flags(int argc, char **argv, struct lg_opts *o, int *help)
         fprintf(stderr, "kassa-loadgen: --url and --token-file are required\n");
         return -1;
     }
-    if (strncmp(o->url, "http://", 7) != 0 && strncmp(o->url, "https://", 8) != 0) {
-        fprintf(stderr, "kassa-loadgen: --url must start with http:// or https://\n");
+    struct kb_lg_http_url url;
+    char why[160];
+    if (kb_lg_http_url_parse(o->url, &url, why, sizeof(why)) != 0) {
+        fprintf(stderr, "kassa-loadgen: --url %s: %s\n", o->url, why);
         return -1;
     }
     if (o->rate > 0 && step_given) {
@@ -338,55 +338,25 @@ static int parse_flags(int argc, char **argv, struct lg_opts *o, int *help)
 
 /* --- requests ------------------------------------------------------------------------------- */
 
-static size_t on_data(char *p, size_t size, size_t n, void *ud)
-{
-    struct lg_pay *pay = ud;
-    size_t len = size * n;
-    if (len > LG_REPLY_BYTES_MAX - 1 - pay->reply_len) {
-        pay->reply_over = 1;
-        return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
-    }
-    memcpy(pay->reply + pay->reply_len, p, len);
-    pay->reply_len += len;
-    return len;
-}
-
-/* Hands one request of `pay` to libcurl: a POST of pay->body when post, else a GET. */
-static int send_request(struct lg *g, struct lg_pay *pay, const char *path, struct curl_slist *hdr,
+/* Hands one call of `pay` to the HTTP client: a POST of pay->body when post, else a GET. The
+ * call's latency runs from here (so waiting for one of --connections counts). 0, or -1. */
+static int send_request(struct lg *g, struct lg_pay *pay, const char *path, const char *token,
                         int post, int64_t now)
 {
-    int n = snprintf(pay->url, sizeof(pay->url), "%s%s", g->o.url, path);
-    if (n < 0 || (size_t)n >= sizeof(pay->url))
-        return -1;
-    pay->reply_len = 0;
-    pay->reply_over = 0;
-    pay->err[0] = '\0';
-    curl_easy_setopt(pay->easy, CURLOPT_URL, pay->url);
-    curl_easy_setopt(pay->easy, CURLOPT_HTTPHEADER, hdr);
-    if (post) {
-        curl_easy_setopt(pay->easy, CURLOPT_POSTFIELDSIZE, (long)pay->body_len);
-        curl_easy_setopt(pay->easy, CURLOPT_POSTFIELDS, pay->body);
-    } else {
-        curl_easy_setopt(pay->easy, CURLOPT_HTTPGET, 1L);
-    }
+    struct kb_lg_http_call call = {.method = post ? "POST" : "GET",
+                                   .path = path,
+                                   .token = token,
+                                   .body = post ? pay->body : NULL,
+                                   .body_len = post ? pay->body_len : 0,
+                                   .reply = pay->reply,
+                                   .reply_cap = LG_REPLY_BYTES_MAX - 1};
     pay->req_us = now;
-    if (curl_multi_add_handle(g->multi, pay->easy) != CURLM_OK)
-        return -1;
-    pay->attached = 1;
-    return 0;
+    return kb_lg_http_submit(&g->http, &pay->req, &call, now) == 0 ? 0 : -1;
 }
 
-/* Serialises `j` (consumed) into pay->body. 0, or -1 when it does not fit. */
-static int set_body(struct lg_pay *pay, json_t *j)
+static int in_flight(const struct lg_pay *pay)
 {
-    if (j == NULL)
-        return -1;
-    size_t n = json_dumpb(j, pay->body, sizeof(pay->body), JSON_COMPACT);
-    json_decref(j);
-    if (n == 0 || n > sizeof(pay->body))
-        return -1;
-    pay->body_len = n;
-    return 0;
+    return pay->req.where != KB_LG_HTTP_REQ_IDLE;
 }
 
 /* Ids go into URL paths and tokens into headers: only what the API hands out is accepted, an
@@ -417,20 +387,69 @@ static int token_ok(const char *s)
     return text_ok(s, LG_TOKEN_BYTES_MAX, 0);
 }
 
-/* The three headers of a call with `token`; NULL when out of memory. */
-static struct curl_slist *auth_headers(const char *token)
+/* Appends s (n bytes) to buf (cap) at *at. 0, or -1 when it does not fit. */
+static int put(char *buf, size_t cap, size_t *at, const char *s, size_t n)
 {
-    char line[LG_TOKEN_BYTES_MAX + 32];
-    snprintf(line, sizeof(line), "Authorization: Bearer %s", token);
-    struct curl_slist *h = curl_slist_append(NULL, line), *t;
-    if (h == NULL)
-        return NULL;
-    if ((t = curl_slist_append(h, "Content-Type: application/json")) == NULL ||
-        (t = curl_slist_append(t, "Expect:")) == NULL) {
-        curl_slist_free_all(h);
-        return NULL;
-    }
-    return h;
+    if (n > cap - *at)
+        return -1;
+    memcpy(buf + *at, s, n);
+    *at += n;
+    return 0;
+}
+
+/* The invoice body up to its product's number, built once (the shop is a flag: escaped). */
+static int build_invoice_head(struct lg *g)
+{
+    char due[40];
+    time_t t = time(NULL) + 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(due, sizeof(due), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    char *b = g->invoice_head;
+    size_t cap = sizeof(g->invoice_head), at = 0;
+    static const char k_shop[] = "{\"shopID\":", k_due[] = ",\"dueDate\":",
+                      k_rest[] = ",\"amount\":6000,\"currency\":\"RUB\",\"product\":\"Bench ";
+    if (put(b, cap, &at, k_shop, sizeof(k_shop) - 1) != 0 ||
+        kb_lg_json_put_string(b, cap, &at, g->o.shop, strlen(g->o.shop)) != 0 ||
+        put(b, cap, &at, k_due, sizeof(k_due) - 1) != 0 ||
+        kb_lg_json_put_string(b, cap, &at, due, strlen(due)) != 0 ||
+        put(b, cap, &at, k_rest, sizeof(k_rest) - 1) != 0)
+        return -1;
+    g->invoice_head_len = at;
+    return 0;
+}
+
+/* pay->body: an invoice for product "Bench <seq>". 0, or -1 when it does not fit. */
+static int invoice_body(const struct lg *g, struct lg_pay *pay, uint64_t seq)
+{
+    static const char tail[] = "\",\"metadata\":{\"bench\":1}}";
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)seq);
+    size_t at = 0, cap = sizeof(pay->body);
+    if (put(pay->body, cap, &at, g->invoice_head, g->invoice_head_len) != 0 ||
+        put(pay->body, cap, &at, num, (size_t)n) != 0 ||
+        put(pay->body, cap, &at, tail, sizeof(tail) - 1) != 0)
+        return -1;
+    pay->body_len = at;
+    return 0;
+}
+
+/* pay->body: the payment of the resource (tool, session). 0, or -1 when it does not fit. */
+static int payment_body(struct lg_pay *pay, const char *tool, const char *session)
+{
+    static const char head[] = "{\"flow\":{\"type\":\"PaymentFlowInstant\"},\"payer\":{"
+                               "\"payerType\":\"PaymentResourcePayer\",\"paymentToolToken\":",
+                      mid[] = ",\"paymentSession\":",
+                      tail[] = ",\"contactInfo\":{\"email\":\"payer@example.com\"}}}";
+    size_t at = 0, cap = sizeof(pay->body);
+    if (put(pay->body, cap, &at, head, sizeof(head) - 1) != 0 ||
+        kb_lg_json_put_string(pay->body, cap, &at, tool, strlen(tool)) != 0 ||
+        put(pay->body, cap, &at, mid, sizeof(mid) - 1) != 0 ||
+        kb_lg_json_put_string(pay->body, cap, &at, session, strlen(session)) != 0 ||
+        put(pay->body, cap, &at, tail, sizeof(tail) - 1) != 0)
+        return -1;
+    pay->body_len = at;
+    return 0;
 }
 
 /* --- a payment's life ----------------------------------------------------------------------- */
@@ -458,10 +477,8 @@ static void finish(struct lg *g, struct lg_pay *pay, int kind, int64_t now, cons
     assert(pay->stage != PAY_FREE && "a payment ends once");
     assert(kind < KB_LG_ERR_KINDS);
     assert(g->free_n < (size_t)g->o.max_inflight);
-    if (pay->attached) {
-        curl_multi_remove_handle(g->multi, pay->easy);
-        pay->attached = 0;
-    }
+    if (in_flight(pay))
+        kb_lg_http_cancel(&g->http, &pay->req);
     if (kind < 0) {
         g->captured_total++;
         if (st->in_window)
@@ -491,8 +508,7 @@ static void finish(struct lg *g, struct lg_pay *pay, int kind, int64_t now, cons
             va_end(ap);
         }
     }
-    curl_slist_free_all(pay->inv_hdr);
-    pay->inv_hdr = NULL;
+    pay->inv_token[0] = '\0';
     pay->stage = PAY_FREE;
     g->free_ids[g->free_n++] = (uint32_t)(pay - g->pays);
 }
@@ -509,7 +525,7 @@ static void start_payment(struct lg *g, int64_t due_us, int measured, int64_t no
         return;
     }
     struct lg_pay *pay = &g->pays[g->free_ids[--g->free_n]];
-    assert(pay->stage == PAY_FREE && !pay->attached && pay->inv_hdr == NULL);
+    assert(pay->stage == PAY_FREE && !in_flight(pay) && pay->inv_token[0] == '\0');
     pay->stage = PAY_INVOICE;
     pay->measured = measured;
     pay->due_us = due_us;
@@ -521,22 +537,18 @@ static void start_payment(struct lg *g, int64_t due_us, int measured, int64_t no
         st->started++;
         kb_lg_hist_add(&st->lat[LAT_LAG], now - due_us);
     }
-    char product[48];
-    snprintf(product, sizeof(product), "Bench %llu", (unsigned long long)++g->seq);
-    if (set_body(pay, json_pack("{s:s, s:s, s:i, s:s, s:s, s:{s:i}}", "shopID", g->o.shop,
-                                "dueDate", g->due_date, "amount", 6000, "currency", "RUB",
-                                "product", product, "metadata", "bench", 1)) != 0 ||
-        send_request(g, pay, "/v2/processing/invoices", g->merchant_hdr, 1, now) != 0)
+    if (invoice_body(g, pay, ++g->seq) != 0 ||
+        send_request(g, pay, "/v2/processing/invoices", g->merchant_token, 1, now) != 0)
         finish(g, pay, KB_LG_ERR_TRANSPORT, now, "cannot build the invoice request");
 }
 
 static void send_poll(struct lg *g, struct lg_pay *pay, int64_t now)
 {
-    char path[256];
+    char path[LG_PATH_BYTES_MAX];
     snprintf(path, sizeof(path), "/v2/processing/invoices/%s/events?limit=100&eventID=%lld",
              pay->invoice_id, pay->last_event);
     pay->stage = PAY_POLL;
-    if (send_request(g, pay, path, pay->inv_hdr, 0, now) != 0)
+    if (send_request(g, pay, path, pay->inv_token, 0, now) != 0)
         finish(g, pay, KB_LG_ERR_TRANSPORT, now, "cannot build the events request");
 }
 
@@ -563,140 +575,92 @@ static void schedule_poll(struct lg *g, struct lg_pay *pay, int64_t now)
         finish(g, pay, KB_LG_ERR_TRANSPORT, now, "timer heap full");
 }
 
-static const char *jstr(const json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
-/* What the events reply says about our payment: 1 captured, -1 failed or cancelled, 0 neither
- * yet; -2 when the reply is malformed. Moves pay->last_event past what it saw. */
-static int events_verdict(struct lg_pay *pay, const json_t *list)
-{
-    if (!json_is_array(list))
-        return -2;
-    int verdict = 0;
-    size_t i;
-    const json_t *ev;
-    json_array_foreach(list, i, ev)
-    {
-        const json_t *id = json_object_get(ev, "id");
-        const json_t *changes = json_object_get(ev, "changes");
-        if (!json_is_integer(id) || !json_is_array(changes))
-            return -2;
-        if (json_integer_value(id) > pay->last_event)
-            pay->last_event = json_integer_value(id);
-        size_t j;
-        const json_t *c;
-        json_array_foreach(changes, j, c)
-        {
-            const char *type = jstr(c, "changeType"), *pid = jstr(c, "paymentID");
-            if (type == NULL)
-                return -2;
-            if (strcmp(type, "PaymentStatusChanged") != 0 || pid == NULL ||
-                strcmp(pid, pay->payment_id) != 0)
-                continue;
-            const char *status = jstr(c, "status");
-            if (status == NULL)
-                return -2;
-            if (strcmp(status, "captured") == 0)
-                verdict = 1;
-            else if (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)
-                return -1;
-        }
-    }
-    return verdict;
-}
-
 static const char resource_body[] =
     "{\"paymentTool\":{\"paymentToolType\":\"CardData\",\"cardNumber\":\"4242424242424242\","
     "\"expDate\":\"12/30\",\"cvv\":\"123\",\"cardHolder\":\"IVAN PETROV\"},"
     "\"clientInfo\":{\"fingerprint\":\"kassa-loadgen\"}}";
 
-/* The reply of a payment's current call has arrived (or its transfer failed): the next step. */
-static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
+/* The reply of a payment's current call has arrived (or the call failed, rc < 0): the next
+ * step. */
+static void on_reply(struct lg *g, struct lg_pay *pay, int rc, int64_t now)
 {
-    assert(pay != NULL && pay->attached);
     enum lg_stage stage = pay->stage;
+    assert(!in_flight(pay));
     assert(stage == PAY_INVOICE || stage == PAY_RESOURCE || stage == PAY_PAYMENT ||
            stage == PAY_POLL);
-    curl_multi_remove_handle(g->multi, pay->easy);
-    pay->attached = 0;
-    if (rc != CURLE_OK) {
-        if (pay->reply_over)
+    if (rc != KB_LG_HTTP_OK) {
+        if (rc == KB_LG_HTTP_E_BODY_TOO_BIG)
             finish(g, pay, KB_LG_ERR_REPLY, now, "%s: reply over %d bytes", stage_name(stage),
-                   LG_REPLY_BYTES_MAX);
-        else
-            finish(g, pay, KB_LG_ERR_TRANSPORT, now, "%s: %s", stage_name(stage),
-                   pay->err[0] ? pay->err : curl_easy_strerror(rc));
+                   LG_REPLY_BYTES_MAX - 1);
+        else /* malformed HTTP is kassa answering wrongly; the rest is the transport's */
+            finish(g, pay, kb_lg_http_err_is_protocol(rc) ? KB_LG_ERR_REPLY : KB_LG_ERR_TRANSPORT,
+                   now, "%s: %s", stage_name(stage), kb_lg_http_strerror(rc));
         return;
     }
-    long status = 0;
-    curl_easy_getinfo(pay->easy, CURLINFO_RESPONSE_CODE, &status);
-    long expect = stage == PAY_POLL ? 200 : 201;
-    pay->reply[pay->reply_len] = '\0';
+    int status = pay->req.status;
+    size_t len = pay->req.reply_len;
+    assert(len < LG_REPLY_BYTES_MAX);
+    pay->reply[len] = '\0';
+    int expect = stage == PAY_POLL ? 200 : 201;
     if (status != expect) {
-        finish(g, pay, KB_LG_ERR_STATUS, now, "%s: HTTP %ld (expected %ld): %.300s",
+        finish(g, pay, KB_LG_ERR_STATUS, now, "%s: HTTP %d (expected %d): %.300s",
                stage_name(stage), status, expect, pay->reply);
         return;
     }
-    json_error_t jerr;
-    json_t *j = json_loadb(pay->reply, pay->reply_len, 0, &jerr);
-    if (j == NULL) {
-        finish(g, pay, KB_LG_ERR_REPLY, now, "%s: not JSON: %s", stage_name(stage), jerr.text);
-        return;
-    }
     int64_t took = now - pay->req_us;
+    int j;
     switch (stage) {
     case PAY_INVOICE: {
-        const char *id = jstr(json_object_get(j, "invoice"), "id");
-        const char *tok = jstr(json_object_get(j, "invoiceAccessToken"), "payload");
-        if (!id_ok(id) || !token_ok(tok)) {
+        char id[LG_ID_BYTES_MAX];
+        j = kb_lg_reply_invoice(pay->reply, len, id, sizeof(id), pay->inv_token,
+                                sizeof(pay->inv_token));
+        if (j == KB_LG_REPLY_NOT_JSON)
+            break;
+        if (j != 0 || !id_ok(id) || !token_ok(pay->inv_token)) {
             finish(g, pay, KB_LG_ERR_REPLY, now,
                    "invoice: no usable invoice.id and "
                    "invoiceAccessToken.payload");
-            break;
+            return;
         }
-        snprintf(pay->invoice_id, sizeof(pay->invoice_id), "%s", id);
+        memcpy(pay->invoice_id, id, sizeof(id));
         pay->call_us[0] = took;
-        if ((pay->inv_hdr = auth_headers(tok)) == NULL) {
-            finish(g, pay, KB_LG_ERR_TRANSPORT, now, "out of memory");
-            break;
-        }
         memcpy(pay->body, resource_body, sizeof(resource_body) - 1);
         pay->body_len = sizeof(resource_body) - 1;
         pay->stage = PAY_RESOURCE;
-        if (send_request(g, pay, "/v2/processing/payment-resources", pay->inv_hdr, 1, now) != 0)
+        if (send_request(g, pay, "/v2/processing/payment-resources", pay->inv_token, 1, now) != 0)
             finish(g, pay, KB_LG_ERR_TRANSPORT, now, "cannot build the resource request");
-        break;
+        return;
     }
     case PAY_RESOURCE: {
-        const char *tool = jstr(j, "paymentToolToken"), *session = jstr(j, "paymentSession");
-        if (tool == NULL || session == NULL) {
+        char tool[LG_BODY_BYTES_MAX], session[LG_BODY_BYTES_MAX];
+        j = kb_lg_reply_resource(pay->reply, len, tool, sizeof(tool), session, sizeof(session));
+        if (j == KB_LG_REPLY_NOT_JSON)
+            break;
+        if (j != 0) {
             finish(g, pay, KB_LG_ERR_REPLY, now,
                    "payment resource: no paymentToolToken and "
                    "paymentSession");
-            break;
+            return;
         }
         pay->call_us[1] = took;
-        char path[256];
+        char path[LG_PATH_BYTES_MAX];
         snprintf(path, sizeof(path), "/v2/processing/invoices/%s/payments", pay->invoice_id);
         pay->stage = PAY_PAYMENT;
-        if (set_body(pay,
-                     json_pack("{s:{s:s}, s:{s:s, s:s, s:s, s:{s:s}}}", "flow", "type",
-                               "PaymentFlowInstant", "payer", "payerType", "PaymentResourcePayer",
-                               "paymentToolToken", tool, "paymentSession", session, "contactInfo",
-                               "email", "payer@example.com")) != 0 ||
-            send_request(g, pay, path, pay->inv_hdr, 1, now) != 0)
+        if (payment_body(pay, tool, session) != 0 ||
+            send_request(g, pay, path, pay->inv_token, 1, now) != 0)
             finish(g, pay, KB_LG_ERR_TRANSPORT, now, "cannot build the payment request");
-        break;
+        return;
     }
     case PAY_PAYMENT: {
-        const char *id = jstr(j, "id"), *st = jstr(j, "status");
-        if (!id_ok(id) || st == NULL) {
-            finish(g, pay, KB_LG_ERR_REPLY, now, "payment: no usable id and status");
+        char id[LG_ID_BYTES_MAX], st[LG_STATUS_BYTES_MAX];
+        j = kb_lg_reply_payment(pay->reply, len, id, sizeof(id), st, sizeof(st));
+        if (j == KB_LG_REPLY_NOT_JSON)
             break;
+        if (j != 0 || !id_ok(id)) {
+            finish(g, pay, KB_LG_ERR_REPLY, now, "payment: no usable id and status");
+            return;
         }
-        snprintf(pay->payment_id, sizeof(pay->payment_id), "%s", id);
+        memcpy(pay->payment_id, id, sizeof(id));
         pay->call_us[2] = took;
         pay->created_us = now;
         if (strcmp(st, "captured") == 0)
@@ -705,26 +669,36 @@ static void on_reply(struct lg *g, struct lg_pay *pay, CURLcode rc, int64_t now)
             finish(g, pay, KB_LG_ERR_FAILED, now, "payment %s is %s", id, st);
         else
             schedule_poll(g, pay, now);
-        break;
+        return;
     }
     case PAY_POLL: {
         pay->polls++;
-        int v = events_verdict(pay, j);
-        if (v == 1)
+        int v = 0;
+        j = kb_lg_reply_events(pay->reply, len, pay->payment_id, &pay->last_event, &v);
+        if (j == KB_LG_REPLY_NOT_JSON)
+            break;
+        if (j != 0)
+            finish(g, pay, KB_LG_ERR_REPLY, now, "events: malformed reply: %.300s", pay->reply);
+        else if (v == 1)
             finish(g, pay, -1, now, "captured");
         else if (v == -1)
             finish(g, pay, KB_LG_ERR_FAILED, now, "payment %s failed or was cancelled",
                    pay->payment_id);
-        else if (v == -2)
-            finish(g, pay, KB_LG_ERR_REPLY, now, "events: malformed reply: %.300s", pay->reply);
         else
             schedule_poll(g, pay, now);
-        break;
+        return;
     }
     case PAY_FREE:
-    case PAY_WAIT: assert(0 && "no request is in flight in these stages"); break;
+    case PAY_WAIT: assert(0 && "no request is in flight in these stages"); return;
     }
-    json_decref(j);
+    finish(g, pay, KB_LG_ERR_REPLY, now, "%s: not JSON: %.300s", stage_name(stage), pay->reply);
+}
+
+/* The HTTP client's callback: the call of the payment that holds `req` ended. */
+static void on_http_done(void *ud, struct kb_lg_http_req *req, int rc, int64_t now)
+{
+    struct lg_pay *pay = (struct lg_pay *)(void *)((char *)req - offsetof(struct lg_pay, req));
+    on_reply(ud, pay, rc, now);
 }
 
 /* --- a step --------------------------------------------------------------------------------- */
@@ -735,51 +709,6 @@ static void snapshot(struct lg *g, int which)
     st->gen_cpu_us[which] = own_cpu_us();
     if (g->o.pid > 0 && kassa_ticks(g->o.pid, &st->kassa_ticks[which]) != 0)
         st->kassa_ok = 0;
-}
-
-/* libcurl tells which sockets to watch (CURLMOPT_SOCKETFUNCTION): they go into the epoll set.
- * A socket libcurl has not seen yet (socketp NULL; libcurl forgets it on REMOVE) is added and
- * marked with curl_multi_assign, so that each change is one epoll_ctl. */
-static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    struct lg *g = userp;
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(g->epfd, EPOLL_CTL_DEL, fd, NULL); /* it may be closed already: no matter */
-        return 0;
-    }
-    struct epoll_event ev = {.data.fd = fd};
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    int op = socketp == NULL ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (epoll_ctl(g->epfd, op, fd, &ev) != 0 && (op != EPOLL_CTL_ADD || errno != EEXIST ||
-                                                 epoll_ctl(g->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)) {
-        fprintf(stderr, "kassa-loadgen: epoll_ctl: %s\n", strerror(errno));
-        return -1;
-    }
-    if (socketp == NULL)
-        curl_multi_assign(g->multi, fd, g);
-    return 0;
-}
-
-/* libcurl's one timer (CURLMOPT_TIMERFUNCTION): -1 removes it. */
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct lg *g = userp;
-    g->curl_at_us = timeout_ms < 0 ? -1 : mono_us() + (int64_t)timeout_ms * 1000;
-    return 0;
-}
-
-/* Hands the finished transfers to their payments. */
-static void collect(struct lg *g, int64_t now)
-{
-    CURLMsg *msg;
-    int left = 0;
-    while ((msg = curl_multi_info_read(g->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        char *priv = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-        on_reply(g, (struct lg_pay *)(void *)priv, msg->data.result, now);
-    }
 }
 
 /* Runs one step at `rate` for `seconds`; returns when every payment of it has ended. */
@@ -796,9 +725,8 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
     int64_t win_from = t0 + g->o.warmup_s * 1000000, win_to = t0 + seconds * 1000000;
     uint64_t total = kb_lg_sched_due(&sched, win_to - 1), k = 0;
     int64_t drain_until = win_to + g->o.payment_timeout_ms * 1000 + 2000000;
-    int snaps = 0, running = 0;
+    int snaps = 0;
     size_t slots = (size_t)g->o.max_inflight;
-    struct epoll_event evs[LG_EVENTS_MAX];
     /* Bounded by time: every path out of a payment is bounded by its deadline, and the loop
      * ends at drain_until whatever is left. */
     for (;;) {
@@ -827,11 +755,6 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
             if (pay->stage == PAY_WAIT && pay->wait_at_us == t.at_us)
                 send_poll(g, pay, now);
         }
-        if (g->curl_at_us >= 0 && g->curl_at_us <= mono_us()) { /* e.g. set by add_handle */
-            g->curl_at_us = -1;
-            curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-            collect(g, mono_us());
-        }
         int inflight = g->free_n < slots;
         if (snaps == 2 && k >= total && !inflight)
             break;
@@ -847,31 +770,18 @@ static void run_step(struct lg *g, int64_t rate, int64_t seconds)
             next = kb_lg_sched_at_us(&sched, k);
         if (kb_lg_heap_peek(&g->timers, &t) == 0 && t.at_us < next)
             next = t.at_us;
-        if (g->curl_at_us >= 0 && g->curl_at_us < next)
-            next = g->curl_at_us;
         if (snaps == 0 && win_from < next)
             next = win_from;
         if (snaps == 1 && win_to < next)
             next = win_to;
-        int64_t wait_us = next - mono_us();
-        if (wait_us < 0)
-            wait_us = 0;
-        if (wait_us > LG_WAIT_MS_MAX * 1000)
-            wait_us = LG_WAIT_MS_MAX * 1000;
-        struct timespec ts = {.tv_sec = wait_us / 1000000, .tv_nsec = (wait_us % 1000000) * 1000};
-        int n = epoll_pwait2(g->epfd, evs, LG_EVENTS_MAX, &ts, NULL);
-        if (n < 0 && errno != EINTR) {
+        /* The client sends what was handed to it, waits for its sockets until `next` at most
+         * and calls on_reply for what ended. */
+        if (next > now + LG_WAIT_MS_MAX * 1000)
+            next = now + LG_WAIT_MS_MAX * 1000;
+        if (kb_lg_http_poll(&g->http, next) != 0) {
             fprintf(stderr, "kassa-loadgen: epoll_pwait2: %s\n", strerror(errno));
             g_stop = 1;
         }
-        for (int i = 0; i < n; i++) {
-            int flags = ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
-                        ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                        ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-            curl_multi_socket_action(g->multi, evs[i].data.fd, flags, &running);
-        }
-        if (n > 0)
-            collect(g, mono_us());
     }
     if (snaps < 2) { /* interrupted before the window closed */
         snapshot(g, 1);
@@ -1056,18 +966,15 @@ static int read_token(const char *path, char *buf, size_t cap)
 
 static int lg_init(struct lg *g)
 {
-    char token[LG_TOKEN_BYTES_MAX];
-    if (read_token(g->o.token_file, token, sizeof(token)) != 0)
-        return -1;
-    if ((g->merchant_hdr = auth_headers(token)) == NULL)
+    if (read_token(g->o.token_file, g->merchant_token, sizeof(g->merchant_token)) != 0)
         return -1;
     g->clk_tck = sysconf(_SC_CLK_TCK);
     if (g->clk_tck <= 0)
         g->clk_tck = 100;
-    time_t due = time(NULL) + 86400;
-    struct tm tm;
-    gmtime_r(&due, &tm);
-    strftime(g->due_date, sizeof(g->due_date), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    if (build_invoice_head(g) != 0) {
+        fprintf(stderr, "kassa-loadgen: --shop is too long or not UTF-8\n");
+        return -1;
+    }
     size_t slots = (size_t)g->o.max_inflight;
     g->pays = calloc(slots, sizeof(*g->pays));
     g->free_ids = calloc(slots, sizeof(*g->free_ids));
@@ -1075,31 +982,22 @@ static int lg_init(struct lg *g)
     if (g->pays == NULL || g->free_ids == NULL || g->st == NULL ||
         kb_lg_heap_init(&g->timers, slots) != 0)
         return -1;
-    g->curl_at_us = -1;
-    if ((g->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 || (g->multi = curl_multi_init()) == NULL)
+    /* A call may take the whole payment's time, as curl's CURLOPT_TIMEOUT_MS did. */
+    struct kb_lg_http_opts ho = {.url = g->o.url,
+                                 .connections = (unsigned)g->o.connections,
+                                 .timeout_ms = g->o.payment_timeout_ms,
+                                 .on_done = on_http_done,
+                                 .ud = g};
+    char why[256];
+    if (kb_lg_http_init(&g->http, &ho, why, sizeof(why)) != 0) {
+        fprintf(stderr, "kassa-loadgen: %s\n", why);
         return -1;
-    curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g);
-    curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g);
-    long conns = (long)g->o.connections;
-    curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
-    curl_multi_setopt(g->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
-    curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, conns);
+    }
     for (size_t i = 0; i < slots; i++) {
         struct lg_pay *pay = &g->pays[i];
         pay->reply = malloc(LG_REPLY_BYTES_MAX);
-        if (pay->reply == NULL || (pay->easy = curl_easy_init()) == NULL)
+        if (pay->reply == NULL)
             return -1;
-        curl_easy_setopt(pay->easy, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(pay->easy, CURLOPT_WRITEDATA, pay);
-        curl_easy_setopt(pay->easy, CURLOPT_PRIVATE, pay);
-        curl_easy_setopt(pay->easy, CURLOPT_ERRORBUFFER, pay->err);
-        curl_easy_setopt(pay->easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(pay->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-        curl_easy_setopt(pay->easy, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(pay->easy, CURLOPT_TIMEOUT_MS, (long)g->o.payment_timeout_ms);
-        curl_easy_setopt(pay->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
         g->free_ids[g->free_n++] = (uint32_t)(slots - 1 - i);
     }
     return 0;
@@ -1107,21 +1005,11 @@ static int lg_init(struct lg *g)
 
 static void lg_release(struct lg *g)
 {
+    kb_lg_http_release(&g->http); /* before the payments: their requests are in it */
     if (g->pays != NULL) {
-        for (size_t i = 0; i < (size_t)g->o.max_inflight; i++) {
-            if (g->pays[i].attached)
-                curl_multi_remove_handle(g->multi, g->pays[i].easy);
-            if (g->pays[i].easy != NULL)
-                curl_easy_cleanup(g->pays[i].easy);
-            curl_slist_free_all(g->pays[i].inv_hdr);
+        for (size_t i = 0; i < (size_t)g->o.max_inflight; i++)
             free(g->pays[i].reply);
-        }
     }
-    if (g->multi != NULL)
-        curl_multi_cleanup(g->multi);
-    if (g->epfd >= 0)
-        close(g->epfd);
-    curl_slist_free_all(g->merchant_hdr);
     kb_lg_heap_release(&g->timers);
     free(g->pays);
     free(g->free_ids);
@@ -1136,9 +1024,9 @@ struct lg_row {
 
 int main(int argc, char **argv)
 {
-    struct lg g;
+    static struct lg g; /* large (the client's read buffer): not on the stack */
     memset(&g, 0, sizeof(g));
-    g.epfd = -1;
+    g.http.epfd = -1;
     int help = 0;
     if (parse_flags(argc, argv, &g.o, &help) != 0) {
         usage(stderr);
@@ -1148,16 +1036,12 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "kassa-loadgen: libcurl did not initialise\n");
-        return 1;
-    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     int rc = 1;
     if (lg_init(&g) != 0) {
-        fprintf(stderr, "kassa-loadgen: setup failed (token, memory or libcurl)\n");
+        fprintf(stderr, "kassa-loadgen: setup failed (token, URL or memory)\n");
         goto out;
     }
     int fixed = g.o.rate > 0;
@@ -1240,6 +1124,5 @@ int main(int argc, char **argv)
     }
 out:
     lg_release(&g);
-    curl_global_cleanup();
     return rc;
 }

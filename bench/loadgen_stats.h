@@ -4,9 +4,9 @@
  * heap, the step verdict and the parsing of /proc/PID/stat.
  *
  * Nothing here reads a clock, does I/O or allocates after init: times come in as arguments, so
- * tests/unit/test_loadgen.c checks it without libcurl (the Makefile adds this file alone to the
- * unit tests). How the generator uses it and how its figures are read: BENCHMARKS.md.
- * Not thread-safe; the generator is one thread.
+ * tests/unit/test_loadgen.c checks it without a server (the Makefile adds it to the unit tests).
+ * How the generator uses it and how its figures are read: BENCHMARKS.md. Not thread-safe; the
+ * generator is one thread.
  */
 #ifndef KB_BENCH_LOADGEN_STATS_H
 #define KB_BENCH_LOADGEN_STATS_H
@@ -79,9 +79,9 @@ int kb_lg_heap_pop(struct kb_lg_heap *h, struct kb_lg_timer *out);
 
 /* --- errors ------------------------------------------------------------------------------- */
 enum kb_lg_err {
-    KB_LG_ERR_TRANSPORT, /* connection or HTTP transfer failed (libcurl), incl. request timeout */
+    KB_LG_ERR_TRANSPORT, /* connection or HTTP transfer failed, incl. request timeout */
     KB_LG_ERR_STATUS,    /* an unexpected HTTP status */
-    KB_LG_ERR_REPLY,     /* a reply that is not what the API documents */
+    KB_LG_ERR_REPLY,     /* a reply that is not what the API documents (or not HTTP/1.1) */
     KB_LG_ERR_FAILED,    /* the payment ended failed or cancelled */
     KB_LG_ERR_TIMEOUT,   /* not captured within the payment timeout */
     KB_LG_ERR_POLLS,     /* not captured within the bound on polls */
