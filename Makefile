@@ -131,11 +131,10 @@ $(BUILD)/kassa-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/lib
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # kassa-loadgen: the open-loop payments generator, a plain HTTP client of kassa with its own
-# HTTP/1.1 client (loadgen_http.c) and reply scanner (loadgen_json.c); jansson writes its report
-# and libcrypto backs core/ids.c.
+# HTTP/1.1 client (loadgen_http.c) and reply scanner (loadgen_json.c); jansson writes its report.
 # Its parts but loadgen.c are in the unit tests too.
 $(BUILD)/kassa-loadgen: $(patsubst %.c,$(BUILD)/obj/%.o,$(LOADGEN_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson libcrypto) -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson) -pthread -lm
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

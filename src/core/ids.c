@@ -1,21 +1,81 @@
 /* ids.c — random ids and name validation (see ids.h). */
 #include "core/ids.h"
 
-#include <limits.h>
-#include <openssl/rand.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/limits.h"
 
 static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/* OpenSSL's CSPRNG: a DRBG per thread, seeded and reseeded from the kernel's getrandom, so an
- * id costs no system call (a payment draws about 25 of them). */
+/* Reads `len` bytes from the kernel's CSPRNG. */
+static int kernel_random(unsigned char *p, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = getrandom(p + done, len - done, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return KS_ERR_IO;
+        }
+        done += (size_t)n;
+    }
+    return KS_OK;
+}
+
+/*
+ * Each thread keeps RANDOM_BUFFER_BYTES of the kernel's output and hands them out once each,
+ * wiping what it handed out, so an id costs no system call (a payment draws about 25: ids,
+ * token ids, the processors' entropy) and the bytes are exactly getrandom's. A forked child
+ * drops what its parent's thread had kept (the generation changes), so the two never share.
+ */
+#define RANDOM_BUFFER_BYTES 4096
+
+static atomic_uint random_generation = 1;
+static pthread_once_t random_once = PTHREAD_ONCE_INIT;
+
+static void random_after_fork(void)
+{
+    atomic_fetch_add(&random_generation, 1);
+}
+
+static void random_init(void)
+{
+    (void)pthread_atfork(NULL, NULL, random_after_fork);
+}
+
+static _Thread_local struct {
+    unsigned char bytes[RANDOM_BUFFER_BYTES];
+    size_t left; /* unused bytes, at the end of `bytes` */
+    unsigned generation;
+} random_buffer;
+
 int ks_random_bytes(void *out, size_t len)
 {
-    if (len > INT_MAX)
-        return KS_ERR_INVALID;
-    return RAND_bytes(out, (int)len) == 1 ? KS_OK : KS_ERR_IO;
+    (void)pthread_once(&random_once, random_init);
+    if (len > RANDOM_BUFFER_BYTES / 4)
+        return kernel_random(out, len);
+    unsigned gen = atomic_load(&random_generation);
+    if (random_buffer.generation != gen) {
+        memset(random_buffer.bytes, 0, sizeof(random_buffer.bytes));
+        random_buffer.left = 0;
+        random_buffer.generation = gen;
+    }
+    if (random_buffer.left < len) {
+        int rc = kernel_random(random_buffer.bytes, sizeof(random_buffer.bytes));
+        if (rc != KS_OK)
+            return rc;
+        random_buffer.left = sizeof(random_buffer.bytes);
+    }
+    unsigned char *from = random_buffer.bytes + sizeof(random_buffer.bytes) - random_buffer.left;
+    memcpy(out, from, len);
+    memset(from, 0, len); /* handed out once */
+    random_buffer.left -= len;
+    return KS_OK;
 }
 
 int ks_id_random(char *out, size_t len)

@@ -1,8 +1,8 @@
 /*
  * ids.h — random base62 identifiers and name validation.
  *
- * Ids are drawn from a CSPRNG (OpenSSL's per-thread DRBG, seeded from the kernel's getrandom),
- * so they are unguessable and safe to hand to clients. Thread-safe.
+ * Ids are drawn from the operating system's CSPRNG (getrandom, read a few KiB at a time per
+ * thread), so they are unguessable and safe to hand to clients. Thread-safe.
  */
 #ifndef KS_CORE_IDS_H
 #define KS_CORE_IDS_H

@@ -1,12 +1,16 @@
 /* test_core.c — core helpers: RFC 3339 time parsing and formatting, currencies, checked money
  * arithmetic, strict JSON input and its value bound, log-safe text. */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
 #include "core/currency.h"
+#include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
 
@@ -152,4 +156,69 @@ Test(core, log_text_cuts_visibly_and_never_inside_a_character)
     char four[4];
     cr_assert_str_eq(ks_log_text("abcd", four, sizeof(four)), "...");
     cr_assert_str_eq(ks_log_text("abc", four, sizeof(four)), "abc");
+}
+
+/* --- random bytes: a buffer per thread, never handed out twice ---------------------------------- */
+
+#define RANDOM_DRAWS 4000
+
+static int cmp16(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+
+static void *draw_many(void *out)
+{
+    unsigned char (*d)[16] = out;
+    for (int i = 0; i < RANDOM_DRAWS; i++)
+        if (ks_random_bytes(d[i], 16) != KS_OK)
+            return (void *)1;
+    return NULL;
+}
+
+/* Draws from two threads (each through its own buffer, refilled several times) and one large
+ * draw past the buffer: no 16 bytes repeat, and no draw is all zeros (the wiped part). */
+Test(core, random_bytes_never_repeat)
+{
+    static unsigned char d[2 * RANDOM_DRAWS][16];
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, draw_many, d[RANDOM_DRAWS]), 0);
+    cr_assert_null(draw_many(d[0]));
+    void *res = (void *)1;
+    pthread_join(th, &res);
+    cr_assert_null(res);
+    static const unsigned char zero[16];
+    for (int i = 0; i < 2 * RANDOM_DRAWS; i++)
+        cr_assert_neq(memcmp(d[i], zero, 16), 0, "draw %d is all zeros", i);
+    qsort(d, 2 * RANDOM_DRAWS, 16, cmp16);
+    for (int i = 1; i < 2 * RANDOM_DRAWS; i++)
+        cr_assert_neq(memcmp(d[i - 1], d[i], 16), 0, "a draw repeated");
+    unsigned char big[8192];
+    memset(big, 0, sizeof(big));
+    cr_assert_eq(ks_random_bytes(big, sizeof(big)), KS_OK);
+    cr_assert_neq(memcmp(big + 4096, zero, 16), 0);
+}
+
+/* A forked child does not hand out what its parent's thread had kept. */
+Test(core, random_bytes_differ_after_fork)
+{
+    unsigned char first[16], parent[16], child[16];
+    cr_assert_eq(ks_random_bytes(first, sizeof(first)), KS_OK); /* the buffer is filled */
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        unsigned char c[16];
+        int ok = ks_random_bytes(c, sizeof(c)) == KS_OK && write(fds[1], c, sizeof(c)) == 16;
+        _exit(ok ? 0 : 1);
+    }
+    cr_assert_eq(ks_random_bytes(parent, sizeof(parent)), KS_OK);
+    cr_assert_eq(read(fds[0], child, sizeof(child)), 16);
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_assert_neq(memcmp(parent, child, 16), 0, "the child handed out its parent's bytes");
+    close(fds[0]);
+    close(fds[1]);
 }
