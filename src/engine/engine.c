@@ -536,10 +536,21 @@ static void draft_fail(struct draft *d, json_t *base_state, const char *reason, 
     d->reply = NULL;
 }
 
+/* Whether the commit of `st` checks its task itself (close_task_guarded): a task's result
+ * delivered by its unit, which closes that same task, on a store that groups commits. */
+static bool close_is_guarded(const struct ks_engine *e, const struct step *st)
+{
+    const char *task_id = st->kind == STEP_SIGNAL ? ks_json_get_str(st->input, "task_id") : NULL;
+    return e->commit_direct && st->close_task_id && task_id &&
+           strcmp(task_id, st->close_task_id) == 0;
+}
+
 /* Preconditions of a signal. Returns 1 if it should be processed, 0 if it is stale (a timer
  * that was reset meanwhile, a task result already delivered), or a negative error. */
-static int signal_is_current(struct ks_engine *e, struct ks_machine_entry *m, const json_t *sig)
+static int signal_is_current(struct ks_engine *e, struct ks_machine_entry *m,
+                             const struct step *st)
 {
+    const json_t *sig = st->input;
     const char *type = ks_json_get_str(sig, "type");
     if (!type)
         return KS_ERR_INVALID;
@@ -553,6 +564,8 @@ static int signal_is_current(struct ks_engine *e, struct ks_machine_entry *m, co
         const char *task_id = ks_json_get_str(sig, "task_id");
         if (!task_id)
             return KS_ERR_INVALID;
+        if (close_is_guarded(e, st))
+            return 1; /* the commit closes the task only if it is still pending */
         struct ks_task_row t;
         int rc = ks_store_task_get(e->store, task_id, &t);
         if (rc != KS_OK)
@@ -821,6 +834,7 @@ static int commit_draft(struct ks_engine *e, struct ks_machine_entry *m, const s
             .tasks_n = tasks_n,
             .close_task_id = st->close_task_id,
             .close_task_status = st->close_status,
+            .close_task_guarded = close_is_guarded(e, st),
             .idem = st->idem ? &idem_row : NULL,
         },
     };
@@ -942,7 +956,7 @@ static int step_locked_inner(struct ks_engine *e, const struct ks_processor *p,
                            m->reason ? m->reason : "machine is failed");
     }
     if (st->kind == STEP_SIGNAL) {
-        rc = signal_is_current(e, m, st->input);
+        rc = signal_is_current(e, m, st);
         if (rc < 0)
             return reply_error(out, rc, NULL, "bad signal");
         if (rc == 0) {
@@ -1009,6 +1023,14 @@ static int step_locked_inner(struct ks_engine *e, const struct ks_processor *p,
     if (changed) {
         *committed = 1;
         rc = commit_draft(e, m, st, &d, now, reply_body, &new_seq);
+        if (rc == KS_ERR_REJECTED && close_is_guarded(e, st)) {
+            /* The task's result was already delivered (the guarded close found it closed):
+             * stale, nothing was written, the cached state stands. */
+            draft_release(&d);
+            out->status = KS_OK;
+            out->seq = m->seq;
+            return KS_OK;
+        }
         if (rc == KS_ERR_VERSION || rc == KS_ERR_CONFLICT || rc == KS_ERR_IDEM_CONFLICT) {
             ks_machine_entry_invalidate(m);
             atomic_fetch_add(&e->st_conflicts, 1);

@@ -45,6 +45,7 @@ enum stmt_id {
     ST_OUTBOX_INSERT,
     ST_TASK_INSERT,
     ST_TASK_CLOSE,
+    ST_TASK_CLOSE_GUARDED,
     ST_TIMERS_DUE,
     ST_TIMER_NEXT,
     ST_TASKS_CLAIM,
@@ -105,6 +106,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " attempts_max, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?9, ?6,"
                        " ?7, ?8)",
     [ST_TASK_CLOSE] = "UPDATE tasks SET status = ?2 WHERE id = ?1",
+    [ST_TASK_CLOSE_GUARDED] = "UPDATE tasks SET status = ?2 WHERE id = ?1 AND status = 0"
+                              " AND ns = ?3 AND machine_id = ?4",
     [ST_TIMERS_DUE] = "SELECT ns, id, timer_at, timer_id FROM machines WHERE timer_at > 0"
                       " AND timer_at <= ?1 AND status = 0 ORDER BY timer_at LIMIT ?2",
     [ST_TIMER_NEXT] = "SELECT min(timer_at) FROM machines WHERE timer_at > 0 AND status = 0",
@@ -896,13 +899,22 @@ static int commit_one(struct conn *w, struct ks_transition *t)
             return KS_ERR_IO;
     }
     if (t->close_task_id) {
-        q = stmt_get(w, ST_TASK_CLOSE);
+        q = stmt_get(w, t->close_task_guarded ? ST_TASK_CLOSE_GUARDED : ST_TASK_CLOSE);
         if (!q)
             return KS_ERR_IO;
         bind_text(q, 1, t->close_task_id);
         sqlite3_bind_int(q, 2, (int)t->close_task_status);
+        if (t->close_task_guarded) {
+            bind_text(q, 3, t->ns);
+            bind_text(q, 4, t->id);
+        }
         if (step_done(q) != SQLITE_OK)
             return KS_ERR_IO;
+        if (t->close_task_guarded && sqlite3_changes(w->db) == 0) {
+            /* A stale result: the job fails, so its savepoint undoes the whole transition. */
+            t->result = KS_ERR_REJECTED;
+            return KS_ERR_REJECTED;
+        }
     }
     t->result = KS_OK;
     return KS_OK;
@@ -924,8 +936,12 @@ static int commit_job(struct conn *w, void *arg)
 
 static int sq_commit(struct ks_store *s, struct ks_transition *batch, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        assert(!batch[i].close_task_guarded || n == 1); /* the job undoes the whole batch */
     struct commit_args a = {batch, n};
     int rc = writer_run(ctx_of(s), commit_job, &a);
+    if (rc == KS_ERR_REJECTED && n == 1 && batch[0].result == KS_ERR_REJECTED)
+        return KS_OK; /* a guard said no, as the other guards do: the write itself worked */
     if (rc != KS_OK)
         for (size_t i = 0; i < n; i++)
             batch[i].result = rc;

@@ -136,6 +136,10 @@ struct ks_event_new {
  * Then: events base_seq+1 .. base_seq+events_n are appended (and each gets an outbox row),
  * the machine row is set to the given status, reason, failed input, snapshot and timer, the
  * new tasks are inserted, and `close_task_id` (if set) gets `close_task_status`.
+ * With `close_task_guarded` (only on a store that groups commits, in a batch of one), the task
+ * is closed only if it is still pending and belongs to (ns, id); otherwise nothing of the
+ * transition is written and `result` is KS_ERR_REJECTED: the task's result was already
+ * delivered (a stale result), and the store said so without a read beforehand.
  */
 struct ks_transition {
     const char *ns;
@@ -155,6 +159,7 @@ struct ks_transition {
     size_t tasks_n;
     const char *close_task_id;           /* or NULL */
     enum ks_task_status close_task_status;
+    int close_task_guarded;              /* see above */
     const struct ks_idem_row *idem;      /* or NULL; outcome borrowed */
     int result;                          /* out: KS_OK or the failed guard's code */
 };

@@ -348,6 +348,53 @@ Test(store, create_then_create_again_conflicts)
     ks_store_close(other);
 }
 
+/* On a store that groups commits (SQLite), a task's result closes its task only while it is
+ * pending and owned by the machine; a second delivery writes nothing and says so. */
+Test(store, guarded_task_close_refuses_a_stale_result)
+{
+    if (!ks_store_groups_commits(fx.s))
+        return; /* PostgreSQL: the engine reads the task before the transition instead */
+    char task_id[KS_TASK_ID_BYTES + 1];
+    char unit[40];
+    snprintf(unit, sizeof(unit), "u_%s", fx.tag);
+    struct tb b;
+    tb_init(&b, "g", 0, 1, 1000);
+    tb_task(&b, task_id, unit, 1000);
+    cr_assert_eq(commit1(&b), KS_OK);
+
+    /* Another machine cannot close it. */
+    struct tb other;
+    tb_init(&other, "g2", 0, 1, 1500);
+    other.t.close_task_id = task_id;
+    other.t.close_task_status = KS_TASK_DONE;
+    other.t.close_task_guarded = 1;
+    cr_assert_eq(commit1(&other), KS_ERR_REJECTED);
+    struct ks_machine_row m;
+    cr_assert_eq(ks_store_machine_load(fx.s, fx.ns, "g2", &m), KS_ERR_NOT_FOUND);
+
+    struct tb first;
+    tb_init(&first, "g", 1, 1, 2000);
+    first.t.close_task_id = task_id;
+    first.t.close_task_status = KS_TASK_DONE;
+    first.t.close_task_guarded = 1;
+    cr_assert_eq(commit1(&first), KS_OK);
+    cr_assert_eq(last_seq("g"), 2);
+
+    struct tb again;
+    tb_init(&again, "g", 2, 1, 3000);
+    again.t.close_task_id = task_id;
+    again.t.close_task_status = KS_TASK_DONE;
+    again.t.close_task_guarded = 1;
+    cr_assert_eq(commit1(&again), KS_ERR_REJECTED);
+    cr_assert_eq(last_seq("g"), 2, "the stale result wrote its transition");
+    cr_assert_eq(count_events("g"), 2);
+    struct ks_task_row t;
+    cr_assert_eq(ks_store_task_get(fx.s, task_id, &t), KS_OK);
+    cr_assert_eq(t.status, KS_TASK_DONE);
+    free(t.args);
+    free(t.last_error);
+}
+
 Test(store, stale_base_seq_is_refused_and_writes_nothing)
 {
     char task_id[KS_TASK_ID_BYTES + 1], stale_task[KS_TASK_ID_BYTES + 1];
