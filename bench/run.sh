@@ -27,7 +27,7 @@
 # KASSA_BENCH_SKIP_HTTP=1, KASSA_BENCH_PAYMENTS_SECONDS (default 15), KASSA_BENCH_SKIP_PAYMENTS=1,
 # KASSA_BENCH_PGBENCH_SECONDS (default 15), KASSA_BENCH_SKIP_LOADGEN=1,
 # KASSA_BENCH_LOADGEN_STEP_SECONDS (default 10), KASSA_BENCH_LOADGEN_RATE_START (20),
-# KASSA_BENCH_LOADGEN_RATE_STEP (10), KASSA_BENCH_LOADGEN_RATE_MAX (2000). `make test` runs it all with one-second runs (a smoke
+# KASSA_BENCH_LOADGEN_RATE_STEP (20), KASSA_BENCH_LOADGEN_RATE_MAX (2000). `make test` runs it all with one-second runs (a smoke
 # test of the harness, not a measurement).
 set -uo pipefail
 
@@ -45,7 +45,7 @@ skip_pay=${KASSA_BENCH_SKIP_PAYMENTS:-0}
 loadgen="$build/kassa-loadgen"
 skip_lg=${KASSA_BENCH_SKIP_LOADGEN:-0}
 lg_rate0=${KASSA_BENCH_LOADGEN_RATE_START:-20}
-lg_rate_step=${KASSA_BENCH_LOADGEN_RATE_STEP:-10}
+lg_rate_step=${KASSA_BENCH_LOADGEN_RATE_STEP:-20}
 lg_rate_max=${KASSA_BENCH_LOADGEN_RATE_MAX:-2000}
 lg_step_s=${KASSA_BENCH_LOADGEN_STEP_SECONDS:-10}
 lg_run_max=300                     # no step starts after 300 s of one generator run
