@@ -76,7 +76,7 @@ struct ks_engine {
     int q_stopping;
     pthread_t committer;
     int committer_started;
-    bool commit_direct; /* callers commit themselves: the store groups commits */
+    bool guarded_close; /* the store checks a task's close itself (ks_store_guards_task_close) */
 
     /* background timers and workers */
     pthread_mutex_t bg_mu;
@@ -310,21 +310,6 @@ static void *committer_main(void *arg)
 static int commit_wait(struct ks_engine *e, struct commit_req *req)
 {
     req->next = NULL;
-    if (e->commit_direct) {
-        /* The store groups concurrent commits itself: no hand-off to the committer thread. */
-        pthread_mutex_lock(&e->q_mu);
-        int open = !e->q_stopping && e->committer_started;
-        pthread_mutex_unlock(&e->q_mu);
-        if (!open)
-            return KS_ERR_STOPPED;
-        int rc = ks_store_commit(e->store, &req->t, 1);
-        if (rc != KS_OK)
-            logj(e, KS_LOG_ERROR, "commit failed", json_pack("{s:s}", "error", ks_err_name(rc)));
-        atomic_fetch_add(&e->st_batches, 1);
-        if (rc == KS_OK)
-            ks_relays_notify(e->relays);
-        return req->t.result;
-    }
     if (sem_init(&req->done, 0, 0) != 0)
         return KS_ERR_INTERNAL;
     pthread_mutex_lock(&e->q_mu);
@@ -537,11 +522,11 @@ static void draft_fail(struct draft *d, json_t *base_state, const char *reason, 
 }
 
 /* Whether the commit of `st` checks its task itself (close_task_guarded): a task's result
- * delivered by its unit, which closes that same task, on a store that groups commits. */
+ * delivered by its unit, which closes that same task, on a store that can guard the close. */
 static bool close_is_guarded(const struct ks_engine *e, const struct step *st)
 {
     const char *task_id = st->kind == STEP_SIGNAL ? ks_json_get_str(st->input, "task_id") : NULL;
-    return e->commit_direct && st->close_task_id && task_id &&
+    return e->guarded_close && st->close_task_id && task_id &&
            strcmp(task_id, st->close_task_id) == 0;
 }
 
@@ -1393,11 +1378,6 @@ void ks_engine_stats(struct ks_engine *e, struct ks_engine_stats *out)
 {
     out->transitions = atomic_load(&e->st_transitions);
     out->batches = atomic_load(&e->st_batches);
-    if (e->commit_direct) { /* the store grouped the commits: its groups are the writes */
-        struct ks_store_stats ss;
-        ks_store_stats(e->store, &ss);
-        out->batches = ss.write_groups;
-    }
     out->conflicts = atomic_load(&e->st_conflicts);
     out->timers_fired = atomic_load(&e->st_timers);
     out->tasks_run = atomic_load(&e->st_tasks);
@@ -1668,7 +1648,7 @@ int ks_engine_create(const struct ks_engine_options *opt, struct ks_engine **out
     e->opt = *opt;
     e->store = opt->store;
     e->log = opt->log;
-    e->commit_direct = ks_store_groups_commits(opt->store);
+    e->guarded_close = ks_store_guards_task_close(opt->store);
 #define DEFAULT(field, value)                                                                      \
     if (e->opt.field <= 0)                                                                         \
         e->opt.field = (value);

@@ -283,8 +283,7 @@ struct ks_store *ks_engine_store(struct ks_engine *e);
 /* Counters for metrics and the benchmark. */
 struct ks_engine_stats {
     int64_t transitions;      /* committed transitions */
-    int64_t batches;          /* durable writes (SQLite: the store's write groups, which may also
-                               * hold other writes, e.g. task claims and module transactions) */
+    int64_t batches;          /* durable writes */
     int64_t conflicts;        /* transitions re-run after a concurrent change */
     int64_t timers_fired;
     int64_t tasks_run;

@@ -68,6 +68,9 @@ enum stmt_id {
     ST_SAVEPOINT,
     ST_RELEASE,
     ST_ROLLBACK_TO,
+    ST_TX_SAVEPOINT,
+    ST_TX_RELEASE,
+    ST_TX_ROLLBACK_TO,
     ST_COUNT
 };
 
@@ -146,6 +149,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SAVEPOINT] = "SAVEPOINT job",
     [ST_RELEASE] = "RELEASE job",
     [ST_ROLLBACK_TO] = "ROLLBACK TO job",
+    [ST_TX_SAVEPOINT] = "SAVEPOINT tx",
+    [ST_TX_RELEASE] = "RELEASE tx",
+    [ST_TX_ROLLBACK_TO] = "ROLLBACK TO tx",
 };
 
 struct conn {
@@ -911,9 +917,8 @@ static int commit_one(struct conn *w, struct ks_transition *t)
         if (step_done(q) != SQLITE_OK)
             return KS_ERR_IO;
         if (t->close_task_guarded && sqlite3_changes(w->db) == 0) {
-            /* A stale result: the job fails, so its savepoint undoes the whole transition. */
-            t->result = KS_ERR_REJECTED;
-            return KS_ERR_REJECTED;
+            t->result = KS_ERR_REJECTED; /* a stale result: commit_job undoes the transition */
+            return KS_OK;
         }
     }
     t->result = KS_OK;
@@ -925,23 +930,33 @@ struct commit_args {
     size_t n;
 };
 
+/* The batch's transitions; one with a guarded task close runs inside a savepoint of its own,
+ * undone alone when the guard refuses it. */
 static int commit_job(struct conn *w, void *arg)
 {
     struct commit_args *a = arg;
     int rc = KS_OK;
-    for (size_t i = 0; i < a->n && rc == KS_OK; i++)
-        rc = commit_one(w, &a->batch[i]);
+    for (size_t i = 0; i < a->n && rc == KS_OK; i++) {
+        struct ks_transition *t = &a->batch[i];
+        if (!t->close_task_guarded) {
+            rc = commit_one(w, t);
+            continue;
+        }
+        if ((rc = writer_step(w, ST_TX_SAVEPOINT)) != KS_OK)
+            break;
+        rc = commit_one(w, t);
+        if (rc == KS_OK && t->result == KS_ERR_REJECTED)
+            rc = writer_step(w, ST_TX_ROLLBACK_TO);
+        if (rc == KS_OK)
+            rc = writer_step(w, ST_TX_RELEASE);
+    }
     return rc;
 }
 
 static int sq_commit(struct ks_store *s, struct ks_transition *batch, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        assert(!batch[i].close_task_guarded || n == 1); /* the job undoes the whole batch */
     struct commit_args a = {batch, n};
     int rc = writer_run(ctx_of(s), commit_job, &a);
-    if (rc == KS_ERR_REJECTED && n == 1 && batch[0].result == KS_ERR_REJECTED)
-        return KS_OK; /* a guard said no, as the other guards do: the write itself worked */
     if (rc != KS_OK)
         for (size_t i = 0; i < n; i++)
             batch[i].result = rc;
@@ -1495,7 +1510,7 @@ static void sq_close(struct ks_store *s)
 
 static const struct ks_store_vtable sqlite_vtable = {
     .kind = "sqlite",
-    .groups_commits = true,
+    .guards_task_close = true,
     .close = sq_close,
     .schema_version = sq_schema_version,
     .ping = sq_ping,

@@ -100,9 +100,9 @@ const char *ks_store_kind(const struct ks_store *s) { return s->vt->kind; }
 int ks_store_schema_version(struct ks_store *s, int *v) { return s->vt->schema_version(s, v); }
 int ks_store_ping(struct ks_store *s) { return s->vt->ping(s); }
 
-bool ks_store_groups_commits(const struct ks_store *s)
+bool ks_store_guards_task_close(const struct ks_store *s)
 {
-    return s->vt->groups_commits;
+    return s->vt->guards_task_close;
 }
 
 void ks_store_stats(struct ks_store *s, struct ks_store_stats *out)

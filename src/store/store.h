@@ -17,8 +17,7 @@
  *   idempotency       (scope, key) -> request fingerprint + stored outcome, with expiry.
  *
  * Thread-safety: every function may be called from any thread; backends keep their own
- * connections. `ks_store_commit` is called by one committer thread per process at a time,
- * unless the store groups commits itself (ks_store_groups_commits).
+ * connections. `ks_store_commit` is called by one committer thread per process at a time.
  * Times are milliseconds since the Unix epoch. Strings passed in are borrowed for the duration
  * of the call; strings and JSON texts returned in rows are owned by the row and freed by its
  * `_release` function.
@@ -136,10 +135,10 @@ struct ks_event_new {
  * Then: events base_seq+1 .. base_seq+events_n are appended (and each gets an outbox row),
  * the machine row is set to the given status, reason, failed input, snapshot and timer, the
  * new tasks are inserted, and `close_task_id` (if set) gets `close_task_status`.
- * With `close_task_guarded` (only on a store that groups commits, in a batch of one), the task
- * is closed only if it is still pending and belongs to (ns, id); otherwise nothing of the
- * transition is written and `result` is KS_ERR_REJECTED: the task's result was already
- * delivered (a stale result), and the store said so without a read beforehand.
+ * With `close_task_guarded` (only where ks_store_guards_task_close), the task is closed only if
+ * it is still pending and belongs to (ns, id); otherwise nothing of that transition is written
+ * and its `result` is KS_ERR_REJECTED: the task's result was already delivered (a stale
+ * result), and the store said so without a read beforehand.
  */
 struct ks_transition {
     const char *ns;
@@ -228,10 +227,8 @@ void ks_machine_rows_free(struct ks_machine_row *rows, size_t n);
  * transaction is durable (each transition's own outcome is in its `result`), or an error when
  * nothing at all was committed (then every `result` is that error too). */
 KS_MUST_USE int ks_store_commit(struct ks_store *s, struct ks_transition *batch, size_t n);
-/* True when the store groups concurrent commits itself (SQLite's group commit): callers may then
- * call ks_store_commit at once from many threads, each with its own transition, and concurrent
- * ones still share one durable write. */
-bool ks_store_groups_commits(const struct ks_store *s);
+/* True when the store honours `close_task_guarded` (SQLite). */
+bool ks_store_guards_task_close(const struct ks_store *s);
 
 /* --- timers ------------------------------------------------------------------------------- */
 

@@ -11,7 +11,7 @@
 
 struct ks_store_vtable {
     const char *kind;
-    bool groups_commits; /* see ks_store_groups_commits */
+    bool guards_task_close; /* see ks_store_guards_task_close */
     void (*close)(struct ks_store *s);
     int (*schema_version)(struct ks_store *s, int *version);
     int (*ping)(struct ks_store *s);

@@ -348,11 +348,12 @@ Test(store, create_then_create_again_conflicts)
     ks_store_close(other);
 }
 
-/* On a store that groups commits (SQLite), a task's result closes its task only while it is
- * pending and owned by the machine; a second delivery writes nothing and says so. */
+/* Where the store guards a task's close (SQLite), a task's result closes its task only while it
+ * is pending and owned by the machine; a second delivery writes nothing and says so, while the
+ * other transitions of its batch commit. */
 Test(store, guarded_task_close_refuses_a_stale_result)
 {
-    if (!ks_store_groups_commits(fx.s))
+    if (!ks_store_guards_task_close(fx.s))
         return; /* PostgreSQL: the engine reads the task before the transition instead */
     char task_id[KS_TASK_ID_BYTES + 1];
     char unit[40];
@@ -380,12 +381,19 @@ Test(store, guarded_task_close_refuses_a_stale_result)
     cr_assert_eq(commit1(&first), KS_OK);
     cr_assert_eq(last_seq("g"), 2);
 
-    struct tb again;
-    tb_init(&again, "g", 2, 1, 3000);
-    again.t.close_task_id = task_id;
-    again.t.close_task_status = KS_TASK_DONE;
-    again.t.close_task_guarded = 1;
-    cr_assert_eq(commit1(&again), KS_ERR_REJECTED);
+    struct tb again[3];
+    tb_init(&again[0], "g3", 0, 1, 3000);
+    tb_init(&again[1], "g", 2, 1, 3000);
+    again[1].t.close_task_id = task_id;
+    again[1].t.close_task_status = KS_TASK_DONE;
+    again[1].t.close_task_guarded = 1;
+    tb_init(&again[2], "g4", 0, 2, 3000);
+    cr_assert_eq(commit_tbs(again, 3), KS_OK);
+    cr_assert_eq(again[0].t.result, KS_OK);
+    cr_assert_eq(again[1].t.result, KS_ERR_REJECTED);
+    cr_assert_eq(again[2].t.result, KS_OK);
+    cr_assert_eq(last_seq("g3"), 1);
+    cr_assert_eq(last_seq("g4"), 2);
     cr_assert_eq(last_seq("g"), 2, "the stale result wrote its transition");
     cr_assert_eq(count_events("g"), 2);
     struct ks_task_row t;
