@@ -144,6 +144,14 @@ int ks_sql_translate(const char *src, enum ks_sql_dialect d, enum ks_sql_marks m
     return KS_OK;
 }
 
+uint64_t ks_sql_hash(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
 bool ks_sql_parse_i64(const char *t, int64_t *out)
 {
     if (!t || !*t)

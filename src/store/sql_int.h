@@ -120,6 +120,11 @@ int ks_sql_translate(const char *src, enum ks_sql_dialect d, enum ks_sql_marks m
 int ks_sql_buf_put(struct ks_sql_buf *b, const char *s, size_t n, size_t max);
 void ks_sql_buf_free(struct ks_sql_buf *b);
 
+/* FNV-1a over `n` bytes of `p`, continuing from `h` (start with KS_SQL_HASH_SEED): the key of
+ * the statements an engine keeps prepared on a connection. */
+#define KS_SQL_HASH_SEED 0xcbf29ce484222325ULL
+uint64_t ks_sql_hash(uint64_t h, const void *p, size_t n);
+
 /* Parses a whole decimal int64 (what a text column holds); false for anything else or NULL. */
 bool ks_sql_parse_i64(const char *t, int64_t *out);
 

@@ -132,19 +132,11 @@ static struct pg_conn_cache *conn_cache(PGconn *pg)
     return c;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 static uint64_t stmt_hash(const char *sql, int n, const Oid *types)
 {
-    uint64_t h = fnv1a(0xcbf29ce484222325ULL, sql, strlen(sql));
-    h = fnv1a(h, &n, sizeof(n));
-    return types ? fnv1a(h, types, (size_t)n * sizeof(*types)) : h;
+    uint64_t h = ks_sql_hash(KS_SQL_HASH_SEED, sql, strlen(sql));
+    h = ks_sql_hash(h, &n, sizeof(n));
+    return types ? ks_sql_hash(h, types, (size_t)n * sizeof(*types)) : h;
 }
 
 static bool same_types(const struct pg_prepared *p, int n, const Oid *types)

@@ -86,21 +86,13 @@ void ks_sql_sqlite_forget(void *conn)
     free(c);
 }
 
-static uint64_t text_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    return h;
-}
-
 static int sq_prepare(struct ks_sql_stmt *st)
 {
     struct ks_sql *db = st->db;
     if (!db->conn_cache)
         db->conn_cache = conn_cache(db->conn);
     struct sq_conn_cache *c = db->conn_cache;
-    uint64_t h = text_hash(st->text);
+    uint64_t h = ks_sql_hash(KS_SQL_HASH_SEED, st->text, strlen(st->text));
     bool keep = false;
     if (c) {
         for (size_t i = 0; i < c->n; i++) {
