@@ -51,7 +51,8 @@ LOADGEN_SRC := bench/loadgen.c bench/loadgen_stats.c bench/loadgen_http.c bench/
 MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
 # Each module's own migrations folder (store/sql.h): NAME=DIR gives ks_NAME_schema.
 MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations \
-                         sandbox=src/units/adapters/sandbox_migrations
+                         sandbox=src/units/adapters/sandbox_migrations \
+                         webhooks=src/webhooks/migrations
 MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
                        -name '*.sql' | sort)
 

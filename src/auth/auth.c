@@ -547,7 +547,7 @@ out:
 
 const char *const ks_auth_merchant_roles[KS_AUTH_MERCHANT_ROLES_N] = {
     KS_AUTH_ROLE_INVOICES_READ, KS_AUTH_ROLE_INVOICES_WRITE, KS_AUTH_ROLE_PAYMENTS_WRITE,
-    KS_AUTH_ROLE_REFUNDS_WRITE};
+    KS_AUTH_ROLE_REFUNDS_WRITE, KS_AUTH_ROLE_WEBHOOKS_READ, KS_AUTH_ROLE_WEBHOOKS_WRITE};
 
 bool ks_auth_has_role(const struct ks_principal *p, const char *role)
 {

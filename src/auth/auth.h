@@ -46,7 +46,9 @@
 #define KS_AUTH_ROLE_INVOICES_WRITE "invoices:write" /* create, rescind, fulfill; access tokens */
 #define KS_AUTH_ROLE_PAYMENTS_WRITE "payments:write" /* create, capture, cancel payments */
 #define KS_AUTH_ROLE_REFUNDS_WRITE "refunds:write"   /* refund payments */
-#define KS_AUTH_MERCHANT_ROLES_N 4
+#define KS_AUTH_ROLE_WEBHOOKS_READ "webhooks:read"   /* list and read the party's webhooks */
+#define KS_AUTH_ROLE_WEBHOOKS_WRITE "webhooks:write" /* set up and remove webhooks */
+#define KS_AUTH_MERCHANT_ROLES_N 6
 /* The merchant roles above, in that order. */
 extern const char *const ks_auth_merchant_roles[KS_AUTH_MERCHANT_ROLES_N];
 

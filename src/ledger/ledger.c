@@ -175,16 +175,6 @@ void lx_account_derive(struct ks_ledger_account *a)
         a->max_available = a->held_credit > 0 ? INT64_MAX : INT64_MIN;
 }
 
-int32_t lx_plan_lock_key(const char *plan)
-{
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)plan; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    return (int32_t)h;
-}
-
 struct ks_store *lx_store_of(struct ks_ledger *l)
 {
     return l->store;

@@ -102,8 +102,6 @@ int lx_account_loaded(struct lx_tx *tx, const char *id, const char *currency, bo
 /* Fills the derived balances of an account read from the store. */
 void lx_account_derive(struct ks_ledger_account *a);
 
-/* 32-bit FNV-1a of a plan id: the plan's advisory lock key (PostgreSQL). */
-int32_t lx_plan_lock_key(const char *plan);
 
 /* A callback over a result row of text columns (NULL for SQL NULL). Returns KS_OK to go on. */
 typedef int (*lx_row_fn)(void *ctx, const char *const *cols, int ncols);

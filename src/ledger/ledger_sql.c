@@ -89,7 +89,7 @@ int lx_sql_load_plans(struct ks_sql *db, struct lx_tx *tx)
     int rc = keys && ids ? KS_OK : KS_ERR_NOMEM;
     size_t kn = 0;
     for (size_t i = 0; rc == KS_OK && i < tx->plans_n; i++) {
-        keys[i] = lx_plan_lock_key(tx->plans[i].id);
+        keys[i] = ks_sql_lock_key(tx->plans[i].id);
         ids[i] = tx->plans[i].id;
     }
     if (rc == KS_OK) {

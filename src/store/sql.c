@@ -725,3 +725,11 @@ int ks_sql_schema_version(struct ks_store *s, const char *module, int *version)
     *version = rc == KS_OK ? v.version : 0;
     return rc;
 }
+
+int32_t ks_sql_lock_key(const char *text)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return (int32_t)h;
+}

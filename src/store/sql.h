@@ -185,6 +185,9 @@ typedef int (*ks_sql_row_fn)(void *ctx, size_t key, struct ks_sql_stmt *row);
 KS_MUST_USE int ks_sql_each_key(struct ks_sql *db, const char *sql, const char *const *keys,
                                 size_t n, ks_sql_row_fn fn, void *ctx);
 
+/* The advisory lock key of a text (a plan id, a party id): its 32-bit FNV-1a. Texts may share a
+ * key; that only makes them wait for each other. */
+int32_t ks_sql_lock_key(const char *text);
 /* In a write transaction: takes the transaction-scoped advisory locks (`space`, keys[i]) for
  * keys sorted ascending, released at commit or rollback (PostgreSQL); nothing on SQLite. */
 KS_MUST_USE int ks_sql_lock(struct ks_sql *db, int32_t space, const int32_t *keys, size_t n);

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1239,4 +1240,117 @@ out:
 int ks_vault_rotate(struct ks_vault *v, int64_t *reencrypted)
 {
     return ks_vault_rotate_batched(v, KS_VAULT_ROTATE_BATCH_RECORDS, reencrypted);
+}
+
+/* --- other secrets (vault.h) ------------------------------------------------------------------ */
+
+#define SECRET_KEY_LABEL "kassa-vault-secret-key"
+#define SECRET_AAD_LABEL "kassa-vault-secret"
+#define SECRET_LABEL_BYTES_MAX 64
+#define SECRET_AAD_BYTES_MAX (sizeof(SECRET_AAD_LABEL) + 2 * (SECRET_LABEL_BYTES_MAX + 1))
+
+static bool secret_label_valid(const char *s)
+{
+    size_t n = s ? strnlen(s, SECRET_LABEL_BYTES_MAX + 1) : 0;
+    return n >= 1 && n <= SECRET_LABEL_BYTES_MAX;
+}
+
+/* The key secrets are sealed under: HMAC-SHA256(master key, SECRET_KEY_LABEL). */
+static int secret_key(struct ks_vault *v, unsigned char key[KS_VAULT_KEY_BYTES])
+{
+    unsigned int len = 0;
+    unsigned char *r = HMAC(EVP_sha256(), v->sec->master, KS_VAULT_KEY_BYTES,
+                            (const unsigned char *)SECRET_KEY_LABEL, strlen(SECRET_KEY_LABEL), key,
+                            &len);
+    return r && len == KS_VAULT_KEY_BYTES ? KS_OK : KS_ERR_INTERNAL;
+}
+
+/* SECRET_AAD_LABEL 0 purpose 0 name, into `aad` (room for both labels at their longest). */
+static size_t secret_aad(unsigned char *aad, const char *purpose, const char *name)
+{
+    size_t la = strlen(SECRET_AAD_LABEL) + 1, lp = strlen(purpose) + 1, ln = strlen(name);
+    memcpy(aad, SECRET_AAD_LABEL, la);
+    memcpy(aad + la, purpose, lp);
+    memcpy(aad + la + lp, name, ln);
+    return la + lp + ln;
+}
+
+int ks_vault_secret_seal(struct ks_vault *v, const char *purpose, const char *name,
+                         const void *plain, size_t len, char **sealed)
+{
+    *sealed = NULL;
+    if (!secret_label_valid(purpose) || !secret_label_valid(name))
+        return KS_ERR_INVALID;
+    if (len > KS_VAULT_SECRET_BYTES_MAX)
+        return KS_ERR_LIMIT;
+    unsigned char key[KS_VAULT_KEY_BYTES], aad[SECRET_AAD_BYTES_MAX];
+    size_t cap = KS_VAULT_NONCE_BYTES + len + KS_VAULT_TAG_BYTES, outlen = 0;
+    unsigned char *bin = malloc(cap);
+    char *text = malloc(4 * ((cap + 2) / 3) + 1);
+    int rc = bin && text ? secret_key(v, key) : KS_ERR_NOMEM;
+    size_t aadlen = secret_aad(aad, purpose, name);
+    if (rc == KS_OK)
+        rc = ks_vault_seal(key, aad, aadlen, plain, len, bin, cap, &outlen);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (rc == KS_OK) {
+        EVP_EncodeBlock((unsigned char *)text, bin, (int)outlen);
+        *sealed = text;
+        text = NULL;
+    }
+    free(bin);
+    free(text);
+    return rc;
+}
+
+int ks_vault_secret_open(struct ks_vault *v, const char *purpose, const char *name,
+                         const char *sealed, unsigned char **plain, size_t *len)
+{
+    *plain = NULL;
+    *len = 0;
+    if (!secret_label_valid(purpose) || !secret_label_valid(name) || !sealed)
+        return KS_ERR_INVALID;
+    size_t tlen = strlen(sealed);
+    if (tlen == 0 || tlen % 4 != 0 ||
+        tlen / 4 * 3 > KS_VAULT_NONCE_BYTES + KS_VAULT_SECRET_BYTES_MAX + KS_VAULT_TAG_BYTES + 2)
+        return KS_ERR_INVALID;
+    unsigned char *bin = malloc(tlen / 4 * 3 + 1);
+    if (!bin)
+        return KS_ERR_NOMEM;
+    int blen = EVP_DecodeBlock(bin, (const unsigned char *)sealed, (int)tlen);
+    if (blen < 0) {
+        free(bin);
+        return KS_ERR_INVALID;
+    }
+    if (tlen >= 1 && sealed[tlen - 1] == '=') /* EVP_DecodeBlock counts the padding as bytes */
+        blen--;
+    if (tlen >= 2 && sealed[tlen - 2] == '=')
+        blen--;
+    if ((size_t)blen < KS_VAULT_NONCE_BYTES + KS_VAULT_TAG_BYTES) {
+        free(bin);
+        return KS_ERR_INVALID;
+    }
+    size_t cap = (size_t)blen - KS_VAULT_NONCE_BYTES - KS_VAULT_TAG_BYTES;
+    unsigned char *pt = malloc(cap + 1);
+    unsigned char key[KS_VAULT_KEY_BYTES], aad[SECRET_AAD_BYTES_MAX];
+    int rc = pt ? secret_key(v, key) : KS_ERR_NOMEM;
+    size_t aadlen = secret_aad(aad, purpose, name);
+    size_t ptlen = 0;
+    if (rc == KS_OK &&
+        ks_vault_unseal(key, aad, aadlen, bin, (size_t)blen, pt, cap, &ptlen) != KS_OK) {
+        ks_log_json(v->log, KS_LOG_ERROR, NULL, "vault: sealed secret does not authenticate",
+                    json_pack("{s:s}", "purpose", purpose));
+        rc = KS_ERR_INTERNAL;
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    free(bin);
+    if (rc != KS_OK) {
+        if (pt)
+            OPENSSL_cleanse(pt, cap + 1);
+        free(pt);
+        return rc;
+    }
+    pt[ptlen] = '\0';
+    *plain = pt;
+    *len = ptlen;
+    return KS_OK;
 }

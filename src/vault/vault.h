@@ -145,4 +145,22 @@ KS_MUST_USE int ks_vault_sweep_cvv(struct ks_vault *v, int64_t now_ms, int64_t *
  * the rest) when some records did not authenticate: they and their key are left as they were. */
 KS_MUST_USE int ks_vault_rotate(struct ks_vault *v, int64_t *reencrypted);
 
+/* --- other secrets -------------------------------------------------------------------------
+ * A module's own secret (a webhook's signing key, ...), sealed for the module to keep in its own
+ * table: AES-256-GCM under a key derived from the master key (HMAC-SHA256 of the master key and
+ * "kassa-vault-secret-key"), with AAD naming `purpose` and `name`, so a sealed value cannot be
+ * moved to another row or purpose. Data-key rotation does not touch them (docs/vault.md). */
+#define KS_VAULT_SECRET_BYTES_MAX 8192 /* the longest secret that can be sealed */
+
+/* Seals `len` bytes of `plain` into `*sealed`, base64 text (malloc'd, the caller frees).
+ * `purpose` and `name` are short labels (1..64 bytes each, no NUL); KS_ERR_LIMIT past
+ * KS_VAULT_SECRET_BYTES_MAX. */
+KS_MUST_USE int ks_vault_secret_seal(struct ks_vault *v, const char *purpose, const char *name,
+                                     const void *plain, size_t len, char **sealed);
+/* Opens what ks_vault_secret_seal made for the same purpose and name into `*plain` (malloc'd,
+ * `*len` bytes plus a NUL after them; the caller wipes and frees it). KS_ERR_INTERNAL (logged
+ * without the value) when it does not authenticate. */
+KS_MUST_USE int ks_vault_secret_open(struct ks_vault *v, const char *purpose, const char *name,
+                                     const char *sealed, unsigned char **plain, size_t *len);
+
 #endif

@@ -104,8 +104,10 @@ def test_token_issue_reuses_the_key_and_reads_the_environment(tmp_path):
     assert c1["aud"] == "api.example" and c2["aud"] == "kassa"
     assert "shops" not in c1 and c1["sub"] == "dev"
     # no --role: the explicit default set, listed on stderr (stdout is the token alone)
-    assert c1["roles"] == ["invoices:read", "invoices:write", "payments:write", "refunds:write"]
-    assert "granted roles: invoices:read invoices:write payments:write refunds:write" in r1.stderr
+    assert c1["roles"] == ["invoices:read", "invoices:write", "payments:write", "refunds:write",
+                           "webhooks:read", "webhooks:write"]
+    assert ("granted roles: invoices:read invoices:write payments:write refunds:write "
+            "webhooks:read webhooks:write") in r1.stderr
     assert r1.stdout.count("\n") == 1
     assert c1["exp"] - c1["iat"] == 3600
     assert c1["jti"] != c2["jti"]
@@ -140,7 +142,7 @@ def test_token_issue_default_key_path_is_under_var(tmp_path):
     ["token", "issue", "--party", "p", "--signing-key-file", ""],
     ["token", "issue", "--party", "p"] + ["--shop", "s"] * 9,
     ["token", "issue", "--party", "p"] + ["--role", "r"] * 17,
-    ["token", "issue", "--party", "p"] + ["--role", "invoices:read"] * 5,
+    ["token", "issue", "--party", "p"] + ["--role", "invoices:read"] * 7,
 ])
 def test_token_bad_usage_exits_2(args, tmp_path):
     r = run(*args, env={"KASSA_SIGNING_KEY_FILE": str(tmp_path / "k")})

@@ -34,7 +34,7 @@ ROUTE_RE = re.compile(r'"(GET|PUT|POST|DELETE|OPTIONS|HEAD|PATCH)",\s*"(/[^"]*)"
 NOT_PUBLIC = ("/admin/", "/v0/probe")
 ROUTER_404 = {"code": "notFound", "message": "no such resource"}
 # Placeholder values for path parameters when calling an operation blind.
-PLACEHOLDERS = {"invoiceID": "nosuchinvoice", "paymentID": "1", "refundID": "1",
+PLACEHOLDERS = {"invoiceID": "nosuchinvoice", "paymentID": "1", "refundID": "1", "webhookID": "wh-none",
                 "tag": "not-a-tag"}
 
 # Keywords of the OpenAPI 3.0 Schema Object (3.0.3, section 4.7.24) plus its extensions.
@@ -104,7 +104,7 @@ def schema_objects(doc=DOC):
 def source_routes():
     """(METHOD, pattern) of every public route in kassa's route tables."""
     routes = set()
-    for path in sorted(glob.glob(os.path.join(ROOT, "src", "api", "*.c"))):
+    for path in sorted(glob.glob(os.path.join(ROOT, "src", "**", "*.c"), recursive=True)):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         for method, pattern in ROUTE_RE.findall(text):

@@ -30,7 +30,8 @@ WAIT_S = 40
 PARTY, SHOP = "sandbox", "TEST"
 ISS_A = "https://sso.example.com/realms/merchants"   # may speak for PARTY
 ISS_B = "https://idp.other-tenant.example/"           # may speak for "other-tenant" only
-ALL_ROLES = ["invoices:read", "invoices:write", "payments:write", "refunds:write"]
+ALL_ROLES = ["invoices:read", "invoices:write", "payments:write", "refunds:write",
+             "webhooks:read", "webhooks:write"]
 VISA = "4242424242424242"
 
 
@@ -303,7 +304,8 @@ def role_table():
     invoice token role or None)."""
     text = open(os.path.join(ROOT, "docs", "auth.md")).read()
     rows = []
-    for m in re.finditer(r"^\| `(GET|POST) (/v2/[^`]+)` \| ([^|]+) \| ([^|]+) \|$", text, re.M):
+    for m in re.finditer(r"^\| `(GET|POST|DELETE) (/v2/[^`]+)` \| ([^|]+) \| ([^|]+) \|$", text,
+                         re.M):
         merchant, invoice = (None if v.strip() == "—" else v.strip().strip("`")
                              for v in (m.group(3), m.group(4)))
         rows.append((m.group(1), m.group(2), merchant, invoice))
@@ -313,7 +315,7 @@ def role_table():
 
 def route_call(env, method, pattern, token, inv_id):
     path = (pattern.replace("{invoiceID}", inv_id).replace("{paymentID}", "1")
-            .replace("{refundID}", "1"))
+            .replace("{refundID}", "1").replace("{webhookID}", "wh-none"))
     if pattern == "/v2/processing/invoices" and method == "GET":
         path += "?externalID=none-" + uuid.uuid4().hex
     if pattern.endswith("/events"):

@@ -1294,3 +1294,47 @@ Test(vault, no_card_number_cvv_or_holder_in_the_database_or_the_log)
     free(db.buf);
     free(lg.buf);
 }
+
+/* --- other secrets (ks_vault_secret_seal) ------------------------------------------------------ */
+
+Test(vault, a_sealed_secret_opens_only_for_its_purpose_and_name)
+{
+    static const char secret[] = "-----BEGIN PRIVATE KEY-----\nnot really\n-----END PRIVATE KEY-----\n";
+    char *sealed = NULL;
+    cr_assert_eq(ks_vault_secret_seal(fx.vault, "webhook-signing-key", "wh1", secret,
+                                      strlen(secret), &sealed),
+                 KS_OK);
+    cr_assert_null(strstr(sealed, "PRIVATE"), "the sealed text shows nothing of the secret");
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    cr_assert_eq(ks_vault_secret_open(fx.vault, "webhook-signing-key", "wh1", sealed, &plain, &len),
+                 KS_OK);
+    cr_assert_eq(len, strlen(secret));
+    cr_assert_str_eq((const char *)plain, secret);
+    free(plain);
+    /* moved to another row or purpose, or altered: refused, never another secret */
+    cr_assert_eq(ks_vault_secret_open(fx.vault, "webhook-signing-key", "wh2", sealed, &plain, &len),
+                 KS_ERR_INTERNAL);
+    cr_assert_eq(ks_vault_secret_open(fx.vault, "other", "wh1", sealed, &plain, &len),
+                 KS_ERR_INTERNAL);
+    char *bent = strdup(sealed);
+    bent[20] = bent[20] == 'A' ? 'B' : 'A';
+    cr_assert_eq(ks_vault_secret_open(fx.vault, "webhook-signing-key", "wh1", bent, &plain, &len),
+                 KS_ERR_INTERNAL);
+    cr_assert_null(plain);
+    cr_assert_eq(ks_vault_secret_open(fx.vault, "webhook-signing-key", "wh1", "not base64!", &plain,
+                                      &len),
+                 KS_ERR_INVALID);
+    free(bent);
+    /* a data-key rotation does not touch them */
+    int64_t n = 0;
+    cr_assert_eq(ks_vault_rotate(fx.vault, &n), KS_OK);
+    cr_assert_eq(ks_vault_secret_open(fx.vault, "webhook-signing-key", "wh1", sealed, &plain, &len),
+                 KS_OK);
+    free(plain);
+    free(sealed);
+    char big[KS_VAULT_SECRET_BYTES_MAX + 1];
+    memset(big, 'x', sizeof(big));
+    cr_assert_eq(ks_vault_secret_seal(fx.vault, "p", "n", big, sizeof(big), &sealed), KS_ERR_LIMIT);
+    cr_assert_eq(ks_vault_secret_seal(fx.vault, "", "n", big, 1, &sealed), KS_ERR_INVALID);
+}

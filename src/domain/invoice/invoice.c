@@ -1385,6 +1385,14 @@ static json_t *inv_apply(const json_t *state, const json_t *event)
     return s;
 }
 
+json_t *ks_invoice_apply(json_t *state, const json_t *event)
+{
+    json_t *s = state ? state : json_object();
+    if (s)
+        apply_into(s, event);
+    return s;
+}
+
 static const struct ks_processor invoice_processor = {
     .ns = KS_INVOICE_NS,
     .start = inv_start,

@@ -38,6 +38,11 @@ json_t *ks_invoice_payment(const json_t *state, const char *pid);
 /* In a payment of that state: the refund with public id `rid` (borrowed), or NULL. */
 json_t *ks_invoice_refund(const json_t *payment, const char *rid);
 
+/* Folds one event of an invoice machine into `state`, which the caller owns (NULL: the state
+ * before the first event), and returns it (NULL on memory trouble). Replaying a machine's events
+ * this way gives its state right after any one of them (webhook bodies use it). */
+json_t *ks_invoice_apply(json_t *state, const json_t *event);
+
 /* Registers the invoice processor with `e`. */
 KS_MUST_USE int ks_invoice_register(struct ks_engine *e);
 

@@ -1,0 +1,247 @@
+/*
+ * webhooks.c — the webhooks' life cycle and their relay (webhooks.h): invoice events in the
+ * outbox become deliveries, one per webhook that hears the event, with the body fixed then.
+ *
+ * The body shows the invoice (and the payment, refund) as they were right after the event: the
+ * relay rebuilds the invoice's state by folding its events up to that one (ks_invoice_apply),
+ * continuing from the last state it rebuilt when the next event is the same invoice's. It does
+ * so only for events some webhook hears, so an installation without webhooks pays one small
+ * read per public invoice event.
+ */
+#include "webhooks/webhooks_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "domain/invoice/invoice.h"
+#include "engine/engine.h"
+#include "engine/relay.h"
+
+#define RELAY_NAME "webhooks"
+#define RELAY_BATCH 64
+#define WEBHOOKS_PER_EVENT_MAX 256 /* deliveries one event may make (a shop has at most 10 by default) */
+#define FOLD_PAGE 1000
+
+#define DEFAULT(field, value)                                                                      \
+    do {                                                                                           \
+        if (w->opt.field <= 0)                                                                     \
+            w->opt.field = (value);                                                                \
+    } while (0)
+
+/* --- the state after an event ---------------------------------------------------------------- */
+
+/* Rebuilds invoice `id`'s state right after event `seq` into w->fold_state. */
+static int fold_to(struct ks_webhooks *w, const char *id, int64_t seq)
+{
+    if (!w->fold_state || strcmp(w->fold_id, id) != 0 || w->fold_seq > seq) {
+        json_decref(w->fold_state);
+        w->fold_state = NULL;
+        w->fold_seq = 0;
+        snprintf(w->fold_id, sizeof(w->fold_id), "%s", id);
+    }
+    while (w->fold_seq < seq) {
+        struct ks_event_row *ev;
+        size_t n;
+        int rc = ks_engine_events(w->opt.engine, KS_INVOICE_NS, id, w->fold_seq, FOLD_PAGE, &ev,
+                                  &n);
+        if (rc != KS_OK)
+            return rc;
+        for (size_t i = 0; i < n && w->fold_seq < seq; i++) {
+            json_error_t jerr;
+            json_t *e = json_loads(ev[i].body, 0, &jerr);
+            json_t *next = e ? ks_invoice_apply(w->fold_state, e) : NULL;
+            json_decref(e);
+            if (!next) {
+                ks_event_rows_free(ev, n);
+                json_decref(w->fold_state);
+                w->fold_state = NULL;
+                return KS_ERR_INTERNAL;
+            }
+            w->fold_state = next;
+            w->fold_seq = ev[i].seq;
+        }
+        ks_event_rows_free(ev, n);
+        if (n == 0)
+            return KS_ERR_NOT_FOUND; /* the event is not (yet) readable */
+    }
+    return KS_OK;
+}
+
+/* The delivery body of `event` (the webhook event `type`) with `st` the state after it. */
+static json_t *body_of(const json_t *st, const json_t *event, const char *type, int64_t seq,
+                       int64_t at_ms)
+{
+    char at[40];
+    ks_time_rfc3339(at_ms, at, sizeof(at));
+    json_t *b = json_pack("{s:I, s:s, s:s, s:s, s:O}", "eventID", (json_int_t)seq, "occuredAt", at,
+                          "topic", "InvoicesTopic", "eventType", type, "invoice",
+                          json_object_get(st, "invoice"));
+    if (!b)
+        return NULL;
+    const char *pid = ks_json_get_str(event, "paymentID");
+    if (!pid)
+        pid = ks_json_get_str(json_object_get(event, "payment"), "id");
+    json_t *p = pid ? ks_invoice_payment(st, pid) : NULL;
+    if (p)
+        json_object_set(b, "payment", json_object_get(p, "public"));
+    const char *rid = ks_json_get_str(event, "refundID");
+    if (!rid)
+        rid = ks_json_get_str(json_object_get(event, "refund"), "id");
+    json_t *r = p && rid ? ks_invoice_refund(p, rid) : NULL;
+    if (r)
+        json_object_set(b, "refund", json_object_get(r, "public"));
+    json_t *ui = json_object_get(event, "userInteraction");
+    if (ui)
+        json_object_set(b, "userInteraction", ui);
+    return b;
+}
+
+/* --- the relay ------------------------------------------------------------------------------- */
+
+/* Records the deliveries of one outbox row (none for rows no webhook hears); `ids` is room for
+ * WEBHOOKS_PER_EVENT_MAX webhook ids. `*made` counts them. */
+static int row_deliveries(struct ks_webhooks *w, const struct ks_outbox_row *row,
+                          char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t *made)
+{
+    *made = 0;
+    if (strcmp(row->ns, KS_INVOICE_NS) != 0)
+        return KS_OK;
+    json_error_t jerr;
+    json_t *event = json_loads(row->body, 0, &jerr);
+    const char *type = ks_webhook_event_type(event);
+    if (!type) {
+        json_decref(event);
+        return KS_OK;
+    }
+    json_t *now_state = NULL;
+    int rc = ks_engine_state(w->opt.engine, KS_INVOICE_NS, row->id, &now_state, NULL);
+    const char *shop = ks_json_get_str(json_object_get(now_state, "invoice"), "shopID");
+    size_t hearing = 0;
+    if (rc == KS_OK && shop)
+        rc = wh_for_event(w->opt.store, shop, type, row->at_ms, ids, WEBHOOKS_PER_EVENT_MAX,
+                          &hearing);
+    json_decref(now_state);
+    if (rc == KS_ERR_NOT_FOUND)
+        rc = KS_OK; /* no such invoice any more: nobody to tell */
+    if (rc == KS_OK && hearing > 0)
+        rc = fold_to(w, row->id, row->seq);
+    json_t *body = rc == KS_OK && hearing > 0
+                       ? body_of(w->fold_state, event, type, row->seq, row->at_ms)
+                       : NULL;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    json_decref(event);
+    if (rc != KS_OK || hearing == 0)
+        return rc;
+    struct wh_new *d = text ? calloc(hearing, sizeof(*d)) : NULL;
+    if (!d) {
+        free(text);
+        return KS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < hearing; i++)
+        d[i] = (struct wh_new){.webhook_id = ids[i], .invoice_id = row->id, .pos = row->pos,
+                               .event_id = row->seq, .event_type = type, .body = text};
+    rc = wh_deliveries_add(w->opt.store, d, hearing, ks_now_ms());
+    free(d);
+    free(text);
+    if (rc == KS_OK)
+        *made = hearing;
+    return rc;
+}
+
+/* Relay handler: records the deliveries of the rows, in order; a failed row stops the batch
+ * there (the relay hands it over again after a backoff; recording is idempotent). */
+static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, size_t *done,
+                        char *why, size_t whylen)
+{
+    struct ks_webhooks *w = ctx;
+    *done = 0;
+    char(*ids)[KS_WEBHOOK_ID_BYTES + 1] = calloc(WEBHOOKS_PER_EVENT_MAX, sizeof(*ids));
+    if (!ids)
+        return KS_ERR_NOMEM;
+    size_t total = 0;
+    int rc = KS_OK;
+    for (size_t i = 0; i < n; i++) {
+        size_t made = 0;
+        rc = row_deliveries(w, &rows[i], ids, &made);
+        if (rc != KS_OK) {
+            snprintf(why, whylen, "cannot record the deliveries of %s/%s event %lld: %s",
+                     rows[i].ns, rows[i].id, (long long)rows[i].seq, ks_err_name(rc));
+            break;
+        }
+        total += made;
+        *done = i + 1;
+    }
+    free(ids);
+    if (total > 0)
+        wh_dispatch_wake(w);
+    return rc;
+}
+
+/* --- life cycle ------------------------------------------------------------------------------ */
+
+int ks_webhooks_open(const struct ks_webhooks_options *opt, struct ks_webhooks **out, char *why,
+                     size_t whylen)
+{
+    *out = NULL;
+    if (!opt->store || !opt->engine || !opt->vault) {
+        snprintf(why, whylen, "webhooks need the store, the engine and the vault");
+        return KS_ERR_INVALID;
+    }
+    struct ks_webhooks *w = calloc(1, sizeof(*w));
+    if (!w)
+        return KS_ERR_NOMEM;
+    w->opt = *opt;
+    DEFAULT(timeout_ms, 10000);
+    DEFAULT(horizon_ms, 24LL * 3600 * 1000);
+    DEFAULT(per_shop_max, 10);
+    DEFAULT(per_party_max, 100);
+    DEFAULT(concurrency, 64);
+    if (w->opt.retry_n == 0) {
+        static const int64_t dflt[] = {30000, 300000, 900000, 3600000};
+        memcpy(w->opt.retry_ms, dflt, sizeof(dflt));
+        w->opt.retry_n = sizeof(dflt) / sizeof(dflt[0]);
+    }
+    char rnd[17];
+    if (ks_id_random(rnd, 16) != KS_OK) {
+        free(w);
+        return KS_ERR_IO;
+    }
+    snprintf(w->owner, sizeof(w->owner), "node-%s", rnd);
+    atomic_init(&w->stop, false);
+    atomic_init(&w->woken, false);
+    int rc = wh_dispatch_init(w); /* the multi handle only; the thread starts later */
+    if (rc != KS_OK) {
+        snprintf(why, whylen, "cannot set up outbound HTTP for webhooks");
+        free(w);
+        return rc;
+    }
+    struct ks_relay relay = {.name = RELAY_NAME, .ctx = w, .batch_max = RELAY_BATCH,
+                             .handle = relay_handle};
+    if ((rc = ks_engine_register_relay(opt->engine, &relay)) != KS_OK) {
+        snprintf(why, whylen, "cannot register the webhooks relay");
+        ks_webhooks_close(w);
+        return rc;
+    }
+    *out = w;
+    return KS_OK;
+}
+
+int ks_webhooks_start(struct ks_webhooks *w)
+{
+    return wh_dispatch_run(w);
+}
+
+void ks_webhooks_close(struct ks_webhooks *w)
+{
+    if (!w)
+        return;
+    wh_dispatch_stop(w);
+    json_decref(w->fold_state);
+    free(w);
+}
