@@ -16,10 +16,19 @@ Prints a human summary on stderr and one line on stdout:
 
   RESULT payments bench=... payments=N rate=R invoice_p50_us=... invoice_p99_us=... ...
 
+With --webhook, a receiver on loopback takes every event of the run through a webhook that
+hears all fifteen types (docs/webhooks.md): after the payments it waits (up to --drain-seconds)
+for the deliveries the run made and adds webhooks=N (deliveries received), webhook_rate (per
+second, from the first payment to the last delivery) and webhook_lag_p50/p99_us (receipt time
+minus the event's occuredAt).
+
 Exits 1 if anything failed (a wrong status, a failed payment, a timeout, kassa exiting badly).
 Timing is never a test: a missed goal is not a failure.
 """
 import argparse
+import calendar
+import http.server
+import json
 import os
 import re
 import signal
@@ -63,6 +72,8 @@ def start_serve(args):
            "--log-level", "warn"]
     if args.store.startswith("sqlite:"):
         cmd += ["--sqlite-synchronous", "full"]
+    if args.webhook:
+        cmd += ["--webhook-allow-loopback"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=d)
     deadline = time.monotonic() + 30
     base = None
@@ -96,6 +107,56 @@ def issue_token(args):
     if out.returncode != 0:
         raise Failed("kassa token issue: " + out.stderr)
     return out.stdout.strip()
+
+
+class Receiver:
+    """Counts webhook deliveries and their lag behind the event (occuredAt)."""
+
+    def __init__(self):
+        self.lags, self.received, self.last = [], 0, 0.0
+        self.lock = threading.Lock()
+        rec = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                now = time.time()
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                at = json.loads(body)["occuredAt"]
+                sec = calendar.timegm(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S"))
+                lag = now - (sec + float("0" + at[19:-1]))
+                with rec.lock:
+                    rec.received += 1
+                    rec.lags.append(lag)
+                    rec.last = time.monotonic()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self):
+        with self.lock:
+            return self.received
+
+
+def set_up_webhook(base, token, url):
+    types = ["InvoiceCreated", "InvoicePaid", "InvoiceCancelled", "InvoiceFulfilled",
+             "PaymentStarted", "PaymentProcessed", "PaymentCaptured", "PaymentCancelled",
+             "PaymentRefunded", "PaymentFailed", "PaymentRefundCreated",
+             "PaymentRefundSucceeded", "PaymentRefundFailed", "PaymentUserInteractionRequested",
+             "PaymentUserInteractionCompleted"]
+    r = requests.post(base + "/v2/processing/webhooks", headers={"Authorization": "Bearer " + token},
+                      json={"scope": {"topic": "InvoicesTopic", "shopID": "TEST",
+                                      "eventTypes": types}, "url": url}, timeout=30)
+    if r.status_code != 201:
+        raise Failed("webhook set up: %s %s" % (r.status_code, r.text[:300]))
 
 
 class Payer(threading.Thread):
@@ -187,6 +248,8 @@ def main():
     ap.add_argument("--max-per-payer", type=int, default=100000)
     ap.add_argument("--poll-interval", type=float, default=0.05)
     ap.add_argument("--payment-timeout", type=float, default=30)
+    ap.add_argument("--webhook", action="store_true", help="deliver every event to a receiver")
+    ap.add_argument("--drain-seconds", type=float, default=60)
     args = ap.parse_args()
     args.kassa = os.path.abspath(args.kassa)
     args.dir = os.path.abspath(args.dir)
@@ -196,6 +259,9 @@ def main():
     try:
         proc, base = start_serve(args)
         token = issue_token(args)
+        receiver = Receiver() if args.webhook else None
+        if receiver:
+            set_up_webhook(base, token, receiver.url)
         # one warm-up payment (connection setup, first-use paths) outside the clock
         warm = {"invoice": [], "resource": [], "payment": [], "whole": [], "polls": 0,
                 "last": 0.0, "errors": []}
@@ -208,6 +274,7 @@ def main():
         stats = {"invoice": [], "resource": [], "payment": [], "whole": [], "polls": 0,
                  "last": 0.0, "errors": []}
         lock = threading.Lock()
+        before = receiver.count() if receiver else 0
         cpu0 = os.times()
         start = time.monotonic()
         payers = [Payer(base, token, start + args.seconds, args, stats, lock)
@@ -233,6 +300,25 @@ def main():
         for k in ("invoice", "resource", "payment", "whole"):
             fields.append("%s_p50_us=%s" % (k, us(pct(stats[k], 50))))
             fields.append("%s_p99_us=%s" % (k, us(pct(stats[k], 99))))
+        if receiver:
+            # each captured payment makes five deliveries (invoice created, payment started,
+            # processed, captured, invoice paid); wait for those of the run
+            want = before + 5 * n
+            drain_end = time.monotonic() + args.drain_seconds
+            while receiver.count() < want and time.monotonic() < drain_end:
+                time.sleep(0.05)
+            with receiver.lock:
+                got, lags, last_at = receiver.received - before, list(receiver.lags), receiver.last
+            if got < 5 * n:
+                stats["errors"].append("webhooks: %d of %d deliveries in %.0f s" %
+                                       (got, 5 * n, args.drain_seconds))
+            span = max(last_at - start, 1e-9)
+            fields += ["webhooks=%d" % got, "webhook_rate=%.1f" % (got / span),
+                       "webhook_lag_p50_us=%s" % us(pct(lags, 50)),
+                       "webhook_lag_p99_us=%s" % us(pct(lags, 99))]
+            print("  webhooks: %d deliveries, %.0f/s, lag p50 %.1f ms p99 %.1f ms" %
+                  (got, got / span, pct(lags, 50) * 1e3 if lags else 0,
+                   pct(lags, 99) * 1e3 if lags else 0), file=sys.stderr)
         print("%d payers, %.1f s: %d payments captured, %.0f payments/s; %d polls "
               "(%.1f per payment); load generator used %.2f cores" %
               (args.payers, elapsed, n, rate, stats["polls"], stats["polls"] / max(n, 1),

@@ -118,13 +118,14 @@ persec() { local v; v=$(num "${1:-}"); [ "$v" = "-" ] && echo "failed" || echo "
 f2() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.2f", a }'; }
 ms() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "-"; else printf "%.2f", a / 1000 }'; }
 
-# run_payments LABEL STORE DIR: bench/bench_payments.py against its own `kassa serve`.
+# run_payments LABEL STORE DIR [EXTRA...]: bench/bench_payments.py against its own `kassa serve`.
 run_payments() {
   local label=$1 store=$2 dir=$3 out
+  shift 3
   echo "== payments on $label: $pay_payers payers, ${pay_s}s (invoice, resource, payment, poll)" >&2
   mkdir -p "$dir"
   if ! out=$(/usr/bin/python3 "$root/bench/bench_payments.py" --kassa "$kassa" --store "$store" \
-               --dir "$dir" --label "$label" --payers "$pay_payers" --seconds "$pay_s" \
+               --dir "$dir" --label "$label" --payers "$pay_payers" --seconds "$pay_s" "$@" \
                2> >(sed 's/^/   /' >&2)); then
     echo "   FAILED: bench/bench_payments.py on $label" >&2
     failed=1
@@ -241,7 +242,7 @@ echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_ra
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
-pay_pg="" pay_sq="" lg_pg="" lg_sq=""
+pay_pg="" pay_sq="" pay_wh="" lg_pg="" lg_sq=""
 pg_tps="" pg_e1="" pg_e64="" pg_lb="" pg_l1="" pg_note=""
 if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
   pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
@@ -354,6 +355,9 @@ fi
 if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
   run_payments SQLite "sqlite:$tmp/pay-sqlite/kassa.db" "$tmp/pay-sqlite"
   pay_sq=$res
+  # the same payments with a webhook hearing every event, delivered to a receiver on loopback
+  run_payments "SQLite + webhook" "sqlite:$tmp/pay-webhook/kassa.db" "$tmp/pay-webhook" --webhook
+  pay_wh=$res
   if [ "$skip_lg" != 1 ]; then
     run_loadgen SQLite "sqlite:$tmp/lg-sqlite/kassa.db" "$tmp/lg-sqlite"
     lg_sq=$res
@@ -462,6 +466,15 @@ detail() { # LABEL RESULT
       "$(pp payment)" "$(pp whole)"
   done
   echo "(latencies in ms; goal on SQLite: 3,500 payments/s with invoice p99 < 20 ms)"
+  if [ -n "$pay_wh" ]; then
+    echo
+    echo "webhooks (SQLite, the same payments with a webhook hearing every event, receiver on" \
+      "loopback): $(persec "$(field "$pay_wh" webhook_rate)") deliveries" \
+      "($(field "$pay_wh" webhooks) in all) beside $(persec "$(field "$pay_wh" rate)") payments" \
+      "(5 events each) in the same run, against $(persec "$(field "$pay_sq" rate)") without;" \
+      "lag behind the event p50 $(ms "$(field "$pay_wh" webhook_lag_p50_us)") ms," \
+      "p99 $(ms "$(field "$pay_wh" webhook_lag_p99_us)") ms"
+  fi
   if [ -n "$lg_sq$lg_pg" ] && ! command -v jq >/dev/null; then
     echo
     echo "(kassa-loadgen ran, but jq is missing to read its JSON lines: scripts/install-deps.sh)"

@@ -24,6 +24,7 @@
 
 #define RELAY_NAME "webhooks"
 #define RELAY_BATCH 64
+#define RELAY_DELIVERIES_MAX 512 /* deliveries recorded in one transaction */
 #define WEBHOOKS_PER_EVENT_MAX 256 /* deliveries one event may make (a shop has at most 10 by default) */
 #define FOLD_PAGE 1000
 
@@ -103,12 +104,33 @@ static json_t *body_of(const json_t *st, const json_t *event, const char *type, 
 
 /* --- the relay ------------------------------------------------------------------------------- */
 
-/* Records the deliveries of one outbox row (none for rows no webhook hears); `ids` is room for
- * WEBHOOKS_PER_EVENT_MAX webhook ids. `*made` counts them. */
-static int row_deliveries(struct ks_webhooks *w, const struct ks_outbox_row *row,
-                          char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t *made)
+/* Deliveries gathered from a relay batch, recorded together. */
+struct gathered {
+    struct wh_new d[RELAY_DELIVERIES_MAX];
+    char webhook_ids[RELAY_DELIVERIES_MAX][KS_WEBHOOK_ID_BYTES + 1];
+    char *bodies[RELAY_DELIVERIES_MAX]; /* owned; NULL where a body is shared with the one before */
+    size_t n;
+};
+
+static int gathered_flush(struct ks_webhooks *w, struct gathered *g)
 {
-    *made = 0;
+    int rc = wh_deliveries_add(w->opt.store, g->d, g->n, ks_now_ms());
+    for (size_t i = 0; i < g->n; i++) {
+        free(g->bodies[i]);
+        g->bodies[i] = NULL;
+    }
+    if (rc == KS_OK && g->n > 0)
+        wh_dispatch_wake(w);
+    g->n = 0;
+    return rc;
+}
+
+/* Gathers the deliveries of one outbox row (none for rows no webhook hears); `ids` is room for
+ * WEBHOOKS_PER_EVENT_MAX webhook ids. Flushes first when they would not fit; `*flushed` says so. */
+static int row_deliveries(struct ks_webhooks *w, const struct ks_outbox_row *row,
+                          char (*ids)[KS_WEBHOOK_ID_BYTES + 1], struct gathered *g, bool *flushed)
+{
+    *flushed = false;
     if (strcmp(row->ns, KS_INVOICE_NS) != 0)
         return KS_OK;
     json_error_t jerr;
@@ -138,48 +160,69 @@ static int row_deliveries(struct ks_webhooks *w, const struct ks_outbox_row *row
     json_decref(event);
     if (rc != KS_OK || hearing == 0)
         return rc;
-    struct wh_new *d = text ? calloc(hearing, sizeof(*d)) : NULL;
-    if (!d) {
-        free(text);
+    if (!text)
         return KS_ERR_NOMEM;
+    if (g->n + hearing > RELAY_DELIVERIES_MAX) {
+        if ((rc = gathered_flush(w, g)) != KS_OK) {
+            free(text);
+            return rc;
+        }
+        *flushed = true;
     }
-    for (size_t i = 0; i < hearing; i++)
-        d[i] = (struct wh_new){.webhook_id = ids[i], .invoice_id = row->id, .pos = row->pos,
-                               .event_id = row->seq, .event_type = type, .body = text};
-    rc = wh_deliveries_add(w->opt.store, d, hearing, ks_now_ms());
-    free(d);
-    free(text);
-    if (rc == KS_OK)
-        *made = hearing;
-    return rc;
+    for (size_t i = 0; i < hearing; i++) {
+        size_t k = g->n + i;
+        memcpy(g->webhook_ids[k], ids[i], sizeof(g->webhook_ids[k]));
+        g->bodies[k] = i == 0 ? text : NULL;
+        g->d[k] = (struct wh_new){.webhook_id = g->webhook_ids[k], .invoice_id = row->id,
+                                  .pos = row->pos, .event_id = row->seq, .event_type = type,
+                                  .body = text};
+    }
+    g->n += hearing;
+    return KS_OK;
 }
 
-/* Relay handler: records the deliveries of the rows, in order; a failed row stops the batch
- * there (the relay hands it over again after a backoff; recording is idempotent). */
+/* Relay handler: records the deliveries of the rows, in one transaction per batch (more when
+ * they are many); a failure stops the batch after what was recorded (the relay hands the rest
+ * over again after a backoff; recording is idempotent). */
 static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, size_t *done,
                         char *why, size_t whylen)
 {
     struct ks_webhooks *w = ctx;
     *done = 0;
+    bool any = true;
+    int rc = wh_any_active(w->opt.store, &any);
+    if (rc != KS_OK) {
+        snprintf(why, whylen, "cannot read the webhooks: %s", ks_err_name(rc));
+        return rc;
+    }
+    if (!any) { /* nobody listens: one small read for the whole batch */
+        *done = n;
+        return KS_OK;
+    }
     char(*ids)[KS_WEBHOOK_ID_BYTES + 1] = calloc(WEBHOOKS_PER_EVENT_MAX, sizeof(*ids));
-    if (!ids)
-        return KS_ERR_NOMEM;
-    size_t total = 0;
-    int rc = KS_OK;
-    for (size_t i = 0; i < n; i++) {
-        size_t made = 0;
-        rc = row_deliveries(w, &rows[i], ids, &made);
-        if (rc != KS_OK) {
+    struct gathered *g = calloc(1, sizeof(*g));
+    rc = ids && g ? KS_OK : KS_ERR_NOMEM;
+    size_t i = 0;
+    for (; rc == KS_OK && i < n; i++) {
+        bool flushed = false;
+        rc = row_deliveries(w, &rows[i], ids, g, &flushed);
+        if (flushed)
+            *done = i; /* the rows before this one are recorded */
+        if (rc != KS_OK)
             snprintf(why, whylen, "cannot record the deliveries of %s/%s event %lld: %s",
                      rows[i].ns, rows[i].id, (long long)rows[i].seq, ks_err_name(rc));
-            break;
-        }
-        total += made;
-        *done = i + 1;
     }
+    if (rc == KS_OK) {
+        if ((rc = gathered_flush(w, g)) == KS_OK)
+            *done = n;
+        else
+            snprintf(why, whylen, "cannot record %zu deliveries: %s", g->n, ks_err_name(rc));
+    }
+    if (g)
+        for (size_t k = 0; k < g->n; k++)
+            free(g->bodies[k]);
+    free(g);
     free(ids);
-    if (total > 0)
-        wh_dispatch_wake(w);
     return rc;
 }
 

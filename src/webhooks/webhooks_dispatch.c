@@ -45,6 +45,8 @@ struct dispatcher {
     size_t keys_next; /* the slot replaced next when the cache is full */
     int inflight;
     struct flight **flights; /* `concurrency` slots, NULL = free */
+    struct wh_result *results; /* outcomes of this round, recorded together */
+    size_t results_n;
 };
 
 static void logw(struct ks_webhooks *w, enum ks_log_level lvl, const char *msg, json_t *fields)
@@ -138,48 +140,60 @@ static void flight_free(struct flight *f)
     free(f);
 }
 
-/* Records the outcome of an attempt of `c` that ended with `http_status` (0: none) and `error`
- * (NULL when delivered), with the receiver's Retry-After. */
-static void record(struct ks_webhooks *w, const struct wh_claim *c, int http_status,
+/* Notes the outcome of an attempt of `c` that ended with `http_status` (0: none) and `error`
+ * (NULL when delivered), with the receiver's Retry-After; flush_results records it. */
+static void record(struct dispatcher *d, const struct wh_claim *c, int http_status,
                    const char *error, const char *retry_after)
 {
-    int64_t now = ks_now_ms();
-    enum wh_outcome oc = WH_DELIVERED;
-    int64_t next = 0;
-    char why[WH_ERROR_BYTES_MAX];
+    struct ks_webhooks *w = d->w;
+    struct wh_result *r = &d->results[d->results_n++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->id, sizeof(r->id), "%s", c->id);
+    snprintf(r->webhook_id, sizeof(r->webhook_id), "%s", c->webhook_id);
+    r->at_ms = ks_now_ms();
+    r->http_status = http_status;
+    r->oc = WH_DELIVERED;
     if (error && http_status == 410) {
-        oc = WH_GONE;
-        snprintf(why, sizeof(why), "the receiver answered 410 Gone: the webhook is disabled");
+        r->oc = WH_GONE;
+        snprintf(r->error, sizeof(r->error),
+                 "the receiver answered 410 Gone: the webhook is disabled");
     } else if (error) {
         int attempts = c->attempts + 1;
         int64_t delay = ks_webhook_retry_delay(w->opt.retry_ms, w->opt.retry_n, attempts);
-        int64_t asked = ks_webhook_retry_after(retry_after[0] ? retry_after : NULL, now);
+        int64_t asked = ks_webhook_retry_after(retry_after[0] ? retry_after : NULL, r->at_ms);
         if (asked > delay)
             delay = asked;
-        next = now + delay;
-        if (next - c->first_at_ms > w->opt.horizon_ms) {
-            oc = WH_DEAD;
-            snprintf(why, sizeof(why), "gave up after %d attempts: %s", attempts, error);
+        r->next_at_ms = r->at_ms + delay;
+        if (r->next_at_ms - c->first_at_ms > w->opt.horizon_ms) {
+            r->oc = WH_DEAD;
+            snprintf(r->error, sizeof(r->error), "gave up after %d attempts: %s", attempts, error);
         } else {
-            oc = WH_RETRY;
-            snprintf(why, sizeof(why), "%s", error);
+            r->oc = WH_RETRY;
+            snprintf(r->error, sizeof(r->error), "%s", error);
         }
     }
-    int rc = wh_finish(w->opt.store, c->id, c->webhook_id, w->owner, oc, now, next, http_status,
-                       oc == WH_DELIVERED ? NULL : why);
-    if (rc != KS_OK && rc != KS_ERR_CONFLICT)
-        logw(w, KS_LOG_WARN, "webhooks: cannot record a delivery's outcome; it is sent again",
-             json_pack("{s:s, s:s}", "delivery", c->id, "error", ks_err_name(rc)));
-    if (oc == WH_DELIVERED)
+    if (r->oc == WH_DELIVERED)
         atomic_fetch_add(&w->delivered, 1);
     else
         atomic_fetch_add(&w->failed_attempts, 1);
-    if (oc == WH_DEAD || oc == WH_GONE) {
+    if (r->oc == WH_DEAD || r->oc == WH_GONE) {
         atomic_fetch_add(&w->dead, 1);
         logw(w, KS_LOG_WARN, "webhooks: a delivery is dead-lettered",
-             json_pack("{s:s, s:s, s:s}", "delivery", c->id, "webhook", c->webhook_id, "reason",
-                       why));
+             json_pack("{s:s, s:s, s:s}", "delivery", r->id, "webhook", r->webhook_id, "reason",
+                       r->error));
     }
+}
+
+/* Records the outcomes noted this round in one transaction. On failure they are not recorded:
+ * the deliveries' leases end and they are sent again (the receiver sees the same webhook-id). */
+static void flush_results(struct dispatcher *d)
+{
+    int rc = wh_finish(d->w->opt.store, d->w->owner, d->results, d->results_n);
+    if (rc != KS_OK)
+        logw(d->w, KS_LOG_WARN, "webhooks: cannot record outcomes; the deliveries are sent again",
+             json_pack("{s:I, s:s}", "deliveries", (json_int_t)d->results_n, "error",
+                       ks_err_name(rc)));
+    d->results_n = 0;
 }
 
 /* Starts sending one claimed delivery (taking it over); on trouble records it as failed. */
@@ -188,7 +202,7 @@ static void start_one(struct dispatcher *d, struct wh_claim *c)
     struct ks_webhooks *w = d->w;
     struct flight *f = calloc(1, sizeof(*f));
     if (!f) {
-        record(w, c, 0, "out of memory", "");
+        record(d, c, 0, "out of memory", "");
         return;
     }
     f->w = w;
@@ -197,7 +211,7 @@ static void start_one(struct dispatcher *d, struct wh_claim *c)
     EVP_PKEY *key = key_for(d, &f->c);
     char sig[KS_WEBHOOK_SIGNATURE_BYTES_MAX], line[KS_WEBHOOK_SIGNATURE_BYTES_MAX + 64];
     if (!key || ks_webhook_sign_key(key, f->c.body, strlen(f->c.body), sig, sizeof(sig)) != KS_OK) {
-        record(w, &f->c, 0, "kassa could not sign the delivery", "");
+        record(d, &f->c, 0, "kassa could not sign the delivery", "");
         flight_free(f);
         return;
     }
@@ -214,7 +228,7 @@ static void start_one(struct dispatcher *d, struct wh_claim *c)
     f->headers = h;
     f->easy = ok ? curl_easy_init() : NULL;
     if (!f->easy) {
-        record(w, &f->c, 0, "out of memory", "");
+        record(d, &f->c, 0, "out of memory", "");
         flight_free(f);
         return;
     }
@@ -238,7 +252,7 @@ static void start_one(struct dispatcher *d, struct wh_claim *c)
     while (slot < (size_t)w->opt.concurrency && d->flights[slot])
         slot++;
     if (slot == (size_t)w->opt.concurrency || curl_multi_add_handle(d->multi, e) != CURLM_OK) {
-        record(w, &f->c, 0, "kassa could not start the request", "");
+        record(d, &f->c, 0, "kassa could not start the request", "");
         flight_free(f);
         return;
     }
@@ -272,7 +286,7 @@ static void finish_one(struct dispatcher *d, CURL *e, CURLcode result)
         err = NULL;
     else
         snprintf(error, sizeof(error), "the receiver answered HTTP %ld", status);
-    record(d->w, &f->c, (int)status, err, f->retry_after);
+    record(d, &f->c, (int)status, err, f->retry_after);
     flight_free(f);
 }
 
@@ -293,6 +307,7 @@ static void claim_due(struct dispatcher *d)
     for (size_t i = 0; i < n; i++)
         start_one(d, &c[i]);
     wh_claims_free(c, n); /* emptied by start_one */
+    flush_results(d); /* those that could not even start */
 }
 
 static void *dispatch_main(void *arg)
@@ -314,6 +329,7 @@ static void *dispatch_main(void *arg)
         while ((msg = curl_multi_info_read(d->multi, &left)))
             if (msg->msg == CURLMSG_DONE)
                 finish_one(d, msg->easy_handle, msg->data.result);
+        flush_results(d);
         int64_t wait = next_claim - ks_now_ms();
         if (wait < 1)
             wait = 1;
@@ -341,7 +357,9 @@ int wh_dispatch_init(struct ks_webhooks *w)
     d->w = w;
     d->multi = curl_multi_init();
     d->flights = calloc((size_t)w->opt.concurrency, sizeof(*d->flights));
-    if (!d->multi || !d->flights) {
+    d->results = calloc((size_t)w->opt.concurrency, sizeof(*d->results));
+    if (!d->multi || !d->flights || !d->results) {
+        free(d->results);
         if (d->multi)
             curl_multi_cleanup(d->multi);
         free(d->flights);
@@ -387,6 +405,7 @@ void wh_dispatch_stop(struct ks_webhooks *w)
         }
     }
     free(d->flights);
+    free(d->results);
     curl_multi_cleanup(d->multi);
     for (size_t i = 0; i < WH_KEYS_CACHED_MAX; i++)
         EVP_PKEY_free(d->keys[i].key);

@@ -103,6 +103,8 @@ KS_MUST_USE int wh_set_active(struct ks_store *s, const char *id, bool active, c
 KS_MUST_USE int wh_for_event(struct ks_store *s, const char *shop, const char *type,
                              int64_t at_ms, char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t cap,
                              size_t *n);
+/* Whether any webhook is active (the relay passes batches over quickly when none is). */
+KS_MUST_USE int wh_any_active(struct ks_store *s, bool *any);
 /* Records deliveries (a delivery already recorded is left as it is). */
 KS_MUST_USE int wh_deliveries_add(struct ks_store *s, const struct wh_new *d, size_t n,
                                   int64_t now_ms);
@@ -110,11 +112,20 @@ KS_MUST_USE int wh_deliveries_add(struct ks_store *s, const struct wh_new *d, si
  * active webhook, and the earliest pending one of its (webhook, invoice). */
 KS_MUST_USE int wh_claim(struct ks_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
                          size_t limit, struct wh_claim **out, size_t *n);
-/* Records an attempt's outcome, only while `owner` holds the delivery. WH_RETRY sets next_at;
- * WH_GONE also disables the webhook. */
-KS_MUST_USE int wh_finish(struct ks_store *s, const char *id, const char *webhook_id,
-                          const char *owner, enum wh_outcome oc, int64_t now_ms, int64_t next_at_ms,
-                          int http_status, const char *error);
+/* An attempt's outcome, to record. */
+struct wh_result {
+    char id[WH_DELIVERY_ID_BYTES_MAX + 1];
+    char webhook_id[KS_WEBHOOK_ID_BYTES + 1];
+    enum wh_outcome oc;
+    int64_t at_ms, next_at_ms; /* next_at_ms: WH_RETRY only */
+    int http_status;           /* 0: no answer */
+    char error[WH_ERROR_BYTES_MAX]; /* "" when delivered */
+};
+/* Records `n` outcomes in one transaction, each only while `owner` still holds its delivery (an
+ * outcome whose lease another node has taken is skipped). WH_RETRY sets next_at; WH_GONE also
+ * disables the webhook. */
+KS_MUST_USE int wh_finish(struct ks_store *s, const char *owner, const struct wh_result *r,
+                          size_t n);
 /* A page of a webhook's deliveries (status NULL: all), by position after `after`. */
 KS_MUST_USE int wh_deliveries_list(struct ks_store *s, const char *webhook_id, const char *status,
                                    int64_t after, size_t limit, json_t **out);

@@ -321,6 +321,24 @@ int wh_for_event(struct ks_store *s, const char *shop, const char *type, int64_t
     return rc;
 }
 
+static int any_active_rx(struct ks_sql *db, void *arg)
+{
+    struct ks_sql_stmt *q;
+    int rc = ks_sql_prepare(db, "SELECT 1 FROM webhooks WHERE active LIMIT 1", &q);
+    if (rc != KS_OK)
+        return rc;
+    int step = ks_sql_step(q);
+    *(bool *)arg = step == KS_SQL_ROW;
+    rc = ks_sql_done(q);
+    return step < 0 ? step : rc;
+}
+
+int wh_any_active(struct ks_store *s, bool *any)
+{
+    *any = false;
+    return ks_sql_read(s, any_active_rx, any);
+}
+
 /* --- deliveries ----------------------------------------------------------------------------- */
 
 struct add_arg {
@@ -460,10 +478,9 @@ int wh_claim(struct ks_store *s, const char *owner, int64_t now_ms, int64_t leas
 }
 
 struct finish_arg {
-    const char *id, *webhook_id, *owner, *error;
-    enum wh_outcome oc;
-    int64_t now, next_at;
-    int http_status;
+    const char *owner;
+    const struct wh_result *r;
+    size_t n;
 };
 
 static int finish_tx(struct ks_sql *db, void *arg)
@@ -480,34 +497,32 @@ static int finish_tx(struct ks_sql *db, void *arg)
         " lease_owner = NULL, lease_until = 0"
         " WHERE id = ?1 AND lease_owner = ?2 AND status = 'pending'",
         &q);
-    if (rc != KS_OK)
-        return rc;
-    ks_sql_bind_text(q, 1, a->id);
-    ks_sql_bind_text(q, 2, a->owner);
-    ks_sql_bind_text(q, 3, status[a->oc]);
-    ks_sql_bind_i64(q, 4, a->oc == WH_RETRY ? a->next_at : 0);
-    ks_sql_bind_i64(q, 5, a->now);
-    ks_sql_bind_i64(q, 6, a->http_status);
-    ks_sql_bind_text(q, 7, a->oc == WH_DELIVERED ? NULL : a->error);
-    if ((rc = ks_sql_exec(q)) != KS_OK)
-        return rc;
-    if (ks_sql_changes(q) == 0)
-        return KS_ERR_CONFLICT; /* the lease ran out and another node has it */
-    if (a->oc != WH_GONE)
-        return KS_OK;
-    struct active_arg off = {.id = a->webhook_id, .active = false,
-                             .reason = "the receiver answered 410 Gone"};
-    rc = active_tx(db, &off);
-    return rc == KS_ERR_NOT_FOUND ? KS_OK : rc;
+    for (size_t i = 0; rc == KS_OK && i < a->n; i++) {
+        const struct wh_result *r = &a->r[i];
+        ks_sql_bind_text(q, 1, r->id);
+        ks_sql_bind_text(q, 2, a->owner);
+        ks_sql_bind_text(q, 3, status[r->oc]);
+        ks_sql_bind_i64(q, 4, r->oc == WH_RETRY ? r->next_at_ms : 0);
+        ks_sql_bind_i64(q, 5, r->at_ms);
+        ks_sql_bind_i64(q, 6, r->http_status);
+        ks_sql_bind_text(q, 7, r->oc == WH_DELIVERED ? NULL : r->error);
+        rc = ks_sql_exec(q);
+        /* no row changed: the lease ran out and another node has the delivery now */
+        if (rc == KS_OK && r->oc == WH_GONE && ks_sql_changes(q) == 1) {
+            struct active_arg off = {.id = r->webhook_id, .active = false,
+                                     .reason = "the receiver answered 410 Gone"};
+            rc = active_tx(db, &off);
+            rc = rc == KS_ERR_NOT_FOUND ? KS_OK : rc;
+        }
+    }
+    return rc;
 }
 
-int wh_finish(struct ks_store *s, const char *id, const char *webhook_id, const char *owner,
-              enum wh_outcome oc, int64_t now_ms, int64_t next_at_ms, int http_status,
-              const char *error)
+int wh_finish(struct ks_store *s, const char *owner, const struct wh_result *r, size_t n)
 {
-    struct finish_arg a = {.id = id, .webhook_id = webhook_id, .owner = owner, .error = error,
-                           .oc = oc, .now = now_ms, .next_at = next_at_ms,
-                           .http_status = http_status};
+    if (n == 0)
+        return KS_OK;
+    struct finish_arg a = {.owner = owner, .r = r, .n = n};
     return ks_sql_tx(s, finish_tx, &a);
 }
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from conftest import Kassa
+from conftest import Kassa, edit_config
 from test_payments import CARDS, PARTY, SHOP, Api, issue_token
 
 WAIT_S = 40
@@ -99,19 +99,48 @@ def verify(public_pem, headers, raw):
                padding.PKCS1v15(), hashes.SHA256())
 
 
+def own_shop(k):
+    """A shop of the party for this test alone (a copy of TEST): on a store shared by every test
+    (KASSA_TEST_STORE_URL) no other test's webhooks or invoices are this shop's."""
+    shop = "WH-" + os.urandom(4).hex()
+
+    def add(doc):
+        doc["parties"][PARTY]["shops"][shop] = dict(doc["parties"][PARTY]["shops"][SHOP])
+        return doc
+    edit_config(k, add, "black-box tests: a shop for webhooks")
+    return shop
+
+
 def start(tmp_path, *extra):
+    """kassa, a merchant's API whose invoices go to a shop of its own, and that shop."""
     k = Kassa(tmp_path, ["--dev-trust-own-key"] + FAST + list(extra))
-    return k, Api(k, issue_token(tmp_path))
+    api = Api(k, issue_token(tmp_path))
+    api.shop = own_shop(k)
+    plain = api.invoice
+    api.invoice = lambda **over: plain(**dict({"shopID": api.shop}, **over))
+    return k, api
 
 
-def stop(k):
-    problems = k.stop()
-    assert not problems, problems
+def stop(k, api=None):
+    """Removes the test's webhooks (the store may be shared), then stops kassa."""
+    try:
+        if api is not None and k.proc.poll() is None:
+            for wh in api.call("GET", "/v2/processing/webhooks", expect=200)[1]:
+                if wh["scope"]["shopID"] == api.shop:
+                    api.call("DELETE", "/v2/processing/webhooks/" + wh["id"], expect=204)
+    finally:
+        problems = k.stop()
+        assert not problems, problems
 
 
-def set_up(api, url, types=None, shop=SHOP, expect=201):
-    body = {"scope": {"topic": "InvoicesTopic", "shopID": shop, "eventTypes": types or ALL_TYPES},
-            "url": url}
+def mine(api):
+    return [w for w in api.call("GET", "/v2/processing/webhooks", expect=200)[1]
+            if w["scope"]["shopID"] == api.shop]
+
+
+def set_up(api, url, types=None, shop=None, expect=201):
+    body = {"scope": {"topic": "InvoicesTopic", "shopID": shop or api.shop,
+                      "eventTypes": types or ALL_TYPES}, "url": url}
     return api.call("POST", "/v2/processing/webhooks", body=body, expect=expect)[1]
 
 
@@ -136,10 +165,11 @@ def test_every_event_is_signed_and_in_order(tmp_path, receiver):
     try:
         wh = set_up(api, receiver.url)
         assert wh["id"].startswith("wh") and wh["active"] is True and wh["partyID"] == PARTY
-        assert wh["scope"] == {"topic": "InvoicesTopic", "shopID": SHOP, "eventTypes": ALL_TYPES}
+        assert wh["scope"] == {"topic": "InvoicesTopic", "shopID": api.shop,
+                               "eventTypes": ALL_TYPES}
         assert wh["publicKey"].startswith("-----BEGIN PUBLIC KEY-----")
         assert api.call("GET", "/v2/processing/webhooks/" + wh["id"], expect=200)[1] == wh
-        assert wh in api.call("GET", "/v2/processing/webhooks", expect=200)[1]
+        assert mine(api) == [wh]
         inv, p = paid(api)
         want = ["InvoiceCreated", "PaymentStarted", "PaymentProcessed", "PaymentCaptured",
                 "InvoicePaid"]
@@ -174,7 +204,7 @@ def test_every_event_is_signed_and_in_order(tmp_path, receiver):
         assert api.call("DELETE", "/v2/processing/webhooks/" + wh["id"], expect=204)
         api.call("GET", "/v2/processing/webhooks/" + wh["id"], expect=404)
     finally:
-        stop(k)
+        stop(k, api)
 
 
 def test_only_the_chosen_types_and_shop(tmp_path, receiver):
@@ -192,51 +222,52 @@ def test_only_the_chosen_types_and_shop(tmp_path, receiver):
         assert failed["payment"]["status"] == "failed" and failed["payment"]["error"]
         assert wh["id"]
     finally:
-        stop(k)
+        stop(k, api)
 
 
 @pytest.mark.parametrize("body, code", [
     ({}, "invalidRequest"),
     ({"url": "http://127.0.0.1:9/x"}, "invalidRequest"),
     ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "CustomersTopic"}}, "invalidRequest"),
-    ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                                "eventTypes": []}}, "invalidRequest"),
-    ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                                "eventTypes": ["PaymentExploded"]}},
      "invalidRequest"),
-    ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                                "eventTypes": ["InvoicePaid", "InvoicePaid"]}},
      "invalidRequest"),
     ({"url": "http://127.0.0.1:9/x", "scope": {"topic": "InvoicesTopic", "shopID": "NOPE",
                                                "eventTypes": ["InvoicePaid"]}}, "invalidShopID"),
     ({"url": "http://127.0.0.1:9/x", "partyID": "someone-else",
-      "scope": {"topic": "InvoicesTopic", "shopID": SHOP, "eventTypes": ["InvoicePaid"]}},
+      "scope": {"topic": "InvoicesTopic", "shopID": "{shop}", "eventTypes": ["InvoicePaid"]}},
      "invalidPartyID"),
-    ({"url": "ftp://127.0.0.1/x", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "ftp://127.0.0.1/x", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                             "eventTypes": ["InvoicePaid"]}}, "invalidRequest"),
-    ({"url": "not a url", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "not a url", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                     "eventTypes": ["InvoicePaid"]}}, "invalidRequest"),
-    ({"url": "http://10.0.0.1/hook", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "http://10.0.0.1/hook", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                                "eventTypes": ["InvoicePaid"]}}, "invalidRequest"),
     ({"url": "http://169.254.169.254/latest", "scope": {"topic": "InvoicesTopic",
-                                                        "shopID": SHOP,
+                                                        "shopID": "{shop}",
                                                         "eventTypes": ["InvoicePaid"]}},
      "invalidRequest"),
-    ({"url": "http://[::ffff:192.168.1.1]/x", "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "http://[::ffff:192.168.1.1]/x", "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                                         "eventTypes": ["InvoicePaid"]}},
      "invalidRequest"),
-    ({"url": "http://x/" + "a" * 1000, "scope": {"topic": "InvoicesTopic", "shopID": SHOP,
+    ({"url": "http://x/" + "a" * 1000, "scope": {"topic": "InvoicesTopic", "shopID": "{shop}",
                                                 "eventTypes": ["InvoicePaid"]}},
      "invalidRequest"),
 ])
 def test_bad_webhooks_are_refused_and_change_nothing(tmp_path, body, code):
     k, api = start(tmp_path)
     try:
+        body = json.loads(json.dumps(body).replace("{shop}", api.shop))
         status, err = api.call("POST", "/v2/processing/webhooks", body=body)
         assert status == 400 and err["code"] == code, (status, err)
-        assert api.call("GET", "/v2/processing/webhooks", expect=200)[1] == []
+        assert mine(api) == []
     finally:
-        stop(k)
+        stop(k, api)
 
 
 def test_loopback_is_refused_unless_allowed(tmp_path):
@@ -258,23 +289,23 @@ def test_limits_per_shop_and_other_parties(tmp_path, receiver):
         set_up(api, receiver.url)
         status, err = api.call("POST", "/v2/processing/webhooks", body={
             "url": receiver.url,
-            "scope": {"topic": "InvoicesTopic", "shopID": SHOP, "eventTypes": ["InvoicePaid"]}})
+            "scope": {"topic": "InvoicesTopic", "shopID": api.shop, "eventTypes": ["InvoicePaid"]}})
         assert status == 429 and err["message"] == "Webhook limit exceeded", err
-        assert len(api.call("GET", "/v2/processing/webhooks", expect=200)[1]) == 2
+        assert len(mine(api)) == 2
         other = issue_token(tmp_path, party="other-party")
         assert api.call("GET", "/v2/processing/webhooks", token=other, expect=200)[1] == []
         api.call("GET", "/v2/processing/webhooks/" + a["id"], token=other, expect=404)
         api.call("DELETE", "/v2/processing/webhooks/" + a["id"], token=other, expect=404)
         status, err = api.call("POST", "/v2/processing/webhooks", token=other, body={
             "url": receiver.url,
-            "scope": {"topic": "InvoicesTopic", "shopID": SHOP, "eventTypes": ["InvoicePaid"]}})
+            "scope": {"topic": "InvoicesTopic", "shopID": api.shop, "eventTypes": ["InvoicePaid"]}})
         assert status == 400 and err["code"] == "invalidShopID", err
         reader = issue_token(tmp_path, extra=("--role", "invoices:read"))
         status, err = api.call("GET", "/v2/processing/webhooks", token=reader)
         assert status == 401 and "webhooks:read" in err["message"], err
         api.call("GET", "/v2/processing/webhooks/" + a["id"], expect=200)
     finally:
-        stop(k)
+        stop(k, api)
 
 
 def test_a_failing_receiver_gets_every_event_once_in_order(tmp_path, receiver):
@@ -294,7 +325,7 @@ def test_a_failing_receiver_gets_every_event_once_in_order(tmp_path, receiver):
         assert all(d["status"] == "delivered" for d in page["deliveries"])
         assert sum(d["attempts"] for d in page["deliveries"]) == 15 + 7
     finally:
-        stop(k)
+        stop(k, api)
 
 
 def test_retry_after_is_honoured_and_410_disables(tmp_path, receiver):
@@ -325,7 +356,7 @@ def test_retry_after_is_honoured_and_410_disables(tmp_path, receiver):
         got = receiver.wait(lambda d: len(d) == 2)
         assert got[1][1]["invoice"]["id"] == later["id"]
     finally:
-        stop(k)
+        stop(k, api)
 
 
 def test_dead_letters_are_listed_and_redelivered(tmp_path, receiver):
@@ -356,7 +387,7 @@ def test_dead_letters_are_listed_and_redelivered(tmp_path, receiver):
         got = receiver.wait(lambda x: len(x) == 1)
         assert got[0][0]["webhook-id"] == d["id"]
     finally:
-        stop(k)
+        stop(k, api)
 
 
 def test_sigkill_mid_stream_loses_nothing(tmp_path, receiver):
@@ -391,4 +422,4 @@ def test_sigkill_mid_stream_loses_nothing(tmp_path, receiver):
         assert len(by_id) == len({(b["invoice"]["id"], b["eventType"]) for _, b in got})
         assert wh["id"]
     finally:
-        stop(k)
+        stop(k, api)
