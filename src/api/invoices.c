@@ -898,8 +898,11 @@ static int h_create_payment_resource(void *ctx, const struct ks_http_req *req,
         return unauthorized(resp, "this access token names no invoice");
     int64_t ttl = api->payment_resource_ttl_ms > 0 ? api->payment_resource_ttl_ms
                                                    : PAYMENT_RESOURCE_TTL_MS_DEFAULT;
-    json_t *call = json_pack("{s:s, s:I}", "op", "add_payment_resource", "validUntilMs",
-                             (json_int_t)(now + ttl));
+    json_t *call = json_pack("{s:s, s:I, s:{s:s}}", "op", "add_payment_resource",
+                             "validUntilMs", (json_int_t)(now + ttl), "clientInfo",
+                             "fingerprint", sget(client, "fingerprint"));
+    if (ip && *ip)
+        json_object_set_new(json_object_get(call, "clientInfo"), "ip", json_string(ip));
     struct ks_reply r = {0};
     rc = ks_engine_call(api->engine, KS_INVOICE_NS, who.invoice_id, call, NULL, &r);
     json_decref(call);

@@ -35,6 +35,7 @@ NOT_PUBLIC = ("/admin/", "/v0/probe")
 ROUTER_404 = {"code": "notFound", "message": "no such resource"}
 # Placeholder values for path parameters when calling an operation blind.
 PLACEHOLDERS = {"invoiceID": "nosuchinvoice", "paymentID": "1", "refundID": "1", "webhookID": "wh-none",
+                "shopID": "TEST",
                 "tag": "not-a-tag"}
 
 # Keywords of the OpenAPI 3.0 Schema Object (3.0.3, section 4.7.24) plus its extensions.

@@ -315,7 +315,8 @@ def role_table():
 
 def route_call(env, method, pattern, token, inv_id):
     path = (pattern.replace("{invoiceID}", inv_id).replace("{paymentID}", "1")
-            .replace("{refundID}", "1").replace("{webhookID}", "wh-none"))
+            .replace("{refundID}", "1").replace("{webhookID}", "wh-none")
+            .replace("{shopID}", "TEST"))
     if pattern == "/v2/processing/invoices" and method == "GET":
         path += "?externalID=none-" + uuid.uuid4().hex
     if pattern.endswith("/events"):

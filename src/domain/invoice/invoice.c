@@ -608,8 +608,12 @@ static int call_add_payment_resource(struct tx *t, const json_t *req)
                       "this invoice may tokenize at most %" PRId64 " cards", max);
     char rid[96], key[64];
     snprintf(rid, sizeof(rid), "%s.%zu", invoice_id(t), n + 1);
-    emit(t, json_pack("{s:s, s:s, s:I}", "type", "internal.paymentResource", "resource", rid,
-                      "validUntilMs", (json_int_t)until));
+    json_t *ev = json_pack("{s:s, s:s, s:I}", "type", "internal.paymentResource", "resource", rid,
+                           "validUntilMs", (json_int_t)until);
+    const json_t *client = json_object_get(req, "clientInfo");
+    if (json_is_object(client)) /* the payer's device: shown with the payment that uses it */
+        json_object_set(ev, "clientInfo", (json_t *)client);
+    emit(t, ev);
     resource_deadline_key(key, sizeof(key), rid);
     ev_deadline(t, key, until);
     t->out->reply =
@@ -673,6 +677,12 @@ static int call_create_payment(struct tx *t, const json_t *req)
                             "pending");
     if (json_object_get(params, "externalID"))
         json_object_set(pub, "externalID", json_object_get(params, "externalID"));
+    const json_t *client = json_object_get(resource_of(t->state, rid), "clientInfo");
+    if (json_is_object(client)) { /* a copy: the payer object is the request's */
+        json_t *payer = json_deep_copy(json_object_get(pub, "payer"));
+        json_object_set(payer, "clientInfo", (json_t *)client);
+        json_object_set_new(pub, "payer", payer);
+    }
     json_t *meta = json_object_get(params, "metadata");
     json_object_set_new(pub, "metadata", meta ? json_incref(meta) : json_object());
     json_t *ev =
@@ -1267,9 +1277,10 @@ static void apply_into(json_t *s, const json_t *ev)
             all = json_object();
             json_object_set_new(s, "resources", all);
         }
-        json_object_set_new(
-            all, str(ev, "resource"),
-            json_pack("{s:O}", "validUntilMs", json_object_get(ev, "validUntilMs")));
+        json_t *res = json_pack("{s:O}", "validUntilMs", json_object_get(ev, "validUntilMs"));
+        if (json_object_get(ev, "clientInfo"))
+            json_object_set(res, "clientInfo", json_object_get(ev, "clientInfo"));
+        json_object_set_new(all, str(ev, "resource"), res);
     } else if (strcmp(type, "internal.paymentResourceReleased") == 0) {
         json_t *res = resource_of(s, str(ev, "resource"));
         if (res)
