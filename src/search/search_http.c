@@ -214,9 +214,9 @@ struct query {
     const struct kind *k;
     char sql[SQL_BYTES_MAX];
     size_t len;
-    const char *texts[48]; /* parameters: text or (ints[i] set) int64 */
-    int64_t ints[48];
-    bool is_int[48];
+    const char *texts[KS_SQL_PARAMS_MAX]; /* parameters: text or (is_int[i]) int64 */
+    int64_t ints[KS_SQL_PARAMS_MAX];
+    bool is_int[KS_SQL_PARAMS_MAX];
     int n;
     int64_t limit;
     json_t *result;
@@ -226,17 +226,23 @@ struct query {
     size_t rows;
 };
 
+/* Appends to the statement; one that does not fit marks it full (then it is refused). */
 static void add_sql(struct query *q, const char *fmt, const char *a)
 {
+    if (q->len >= sizeof(q->sql))
+        return;
     int w = snprintf(q->sql + q->len, sizeof(q->sql) - q->len, fmt, a, a);
-    if (w > 0 && q->len + (size_t)w < sizeof(q->sql))
-        q->len += (size_t)w;
+    q->len = w >= 0 && q->len + (size_t)w < sizeof(q->sql) ? q->len + (size_t)w : sizeof(q->sql);
 }
 
 /* Appends "?N" for a new text (or integer) parameter. */
 static void param_text(struct query *q, const char *v)
 {
-    char ph[8];
+    char ph[16];
+    if (q->n >= KS_SQL_PARAMS_MAX) { /* more than any search has: the statement is refused */
+        q->len = sizeof(q->sql);
+        return;
+    }
     snprintf(ph, sizeof(ph), "?%d", ++q->n);
     q->texts[q->n - 1] = v;
     q->is_int[q->n - 1] = false;
@@ -245,7 +251,11 @@ static void param_text(struct query *q, const char *v)
 
 static void param_int(struct query *q, int64_t v)
 {
-    char ph[8];
+    char ph[16];
+    if (q->n >= KS_SQL_PARAMS_MAX) {
+        q->len = sizeof(q->sql);
+        return;
+    }
     snprintf(ph, sizeof(ph), "?%d", ++q->n);
     q->ints[q->n - 1] = v;
     q->is_int[q->n - 1] = true;
