@@ -17,6 +17,9 @@
 #      KASSA_BENCH_LOADGEN_STEP_SECONDS each) until two steps in a row miss whole p99 < 100 ms or
 #      invoice p99 < 20 ms (one may miss by noise on shared cores); the highest rate that held,
 #      its latencies and kassa's CPU per payment.
+#   4 also runs the SQLite payments again with a webhook hearing every event (deliveries/s and
+#   their lag to a receiver on loopback, bench_payments.py --webhook) and times merchants'
+#   searches over a read model of KASSA_BENCH_SEARCH_PAYMENTS payments (bench/bench_search.py).
 #   The ledger alone (postings/s, plans held and committed) runs in 1 and 2 beside the engine:
 #   batched (4 callers x 512 ops per call) and 64 single-op callers (the ledger's group commit).
 # Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
@@ -26,6 +29,7 @@
 # temporary directory goes, default $TMPDIR or /tmp, never a tmpfs), KASSA_BENCH_SKIP_PG=1,
 # KASSA_BENCH_SKIP_HTTP=1, KASSA_BENCH_PAYMENTS_SECONDS (default 15), KASSA_BENCH_SKIP_PAYMENTS=1,
 # KASSA_BENCH_PGBENCH_SECONDS (default 15), KASSA_BENCH_SKIP_LOADGEN=1,
+# KASSA_BENCH_SEARCH_PAYMENTS (payments in the search run's read model, default 1000000),
 # KASSA_BENCH_LOADGEN_STEP_SECONDS (default 10), KASSA_BENCH_LOADGEN_RATE_START (20),
 # KASSA_BENCH_LOADGEN_RATE_STEP (20), KASSA_BENCH_LOADGEN_RATE_MAX (2000). `make test` runs it all with one-second runs (a smoke
 # test of the harness, not a measurement).
@@ -40,6 +44,7 @@ short=$(( secs > 5 ? 5 : secs ))     # the 1-caller runs and the baselines
 pgbench_s=${KASSA_BENCH_PGBENCH_SECONDS:-15}
 failed=0
 pay_s=${KASSA_BENCH_PAYMENTS_SECONDS:-15}
+search_n=${KASSA_BENCH_SEARCH_PAYMENTS:-1000000}
 pay_payers=32
 skip_pay=${KASSA_BENCH_SKIP_PAYMENTS:-0}
 loadgen="$build/kassa-loadgen"
@@ -242,7 +247,7 @@ echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_ra
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
-pay_pg="" pay_sq="" pay_wh="" lg_pg="" lg_sq=""
+pay_pg="" pay_sq="" pay_wh="" search_res="" lg_pg="" lg_sq=""
 pg_tps="" pg_e1="" pg_e64="" pg_lb="" pg_l1="" pg_note=""
 if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
   pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
@@ -358,6 +363,14 @@ if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
   # the same payments with a webhook hearing every event, delivered to a receiver on loopback
   run_payments "SQLite + webhook" "sqlite:$tmp/pay-webhook/kassa.db" "$tmp/pay-webhook" --webhook
   pay_wh=$res
+  # merchants' searches over a read model of $search_n payments (bench/bench_search.py)
+  echo "== search over $search_n payments on SQLite" >&2
+  if ! search_res=$(/usr/bin/python3 "$root/bench/bench_search.py" --kassa "$kassa" \
+                      --dir "$tmp/search" --payments "$search_n" 2> >(sed 's/^/   /' >&2) |
+                    grep '^RESULT'); then
+    echo "   FAILED: bench/bench_search.py" >&2
+    failed=1
+  fi
   if [ "$skip_lg" != 1 ]; then
     run_loadgen SQLite "sqlite:$tmp/lg-sqlite/kassa.db" "$tmp/lg-sqlite"
     lg_sq=$res
@@ -466,6 +479,14 @@ detail() { # LABEL RESULT
       "$(pp payment)" "$(pp whole)"
   done
   echo "(latencies in ms; goal on SQLite: 3,500 payments/s with invoice p99 < 20 ms)"
+  if [ -n "$search_res" ]; then
+    echo
+    echo "search (SQLite, $(field "$search_res" payments) payments in 10 shops," \
+      "$(field "$search_res" queries) merchant searches over HTTP): p50" \
+      "$(ms "$(field "$search_res" p50_us)") ms, p99 $(ms "$(field "$search_res" p99_us)") ms" \
+      "(aim < 50 ms), beside a static HTTP reply's p99 of $(ms "$(field "$http_static" p99_us)")" \
+      "ms in the same run"
+  fi
   if [ -n "$pay_wh" ]; then
     echo
     echo "webhooks (SQLite, the same payments with a webhook hearing every event, receiver on" \
