@@ -25,6 +25,13 @@ class World:
 
     def __init__(self, tmp_path):
         self.k = Kassa(tmp_path, ["--dev-trust-own-key", "--payment-hold-ms", "600000"])
+        try:
+            self._fill(tmp_path)
+        except BaseException:
+            self.k.stop()
+            raise
+
+    def _fill(self, tmp_path):
         self.api = Api(self.k, issue_token(tmp_path))
         self.shop = own_shop(self.k)
         a = self.api

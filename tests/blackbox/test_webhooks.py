@@ -392,20 +392,19 @@ def test_dead_letters_are_listed_and_redelivered(tmp_path, receiver):
 
 def test_sigkill_mid_stream_loses_nothing(tmp_path, receiver):
     k, api = start(tmp_path)
-    wh = set_up(api, receiver.url, types=["InvoiceCreated", "InvoicePaid"])
-    invoices = []
-    for i in range(12):
-        inv, tok = api.invoice()
-        api.pay(inv, tok, CARDS["visa"])
-        invoices.append(inv["id"])
-        if i == 5:
-            k.proc.send_signal(signal.SIGKILL)
-            k.proc.wait(10)
-            k.out.close()
-            k.err.close()
-            k2 = Kassa(tmp_path, ["--dev-trust-own-key"] + FAST)
-            api.k = k = k2
     try:
+        wh = set_up(api, receiver.url, types=["InvoiceCreated", "InvoicePaid"])
+        invoices = []
+        for i in range(12):
+            inv, tok = api.invoice()
+            api.pay(inv, tok, CARDS["visa"])
+            invoices.append(inv["id"])
+            if i == 5:
+                k.proc.send_signal(signal.SIGKILL)
+                k.proc.wait(10)
+                k.out.close()
+                k.err.close()
+                api.k = k = Kassa(tmp_path, ["--dev-trust-own-key"] + FAST)
         for inv_id in invoices[6:]:
             api.wait_invoice(inv_id, {"paid"})
         # invoices paid before the kill finish after the restart
@@ -422,4 +421,4 @@ def test_sigkill_mid_stream_loses_nothing(tmp_path, receiver):
         assert len(by_id) == len({(b["invoice"]["id"], b["eventType"]) for _, b in got})
         assert wh["id"]
     finally:
-        stop(k, api)
+        stop(api.k, api)
