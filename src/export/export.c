@@ -124,6 +124,12 @@ static int record_fn(struct ks_sql *db, void *varg)
     return rc;
 }
 
+int ex_record(struct ks_store *store, const struct ks_export_op *ops, size_t n, int64_t now_ms)
+{
+    struct record_arg a = {.ops = ops, .n = n, .now_ms = now_ms};
+    return n > 0 ? ks_sql_tx(store, record_fn, &a) : KS_OK;
+}
+
 /* Rows of one relay batch: the completed operations among them, recorded in one transaction. */
 static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, size_t *done,
                         char *why, size_t whylen)
@@ -157,8 +163,7 @@ static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, s
             ops_n++;
     }
     if (rc == KS_OK && ops_n > 0) {
-        struct record_arg a = {.ops = ops, .n = ops_n, .now_ms = ks_now_ms()};
-        rc = ks_sql_tx(ex->store, record_fn, &a);
+        rc = ex_record(ex->store, ops, ops_n, ks_now_ms());
         if (rc != KS_OK)
             snprintf(why, whylen, "cannot record %zu operation(s): %s", ops_n, ks_err_text(rc));
     }
@@ -231,8 +236,7 @@ static int i64_stmt_fn(struct ks_sql *db, void *varg)
     return a->changes_want < 0 || ks_sql_changes(st) == a->changes_want ? KS_OK : KS_ERR_CONFLICT;
 }
 
-/* Raises the seal to `to_ms` (never lowers it), durably. */
-static int seal(struct ks_store *store, int64_t to_ms, int64_t now_ms)
+int ex_seal(struct ks_store *store, int64_t to_ms, int64_t now_ms)
 {
     struct i64_stmt a = {.sql = SQL_SEAL, .p = {to_ms, now_ms}, .n = 2, .changes_want = -1};
     return ks_sql_tx(store, i64_stmt_fn, &a);
@@ -296,9 +300,8 @@ static int page_fn(struct ks_sql *db, void *varg)
     return rc < 0 ? rc : drc;
 }
 
-/* Writes the operations recorded in [from, to) as file set `seq` of `dir`. The window must be
- * sealed: its rows do not change while they are read page by page. */
-static int write_window(struct ks_store *store, const char *dir, int64_t seq, int64_t from_ms,
+/* The window is sealed: its rows do not change while they are read page by page. */
+int ex_write_window(struct ks_store *store, const char *dir, int64_t seq, int64_t from_ms,
                         int64_t to_ms, int64_t now_ms, int64_t *rows)
 {
     struct page_arg *pa = calloc(1, sizeof(*pa));
@@ -439,10 +442,10 @@ static int tick(struct ks_export *ex, int64_t now_ms, bool *written)
         if (cursor < ex->pending_head)
             return KS_OK;
     }
-    if ((rc = seal(ex->store, to, now_ms)) != KS_OK)
+    if ((rc = ex_seal(ex->store, to, now_ms)) != KS_OK)
         return rc;
     int64_t rows = 0;
-    if ((rc = write_window(ex->store, ex->dir, st.next_seq, from, to, now_ms, &rows)) != KS_OK)
+    if ((rc = ex_write_window(ex->store, ex->dir, st.next_seq, from, to, now_ms, &rows)) != KS_OK)
         return rc;
     if ((rc = set_written(ex->store, to, st.next_seq, now_ms)) != KS_OK)
         return rc;
@@ -579,12 +582,12 @@ int ks_export_run_range(struct ks_store *store, const char *dir, int64_t from_ms
         }
     }
     report->seq = n > 0 ? seqs[n - 1] + 1 : 1;
-    if ((rc = seal(store, to_ms, now_ms)) != KS_OK) {
+    if ((rc = ex_seal(store, to_ms, now_ms)) != KS_OK) {
         snprintf(why, whylen, "cannot seal the range in the store: %s", ks_err_text(rc));
         goto out;
     }
     errno = 0;
-    if ((rc = write_window(store, dir, report->seq, from_ms, to_ms, now_ms, &report->rows)) !=
+    if ((rc = ex_write_window(store, dir, report->seq, from_ms, to_ms, now_ms, &report->rows)) !=
         KS_OK)
         snprintf(why, whylen, "cannot write file set %" PRId64 " in %s: %s%s%s", report->seq, dir,
                  ks_err_text(rc), errno ? ": " : "", errno ? strerror(errno) : "");

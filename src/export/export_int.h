@@ -1,7 +1,7 @@
 /*
- * export_int.h — what the export's files share inside src/export/ (not outside): writing one
- * file set durably (files.c), and reading the manifests of a directory (files.c, used by the
- * writer's restart, `export run` and `export verify`).
+ * export_int.h — what the export's files share inside src/export/ (and with its unit tests):
+ * writing one file set durably and reading the manifests of a directory (files.c, used by the
+ * writer's restart, `export run` and `export verify`), and the store steps (export.c).
  */
 #ifndef KS_EXPORT_EXPORT_INT_H
 #define KS_EXPORT_EXPORT_INT_H
@@ -46,6 +46,18 @@ KS_MUST_USE int ex_manifest_check_files(const char *dir, const struct ks_export_
 /* The sequence numbers of the manifests in `dir`, ascending, up to `cap` into `seqs`; `*n` how
  * many there are (KS_ERR_LIMIT past `cap`). A missing directory has none. */
 KS_MUST_USE int ex_manifest_list(const char *dir, int64_t *seqs, size_t cap, size_t *n);
+
+/* Records `ops` in export_operations in one transaction, each at most once (by op_id), its
+ * window time max(finished, the seal read under the seal's lock). The relay's effect; also
+ * called by tests. */
+KS_MUST_USE int ex_record(struct ks_store *store, const struct ks_export_op *ops, size_t n,
+                          int64_t now_ms);
+/* Raises export_state.sealed_ms to `to_ms` (never lowers it), durably. */
+KS_MUST_USE int ex_seal(struct ks_store *store, int64_t to_ms, int64_t now_ms);
+/* Writes the operations recorded in [from, to) as file set `seq` of `dir` (created if missing);
+ * `*rows` gets their number. The window must be sealed. */
+KS_MUST_USE int ex_write_window(struct ks_store *store, const char *dir, int64_t seq,
+                                int64_t from_ms, int64_t to_ms, int64_t now_ms, int64_t *rows);
 
 /* SHA-256 of a whole file as hex, with its size. KS_ERR_IO. */
 KS_MUST_USE int ex_file_sha256(const char *path, char hex[65], int64_t *bytes);
