@@ -30,7 +30,7 @@ static const struct ks_flag export_flags[] = {
      .kind = KS_FLAG_INT, .min = 1, .max = 7LL * 24 * 3600,
      .help = "length of an export window in seconds; windows end on multiples of it",
      .doc = "length of an export window in seconds: windows end on multiples of it (UTC), and "
-            "one file set is written per window",
+            "one file set is written per window (a writer that was down catches up with one)",
      .dflt_doc = "3600 (hourly)"},
     {.name = "export-grace-ms", .env = "KASSA_EXPORT_GRACE_MS", .dflt = "10000",
      .kind = KS_FLAG_INT, .min = 0, .max = 3600LL * 1000,
