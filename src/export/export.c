@@ -38,7 +38,8 @@ struct ks_export {
     struct ks_log *log;
     char dir[KS_EXPORT_PATH_BYTES_MAX];
     int64_t period_ms, grace_ms;
-    /* the window waiting for the relay: its end, and the outbox head read when it was due */
+    /* the window waiting for the relay (0: none): its end when it was first due, and the outbox
+     * head read then */
     int64_t pending_to, pending_head;
     int last_rc; /* the last tick's result, so a failure is logged once, not every tick */
     pthread_t thread;
@@ -143,10 +144,8 @@ static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, s
         if (strcmp(rows[i].ns, "invoice") != 0)
             continue;
         json_t *ev = json_loads(rows[i].body, 0, NULL);
-        const char *type = ks_json_get_str(ev, "type");
         bool is_op = false;
-        if (type && (strcmp(type, "PaymentStatusChanged") == 0 ||
-                     strcmp(type, "RefundStatusChanged") == 0)) {
+        if (ks_export_event_completes(ev)) {
             json_t *state = NULL;
             int64_t seq = 0;
             rc = ks_engine_state(ex->engine, rows[i].ns, rows[i].id, &state, &seq);
@@ -155,7 +154,8 @@ static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, s
                                              &is_op);
             json_decref(state);
             if (rc != KS_OK)
-                snprintf(why, whylen, "invoice %.64s event %" PRId64 ": cannot read the operation (%s)",
+                snprintf(why, whylen,
+                         "invoice %.64s event %" PRId64 ": cannot read the operation (%s)",
                          rows[i].id, rows[i].seq, ks_err_text(rc));
         }
         json_decref(ev);
@@ -429,9 +429,11 @@ static int tick(struct ks_export *ex, int64_t now_ms, bool *written)
     if (!ks_export_window_due(now_ms, ex->period_ms, ex->grace_ms, st.written_ms, first.out, &from,
                               &to))
         return KS_OK;
-    /* wait for the relay to record what was committed by the time the window was due */
+    /* wait for the relay to record what was committed by the time a window was first due; the
+     * head is read once, so a relay that lags behind a busy outbox still lets windows close
+     * (what it records later goes to a later window) */
     if (ex->engine) {
-        if (ex->pending_to != to) {
+        if (ex->pending_to == 0) {
             if ((rc = ks_store_outbox_head(ex->store, &ex->pending_head)) != KS_OK)
                 return rc;
             ex->pending_to = to;
@@ -449,6 +451,7 @@ static int tick(struct ks_export *ex, int64_t now_ms, bool *written)
         return rc;
     if ((rc = set_written(ex->store, to, st.next_seq, now_ms)) != KS_OK)
         return rc;
+    ex->pending_to = 0;
     *written = true;
     if (ex->log) {
         char f[40], t[40];

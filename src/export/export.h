@@ -82,6 +82,10 @@ struct ks_export_op {
     char error[KS_EXPORT_ERROR_BYTES_MAX + 1]; /* failures: "authorization_failed:..." */
 };
 
+/* Whether an invoice machine's `event` makes an operation final (a payment captured, cancelled,
+ * failed or refunded; a refund succeeded or failed). Pure. */
+bool ks_export_event_completes(const json_t *event);
+
 /*
  * If `event` (an invoice machine's event, at `at_ms`) makes an operation final, fills `*op`
  * from the machine's `state` (its current folded state: what the operation recorded stays there

@@ -190,19 +190,28 @@ static bool one_of(const char *s, const char *const *list)
     return false;
 }
 
+static const char *const payment_final[] = {"captured", "cancelled", "failed", "refunded", NULL};
+static const char *const refund_final[] = {"succeeded", "failed", NULL};
+
+bool ks_export_event_completes(const json_t *event)
+{
+    const char *type = jstr(event, "type"), *status = jstr(event, "status");
+    if (!type)
+        return false;
+    if (strcmp(type, "PaymentStatusChanged") == 0)
+        return one_of(status, payment_final);
+    return strcmp(type, "RefundStatusChanged") == 0 && one_of(status, refund_final);
+}
+
 int ks_export_op_from_event(const json_t *state, const char *invoice_id, const json_t *event,
                             int64_t at_ms, struct ks_export_op *op, bool *is_op)
 {
-    static const char *const payment_final[] = {"captured", "cancelled", "failed", "refunded",
-                                                 NULL};
-    static const char *const refund_final[] = {"succeeded", "failed", NULL};
     assert(op && is_op && invoice_id);
     *is_op = false;
-    const char *type = jstr(event, "type"), *status = jstr(event, "status");
-    bool pay = type && strcmp(type, "PaymentStatusChanged") == 0 && one_of(status, payment_final);
-    bool ref = type && strcmp(type, "RefundStatusChanged") == 0 && one_of(status, refund_final);
-    if (!pay && !ref)
+    if (!ks_export_event_completes(event))
         return KS_OK;
+    const char *status = jstr(event, "status");
+    bool pay = strcmp(jstr(event, "type"), "PaymentStatusChanged") == 0;
     const json_t *p = find_by_id(json_object_get(state, "payments"), jstr(event, "paymentID"));
     if (!p)
         return KS_ERR_INVALID;

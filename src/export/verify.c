@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/currency.h"
 
 #define CSV_COLUMNS 20
 
@@ -226,7 +227,8 @@ static void check_jsonl(struct ks_export_verify_report *r, const char *path, con
         op.gross = json_integer_value(json_object_get(o, "gross"));
         op.fee = json_integer_value(json_object_get(o, "fee"));
         op.net = json_integer_value(json_object_get(o, "net"));
-        if (op.net != op.gross - op.fee)
+        int64_t want_net = 0;
+        if (!ks_amount_sub(op.gross, op.fee, &want_net) || op.net != want_net)
             problem(r, "%s: operation %.80s: net is not gross - fee", name, id);
         if (ks_export_manifest_add(sum, &op) != KS_OK)
             problem(r, "%s: totals overflow or too many currencies", name);
