@@ -449,8 +449,14 @@ static int tick(struct ks_export *ex, int64_t now_ms, bool *written)
     int64_t rows = 0;
     if ((rc = ex_write_window(ex->store, ex->dir, st.next_seq, from, to, now_ms, &rows)) != KS_OK)
         return rc;
-    if ((rc = set_written(ex->store, to, st.next_seq, now_ms)) != KS_OK)
+    if ((rc = set_written(ex->store, to, st.next_seq, now_ms)) != KS_OK) {
+        if (rc == KS_ERR_CONFLICT && ex->log)
+            ks_logf(ex->log, KS_LOG_ERROR, NULL,
+                    "export: another node wrote file set %06" PRId64 " first: give --export-dir "
+                    "to one node only",
+                    st.next_seq);
         return rc;
+    }
     ex->pending_to = 0;
     *written = true;
     if (ex->log) {
