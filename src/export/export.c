@@ -50,9 +50,9 @@ struct ks_export {
 
 /* --- SQL ----------------------------------------------------------------------------------- */
 
-#define OP_COLUMNS                                                                                \
-    "op_id, type, invoice_id, payment_id, refund_id, shop_id, created_ms, finished_ms, "         \
-    "window_ms, amount, gross, fee, net, currency, provider, terminal, rrn, approval_code, "      \
+#define OP_COLUMNS                                                                                 \
+    "op_id, type, invoice_id, payment_id, refund_id, shop_id, created_ms, finished_ms, "           \
+    "window_ms, amount, gross, fee, net, currency, provider, terminal, rrn, approval_code, "       \
     "card_mask, error"
 
 static const char SQL_SEAL_READ[] = "SELECT sealed_ms FROM export_state WHERE id = 1{{for_share}}";
@@ -302,7 +302,7 @@ static int page_fn(struct ks_sql *db, void *varg)
 
 /* The window is sealed: its rows do not change while they are read page by page. */
 int ex_write_window(struct ks_store *store, const char *dir, int64_t seq, int64_t from_ms,
-                        int64_t to_ms, int64_t now_ms, int64_t *rows)
+                    int64_t to_ms, int64_t now_ms, int64_t *rows)
 {
     struct page_arg *pa = calloc(1, sizeof(*pa));
     struct ks_export_op *ops = calloc(KS_EXPORT_PAGE_ROWS_MAX, sizeof(*ops));
@@ -385,8 +385,8 @@ static int adopt(struct ks_export *ex, const struct state *st, int64_t now_ms, b
         rc = KS_OK;
         goto out;
     }
-    if (rc == KS_OK && ((st->written_ms > 0 && m->from_ms != st->written_ms) ||
-                        m->to_ms > st->sealed_ms)) {
+    if (rc == KS_OK &&
+        ((st->written_ms > 0 && m->from_ms != st->written_ms) || m->to_ms > st->sealed_ms)) {
         snprintf(why, sizeof(why), "its window does not follow the last one written");
         rc = KS_ERR_INVALID;
     }
@@ -573,8 +573,10 @@ int ks_export_run_range(struct ks_store *store, const char *dir, int64_t from_ms
     for (size_t i = 0; i < n; i++) {
         char mwhy[200] = "";
         if ((rc = ex_manifest_read(dir, seqs[i], m, mwhy, sizeof(mwhy))) != KS_OK) {
-            snprintf(why, whylen, "file set %" PRId64 " in %s is unreadable (%s): run `kassa "
-                     "export verify`", seqs[i], dir, mwhy[0] ? mwhy : ks_err_text(rc));
+            snprintf(why, whylen,
+                     "file set %" PRId64 " in %s is unreadable (%s): run `kassa "
+                     "export verify`",
+                     seqs[i], dir, mwhy[0] ? mwhy : ks_err_text(rc));
             rc = KS_ERR_CONFLICT;
             goto out;
         }

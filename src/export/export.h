@@ -41,43 +41,44 @@ struct ks_relay;
 
 /* --- bounds (units last) ------------------------------------------------------------------- */
 
-#define KS_EXPORT_TEXT_BYTES_MAX 64        /* an id, provider, terminal, RRN, ... in a column */
-#define KS_EXPORT_ERROR_BYTES_MAX 160      /* a failure code chain "a:b:c" */
-#define KS_EXPORT_LINE_BYTES_MAX 4096      /* one CSV record or JSON line */
-#define KS_EXPORT_CURRENCIES_MAX 64        /* currencies in one manifest's totals */
-#define KS_EXPORT_PAGE_ROWS_MAX 500        /* rows read from the store per query */
-#define KS_EXPORT_FILE_ROWS_MAX 10000000   /* rows in one file set */
+#define KS_EXPORT_TEXT_BYTES_MAX 64      /* an id, provider, terminal, RRN, ... in a column */
+#define KS_EXPORT_ERROR_BYTES_MAX 256    /* a failure code chain "a:b:c" */
+#define KS_EXPORT_REF_BYTES_MAX 128      /* a provider's RRN or approval code */
+#define KS_EXPORT_LINE_BYTES_MAX 16384   /* one CSV record or JSON line, at worst (escapes) */
+#define KS_EXPORT_CURRENCIES_MAX 64      /* currencies in one manifest's totals */
+#define KS_EXPORT_PAGE_ROWS_MAX 500      /* rows read from the store per query */
+#define KS_EXPORT_FILE_ROWS_MAX 10000000 /* rows in one file set */
 #define KS_EXPORT_MANIFEST_BYTES_MAX (64 * 1024)
-#define KS_EXPORT_FILES_MAX 100000         /* manifests `verify` reads in one directory */
-#define KS_EXPORT_VERIFY_OPS_MAX 20000000  /* operations `verify` checks for duplicates */
-#define KS_EXPORT_VERIFY_PROBLEMS_MAX 64   /* problems a report keeps (it counts them all) */
-#define KS_EXPORT_SEQ_MAX 999999999        /* file numbers 1 .. this */
+#define KS_EXPORT_FILES_MAX 100000        /* manifests `verify` reads in one directory */
+#define KS_EXPORT_VERIFY_OPS_MAX 20000000 /* operations `verify` checks for duplicates */
+#define KS_EXPORT_VERIFY_PROBLEMS_MAX 64  /* problems a report keeps (it counts them all) */
+#define KS_EXPORT_SEQ_MAX 999999999       /* file numbers 1 .. this */
 #define KS_EXPORT_PATH_BYTES_MAX 4096
 
-#define KS_EXPORT_RELAY "export"           /* the relay's cursor name */
-#define KS_EXPORT_FORMAT "kassa-export/1"  /* the manifest's "format" */
+#define KS_EXPORT_RELAY "export"          /* the relay's cursor name */
+#define KS_EXPORT_FORMAT "kassa-export/1" /* the manifest's "format" */
 
 /* --- operations ---------------------------------------------------------------------------- */
 
 /* One completed operation: a row of the files (docs/export.md, "Columns"). */
 struct ks_export_op {
-    char op_id[3 * KS_EXPORT_TEXT_BYTES_MAX];  /* "{invoice}.{payment}.{captured|...}" or
-                                                  "{invoice}.{payment}.r{refund}" */
-    char type[24];                             /* payment.captured, ..., refund.succeeded */
+    char op_id[3 * KS_EXPORT_TEXT_BYTES_MAX]; /* "{invoice}.{payment}.{captured|...}" or
+                                                 "{invoice}.{payment}.r{refund}" */
+    char type[24];                            /* payment.captured, ..., refund.succeeded */
     char invoice[KS_EXPORT_TEXT_BYTES_MAX + 1];
     char payment[KS_EXPORT_TEXT_BYTES_MAX + 1];
     char refund[KS_EXPORT_TEXT_BYTES_MAX + 1]; /* "" for a payment's operation */
     char shop[KS_EXPORT_TEXT_BYTES_MAX + 1];
-    int64_t created_ms;                        /* the payment's or refund's creation */
-    int64_t finished_ms;                       /* the event that made it final */
-    int64_t window_ms;                         /* the time that picks its window (see top) */
-    int64_t amount;                            /* nominal amount, >= 0 */
-    int64_t gross, fee, net;                   /* money moved for the shop, signed; net = gross - fee */
+    int64_t created_ms;      /* the payment's or refund's creation */
+    int64_t finished_ms;     /* the event that made it final */
+    int64_t window_ms;       /* the time that picks its window (see top) */
+    int64_t amount;          /* nominal amount, >= 0 */
+    int64_t gross, fee, net; /* money moved for the shop, signed; net = gross - fee */
     char currency[4];
     char provider[KS_EXPORT_TEXT_BYTES_MAX + 1];
     char terminal[KS_EXPORT_TEXT_BYTES_MAX + 1];
-    char rrn[KS_EXPORT_TEXT_BYTES_MAX + 1];
-    char approval_code[KS_EXPORT_TEXT_BYTES_MAX + 1];
+    char rrn[KS_EXPORT_REF_BYTES_MAX + 1];           /* longer ones cut, ending in "..." */
+    char approval_code[KS_EXPORT_REF_BYTES_MAX + 1]; /* likewise */
     char card_mask[KS_EXPORT_TEXT_BYTES_MAX + 1];
     char error[KS_EXPORT_ERROR_BYTES_MAX + 1]; /* failures: "authorization_failed:..." */
 };
@@ -90,12 +91,14 @@ bool ks_export_event_completes(const json_t *event);
  * If `event` (an invoice machine's event, at `at_ms`) makes an operation final, fills `*op`
  * from the machine's `state` (its current folded state: what the operation recorded stays there
  * after it is final) and sets `*is_op`; otherwise `*is_op` is false and `*op` is untouched.
- * Pure. KS_ERR_INVALID when the state lacks what the event names, KS_ERR_LIMIT when a value is
- * longer than its column allows, KS_ERR_INVALID on an amount overflow.
+ * Pure. KS_ERR_INVALID when the state lacks what the event names or on an amount overflow,
+ * KS_ERR_LIMIT when an id is longer than its column (ids are at most 64 bytes by construction).
+ * What a provider chose (RRN, approval code, failure code) is cut to its column visibly, with
+ * "...", rather than refused: one odd answer must not hold every later operation back.
  */
 KS_MUST_USE int ks_export_op_from_event(const json_t *state, const char *invoice_id,
-                                        const json_t *event, int64_t at_ms,
-                                        struct ks_export_op *op, bool *is_op);
+                                        const json_t *event, int64_t at_ms, struct ks_export_op *op,
+                                        bool *is_op);
 
 /* --- file formats -------------------------------------------------------------------------- */
 
@@ -158,10 +161,10 @@ bool ks_export_window_due(int64_t now_ms, int64_t period_ms, int64_t grace_ms, i
 /* --- the module ---------------------------------------------------------------------------- */
 
 struct ks_export_options {
-    const char *dir;      /* where files go; "" or NULL: no periodic writer */
-    int64_t period_ms;    /* window length */
-    int64_t grace_ms;     /* wait after a window's end before closing it */
-    struct ks_log *log;   /* borrowed; may be NULL */
+    const char *dir;    /* where files go; "" or NULL: no periodic writer */
+    int64_t period_ms;  /* window length */
+    int64_t grace_ms;   /* wait after a window's end before closing it */
+    struct ks_log *log; /* borrowed; may be NULL */
 };
 
 struct ks_export;
@@ -200,14 +203,13 @@ struct ks_export_run_report {
  */
 KS_MUST_USE int ks_export_run_range(struct ks_store *store, const char *dir, int64_t from_ms,
                                     int64_t to_ms, int64_t now_ms,
-                                    struct ks_export_run_report *report, char *why,
-                                    size_t whylen);
+                                    struct ks_export_run_report *report, char *why, size_t whylen);
 
 /* What `kassa export verify` found. */
 struct ks_export_verify_report {
-    int64_t files;         /* file sets (manifests) checked */
-    int64_t rows;          /* operations in them */
-    size_t problems_n;     /* problems found (only the first KS_EXPORT_VERIFY_PROBLEMS_MAX kept) */
+    int64_t files;     /* file sets (manifests) checked */
+    int64_t rows;      /* operations in them */
+    size_t problems_n; /* problems found (only the first KS_EXPORT_VERIFY_PROBLEMS_MAX kept) */
     char problems[KS_EXPORT_VERIFY_PROBLEMS_MAX][256];
 };
 

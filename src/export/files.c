@@ -239,8 +239,8 @@ int ex_manifest_read(const char *dir, int64_t seq, struct ks_export_manifest *m,
         if (ferror(f))
             rc = KS_ERR_IO;
         else if (n > KS_EXPORT_MANIFEST_BYTES_MAX)
-            rc = KS_ERR_INVALID, snprintf(why, whylen, "larger than %d bytes",
-                                          KS_EXPORT_MANIFEST_BYTES_MAX);
+            rc = KS_ERR_INVALID,
+            snprintf(why, whylen, "larger than %d bytes", KS_EXPORT_MANIFEST_BYTES_MAX);
         else
             rc = ks_export_manifest_parse(text, m, why, whylen);
     }

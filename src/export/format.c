@@ -40,6 +40,24 @@ static int put(char *dst, size_t cap, const char *s)
     return KS_OK;
 }
 
+/* For text a provider chose (an RRN, an approval code, a failure code): copies `s` into `cap`
+ * bytes, and when it is longer cuts it at a UTF-8 character boundary and ends it in "...", so
+ * the cut is visible and one odd provider answer cannot hold the export back. */
+static void put_cut(char *dst, size_t cap, const char *s)
+{
+    assert(cap >= 8);
+    size_t n = s ? strlen(s) : 0;
+    if (n < cap) {
+        memcpy(dst, s ? s : "", n + 1);
+        return;
+    }
+    size_t keep = cap - 4;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+        keep--; /* s[keep] would start the cut: never split a character */
+    memcpy(dst, s, keep);
+    memcpy(dst + keep, "...", 4);
+}
+
 static int64_t rfc3339_ms(const char *s)
 {
     int64_t ms = 0;
@@ -53,7 +71,8 @@ static int flow_fee(const json_t *flow, int64_t *fee)
     int64_t sum = 0;
     size_t i;
     json_t *p;
-    json_array_foreach(flow, i, p) {
+    json_array_foreach(flow, i, p)
+    {
         const char *from = jstr(p, "from"), *to = jstr(p, "to");
         if (from && to && strncmp(from, "shop:", 5) == 0 && strncmp(to, "system:", 7) == 0 &&
             !ks_amount_add(sum, jint(p, "amount"), &sum))
@@ -64,27 +83,29 @@ static int flow_fee(const json_t *flow, int64_t *fee)
 }
 
 /* "authorization_failed" + subError chain -> "authorization_failed:insufficient_funds". */
-static int error_chain(const json_t *err, char *out, size_t cap)
+static void error_chain(const json_t *err, char *out, size_t cap)
 {
+    char chain[4 * KS_EXPORT_ERROR_BYTES_MAX];
     size_t len = 0;
-    out[0] = '\0';
+    chain[0] = '\0';
     for (int depth = 0; err && depth < 8; depth++, err = json_object_get(err, "subError")) {
         const char *code = jstr(err, "code");
         if (!code)
             break;
-        int n = snprintf(out + len, cap - len, "%s%s", len ? ":" : "", code);
-        if (n < 0 || (size_t)n >= cap - len)
-            return KS_ERR_LIMIT;
+        int n = snprintf(chain + len, sizeof(chain) - len, "%s%s", len ? ":" : "", code);
+        if (n < 0 || (size_t)n >= sizeof(chain) - len)
+            break; /* longer than any column: put_cut shows the cut */
         len += (size_t)n;
     }
-    return KS_OK;
+    put_cut(out, cap, chain);
 }
 
 static const json_t *find_by_id(const json_t *arr, const char *id)
 {
     size_t i;
     json_t *o;
-    json_array_foreach(arr, i, o) {
+    json_array_foreach(arr, i, o)
+    {
         const char *v = jstr(json_object_get(o, "public"), "id");
         if (v && id && strcmp(v, id) == 0)
             return o;
@@ -99,8 +120,7 @@ static int fill_common(struct ks_export_op *op, const json_t *state, const char 
     const json_t *pub = json_object_get(p, "public");
     const json_t *route = json_object_get(p, "route");
     const json_t *ti = json_object_get(owner_pub, "transactionInfo");
-    const json_t *card =
-        json_object_get(json_object_get(pub, "payer"), "paymentToolDetails");
+    const json_t *card = json_object_get(json_object_get(pub, "payer"), "paymentToolDetails");
     int rc;
     if ((rc = put(op->invoice, sizeof(op->invoice), invoice_id)) != KS_OK ||
         (rc = put(op->payment, sizeof(op->payment), jstr(pub, "id"))) != KS_OK ||
@@ -109,13 +129,11 @@ static int fill_common(struct ks_export_op *op, const json_t *state, const char 
         (rc = put(op->currency, sizeof(op->currency), jstr(pub, "currency"))) != KS_OK ||
         (rc = put(op->provider, sizeof(op->provider), jstr(route, "provider"))) != KS_OK ||
         (rc = put(op->terminal, sizeof(op->terminal), jstr(route, "terminal"))) != KS_OK ||
-        (rc = put(op->rrn, sizeof(op->rrn), jstr(ti, "rrn"))) != KS_OK ||
-        (rc = put(op->approval_code, sizeof(op->approval_code), jstr(ti, "approvalCode"))) !=
-            KS_OK ||
-        (rc = put(op->card_mask, sizeof(op->card_mask), jstr(card, "cardNumberMask"))) != KS_OK ||
-        (rc = error_chain(json_object_get(owner_pub, "error"), op->error, sizeof(op->error))) !=
-            KS_OK)
+        (rc = put(op->card_mask, sizeof(op->card_mask), jstr(card, "cardNumberMask"))) != KS_OK)
         return rc;
+    put_cut(op->rrn, sizeof(op->rrn), jstr(ti, "rrn"));
+    put_cut(op->approval_code, sizeof(op->approval_code), jstr(ti, "approvalCode"));
+    error_chain(json_object_get(owner_pub, "error"), op->error, sizeof(op->error));
     op->created_ms = rfc3339_ms(jstr(owner_pub, "createdAt"));
     return ks_currency_valid(op->currency) ? KS_OK : KS_ERR_INVALID;
 }
@@ -148,7 +166,8 @@ static int payment_op(struct ks_export_op *op, const json_t *state, const char *
         int64_t sum = 0;
         size_t i;
         json_t *r;
-        json_array_foreach(json_object_get(p, "refunds"), i, r) {
+        json_array_foreach(json_object_get(p, "refunds"), i, r)
+        {
             const json_t *rp = json_object_get(r, "public");
             const char *rs = jstr(rp, "status");
             if (rs && strcmp(rs, "succeeded") == 0 && !ks_amount_add(sum, jint(rp, "amount"), &sum))
@@ -177,8 +196,8 @@ static int refund_op(struct ks_export_op *op, const json_t *state, const char *i
         if (!ks_amount_sub(op->gross, op->fee, &op->net))
             return KS_ERR_INVALID;
     }
-    int n = snprintf(op->op_id, sizeof(op->op_id), "%s.%s.r%s", op->invoice, op->payment,
-                     op->refund);
+    int n =
+        snprintf(op->op_id, sizeof(op->op_id), "%s.%s.r%s", op->invoice, op->payment, op->refund);
     return n > 0 && (size_t)n < sizeof(op->op_id) ? KS_OK : KS_ERR_LIMIT;
 }
 
@@ -235,8 +254,8 @@ int ks_export_op_from_event(const json_t *state, const char *invoice_id, const j
 
 /* --- CSV and JSON Lines -------------------------------------------------------------------- */
 
-#define COLUMNS                                                                                   \
-    "operation_id,type,invoice_id,payment_id,refund_id,shop_id,created_at,finished_at,window_at," \
+#define COLUMNS                                                                                    \
+    "operation_id,type,invoice_id,payment_id,refund_id,shop_id,created_at,finished_at,window_at,"  \
     "amount,gross,fee,net,currency,provider,terminal,rrn,approval_code,card_mask,error"
 
 const char *ks_export_csv_header(void)
@@ -304,11 +323,11 @@ int ks_export_csv_row(const struct ks_export_op *op, char *out, size_t cap, size
     snprintf(gross, sizeof(gross), "%" PRId64, op->gross);
     snprintf(fee, sizeof(fee), "%" PRId64, op->fee);
     snprintf(net, sizeof(net), "%" PRId64, op->net);
-    const char *fields[] = {op->op_id,    op->type,     op->invoice,  op->payment,
-                            op->refund,   op->shop,     created,      finished,
-                            window,       amount,       gross,        fee,
-                            net,          op->currency, op->provider, op->terminal,
-                            op->rrn,      op->approval_code, op->card_mask, op->error};
+    const char *fields[] = {
+        op->op_id,     op->type,     op->invoice,  op->payment,  op->refund, op->shop,
+        created,       finished,     window,       amount,       gross,      fee,
+        net,           op->currency, op->provider, op->terminal, op->rrn,    op->approval_code,
+        op->card_mask, op->error};
     size_t at = 0;
     out[0] = '\0';
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -370,8 +389,8 @@ int ks_export_manifest_add(struct ks_export_manifest *m, const struct ks_export_
         snprintf(t->currency, sizeof(t->currency), "%s", op->currency);
         m->totals_n++;
     }
-    if (!ks_amount_add(t->gross, op->gross, &t->gross) || !ks_amount_add(t->fee, op->fee, &t->fee) ||
-        !ks_amount_add(t->net, op->net, &t->net))
+    if (!ks_amount_add(t->gross, op->gross, &t->gross) ||
+        !ks_amount_add(t->fee, op->fee, &t->fee) || !ks_amount_add(t->net, op->net, &t->net))
         return KS_ERR_INVALID;
     t->rows++;
     m->rows++;
@@ -396,17 +415,17 @@ char *ks_export_manifest_json(const struct ks_export_manifest *m)
     json_t *totals = json_array();
     for (size_t i = 0; totals && i < m->totals_n; i++) {
         const struct ks_export_total *t = &m->totals[i];
-        json_array_append_new(totals, json_pack("{s:s, s:I, s:I, s:I, s:I}", "currency",
-                                                t->currency, "rows", (json_int_t)t->rows, "gross",
-                                                (json_int_t)t->gross, "fee", (json_int_t)t->fee,
-                                                "net", (json_int_t)t->net));
+        json_array_append_new(totals,
+                              json_pack("{s:s, s:I, s:I, s:I, s:I}", "currency", t->currency,
+                                        "rows", (json_int_t)t->rows, "gross", (json_int_t)t->gross,
+                                        "fee", (json_int_t)t->fee, "net", (json_int_t)t->net));
     }
     json_t *o = json_pack(
         "{s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:s, s:[{s:s, s:s, s:I, s:s}, {s:s, s:s, s:I, s:s}],"
         " s:o}",
         "format", KS_EXPORT_FORMAT, "sequence", (json_int_t)m->seq, "from", from, "to", to,
-        "fromMs", (json_int_t)m->from_ms, "toMs", (json_int_t)m->to_ms, "rows",
-        (json_int_t)m->rows, "writtenAt", written, "files", "kind", "csv", "name", csv, "bytes",
+        "fromMs", (json_int_t)m->from_ms, "toMs", (json_int_t)m->to_ms, "rows", (json_int_t)m->rows,
+        "writtenAt", written, "files", "kind", "csv", "name", csv, "bytes",
         (json_int_t)m->csv_bytes, "sha256", m->csv_sha256, "kind", "jsonl", "name", jsonl, "bytes",
         (json_int_t)m->jsonl_bytes, "sha256", m->jsonl_sha256, "totals", totals);
     if (!o)
@@ -426,8 +445,7 @@ static bool hex64(const char *s)
     return true;
 }
 
-__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t whylen, const char *fmt,
-                                                     ...)
+__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t whylen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -494,7 +512,8 @@ int ks_export_manifest_parse(const char *text, struct ks_export_manifest *m, cha
     }
     size_t i;
     json_t *t;
-    json_array_foreach(totals, i, t) {
+    json_array_foreach(totals, i, t)
+    {
         struct ks_export_total *mt = &m->totals[m->totals_n++];
         if (!ks_currency_valid(jstr(t, "currency") ? jstr(t, "currency") : "")) {
             rc = bad(why, whylen, "totals[%zu].currency is not a currency", i);

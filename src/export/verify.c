@@ -180,8 +180,8 @@ static int csv_ids(struct ks_export_verify_report *r, const char *path, const ch
 /* Reads the JSON Lines file of `m`, compares it with the CSV's ids, recomputes the totals and
  * checks every row's window time. Pushes the ids into `all` for the duplicate check. */
 static void check_jsonl(struct ks_export_verify_report *r, const char *path, const char *name,
-                        const struct ks_export_manifest *m, const struct ids *csv,
-                        struct ids *all, int *fatal)
+                        const struct ks_export_manifest *m, const struct ids *csv, struct ids *all,
+                        int *fatal)
 {
     FILE *f = fopen(path, "re");
     if (!f) {
@@ -243,8 +243,10 @@ static void check_jsonl(struct ks_export_verify_report *r, const char *path, con
     }
     if (!broken) {
         if ((int64_t)row != m->rows || (int64_t)csv->n != m->rows)
-            problem(r, "file set %06" PRId64 ": the manifest says %" PRId64 " rows, the CSV has %zu, "
-                    "the JSON Lines %zu", m->seq, m->rows, csv->n, row);
+            problem(r,
+                    "file set %06" PRId64 ": the manifest says %" PRId64 " rows, the CSV has %zu, "
+                    "the JSON Lines %zu",
+                    m->seq, m->rows, csv->n, row);
         bool same = sum->totals_n == m->totals_n;
         for (size_t i = 0; same && i < m->totals_n; i++) {
             const struct ks_export_total *a = &sum->totals[i], *b = &m->totals[i];
@@ -314,8 +316,9 @@ int ks_export_verify(const char *dir, struct ks_export_verify_report *r)
         qsort(all.v, all.n, sizeof(*all.v), cmp_seen);
         for (size_t i = 1; i < all.n; i++)
             if (strcmp(all.v[i - 1].id, all.v[i].id) == 0)
-                problem(r, "operation %.80s appears twice: in file sets %06" PRId64
-                        " and %06" PRId64, all.v[i].id, all.v[i - 1].seq, all.v[i].seq);
+                problem(r,
+                        "operation %.80s appears twice: in file sets %06" PRId64 " and %06" PRId64,
+                        all.v[i].id, all.v[i - 1].seq, all.v[i].seq);
     }
 out:
     ids_free(&all);

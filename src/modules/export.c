@@ -20,20 +20,31 @@
 #include "platform/platform.h"
 
 static const struct ks_flag export_flags[] = {
-    {.name = "export-dir", .env = "KASSA_EXPORT_DIR", .dflt = "", .kind = KS_FLAG_TEXT,
+    {.name = "export-dir",
+     .env = "KASSA_EXPORT_DIR",
+     .dflt = "",
+     .kind = KS_FLAG_TEXT,
      .help = "write completed operations as export files in this directory (empty: off)",
      .doc = "directory the export files go to: completed operations as CSV and JSON Lines with a "
             "manifest per file set, each operation exactly once ([export.md](export.md)). Empty "
             "turns the export off. Run it on one node of a shared store",
      .dflt_doc = "empty (off)"},
-    {.name = "export-period-s", .env = "KASSA_EXPORT_PERIOD_S", .dflt = "3600",
-     .kind = KS_FLAG_INT, .min = 1, .max = 7LL * 24 * 3600,
+    {.name = "export-period-s",
+     .env = "KASSA_EXPORT_PERIOD_S",
+     .dflt = "3600",
+     .kind = KS_FLAG_INT,
+     .min = 1,
+     .max = 7LL * 24 * 3600,
      .help = "length of an export window in seconds; windows end on multiples of it",
      .doc = "length of an export window in seconds: windows end on multiples of it (UTC), and "
             "one file set is written per window (a writer that was down catches up with one)",
      .dflt_doc = "3600 (hourly)"},
-    {.name = "export-grace-ms", .env = "KASSA_EXPORT_GRACE_MS", .dflt = "10000",
-     .kind = KS_FLAG_INT, .min = 0, .max = 3600LL * 1000,
+    {.name = "export-grace-ms",
+     .env = "KASSA_EXPORT_GRACE_MS",
+     .dflt = "10000",
+     .kind = KS_FLAG_INT,
+     .min = 0,
+     .max = 3600LL * 1000,
      .help = "wait after a window's end before writing it",
      .doc = "how long after a window's end its file set waits, so that operations finished "
             "just before the end are recorded in it; it is then written once the relay has "
@@ -117,8 +128,8 @@ static int time_arg(const char *flag, const char *v, int64_t *ms)
         return usage(msg);
     }
     if (ks_time_parse_rfc3339(v, ms) != 0) {
-        snprintf(msg, sizeof(msg), "%s: '%.60s' is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)",
-                 flag, v);
+        snprintf(msg, sizeof(msg),
+                 "%s: '%.60s' is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)", flag, v);
         return usage(msg);
     }
     return KS_EXIT_OK;
@@ -166,8 +177,8 @@ static int export_run(int argc, char **argv)
         fprintf(stderr, "kassa: export run: %s\n", why[0] ? why : ks_err_text(erc));
         rc = erc == KS_ERR_INVALID || erc == KS_ERR_CONFLICT ? KS_EXIT_USAGE : KS_EXIT_FAILURE;
     } else {
-        printf("file set %06lld: %lld operation(s) in [%s, %s) written to %s\n",
-               (long long)rep.seq, (long long)rep.rows, from, to, dir);
+        printf("file set %06lld: %lld operation(s) in [%s, %s) written to %s\n", (long long)rep.seq,
+               (long long)rep.rows, from, to, dir);
     }
     ks_cli_close(node);
 out:

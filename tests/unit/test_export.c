@@ -65,7 +65,8 @@ static json_t *state_fixture(void)
         "   \"cashflow\":[{\"from\":\"shop:TEST:settlement:RUB\","
         "    \"to\":\"provider:sandbox:settlement:RUB\",\"amount\":2000,\"currency\":\"RUB\"}]}]},"
         " {\"public\":{\"id\":\"2\",\"createdAt\":\"2026-12-01T09:00:00.000Z\",\"amount\":10000,"
-        "   \"currency\":\"RUB\",\"status\":\"failed\",\"error\":{\"code\":\"authorization_failed\","
+        "   "
+        "\"currency\":\"RUB\",\"status\":\"failed\",\"error\":{\"code\":\"authorization_failed\","
         "   \"subError\":{\"code\":\"insufficient_funds\"}}},"
         "  \"route\":{\"provider\":\"sandbox\",\"terminal\":\"sandbox-1\",\"cashflow\":[]},"
         "  \"captured\":0,\"refunds\":[]}]}";
@@ -92,8 +93,7 @@ Test(export, a_partial_capture_takes_its_own_cash_flow_s_fee)
 {
     json_t *s = state_fixture();
     struct ks_export_op op = op_of(
-        s, "{\"type\":\"PaymentStatusChanged\",\"paymentID\":\"1\",\"status\":\"captured\"}",
-        true);
+        s, "{\"type\":\"PaymentStatusChanged\",\"paymentID\":\"1\",\"status\":\"captured\"}", true);
     cr_assert_str_eq(op.op_id, "inv1.1.captured");
     cr_assert_str_eq(op.type, "payment.captured");
     cr_assert_str_eq(op.shop, "TEST");
@@ -141,8 +141,7 @@ Test(export, refunds_failures_and_other_final_states)
     cr_assert_eq(f.net, 0);
 
     struct ks_export_op rf = op_of(
-        s, "{\"type\":\"PaymentStatusChanged\",\"paymentID\":\"1\",\"status\":\"refunded\"}",
-        true);
+        s, "{\"type\":\"PaymentStatusChanged\",\"paymentID\":\"1\",\"status\":\"refunded\"}", true);
     cr_assert_str_eq(rf.op_id, "inv1.1.refunded");
     cr_assert_eq(rf.amount, 2000, "the sum refunded");
     cr_assert_eq(rf.gross, 0, "the money moved in the refunds, counted there");
@@ -164,6 +163,33 @@ Test(export, refunds_failures_and_other_final_states)
     cr_assert_eq(ks_export_op_from_event(s, "inv1", ev, 1, &op, &is_op), KS_ERR_INVALID);
     cr_assert(!is_op);
     json_decref(ev);
+    json_decref(s);
+}
+
+Test(export, a_provider_s_overlong_reference_is_cut_visibly_not_refused)
+{
+    json_t *s = state_fixture();
+    json_t *ti = json_object_get(
+        json_object_get(json_array_get(json_object_get(s, "payments"), 0), "public"),
+        "transactionInfo");
+    /* longer than the column, with a two-byte character where the cut falls */
+    char rrn[300];
+    memset(rrn, 'R', 124);
+    memcpy(rrn + 124, "\xc3\xa9", 2); /* é at bytes 124..125: the cut (125 kept) splits it */
+    memset(rrn + 126, 'R', 100);
+    rrn[226] = '\0';
+    json_object_set_new(ti, "rrn", json_string(rrn));
+    struct ks_export_op op = op_of(
+        s, "{\"type\":\"PaymentStatusChanged\",\"paymentID\":\"1\",\"status\":\"captured\"}", true);
+    size_t n = strlen(op.rrn);
+    cr_assert(n <= KS_EXPORT_REF_BYTES_MAX, "%zu", n);
+    cr_assert_str_eq(op.rrn + n - 3, "...");
+    cr_assert_eq(strncmp(op.rrn, rrn, n - 3), 0);
+    cr_assert_eq(n - 3, 124, "cut before the character, not inside it");
+    /* the row is still valid JSON (UTF-8 kept whole) */
+    char line[KS_EXPORT_LINE_BYTES_MAX];
+    size_t len = 0;
+    cr_assert_eq(ks_export_jsonl_row(&op, line, sizeof(line), &len), KS_OK);
     json_decref(s);
 }
 
@@ -445,8 +471,8 @@ Test(export, verify_finds_gaps_duplicates_and_lying_manifests)
     char dir2[300];
     snprintf(dir2, sizeof(dir2), "%s/d2", tmpdir);
     cr_assert_eq(mkdir(dir2, 0700), 0);
-    write_set(dir2, 5, T, T + 1000, &b, 1); /* an archive may start past 1 */
-    b.window_ms = T + 1001; /* outside its window [T, T + 1000)... */
+    write_set(dir2, 5, T, T + 1000, &b, 1);       /* an archive may start past 1 */
+    b.window_ms = T + 1001;                       /* outside its window [T, T + 1000)... */
     write_set(dir2, 6, T + 500, T + 1500, &b, 1); /* ...and overlapping the one before */
     r = verify(dir2);
     cr_assert(has_problem(r, "outside the file's window"));
@@ -598,13 +624,13 @@ Test(export, every_operation_in_exactly_one_window_across_late_records_and_a_cra
     cr_assert_eq(rep.seq, 1);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(count_in_dir(rundir, ids[i]), 1, "%s", ids[i]);
-    cr_assert_eq(ks_export_run_range(store, rundir, now, now + P, now + 3 * P, &rep, why,
-                                     sizeof(why)),
-                 KS_ERR_CONFLICT);
+    cr_assert_eq(
+        ks_export_run_range(store, rundir, now, now + P, now + 3 * P, &rep, why, sizeof(why)),
+        KS_ERR_CONFLICT);
     cr_assert(strstr(why, "overlaps file set 1"), "%s", why);
-    cr_assert_eq(ks_export_run_range(store, rundir, now + P, now, now + 3 * P, &rep, why,
-                                     sizeof(why)),
-                 KS_ERR_INVALID);
+    cr_assert_eq(
+        ks_export_run_range(store, rundir, now + P, now, now + 3 * P, &rep, why, sizeof(why)),
+        KS_ERR_INVALID);
     cr_assert_eq(ks_export_run_range(store, rundir, now + 3 * P, now + 5 * P, now + 4 * P, &rep,
                                      why, sizeof(why)),
                  KS_ERR_INVALID);
