@@ -52,7 +52,8 @@ MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
 # Each module's own migrations folder (store/sql.h): NAME=DIR gives ks_NAME_schema.
 MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations \
                          sandbox=src/units/adapters/sandbox_migrations \
-                         webhooks=src/webhooks/migrations search=src/search/migrations
+                         webhooks=src/webhooks/migrations search=src/search/migrations \
+                         export=src/export/migrations
 MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
                        -name '*.sql' | sort)
 

@@ -8,6 +8,7 @@
  *   engine      durable engine transitions with C concurrent callers on a store URL
  *   http        a small keep-alive HTTP load generator for a kassa on 127.0.0.1
  *   ledger      durable ledger postings per second (hold + commit plans, batched)
+ *   export      export rows per second: recorded, written as a durable file set, verified
  * Every loop in it is bounded both in count and in time. The numbers and how they are read are
  * in BENCHMARKS.md.
  */
@@ -47,5 +48,6 @@ int kb_sqlite_raw_main(int argc, char **argv);
 int kb_engine_main(int argc, char **argv);
 int kb_http_main(int argc, char **argv);
 int kb_ledger_main(int argc, char **argv);
+int kb_export_main(int argc, char **argv);
 
 #endif

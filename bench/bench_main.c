@@ -19,6 +19,7 @@ static void usage(void)
             "                   [--conns C] [--threads T] [--seconds S] [--count N]\n"
             "  kassa-bench ledger --store URL [--callers C] [--batch OPS] [--shops N]\n"
             "                     [--seconds S] [--count N]\n"
+            "  kassa-bench export --store URL [--rows N]\n"
             "Each prints a human summary and one machine-readable line starting with RESULT.\n");
 }
 
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         return kb_http_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "ledger") == 0)
         return kb_ledger_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "export") == 0)
+        return kb_export_main(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -232,6 +232,8 @@ sq_lb=$res
 run_bench "ledger on SQLite, 64 callers x 1 op per call" \
   ledger --store "sqlite:$tmp/sqlite/ledger1.db" --callers 64 --batch 1 --seconds "$short"
 sq_l1=$res
+run_bench "export files on SQLite: 50000 operations recorded, written, verified" \
+  export --store "sqlite:$tmp/sqlite/export.db" --rows 50000
 run_bench "SQLite raw again, after the engine and the ledger" \
   sqlite-raw --dir "$tmp/sqlite" --seconds "$short"
 sq_raw_b=$res

@@ -126,7 +126,8 @@ def final_state(server, token, shop):
     return pending
 
 
-def run_crash(store_url, workdir):
+def start_server(store_url, workdir, extra=()):
+    """A payments server on the store (not yet killed) and a merchant token for it."""
     key = os.path.join(workdir, "signing.key")
     server = Server(store_url, workdir,
                     ["--dev-trust-own-key", "--signing-key-file", key,
@@ -134,28 +135,35 @@ def run_crash(store_url, workdir):
                      "--vault-master-key-file",
                      os.environ.get("KASSA_VAULT_MASTER_KEY_FILE") or
                      os.path.join(workdir, "vault.key"),
-                     "--payment-hold-ms", "1500", "--task-lease-ms", "1500"])
+                     "--payment-hold-ms", "1500", "--task-lease-ms", "1500"] + list(extra))
     server.start()
     token = subprocess.run([kassa_bin(), "token", "issue", "--party", "sandbox",
                             "--signing-key-file", key], capture_output=True, text=True,
                            timeout=60, check=True).stdout.strip()
+    return server, token
+
+
+def pay_under_kills(server, token, workload_s=WORKLOAD_S, kills_max=KILLS, gap_s=(0.5, 2.0)):
+    """CLIENTS clients pay for `workload_s` while the server is killed and restarted every
+    `gap_s` seconds (up to `kills_max` times); then waits until every acknowledged payment and
+    refund is final. Returns the Shop."""
     shop = Shop()
     rng = random.Random(int(os.environ.get("KASSA_CRASH_SEED", "0")) or time.time_ns())
-    deadline = time.monotonic() + WORKLOAD_S
+    deadline = time.monotonic() + workload_s
     threads = [threading.Thread(target=client, args=(server, token, shop,
                                                       random.Random(rng.random()), deadline))
                for _ in range(CLIENTS)]
     for t in threads:
         t.start()
     kills = 0
-    while kills < KILLS and time.monotonic() < deadline - 1:
-        time.sleep(rng.uniform(0.5, 2.0))
+    while kills < kills_max and time.monotonic() < deadline - 1:
+        time.sleep(rng.uniform(*gap_s))
         server.kill()
         kills += 1
         server.start()
     for t in threads:
-        t.join(WORKLOAD_S + 4 * HTTP_TIMEOUT_S)
-    assert kills >= KILLS // 2, "only %d kills happened" % kills
+        t.join(workload_s + 4 * HTTP_TIMEOUT_S)
+    assert kills >= kills_max // 2, "only %d kills happened" % kills
     assert shop.payments, "no payment was acknowledged"
 
     settle = time.monotonic() + SETTLE_S
@@ -165,6 +173,12 @@ def run_crash(store_url, workdir):
             break
         assert time.monotonic() < settle, "not final after %ss: %s" % (SETTLE_S, pending[:10])
         time.sleep(0.5)
+    return shop
+
+
+def run_crash(store_url, workdir):
+    server, token = start_server(store_url, workdir)
+    shop = pay_under_kills(server, token)
 
     # The acquirer's own record: nothing authorized or captured twice.
     admin = {"Authorization": "Bearer " + server.token}
@@ -186,6 +200,11 @@ def run_crash(store_url, workdir):
     verify = subprocess.run([kassa_bin(), "ledger", "verify", "--store", store_url],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    stop_clean(server)
+
+
+def stop_clean(server):
+    """Stops the server; fails on a sanitizer report or an exit nobody asked for."""
     server.stop()
     reports = server.sanitizer_reports()
     assert not reports, reports[0]
@@ -193,15 +212,25 @@ def run_crash(store_url, workdir):
 
 
 def test_payments_survive_sigkill_on_sqlite():
+    on_sqlite(run_crash)
+
+
+def on_sqlite(run):
+    """Runs run(url, workdir) on a SQLite file of its own."""
     with tempfile.TemporaryDirectory() as d:
-        run_crash("sqlite:" + os.path.join(d, "kassa.db"), d)
+        run("sqlite:" + os.path.join(d, "kassa.db"), d)
 
 
 def test_payments_survive_sigkill_on_postgres():
+    on_postgres(run_crash)
+
+
+def on_postgres(run):
+    """Runs run(url, workdir) on KASSA_TEST_PG_URL, or on a PostgreSQL cluster of its own."""
     url = os.environ.get("KASSA_TEST_PG_URL")
     if url:
         with tempfile.TemporaryDirectory() as d:
-            run_crash(url, d)
+            run(url, d)
         return
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with tempfile.TemporaryDirectory() as d:
@@ -210,6 +239,6 @@ def test_payments_survive_sigkill_on_postgres():
         url = subprocess.run([os.path.join(root, "tests/harness/pg.sh"), "start", pgdir],
                              capture_output=True, text=True, check=True).stdout.strip()
         try:
-            run_crash(url, d)
+            run(url, d)
         finally:
             subprocess.run([os.path.join(root, "tests/harness/pg.sh"), "stop", pgdir])
