@@ -56,6 +56,7 @@
 #define KS_RELAY_BACKOFF_BASE_MS_DEFAULT 500
 #define KS_RELAY_BACKOFF_MAX_MS_DEFAULT 60000
 #define KS_RELAY_LEASE_MS_DEFAULT 15000    /* a relay cursor's lease, renewed as it advances */
+#define KS_RELAY_LINGER_MS_MAX 5000        /* the longest a relay may let rows gather */
 #define KS_IDEM_TTL_MS_DEFAULT (24LL * 3600 * 1000)
 #define KS_IDEM_SWEEP_INTERVAL_MS (60LL * 1000)
 #define KS_IDEM_OUTCOME_BYTES_MAX (256 * 1024)

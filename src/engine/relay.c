@@ -93,7 +93,8 @@ int ks_relays_create(struct ks_store *store, struct ks_log *log,
 int ks_relays_add(struct ks_relays *rs, const struct ks_relay *r)
 {
     if (!r || !name_valid(r->name) || !r->handle || r->batch_max > KS_OUTBOX_PAGE_MAX ||
-        r->poll_ms < 0 || r->backoff_base_ms < 0 || r->backoff_max_ms < 0 || r->lease_ms < 0)
+        r->poll_ms < 0 || r->backoff_base_ms < 0 || r->backoff_max_ms < 0 || r->lease_ms < 0 ||
+        r->linger_ms < 0 || r->linger_ms > KS_RELAY_LINGER_MS_MAX)
         return KS_ERR_INVALID;
     if (rs->started)
         return KS_ERR_CONFLICT;
@@ -284,6 +285,9 @@ static void *relay_main(void *arg)
             break;
         int64_t delivered = 0;
         int r = relay_step(s, &delivered);
+        if (r > 0 && s->r.linger_ms > 0 && delivered < (int64_t)s->r.batch_max &&
+            relay_wait(rs, seen, s->r.linger_ms, 0))
+            break; /* a small batch: let the next one gather */
         if (r > 0)
             continue;
         pthread_mutex_lock(&s->mu);
@@ -300,6 +304,8 @@ static void *relay_main(void *arg)
         }
         if (relay_wait(rs, seen, wait_ms, r == 0 && held))
             break;
+        if (r == 0 && held && s->r.linger_ms > 0 && relay_wait(rs, seen, s->r.linger_ms, 0))
+            break; /* woken by a commit: let more gather */
     }
     return NULL;
 }

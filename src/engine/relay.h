@@ -38,6 +38,10 @@ struct ks_relay {
     int64_t backoff_base_ms;    /* first retry delay after a failure; 0: the default */
     int64_t backoff_max_ms;     /* longest retry delay; 0: the default */
     int64_t lease_ms;           /* cursor lease; 0: KS_RELAY_LEASE_MS_DEFAULT */
+    /* After commits wake it (or after a batch smaller than batch_max), how long the relay lets
+     * rows gather before it reads them: fewer, fuller batches — each costs the relay a durable
+     * cursor write — for that much more lag. 0: read at once. */
+    int64_t linger_ms;
     /*
      * Handles `n` rows (1..batch_max, ascending pos, borrowed for the call). Sets `*done` to
      * how many of the first rows are handled for good (0..n) and returns KS_OK; the cursor moves

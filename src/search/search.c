@@ -18,6 +18,7 @@
 
 #define RELAY_NAME "search"
 #define RELAY_BATCH 256
+#define RELAY_LINGER_MS 250 /* a search may lag this much; its writes stay few and full */
 
 static const char *s_or_null(const json_t *o, const char *k)
 {
@@ -243,7 +244,7 @@ int ks_search_open(struct ks_store *store, struct ks_engine *engine, struct ks_s
     s->store = store;
     s->engine = engine;
     struct ks_relay relay = {.name = RELAY_NAME, .ctx = s, .batch_max = RELAY_BATCH,
-                             .handle = relay_handle};
+                             .linger_ms = RELAY_LINGER_MS, .handle = relay_handle};
     int rc = ks_engine_register_relay(engine, &relay);
     if (rc != KS_OK) {
         free(s);

@@ -24,6 +24,7 @@
 
 #define RELAY_NAME "webhooks"
 #define RELAY_BATCH 64
+#define RELAY_LINGER_MS 50 /* rows gather this long: a few cursor writes a second, not hundreds */
 #define RELAY_DELIVERIES_MAX 512 /* deliveries recorded in one transaction */
 #define WEBHOOKS_PER_EVENT_MAX 256 /* deliveries one event may make (a shop has at most 10 by default) */
 #define FOLD_PAGE 1000
@@ -265,7 +266,7 @@ int ks_webhooks_open(const struct ks_webhooks_options *opt, struct ks_webhooks *
         return rc;
     }
     struct ks_relay relay = {.name = RELAY_NAME, .ctx = w, .batch_max = RELAY_BATCH,
-                             .handle = relay_handle};
+                             .linger_ms = RELAY_LINGER_MS, .handle = relay_handle};
     if ((rc = ks_engine_register_relay(opt->engine, &relay)) != KS_OK) {
         snprintf(why, whylen, "cannot register the webhooks relay");
         ks_webhooks_close(w);
