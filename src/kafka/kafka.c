@@ -29,6 +29,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/wipe.h"
+#include "engine/callback.h"
 
 #define KAFKA_REPORT_MARGIN_MS 2000   /* past message.timeout.ms, for the reports to arrive */
 #define KAFKA_POLL_MS 100             /* one wait for delivery reports */
@@ -37,6 +38,8 @@
 #define KAFKA_LOG_TIMEOUT_MS 60000    /* how long a log line may wait for the broker */
 #define KAFKA_CLOSE_FLUSH_MS 3000     /* close: waiting for queued messages */
 #define KAFKA_RELAY_BACKOFF_MAX_MS 5000 /* a broker back up is caught up within this */
+#define KAFKA_REDACT_DEPTH_MAX 32     /* how deep the envelope looks for callback tags */
+#define KAFKA_TAG_REDACTED "redacted"
 
 enum { MSG_PENDING = 0, MSG_OK = 1, MSG_FAILED = 2 };
 
@@ -75,6 +78,37 @@ struct ks_kafka {
 
 /* --- envelope and topic ------------------------------------------------------------------ */
 
+/* Replaces the nonce of every callback tag ("{ns}~{id}~{nonce}", engine/callback.h) in `v` by
+ * KAFKA_TAG_REDACTED: the nonce is a capability (whoever holds it may call the machine back),
+ * and the topics' readers are not the provider it was made for. Deeper than
+ * KAFKA_REDACT_DEPTH_MAX, a value is dropped (-1) rather than published unchecked. */
+static int redact_tags(json_t *v, int depth)
+{
+    if (depth > KAFKA_REDACT_DEPTH_MAX)
+        return -1;
+    if (json_is_string(v)) {
+        char ns[KS_NS_BYTES_MAX + 1], id[KS_ID_BYTES_MAX + 1];
+        char tag[KS_CALLBACK_TAG_BYTES_MAX + 1];
+        if (ks_callback_tag_parse(json_string_value(v), ns, id) != KS_OK)
+            return 0;
+        snprintf(tag, sizeof(tag), "%s~%s~%s", ns, id, KAFKA_TAG_REDACTED);
+        return json_string_set(v, tag);
+    }
+    int rc = 0;
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *member;
+        json_object_foreach(v, key, member)
+            rc |= redact_tags(member, depth + 1);
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+            rc |= redact_tags(item, depth + 1);
+    }
+    return rc;
+}
+
 int ks_kafka_envelope(const struct ks_outbox_row *row, char *buf, size_t cap, size_t *len)
 {
     assert(row != NULL && buf != NULL && len != NULL);
@@ -97,6 +131,7 @@ int ks_kafka_envelope(const struct ks_outbox_row *row, char *buf, size_t cap, si
     bad |= json_object_set_new(env, "occurredAt", json_string(at));
     bad |= json_object_set_new(env, "type", json_string(type)); /* copied before the del */
     bad |= json_object_del(body, "type");
+    bad |= redact_tags(body, 0);
     bad |= json_object_set(env, "data", body);
     if (bad) {
         rc = KS_ERR_INVALID; /* an id or namespace that is not UTF-8 */

@@ -51,6 +51,31 @@ Test(kafka, envelope_carries_the_event_without_its_type_in_data)
     cr_assert_eq(memcmp(buf, want_bare, len), 0);
 }
 
+Test(kafka, envelope_redacts_the_nonce_of_callback_tags)
+{
+    char body[] = "{\"type\":\"internal.session\",\"session\":{\"tag\":\"invoice~inv-1~Ab3dE\","
+                  "\"all\":[\"probe~m~x9\",\"not~a~tag~at all\",\"a~b\"]},\"plain\":\"x~y~\"}";
+    struct ks_outbox_row r = row_of("invoice", "inv-1", 2, 0, body);
+    char buf[512];
+    size_t len = 0;
+    cr_assert_eq(ks_kafka_envelope(&r, buf, sizeof(buf), &len), KS_OK);
+    buf[len] = '\0';
+    cr_assert(strstr(buf, "Ab3dE") == NULL && strstr(buf, "x9") == NULL, "%s", buf);
+    cr_assert(strstr(buf, "\"tag\":\"invoice~inv-1~redacted\"") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "[\"probe~m~redacted\",\"not~a~tag~at all\",\"a~b\"]") != NULL, "%s",
+              buf);
+    cr_assert(strstr(buf, "\"plain\":\"x~y~\"") != NULL, "%s", buf);
+    /* Nesting deeper than the redaction looks is refused, not published unchecked. */
+    char deep[256] = "{\"type\":\"t\",\"v\":";
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "[");
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "]");
+    strcat(deep, "}");
+    r = row_of("probe", "m", 1, 0, deep);
+    cr_assert_eq(ks_kafka_envelope(&r, buf, sizeof(buf), &len), KS_ERR_INVALID);
+}
+
 Test(kafka, envelope_refuses_bodies_without_a_type_and_what_does_not_fit)
 {
     char buf[128];
