@@ -295,6 +295,8 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct ks_kafka *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        return; /* librdkafka has logged the connection's failure itself (on_log) */
     char text[512];
     ks_log_json(k->log, KS_LOG_WARN, NULL, "kafka error",
                 json_pack("{s:s, s:s, s:s}", "client", rd_kafka_name(rk), "error",
