@@ -62,7 +62,9 @@
 #define KS_IDEM_OUTCOME_BYTES_MAX (256 * 1024)
 
 /* Kafka (docs/kafka.md). */
-#define KS_KAFKA_ENVELOPE_BYTES_MAX (KS_EVENT_BYTES_MAX + 1024) /* one event's message value */
+/* One event's message value: the event, its envelope, and room for the redaction of callback
+ * tags, which at most doubles a string ("a~b~c" -> "a~b~redacted"). */
+#define KS_KAFKA_ENVELOPE_BYTES_MAX (2 * KS_EVENT_BYTES_MAX + 1024)
 #define KS_KAFKA_TOPIC_BYTES_MAX 249         /* Kafka's own bound on a topic name */
 #define KS_KAFKA_LOG_QUEUE_MAX 10000         /* log lines waiting for the broker; more are dropped */
 #define KS_KAFKA_PROPERTIES_MAX 64           /* lines of --kafka-properties-file */

@@ -80,12 +80,13 @@ struct ks_kafka {
 
 /* Replaces the nonce of every callback tag ("{ns}~{id}~{nonce}", engine/callback.h) in `v` by
  * KAFKA_TAG_REDACTED: the nonce is a capability (whoever holds it may call the machine back),
- * and the topics' readers are not the provider it was made for. Deeper than
- * KAFKA_REDACT_DEPTH_MAX, a value is dropped (-1) rather than published unchecked. */
+ * and the topics' readers are not the provider it was made for. kassa's own tags sit near the
+ * top of its events; below KAFKA_REDACT_DEPTH_MAX is only what merchants nest in their
+ * metadata, published as it is (the bound keeps the recursion's stack small). */
 static int redact_tags(json_t *v, int depth)
 {
     if (depth > KAFKA_REDACT_DEPTH_MAX)
-        return -1;
+        return 0;
     if (json_is_string(v)) {
         char ns[KS_NS_BYTES_MAX + 1], id[KS_ID_BYTES_MAX + 1];
         char tag[KS_CALLBACK_TAG_BYTES_MAX + 1];

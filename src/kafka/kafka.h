@@ -69,9 +69,9 @@ void ks_kafka_close(struct ks_kafka *k);
  *    "type":"PaymentStarted","data":{...the event's body without "type"...}}
  *
  * In "data", the nonce of each callback tag (engine/callback.h: a capability) is replaced by
- * "redacted". KS_ERR_INVALID when the body is not a JSON object with a string "type" (or nests
- * deeper than the redaction looks), KS_ERR_LIMIT when the envelope needs more than `cap` bytes.
- * Pure; thread-safe.
+ * "redacted". KS_ERR_INVALID when the body is not a JSON object with a string "type",
+ * KS_ERR_LIMIT when the envelope needs more than `cap` bytes (KS_KAFKA_ENVELOPE_BYTES_MAX holds
+ * any event kassa stores). Pure; thread-safe.
  */
 KS_MUST_USE int ks_kafka_envelope(const struct ks_outbox_row *row, char *buf, size_t cap,
                                   size_t *len);
