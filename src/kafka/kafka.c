@@ -538,16 +538,16 @@ void ks_kafka_close(struct ks_kafka *k)
     }
     if (k->log_rk) {
         rd_kafka_flush(k->log_rk, KAFKA_CLOSE_FLUSH_MS);
+        /* What the flush left queued is dropped by the destroy, without a report. */
+        atomic_fetch_add(&k->log_dropped, rd_kafka_outq_len(k->log_rk));
         rd_kafka_destroy(k->log_rk);
+        ks_log_json(k->log, KS_LOG_INFO, NULL, "kafka log topic closed",
+                    json_pack("{s:s, s:I, s:I}", "topic", k->log_topic, "produced",
+                              (json_int_t)atomic_load(&k->log_produced), "dropped",
+                              (json_int_t)atomic_load(&k->log_dropped)));
     }
     props_free(k);
     free(k);
-}
-
-void ks_kafka_log_counts(struct ks_kafka *k, int64_t *produced, int64_t *dropped)
-{
-    *produced = atomic_load(&k->log_produced);
-    *dropped = atomic_load(&k->log_dropped);
 }
 
 /* --- the relay --------------------------------------------------------------------------- */

@@ -53,12 +53,9 @@ KS_MUST_USE int ks_kafka_open(const struct ks_kafka_options *o, struct ks_kafka 
  * ks_engine_register_relay. `k` must stay open until the engine has stopped. */
 void ks_kafka_relay(struct ks_kafka *k, struct ks_relay *r);
 
-/* Log lines published to the log topic, and those dropped (queue full, or not acknowledged),
- * since open. Thread-safe. */
-void ks_kafka_log_counts(struct ks_kafka *k, int64_t *produced, int64_t *dropped);
-
-/* Removes the log sink, waits up to a few seconds for queued messages, and frees everything.
- * Call after the engine has stopped. NULL is allowed. */
+/* Removes the log sink, waits up to a few seconds for queued messages, logs how many log lines
+ * went to the log topic and how many were dropped (queue full, not acknowledged, or still queued
+ * at the end), and frees everything. Call after the engine has stopped. NULL is allowed. */
 void ks_kafka_close(struct ks_kafka *k);
 
 /*

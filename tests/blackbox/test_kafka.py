@@ -303,6 +303,10 @@ def test_every_event_once_in_order_without_card_data_and_the_log_topic(broker, t
         assert_no_card_data(m[4] for m in log)
     finally:
         stop_checked(k)
+    with open(k.stderr_path) as f:  # the server has stopped: its whole log
+        closed = [json.loads(line) for line in f if '"kafka log topic closed"' in line]
+    assert len(closed) == 1 and closed[0]["topic"] == "kassa-log", closed
+    assert closed[0]["produced"] >= len(log) and closed[0]["dropped"] == 0, closed
 
 
 def test_broker_down_payments_go_on_lag_grows_then_catches_up(broker, tmp_path):
