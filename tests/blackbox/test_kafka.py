@@ -313,7 +313,7 @@ def test_broker_down_payments_go_on_lag_grows_then_catches_up(broker, tmp_path):
     props = tmp_path / "kafka.properties"
     props.write_text("# reconnect quickly once the broker is back\nreconnect.backoff.max.ms=500\n")
     k = start(tmp_path / "k", broker, "--kafka-delivery-timeout-ms", "1000",
-              "--kafka-properties-file", str(props))
+              "--kafka-properties-file", str(props), "--kafka-log-topic", "kassa-log")
     try:
         since = outbox_head(k)
         api = Api(k, issue_token(k.workdir))
@@ -322,7 +322,7 @@ def test_broker_down_payments_go_on_lag_grows_then_catches_up(broker, tmp_path):
         broker.down()
         t0 = time.monotonic()
         down = [pay(api) for _ in range(3)]
-        settle(api, down)  # payments do not wait for Kafka
+        settle(api, down)  # payments do not wait for Kafka, nor does the log topic's sink
         assert time.monotonic() - t0 < 30
         st = wait_for(lambda: (lambda s: s if s["failing"] >= 1 and s["lag"] > 0 else None)
                       (relay(k)), "failing Kafka relay")
@@ -336,6 +336,12 @@ def test_broker_down_payments_go_on_lag_grows_then_catches_up(broker, tmp_path):
         assert st["lag"] == 0 and st["failures"] >= 1
         msgs, _ = check_stream(broker, k, since, duplicates_allowed=True)
         assert {inv["id"] for inv in down} <= {json.loads(m[4])["id"] for m in msgs}
+        # The lines logged while the broker was away reach the log topic once it is back.
+        logged = {line["trace"] for line in k.log_lines()
+                  if line["msg"] == "http request" and "trace" in line}
+        wait_for(lambda: logged <= {json.loads(m[4]).get("trace") for m in
+                                   read_python(broker.bootstrap, ["kassa-log"])},
+                 "the lines logged while the broker was down, on the log topic")
     finally:
         stop_checked(k)
 
