@@ -69,7 +69,8 @@
 #define KS_KAFKA_LOG_QUEUE_MAX 10000         /* log lines waiting for the broker; more are dropped */
 #define KS_KAFKA_PROPERTIES_MAX 64           /* lines of --kafka-properties-file */
 #define KS_KAFKA_PROPERTY_BYTES_MAX 1024     /* one such line */
-#define KS_KAFKA_DELIVERY_TIMEOUT_MS_DEFAULT 10000 /* under the relay's lease */
+#define KS_KAFKA_DELIVERY_TIMEOUT_MS_DEFAULT 10000
+#define KS_KAFKA_DELIVERY_TIMEOUT_MS_MAX 10000 /* plus 2 s for the reports: under the relay's lease */
 
 /* Storage connections. */
 #define KS_STORE_READERS_DEFAULT 8

@@ -469,6 +469,11 @@ int ks_kafka_open(const struct ks_kafka_options *o, struct ks_kafka **out, char 
                                                         : KS_KAFKA_DELIVERY_TIMEOUT_MS_DEFAULT;
     const char *log_topic = o->log_topic ? o->log_topic : "";
     int rc = KS_ERR_INVALID;
+    if (k->delivery_timeout_ms > KS_KAFKA_DELIVERY_TIMEOUT_MS_MAX) {
+        snprintf(why, whylen, "--kafka-delivery-timeout-ms must be at most %d",
+                 KS_KAFKA_DELIVERY_TIMEOUT_MS_MAX);
+        goto out_free;
+    }
     if (!o->brokers || !o->brokers[0] || !o->client_id || !o->client_id[0]) {
         snprintf(why, whylen, "--kafka-brokers and --kafka-client-id must not be empty");
         goto out_free;

@@ -36,15 +36,19 @@ struct ks_kafka_options {
     const char *client_id;       /* client.id; non-empty */
     const char *log_topic;       /* "" or NULL: kassa's log lines are not published */
     const char *properties_file; /* "" or NULL: none; else KEY=VALUE lines for librdkafka */
-    int64_t delivery_timeout_ms; /* how long a message may wait for its acknowledgement */
+    int64_t delivery_timeout_ms; /* how long a message may wait for its acknowledgement; 0:
+                                    KS_KAFKA_DELIVERY_TIMEOUT_MS_DEFAULT; at most
+                                    KS_KAFKA_DELIVERY_TIMEOUT_MS_MAX (the relay must answer
+                                    within its cursor's lease) */
     struct ks_log *log;          /* borrowed for the life of the handle; gets librdkafka's lines */
 };
 
 /*
  * Creates the producers (nothing connects yet: librdkafka connects in its own threads) and, with
  * a log topic, installs the log sink on `o->log`. KS_ERR_INVALID with `why` (never a property's
- * value, which may be a secret) for a bad option or properties file, KS_ERR_IO when librdkafka
- * refuses its configuration. On error nothing is left open.
+ * value, which may be a secret) for a bad option or properties file, KS_ERR_LIMIT for an option
+ * longer than kassa keeps, KS_ERR_IO when librdkafka cannot create a producer. On error nothing
+ * is left open. Called once, from the module's open.
  */
 KS_MUST_USE int ks_kafka_open(const struct ks_kafka_options *o, struct ks_kafka **out, char *why,
                               size_t whylen);

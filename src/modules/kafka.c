@@ -38,7 +38,7 @@ static const struct ks_flag kafka_flags[] = {
             "secrets stay out of the command line); the properties kassa sets itself are refused",
      .dflt_doc = "empty (none)"},
     {.name = "kafka-delivery-timeout-ms", .env = "KASSA_KAFKA_DELIVERY_TIMEOUT_MS",
-     .dflt = "10000", .kind = KS_FLAG_INT, .min = 1000, .max = 10000,
+     .dflt = "10000", .kind = KS_FLAG_INT, .min = 1000, .max = KS_KAFKA_DELIVERY_TIMEOUT_MS_MAX,
      .help = "how long a batch of events may wait for the broker's acknowledgement before the "
              "relay backs off and publishes it again",
      .doc = "how long a batch of events may wait for the broker's acknowledgement "
