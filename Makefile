@@ -10,7 +10,7 @@
 
 VARIANT ?= release
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
-PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto cjose libcurl
+PKGS    := libmicrohttpd jansson sqlite3 libpq libcrypto cjose libcurl rdkafka
 CC      ?= cc
 BUILD   := build/$(VARIANT)
 
@@ -132,6 +132,11 @@ $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libkassa.a
 $(BUILD)/kassa-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/libkassa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# kafka-mock: librdkafka's mock cluster as a Kafka broker for the black-box tests
+# (tests/harness/kafka_mock.c, tests/blackbox/test_kafka.py).
+$(BUILD)/kafka-mock: $(BUILD)/obj/tests/harness/kafka_mock.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs rdkafka) -pthread
+
 # kassa-loadgen: the open-loop payments generator, a plain HTTP client of kassa with its own
 # HTTP/1.1 client (loadgen_http.c) and reply scanner (loadgen_json.c); jansson writes its report.
 # Its parts but loadgen.c are in the unit tests too.
@@ -149,7 +154,8 @@ run: deps
 # Every variant a user runs is compiled here, so that CI (which runs only `make test`) fails when
 # `make run` or `make bench` would: they build at -O2, where GCC warns about things -O1 does not.
 test: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=san build/san/kassa build/san/unit-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=san build/san/kassa build/san/unit-tests \
+	  build/san/kafka-mock
 	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=release build
 	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=bench build/bench/kassa build/bench/kassa-bench \
 	  build/bench/kassa-loadgen

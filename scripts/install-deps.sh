@@ -12,6 +12,7 @@ packages=(
   postgresql-15 postgresql-contrib-15
   python3 python3-pytest python3-requests python3-jsonschema
   curl sqlite3 jq
+  kcat python3-confluent-kafka
 )
 
 missing=()

@@ -61,6 +61,17 @@
 #define KS_IDEM_SWEEP_INTERVAL_MS (60LL * 1000)
 #define KS_IDEM_OUTCOME_BYTES_MAX (256 * 1024)
 
+/* Kafka (docs/kafka.md). */
+/* One event's message value: the event, its envelope, and room for the redaction of callback
+ * tags, which at most doubles a string ("a~b~c" -> "a~b~redacted"). */
+#define KS_KAFKA_ENVELOPE_BYTES_MAX (2 * KS_EVENT_BYTES_MAX + 1024)
+#define KS_KAFKA_TOPIC_BYTES_MAX 249         /* Kafka's own bound on a topic name */
+#define KS_KAFKA_LOG_QUEUE_MAX 10000         /* log lines waiting for the broker; more are dropped */
+#define KS_KAFKA_PROPERTIES_MAX 64           /* lines of --kafka-properties-file */
+#define KS_KAFKA_PROPERTY_BYTES_MAX 1024     /* one such line */
+#define KS_KAFKA_DELIVERY_TIMEOUT_MS_DEFAULT 10000
+#define KS_KAFKA_DELIVERY_TIMEOUT_MS_MAX 10000 /* plus 2 s for the reports: under the relay's lease */
+
 /* Storage connections. */
 #define KS_STORE_READERS_DEFAULT 8
 #define KS_STORE_READERS_MAX 64

@@ -15,7 +15,17 @@ void ks_log_init(struct ks_log *lg, FILE *out, enum ks_log_level level)
     lg->out = out ? out : stderr;
     lg->owns_out = 0;
     lg->level = level;
+    lg->sink = NULL;
+    lg->sink_ctx = NULL;
     pthread_mutex_init(&lg->mu, NULL);
+}
+
+void ks_log_set_sink(struct ks_log *lg, ks_log_sink_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&lg->mu);
+    lg->sink = fn;
+    lg->sink_ctx = fn ? ctx : NULL;
+    pthread_mutex_unlock(&lg->mu);
 }
 
 int ks_log_open(struct ks_log *lg, const char *path, enum ks_log_level level)
@@ -151,6 +161,8 @@ void ks_log_json(struct ks_log *lg, enum ks_log_level level, const char *trace, 
     fputs(text, lg->out);
     fputc('\n', lg->out);
     fflush(lg->out);
+    if (lg->sink)
+        lg->sink(lg->sink_ctx, text, strlen(text));
     pthread_mutex_unlock(&lg->mu);
     free(text);
 }

@@ -15,11 +15,18 @@
 
 enum ks_log_level { KS_LOG_DEBUG = 0, KS_LOG_INFO = 1, KS_LOG_WARN = 2, KS_LOG_ERROR = 3 };
 
+/* A second destination for the lines (the Kafka module's log topic, docs/kafka.md): called with
+ * each line written (without its newline, borrowed for the call), under the log's lock, so it
+ * must not block, must not log, and must copy what it keeps. */
+typedef void (*ks_log_sink_fn)(void *ctx, const char *line, size_t len);
+
 struct ks_log {
     FILE *out;            /* not owned unless owns_out */
     int owns_out;
     enum ks_log_level level;
     pthread_mutex_t mu;
+    ks_log_sink_fn sink;  /* NULL: none (ks_log_set_sink) */
+    void *sink_ctx;
 };
 
 /* Initialises a logger writing to `out` (stderr if NULL) at `level` and above. */
@@ -27,6 +34,10 @@ void ks_log_init(struct ks_log *lg, FILE *out, enum ks_log_level level);
 /* Opens `path` for appending and logs there; returns KS_ERR_IO if it cannot be opened. */
 int ks_log_open(struct ks_log *lg, const char *path, enum ks_log_level level);
 void ks_log_release(struct ks_log *lg);
+/* Sets (or with fn NULL, removes) the sink that also gets every line written; `ctx` is borrowed
+ * until the sink is removed. Once this returns, the previous sink is never called again.
+ * Thread-safe. */
+void ks_log_set_sink(struct ks_log *lg, ks_log_sink_fn fn, void *ctx);
 
 /* Writes one line: {"ts","level","msg","trace"?, ...fields}. `fields` (may be NULL) is an
  * object whose members are copied into the line; the reference is stolen. `trace` may be NULL. */
