@@ -158,12 +158,12 @@ test: deps
 	  build/san/kafka-mock
 	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=release build
 	@$(MAKE) --no-print-directory -j$(JOBS) VARIANT=bench build/bench/kassa build/bench/kassa-bench \
-	  build/bench/kassa-loadgen
+	  build/bench/kassa-loadgen build/bench/kafka-mock
 	@./tests/run-all.sh build/san
 
 bench: deps
 	@$(MAKE) --no-print-directory VARIANT=bench build/bench/kassa build/bench/kassa-bench \
-	  build/bench/kassa-loadgen
+	  build/bench/kassa-loadgen build/bench/kafka-mock
 	@./bench/run.sh build/bench
 
 format:

@@ -22,6 +22,11 @@ for the deliveries the run made and adds webhooks=N (deliveries received), webho
 second, from the first payment to the last delivery) and webhook_lag_p50/p99_us (receipt time
 minus the event's occuredAt).
 
+With --kafka-mock PATH (tests/harness/kafka_mock.c's program), kassa publishes every event to
+that broker (--kafka-brokers) and a consumer (python3-confluent-kafka) reads the invoice topic
+back: adds kafka_events (read back), kafka_rate (per second, first payment to last event) and
+kafka_lag_p50/p99_us (receipt time minus the envelope's occurredAt).
+
 Exits 1 if anything failed (a wrong status, a failed payment, a timeout, kassa exiting badly).
 Timing is never a test: a missed goal is not a failure.
 """
@@ -74,6 +79,8 @@ def start_serve(args):
         cmd += ["--sqlite-synchronous", "full"]
     if args.webhook:
         cmd += ["--webhook-allow-loopback"]
+    if args.kafka_brokers:
+        cmd += ["--kafka-brokers", args.kafka_brokers]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=d)
     deadline = time.monotonic() + 30
     base = None
@@ -144,6 +151,51 @@ class Receiver:
     def count(self):
         with self.lock:
             return self.received
+
+
+class KafkaReader:
+    """Reads the invoice topic back with confluent-kafka, timing each event's lag."""
+
+    def __init__(self, brokers, topic):
+        from confluent_kafka import Consumer  # python3-confluent-kafka
+        self.c = Consumer({"bootstrap.servers": brokers, "group.id": "bench",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        self.c.subscribe([topic])
+        self.lags, self.received, self.last = [], 0, 0.0
+        self.lock = threading.Lock()
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            m = self.c.poll(0.2)
+            if m is None or m.error():
+                continue
+            now = time.time()
+            at = json.loads(m.value())["occurredAt"]
+            sec = calendar.timegm(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S"))
+            with self.lock:
+                self.received += 1
+                self.lags.append(now - (sec + float("0" + at[19:-1])))
+                self.last = time.monotonic()
+        self.c.close()
+
+    def count(self):
+        with self.lock:
+            return self.received
+
+
+def kafka_mock_start(path):
+    proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    brokers = proc.stdout.readline().strip()
+    if not brokers:
+        raise Failed("kafka-mock printed no bootstrap address")
+    proc.stdin.write("topic kassa.invoice 1\n")
+    proc.stdin.flush()
+    if proc.stdout.readline().strip() != "ok":
+        raise Failed("kafka-mock refused to make the topic")
+    return proc, brokers
 
 
 def set_up_webhook(base, token, url):
@@ -250,13 +302,19 @@ def main():
     ap.add_argument("--payment-timeout", type=float, default=30)
     ap.add_argument("--webhook", action="store_true", help="deliver every event to a receiver")
     ap.add_argument("--drain-seconds", type=float, default=60)
+    ap.add_argument("--kafka-mock", default="", help="publish every event to this mock broker")
     args = ap.parse_args()
+    args.kafka_brokers = ""
     args.kassa = os.path.abspath(args.kassa)
     args.dir = os.path.abspath(args.dir)
 
     proc = None
+    mock = None
+    kafka = None
     rc = 0
     try:
+        if args.kafka_mock:
+            mock, args.kafka_brokers = kafka_mock_start(args.kafka_mock)
         proc, base = start_serve(args)
         token = issue_token(args)
         receiver = Receiver() if args.webhook else None
@@ -275,6 +333,10 @@ def main():
                  "last": 0.0, "errors": []}
         lock = threading.Lock()
         before = receiver.count() if receiver else 0
+        if args.kafka_mock:
+            kafka = KafkaReader(args.kafka_brokers, "kassa.invoice")
+            time.sleep(1)  # its first fetch; the warm-up payment's events count as before
+            kafka_before = kafka.count()
         cpu0 = os.times()
         start = time.monotonic()
         payers = [Payer(base, token, start + args.seconds, args, stats, lock)
@@ -300,6 +362,27 @@ def main():
         for k in ("invoice", "resource", "payment", "whole"):
             fields.append("%s_p50_us=%s" % (k, us(pct(stats[k], 50))))
             fields.append("%s_p99_us=%s" % (k, us(pct(stats[k], 99))))
+        if kafka:
+            # every committed event of an invoice is published: wait until the topic stops
+            # growing (bounded), then count what the run added
+            drain_end, last_n = time.monotonic() + args.drain_seconds, -1
+            while time.monotonic() < drain_end:
+                time.sleep(1.0)
+                if kafka.count() == last_n:
+                    break
+                last_n = kafka.count()
+            with kafka.lock:
+                got, lags, last_at = kafka.received - kafka_before, list(kafka.lags), kafka.last
+            if got == 0:
+                stats["errors"].append("kafka: no event read back")
+            span = max(last_at - start, 1e-9)
+            fields += ["kafka_events=%d" % got, "kafka_rate=%.1f" % (got / span),
+                       "kafka_lag_p50_us=%s" % us(pct(lags, 50)),
+                       "kafka_lag_p99_us=%s" % us(pct(lags, 99))]
+            print("  kafka: %d events read back, %.0f/s (%.1f a payment), lag p50 %.1f ms p99 "
+                  "%.1f ms" % (got, got / span, got / max(n, 1),
+                               pct(lags, 50) * 1e3 if lags else 0,
+                               pct(lags, 99) * 1e3 if lags else 0), file=sys.stderr)
         if receiver:
             # each captured payment makes five deliveries (invoice created, payment started,
             # processed, captured, invoice paid); wait for those of the run
@@ -337,6 +420,9 @@ def main():
         print("bench_payments: " + str(e), file=sys.stderr)
         rc = 1
     finally:
+        if kafka:
+            kafka.stop = True
+            kafka.t.join(5)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -351,6 +437,12 @@ def main():
                 sys.stderr.write(open(os.path.join(args.dir, "serve.err"),
                                       errors="replace").read()[-2000:])
                 rc = 1
+        if mock is not None:
+            mock.stdin.close()
+            try:
+                mock.wait(10)
+            except subprocess.TimeoutExpired:
+                mock.kill()
     return rc
 
 

@@ -18,8 +18,10 @@
 #      invoice p99 < 20 ms (one may miss by noise on shared cores); the highest rate that held,
 #      its latencies and kassa's CPU per payment.
 #   4 also runs the SQLite payments again with a webhook hearing every event (deliveries/s and
-#   their lag to a receiver on loopback, bench_payments.py --webhook) and times merchants'
-#   searches over a read model of KASSA_BENCH_SEARCH_PAYMENTS payments (bench/bench_search.py).
+#   their lag to a receiver on loopback, bench_payments.py --webhook), and again with every event
+#   published to Kafka (librdkafka's mock cluster, build/<variant>/kafka-mock; events/s read back
+#   and the relay's lag), and times merchants' searches over a read model of
+#   KASSA_BENCH_SEARCH_PAYMENTS payments (bench/bench_search.py).
 #   The ledger alone (postings/s, plans held and committed) runs in 1 and 2 beside the engine:
 #   batched (4 callers x 512 ops per call) and 64 single-op callers (the ledger's group commit).
 # Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
@@ -249,7 +251,7 @@ echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_ra
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
-pay_pg="" pay_sq="" pay_wh="" search_res="" lg_pg="" lg_sq=""
+pay_pg="" pay_sq="" pay_wh="" pay_kf="" search_res="" lg_pg="" lg_sq=""
 pg_tps="" pg_e1="" pg_e64="" pg_lb="" pg_l1="" pg_note=""
 if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
   pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
@@ -365,6 +367,12 @@ if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
   # the same payments with a webhook hearing every event, delivered to a receiver on loopback
   run_payments "SQLite + webhook" "sqlite:$tmp/pay-webhook/kassa.db" "$tmp/pay-webhook" --webhook
   pay_wh=$res
+  # ... and with every event published to Kafka (librdkafka's mock cluster as the broker)
+  if [ -x "$(dirname "$kassa")/kafka-mock" ]; then
+    run_payments "SQLite + Kafka" "sqlite:$tmp/pay-kafka/kassa.db" "$tmp/pay-kafka" \
+      --kafka-mock "$(dirname "$kassa")/kafka-mock"
+    pay_kf=$res
+  fi
   # merchants' searches over a read model of $search_n payments (bench/bench_search.py)
   echo "== search over $search_n payments on SQLite" >&2
   if ! search_res=$(/usr/bin/python3 "$root/bench/bench_search.py" --kassa "$kassa" \
@@ -488,6 +496,15 @@ detail() { # LABEL RESULT
       "$(ms "$(field "$search_res" p50_us)") ms, p99 $(ms "$(field "$search_res" p99_us)") ms" \
       "(aim < 50 ms), beside a static HTTP reply's p99 of $(ms "$(field "$http_static" p99_us)")" \
       "ms in the same run"
+  fi
+  if [ -n "$pay_kf" ]; then
+    echo
+    echo "Kafka (SQLite, the same payments with every event published to a mock broker and read" \
+      "back by a consumer): $(persec "$(field "$pay_kf" kafka_rate)") events" \
+      "($(field "$pay_kf" kafka_events) in all) beside $(persec "$(field "$pay_kf" rate)") payments" \
+      "in the same run, against $(persec "$(field "$pay_sq" rate)") without; relay lag behind the" \
+      "event p50 $(ms "$(field "$pay_kf" kafka_lag_p50_us)") ms, p99" \
+      "$(ms "$(field "$pay_kf" kafka_lag_p99_us)") ms"
   fi
   if [ -n "$pay_wh" ]; then
     echo
