@@ -405,15 +405,12 @@ static int search(struct ks_search *s, const struct kind *k, const struct ks_htt
         add_sql(q, ") < (%s", "");
         param_int(q, at);
         for (size_t i = 0; i < k->keys_n; i++) {
+            /* bound from the query, which outlives buf (each key fits: token_read bounds it) */
+            snprintf(q->token_keys[i], sizeof(q->token_keys[i]), "%s", keys[i]);
             add_sql(q, ", %s", "");
-            param_text(q, keys[i]);
+            param_text(q, q->token_keys[i]);
         }
         add_sql(q, ")%s", "");
-        /* the texts point into buf: copy them where they outlive it */
-        for (int i = 0; i < q->n; i++)
-            for (size_t j = 0; j < k->keys_n; j++)
-                if (!q->is_int[i] && q->texts[i] == keys[j])
-                    q->texts[i] = strcpy(q->token_keys[j], keys[j]);
     }
     add_sql(q, " ORDER BY created_at DESC%s", "");
     for (size_t i = 0; i < k->keys_n; i++)
