@@ -44,18 +44,10 @@ struct dispatcher {
     struct cached_key keys[WH_KEYS_CACHED_MAX];
     size_t keys_next; /* the slot replaced next when the cache is full */
     int inflight;
-    struct flight **flights; /* `concurrency` slots, NULL = free */
+    struct flight **flights;   /* `concurrency` slots, NULL = free */
     struct wh_result *results; /* outcomes of this round, recorded together */
     size_t results_n;
 };
-
-static void logw(struct ks_webhooks *w, enum ks_log_level lvl, const char *msg, json_t *fields)
-{
-    if (w->opt.log)
-        ks_log_json(w->opt.log, lvl, NULL, msg, fields);
-    else
-        json_decref(fields);
-}
 
 /* The signing key of a webhook: cached, or opened from the vault. NULL (logged) on trouble. */
 static EVP_PKEY *key_for(struct dispatcher *d, const struct wh_claim *c)
@@ -74,8 +66,9 @@ static EVP_PKEY *key_for(struct dispatcher *d, const struct wh_claim *c)
         free(pem);
     }
     if (!key) {
-        logw(d->w, KS_LOG_ERROR, "webhooks: cannot open a webhook's signing key",
-             json_pack("{s:s}", "webhook", c->webhook_id));
+        ks_log_json(d->w->opt.log, KS_LOG_ERROR, NULL,
+                    "webhooks: cannot open a webhook's signing key",
+                    json_pack("{s:s}", "webhook", c->webhook_id));
         return NULL;
     }
     struct cached_key *slot = &d->keys[d->keys_next];
@@ -86,7 +79,8 @@ static EVP_PKEY *key_for(struct dispatcher *d, const struct wh_claim *c)
     return key;
 }
 
-/* --- curl callbacks ---------------------------------------------------------------------------- */
+/* --- curl callbacks ----------------------------------------------------------------------------
+ */
 
 static curl_socket_t open_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *a)
 {
@@ -125,7 +119,8 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ctx)
     return f->response_bytes > RESPONSE_BYTES_MAX ? 0 : size * n; /* enough: the status is in */
 }
 
-/* --- one delivery ------------------------------------------------------------------------------- */
+/* --- one delivery -------------------------------------------------------------------------------
+ */
 
 static void flight_free(struct flight *f)
 {
@@ -178,9 +173,9 @@ static void record(struct dispatcher *d, const struct wh_claim *c, int http_stat
         atomic_fetch_add(&w->failed_attempts, 1);
     if (r->oc == WH_DEAD || r->oc == WH_GONE) {
         atomic_fetch_add(&w->dead, 1);
-        logw(w, KS_LOG_WARN, "webhooks: a delivery is dead-lettered",
-             json_pack("{s:s, s:s, s:s}", "delivery", r->id, "webhook", r->webhook_id, "reason",
-                       r->error));
+        ks_log_json(w->opt.log, KS_LOG_WARN, NULL, "webhooks: a delivery is dead-lettered",
+                    json_pack("{s:s, s:s, s:s}", "delivery", r->id, "webhook", r->webhook_id,
+                              "reason", r->error));
     }
 }
 
@@ -190,9 +185,10 @@ static void flush_results(struct dispatcher *d)
 {
     int rc = wh_finish(d->w->opt.store, d->w->owner, d->results, d->results_n);
     if (rc != KS_OK)
-        logw(d->w, KS_LOG_WARN, "webhooks: cannot record outcomes; the deliveries are sent again",
-             json_pack("{s:I, s:s}", "deliveries", (json_int_t)d->results_n, "error",
-                       ks_err_name(rc)));
+        ks_log_json(d->w->opt.log, KS_LOG_WARN, NULL,
+                    "webhooks: cannot record outcomes; the deliveries are sent again",
+                    json_pack("{s:I, s:s}", "deliveries", (json_int_t)d->results_n, "error",
+                              ks_err_name(rc)));
     d->results_n = 0;
 }
 
@@ -300,14 +296,15 @@ static void claim_due(struct dispatcher *d)
     int rc = wh_claim(w->opt.store, w->owner, ks_now_ms(), w->opt.timeout_ms + WH_LEASE_SLACK_MS,
                       free_slots, &c, &n);
     if (rc != KS_OK) {
-        logw(w, KS_LOG_WARN, "webhooks: cannot claim deliveries; trying again",
-             json_pack("{s:s}", "error", ks_err_name(rc)));
+        ks_log_json(w->opt.log, KS_LOG_WARN, NULL,
+                    "webhooks: cannot claim deliveries; trying again",
+                    json_pack("{s:s}", "error", ks_err_name(rc)));
         return;
     }
     for (size_t i = 0; i < n; i++)
         start_one(d, &c[i]);
     wh_claims_free(c, n); /* emptied by start_one */
-    flush_results(d); /* those that could not even start */
+    flush_results(d);     /* those that could not even start */
 }
 
 static void *dispatch_main(void *arg)
@@ -340,7 +337,8 @@ static void *dispatch_main(void *arg)
     return NULL;
 }
 
-/* --- life cycle ---------------------------------------------------------------------------------- */
+/* --- life cycle ----------------------------------------------------------------------------------
+ */
 
 static struct dispatcher *dispatcher_of(struct ks_webhooks *w)
 {
