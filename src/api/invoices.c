@@ -21,6 +21,7 @@
 #include "core/currency.h"
 #include "core/ids.h"
 #include "core/json.h"
+#include "receipts/receipt.h"
 #include "domain/invoice/invoice.h"
 #include "http/http.h"
 
@@ -533,6 +534,10 @@ static int h_create_invoice(void *ctx, const struct ks_http_req *req, struct ks_
                                                         json_object_get(shop, "contractID"),
                                                         "termsID",
                                                         json_object_get(shop, "termsID")));
+    /* A shop with automatic receipts pins their settings with the invoice (docs/receipts.md). */
+    json_t *receipts = ks_receipt_auto_settings(doc, json_object_get(shop, "shop"));
+    if (receipts)
+        json_object_set_new(args, "receipts", receipts);
 
     /* The fingerprint covers what the client asked, not the id and times kassa chose. */
     struct idem_keys k;

@@ -48,7 +48,9 @@
 #define KS_AUTH_ROLE_REFUNDS_WRITE "refunds:write"   /* refund payments */
 #define KS_AUTH_ROLE_WEBHOOKS_READ "webhooks:read"   /* list and read the party's webhooks */
 #define KS_AUTH_ROLE_WEBHOOKS_WRITE "webhooks:write" /* set up and remove webhooks */
-#define KS_AUTH_MERCHANT_ROLES_N 6
+#define KS_AUTH_ROLE_RECEIPTS_READ "receipts:read"   /* read receipts and their events */
+#define KS_AUTH_ROLE_RECEIPTS_WRITE "receipts:write" /* register fiscal receipts */
+#define KS_AUTH_MERCHANT_ROLES_N 8
 /* The merchant roles above, in that order. */
 extern const char *const ks_auth_merchant_roles[KS_AUTH_MERCHANT_ROLES_N];
 

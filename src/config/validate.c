@@ -31,7 +31,7 @@ struct vctx {
     char *why;
     size_t whylen;
     /* The document's sections, NULL when absent. */
-    const json_t *categories, *terms, *parties, *providers;
+    const json_t *categories, *terms, *parties, *providers, *registers;
     /* Built while checking: shop id -> party id, terminal id -> provider id. */
     json_t *shops;
     json_t *terminals;
@@ -869,11 +869,156 @@ static int location_check(struct vctx *v, const json_t *shop)
     return rc;
 }
 
+static int credentials_ref_check(struct vctx *v, const json_t *prov);
+
+/* --- fiscal receipts: register groups and a shop's receipt settings (docs/receipts.md) --- */
+
+static const char *const receipt_operations[] = {"sell",           "sell_refund",
+                                                 "buy",            "buy_refund",
+                                                 "sell_correction", "buy_correction", NULL};
+
+/* A shop's "receipts": {"registerGroup", "auto"?, "company"?, "item"?}. */
+static int shop_receipts_check(struct vctx *v, const json_t *shop)
+{
+    static const char *const keys[] = {"registerGroup", "auto", "company", "item", NULL};
+    static const char *const company_keys[] = {"inn", "sno", "payment_address", "email",
+                                               "location", NULL};
+    static const char *const item_keys[] = {"payment_method", "payment_object", "vat", NULL};
+    static const char *const snos[] = {"osn", "usn_income", "usn_income_outcome", "esn",
+                                       "patent", NULL};
+    static const char *const vats[] = {"none",  "vat0",  "vat5",   "vat7",   "vat10",
+                                       "vat20", "vat22", "vat105", "vat107", "vat110",
+                                       "vat120", "vat122", NULL};
+    static const char *const methods[] = {"full_prepayment", "prepayment",      "advance",
+                                          "full_payment",    "partial_payment", "credit",
+                                          "credit_payment",  NULL};
+    const json_t *r = json_object_get(shop, "receipts");
+    if (!r)
+        return KS_OK;
+    size_t o = path_key(v, "receipts");
+    const char *group, *s;
+    int64_t object;
+    int rc = only_keys(v, r, keys, "field");
+    if (rc == KS_OK)
+        rc = str_field(v, r, "registerGroup", 1, KS_CONFIG_ID_BYTES_MAX, &group);
+    if (rc == KS_OK && (!v->registers || !json_object_get(v->registers, group))) {
+        char q[QUOTE_BYTES];
+        quote(q, sizeof(q), group);
+        size_t og = path_key(v, "registerGroup");
+        rc = fail(v, "unknown register group %s (add it to $.cashRegisters)", q);
+        path_pop(v, og);
+    }
+    const json_t *a = json_object_get(r, "auto");
+    if (rc == KS_OK && a && !json_is_boolean(a)) {
+        size_t oa = path_key(v, "auto");
+        rc = fail(v, "must be true or false");
+        path_pop(v, oa);
+    }
+    const json_t *c = json_object_get(r, "company");
+    if (rc == KS_OK && c) {
+        size_t oc = path_key(v, "company");
+        if ((rc = only_keys(v, c, company_keys, "field")) == KS_OK &&
+            (rc = str_field(v, c, "inn", 0, 12, &s)) == KS_OK &&
+            (rc = str_field(v, c, "payment_address", 0, KS_CONFIG_TEXT_BYTES_MAX, &s)) == KS_OK &&
+            (rc = str_field(v, c, "email", 0, KS_CONFIG_NAME_BYTES_MAX, &s)) == KS_OK &&
+            (rc = str_field(v, c, "location", 0, KS_CONFIG_TEXT_BYTES_MAX, &s)) == KS_OK)
+            rc = enum_field(v, c, "sno", snos);
+        path_pop(v, oc);
+    }
+    const json_t *item = json_object_get(r, "item");
+    if (rc == KS_OK && item) {
+        size_t oi = path_key(v, "item");
+        if ((rc = only_keys(v, item, item_keys, "field")) == KS_OK &&
+            (rc = enum_field(v, item, "payment_method", methods)) == KS_OK &&
+            (rc = enum_field(v, item, "vat", vats)) == KS_OK)
+            rc = int_field(v, item, "payment_object", 0, 1, 33, 1, &object);
+        path_pop(v, oi);
+    }
+    path_pop(v, o);
+    return rc;
+}
+
+/* cashRegisters.<groupID>: a register group, reached through one adapter. */
+static int register_group_one(struct vctx *v, const json_t *g)
+{
+    static const char *const keys[] = {"name",    "description",    "adapter", "status",
+                                       "options", "credentialsRef", "offline", NULL};
+    static const char *const adapters[] = {"emulator", "atol", NULL};
+    static const char *const statuses[] = {"active", "inactive", NULL};
+    static const char *const offline_keys[] = {"operations", "maxOfflineHours", NULL};
+    const char *s;
+    int rc;
+    if ((rc = only_keys(v, g, keys, "field")) != KS_OK ||
+        (rc = str_field(v, g, "name", 0, KS_CONFIG_NAME_BYTES_MAX, &s)) != KS_OK ||
+        (rc = str_field(v, g, "description", 0, KS_CONFIG_TEXT_BYTES_MAX, &s)) != KS_OK)
+        return rc;
+    if (!json_object_get(g, "adapter"))
+        return fail(v, "adapter is required");
+    if ((rc = enum_field(v, g, "adapter", adapters)) != KS_OK ||
+        (rc = enum_field(v, g, "status", statuses)) != KS_OK ||
+        (rc = options_field(v, g)) != KS_OK || (rc = credentials_ref_check(v, g)) != KS_OK)
+        return rc;
+    const json_t *off = json_object_get(g, "offline");
+    if (!off)
+        return KS_OK;
+    size_t o = path_key(v, "offline");
+    int64_t hours;
+    rc = only_keys(v, off, offline_keys, "field");
+    if (rc == KS_OK)
+        rc = int_field(v, off, "maxOfflineHours", 0, 1, 24 * 366, 720, &hours);
+    const json_t *ops = json_object_get(off, "operations");
+    if (rc == KS_OK && ops) {
+        size_t oo = path_key(v, "operations");
+        if (!json_is_array(ops) || json_array_size(ops) > 6) {
+            rc = fail(v, "must be a list of receipt operations");
+        } else {
+            size_t i;
+            json_t *op;
+            json_array_foreach(ops, i, op)
+            {
+                if (!json_is_string(op) || !in_list(json_string_value(op), receipt_operations)) {
+                    size_t oi = path_index(v, i);
+                    char list[256];
+                    join(receipt_operations, list, sizeof(list));
+                    rc = fail(v, "must be one of %s", list);
+                    path_pop(v, oi);
+                    break;
+                }
+            }
+        }
+        path_pop(v, oo);
+    }
+    path_pop(v, o);
+    return rc;
+}
+
+static int registers_check(struct vctx *v)
+{
+    if (!v->registers)
+        return KS_OK;
+    size_t o = path_key(v, "cashRegisters");
+    int rc = collection(v, v->registers, "register groups");
+    const char *id;
+    json_t *g;
+    if (rc == KS_OK)
+        json_object_foreach((json_t *)v->registers, id, g)
+        {
+            size_t og = path_key(v, id);
+            rc = register_group_one(v, g);
+            path_pop(v, og);
+            if (rc != KS_OK)
+                break;
+        }
+    path_pop(v, o);
+    return rc;
+}
+
 static int shop_one(struct vctx *v, const char *party_id, const json_t *party, const char *id,
                     const json_t *shop)
 {
     static const char *const keys[] = {"name",       "description", "status",   "currency",
-                                       "categoryID", "contractID",  "location", NULL};
+                                       "categoryID", "contractID",  "location", "receipts",
+                                       NULL};
     static const char *const statuses[] = {"active", "blocked", "suspended", NULL};
     const char *s, *currency, *contract_id;
     int64_t category;
@@ -891,7 +1036,7 @@ static int shop_one(struct vctx *v, const char *party_id, const json_t *party, c
         (rc = str_field(v, shop, "currency", 1, KS_CONFIG_ID_BYTES_MAX, &currency)) != KS_OK ||
         (rc = int_field(v, shop, "categoryID", 1, 1, 2147483647, 0, &category)) != KS_OK ||
         (rc = str_field(v, shop, "contractID", 1, KS_CONFIG_ID_BYTES_MAX, &contract_id)) != KS_OK ||
-        (rc = location_check(v, shop)) != KS_OK)
+        (rc = location_check(v, shop)) != KS_OK || (rc = shop_receipts_check(v, shop)) != KS_OK)
         return rc;
     size_t o = path_key(v, "currency");
     quote(q, sizeof(q), currency);
@@ -1307,7 +1452,7 @@ static int routing_check(struct vctx *v, const json_t *routing)
 /* Sections kept for later issues: accepted as any object and stored as they are. */
 static int future_check(struct vctx *v, const json_t *doc)
 {
-    static const char *const future[] = {"inspector", "cashRegisters", "messaging", NULL};
+    static const char *const future[] = {"inspector", "messaging", NULL};
     for (size_t i = 0; future[i]; i++) {
         json_t *sec = json_object_get(doc, future[i]);
         if (sec && !json_is_object(sec)) {
@@ -1350,6 +1495,7 @@ int ks_config_validate(const json_t *doc, char *why, size_t whylen)
     v.terms = json_object_get(doc, "terms");
     v.parties = json_object_get(doc, "parties");
     v.providers = json_object_get(doc, "providers");
+    v.registers = json_object_get(doc, "cashRegisters");
     v.shops = json_object();
     v.terminals = json_object();
     if (!v.shops || !v.terminals) {
@@ -1357,7 +1503,7 @@ int ks_config_validate(const json_t *doc, char *why, size_t whylen)
         goto out;
     }
     if ((rc = categories_check(&v)) == KS_OK && (rc = terms_check(&v)) == KS_OK &&
-        (rc = parties_check(&v)) == KS_OK && (rc = providers_check(&v)) == KS_OK &&
+        (rc = registers_check(&v)) == KS_OK && (rc = parties_check(&v)) == KS_OK && (rc = providers_check(&v)) == KS_OK &&
         (rc = routing_check(&v, json_object_get(doc, "routing"))) == KS_OK)
         rc = future_check(&v, doc);
 out:

@@ -105,9 +105,9 @@ def test_token_issue_reuses_the_key_and_reads_the_environment(tmp_path):
     assert "shops" not in c1 and c1["sub"] == "dev"
     # no --role: the explicit default set, listed on stderr (stdout is the token alone)
     assert c1["roles"] == ["invoices:read", "invoices:write", "payments:write", "refunds:write",
-                           "webhooks:read", "webhooks:write"]
+                           "webhooks:read", "webhooks:write", "receipts:read", "receipts:write"]
     assert ("granted roles: invoices:read invoices:write payments:write refunds:write "
-            "webhooks:read webhooks:write") in r1.stderr
+            "webhooks:read webhooks:write receipts:read receipts:write") in r1.stderr
     assert r1.stdout.count("\n") == 1
     assert c1["exp"] - c1["iat"] == 3600
     assert c1["jti"] != c2["jti"]

@@ -31,7 +31,7 @@ PARTY, SHOP = "sandbox", "TEST"
 ISS_A = "https://sso.example.com/realms/merchants"   # may speak for PARTY
 ISS_B = "https://idp.other-tenant.example/"           # may speak for "other-tenant" only
 ALL_ROLES = ["invoices:read", "invoices:write", "payments:write", "refunds:write",
-             "webhooks:read", "webhooks:write"]
+             "webhooks:read", "webhooks:write", "receipts:read", "receipts:write"]
 VISA = "4242424242424242"
 
 

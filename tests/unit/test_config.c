@@ -365,10 +365,41 @@ Test(config_validate, future_sections_are_kept)
 {
     json_t *doc = sandbox();
     set_path(doc, "inspector", J("{\"rules\":[{\"anything\":true}]}"));
-    set_path(doc, "cashRegisters", J("{}"));
     set_path(doc, "messaging", J("{\"channels\":{}}"));
     expect_valid(doc);
     json_decref(doc);
+}
+
+/* cashRegisters (register groups) and a shop's receipts settings are checked (docs/receipts.md). */
+Test(config_validate, register_groups_and_shop_receipts)
+{
+    static const struct {
+        const char *path, *value, *message;
+    } cases[] = {
+        {"cashRegisters/emulator/adapter", "\"kkt\"",
+         "$.cashRegisters.emulator.adapter: must be one of emulator, atol, not \"kkt\""},
+        {"cashRegisters/emulator/options", "{\"password\":\"x\"}",
+         "$.cashRegisters.emulator.options.password: looks like a secret"},
+        {"cashRegisters/emulator/offline", "{\"operations\":[\"sell\",\"gift\"]}",
+         "$.cashRegisters.emulator.offline.operations[1]: must be one of sell, sell_refund"},
+        {"cashRegisters/emulator/offline", "{\"maxOfflineHours\":0}",
+         "$.cashRegisters.emulator.offline.maxOfflineHours: must be from 1 to 8784"},
+        {"parties/sandbox/shops/TEST/receipts/registerGroup", "\"nowhere\"",
+         "$.parties.sandbox.shops.TEST.receipts.registerGroup: unknown register group "
+         "\"nowhere\""},
+        {"parties/sandbox/shops/TEST/receipts/company/sno", "\"envd\"",
+         "$.parties.sandbox.shops.TEST.receipts.company.sno: must be one of osn"},
+        {"parties/sandbox/shops/TEST/receipts/item/vat", "\"vat18\"",
+         "$.parties.sandbox.shops.TEST.receipts.item.vat: must be one of none"},
+        {"parties/sandbox/shops/TEST/receipts/auto", "\"yes\"",
+         "$.parties.sandbox.shops.TEST.receipts.auto: must be true or false"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *doc = sandbox();
+        set_path(doc, cases[i].path, J(cases[i].value));
+        expect_invalid(doc, cases[i].message);
+        json_decref(doc);
+    }
 }
 
 Test(config_validate, size_is_bounded)

@@ -20,6 +20,7 @@
 #include "core/currency.h"
 #include "core/json.h"
 #include "engine/callback.h"
+#include "receipts/receipt.h"
 
 _Static_assert(KS_INVOICE_PAYMENTS_MAX == KS_CONFIG_PER_INVOICE_MAX &&
                    KS_INVOICE_RESOURCES_MAX == KS_CONFIG_PER_INVOICE_MAX,
@@ -558,6 +559,9 @@ static int inv_start(const struct ks_proc_ctx *ctx, const json_t *args, struct k
                            terms ? json_incref(terms) : json_object());
     json_object_set_new(ev, "invoice", json_deep_copy(inv));
     json_object_set_new(json_object_get(ev, "invoice"), "status", json_string("unpaid"));
+    if (json_object_get(args, "receipts"))
+        json_object_set(json_object_get(ev, "internal"), "receipts",
+                        json_object_get(args, "receipts"));
     emit(&t, ev);
     int64_t due = num(args, "dueAt");
     ev_deadline(&t, "due", due > ctx->now_ms ? due : ctx->now_ms);
@@ -908,6 +912,58 @@ static json_t *current_session(json_t *p, const char *rid, const json_t *args)
     return sess;
 }
 
+/* A shop with automatic receipts gets one for a captured payment ("sell") and for a refund
+ * that succeeded ("sell_refund"): a receipt machine started as a child of the invoice in this
+ * transition's own commit, its id derived from the payment's (and refund's), so a replay never
+ * issues it twice (docs/receipts.md "Automatic receipts"). A receipt the shop's settings make
+ * invalid is recorded, not issued: the payment itself is done either way. */
+static void auto_receipt(struct tx *t, json_t *p, const char *rid, const char *operation,
+                         int64_t amount)
+{
+    const json_t *settings = json_object_get(t->state, "receipts");
+    if (!settings)
+        return;
+    const json_t *pub = json_object_get(p, "public");
+    const char *pid = str(pub, "id");
+    char suffix[64], why[256];
+    if (rid)
+        snprintf(suffix, sizeof(suffix), "refund-%s-%s", pid, rid);
+    else
+        snprintf(suffix, sizeof(suffix), "sell-%s", pid);
+    json_t *args = NULL;
+    int rc = ks_receipt_auto_args(settings, operation, json_object_get(t->state, "invoice"),
+                                  json_object_get(pub, "payer"), amount, t->ctx->now_ms, &args,
+                                  why, sizeof(why));
+    if (rc == KS_OK) {
+        const json_t *inv = json_object_get(t->state, "invoice");
+        json_object_set_new(args, "partyID", json_string(str(t->state, "partyID")));
+        json_object_set_new(args, "shopID", json_string(str(inv, "shopID")));
+        json_object_set_new(args, "revision", json_integer(num(t->state, "revision")));
+        json_t *link = json_pack("{s:s, s:s}", "invoiceID", invoice_id(t), "paymentID", pid);
+        if (rid)
+            json_object_set_new(link, "refundID", json_string(rid));
+        json_object_set_new(args, "invoice", link);
+        rc = ks_proc_start_child(t->ctx, t->out, KS_RECEIPT_NS, suffix, args);
+        if (rc != KS_OK)
+            snprintf(why, sizeof(why), "the receipt could not be started (%s)", ks_err_name(rc));
+    }
+    json_decref(args);
+    json_t *ev;
+    if (rc == KS_OK) {
+        char id[KS_ID_BYTES_MAX + 1];
+        if (ks_proc_child_id(t->ctx, suffix, id, sizeof(id)) != KS_OK)
+            id[0] = '\0';
+        ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "ReceiptRequested", "receiptID", id,
+                       "operation", operation, "paymentID", pid);
+    } else {
+        ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "internal.receiptRefused", "operation",
+                       operation, "paymentID", pid, "reason", why);
+    }
+    if (rid)
+        json_object_set_new(ev, "refundID", json_string(rid));
+    emit(t, ev);
+}
+
 static void on_session_finished(struct tx *t, json_t *p, const char *rid, const json_t *sess,
                                 int success, const char *failure, const json_t *trx)
 {
@@ -933,6 +989,11 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
             ev_refund_status(t, pid, rid, "succeeded", NULL, NULL);
             if (plan)
                 ledger_op(t, pid, rid, "commit", plan, NULL);
+            auto_receipt(t, ks_invoice_payment(t->state, pid), rid, "sell_refund",
+                         num(json_object_get(ks_invoice_refund(ks_invoice_payment(t->state, pid),
+                                                               rid),
+                                             "public"),
+                             "amount"));
             json_t *pp = ks_invoice_payment(t->state, pid);
             if (refunds_total(pp, 0) >= num(pp, "captured"))
                 ev_payment_status(t, pid, "refunded", NULL);
@@ -1000,6 +1061,7 @@ static void on_session_finished(struct tx *t, json_t *p, const char *rid, const 
             ev_invoice_status(t, "paid", NULL);
             ev_deadline(t, "due", 0);
         }
+        auto_receipt(t, ks_invoice_payment(t->state, pid), NULL, "sell", amount);
         return;
     }
     if (strcmp(operation, "cancel") == 0) {
@@ -1192,6 +1254,18 @@ static void on_callback(struct tx *t, const json_t *sig)
     }
 }
 
+/* The engine started (or could not start) a child: only a receipt that could not be started is
+ * news (its args were refused); a started one reports its own outcome later. */
+static void on_child(struct tx *t, const json_t *sig)
+{
+    if (json_is_true(json_object_get(sig, "ok")))
+        return;
+    const json_t *res = json_object_get(sig, "args");
+    emit(t, json_pack("{s:s, s:s, s:s}", "type", "internal.receiptRefused", "operation",
+                      str(res, "ns") ? str(res, "ns") : "receipt", "reason",
+                      str(sig, "error") ? str(sig, "error") : "the receipt was refused"));
+}
+
 static int inv_signal(const struct ks_proc_ctx *ctx, const json_t *state, const json_t *sig,
                       struct ks_proc_out *out)
 {
@@ -1205,6 +1279,14 @@ static int inv_signal(const struct ks_proc_ctx *ctx, const json_t *state, const 
             on_ledger(&t, sig);
         else if (unit && strcmp(unit, "acquiring") == 0)
             on_acquiring(&t, sig);
+        else if (unit && strcmp(unit, KS_UNIT_ENGINE_CHILD) == 0)
+            on_child(&t, sig);
+    } else if (strcmp(type, "receipt_status") == 0) {
+        /* An automatic receipt is done or failed (receipt.c tells its parent). */
+        const char *status = ks_json_get_str(sig, "status");
+        if (status && ks_json_get_str(sig, "receiptID"))
+            emit(&t, json_pack("{s:s, s:s, s:s}", "type", "ReceiptStatusChanged", "receiptID",
+                               ks_json_get_str(sig, "receiptID"), "status", status));
     } else if (strcmp(type, "callback") == 0) {
         on_callback(&t, sig);
     } else if (strcmp(type, "repair") == 0) {
@@ -1242,6 +1324,8 @@ static void apply_into(json_t *s, const json_t *ev)
         json_object_set(s, "dueAt", json_object_get(in, "dueAt"));
         json_object_set(s, "revision", json_object_get(in, "revision"));
         json_object_set(s, "terms", json_object_get(in, "terms"));
+        if (json_object_get(in, "receipts"))
+            json_object_set(s, "receipts", json_object_get(in, "receipts"));
         json_object_set_new(s, "payments", json_array());
         json_object_set_new(s, "deadlines", json_object());
     } else if (strcmp(type, "InvoiceStatusChanged") == 0) {
