@@ -1,0 +1,350 @@
+"""Fiscal receipts through the real binary (docs/receipts.md): /v1/receipts with every kind of
+bad input named by field, idempotency by external_id, roles and other parties, the list and the
+events, and ATOL Online v5's own token flow and paths under /atol/v5.
+
+Each test's receipts go to a shop of its own (a copy of TEST, which the sandbox configuration
+binds to the "emulator" register group), so a store shared by every test stays apart.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import Kassa, edit_config, kassa_bin
+from openapi_check import check_response
+from test_payments import PARTY, SHOP, issue_token
+
+WAIT_S = 40
+HTTP_S = 30
+
+RECEIPT = {
+    "client": {"email": "payer@example.com"},
+    "items": [
+        {"name": "Tea", "price": 100.50, "quantity": 2, "sum": 201.00, "measure": 0,
+         "payment_method": "full_payment", "payment_object": 1,
+         "vat": {"type": "vat22", "sum": 36.25}},
+        {"name": "Sugar", "price": 0.10, "quantity": 0.333, "sum": 0.03,
+         "payment_method": "full_payment", "payment_object": 1, "vat": {"type": "vat10"}},
+    ],
+    "payments": [{"type": 1, "sum": 201.03}],
+    "vats": [{"type": "vat22", "sum": 36.25}],
+    "total": 201.03,
+}
+
+
+def ext():
+    return "order-" + uuid.uuid4().hex[:12]
+
+
+class Receipts:
+    """A merchant's view of kassa's receipts API, every reply checked against docs/openapi.json."""
+
+    def __init__(self, k, token, shop):
+        self.k, self.token, self.shop = k, token, shop
+
+    def call(self, method, path, body=None, token=None, raw=None, expect=None):
+        h = {"Authorization": "Bearer " + (token or self.token)}
+        data = raw if raw is not None else (None if body is None else json.dumps(body))
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        r = requests.request(method, self.k.base + path, data=data, headers=h, timeout=HTTP_S)
+        out = r.json() if r.content else None
+        check_response(method, path, r.status_code, out)
+        if expect is not None:
+            assert r.status_code == expect, "%s %s -> %s %s" % (method, path, r.status_code,
+                                                                r.text)
+        return r.status_code, out
+
+    def create(self, receipt=None, operation="sell", external_id=None, expect=201, **over):
+        body = {"operation": operation, "shopID": self.shop,
+                "external_id": external_id or ext(),
+                "correction" if "correction" in operation else "receipt":
+                    copy.deepcopy(receipt or RECEIPT)}
+        body.update(over)
+        return self.call("POST", "/v1/receipts", body, expect=expect)[1]
+
+    def get(self, rid, expect=200):
+        return self.call("GET", "/v1/receipts/" + rid, expect=expect)[1]
+
+    def wait_status(self, rid, statuses=("done", "fail"), timeout=WAIT_S):
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.get(rid)
+            if r["status"] in statuses:
+                return r
+            assert time.monotonic() < deadline, "receipt %s stayed %s" % (rid, r["status"])
+            time.sleep(0.05)
+
+
+def own_shop(k, **receipts):
+    """A shop of the party for one test (a copy of TEST), with its receipts settings changed."""
+    shop = "RC-" + os.urandom(4).hex()
+
+    def add(doc):
+        s = copy.deepcopy(doc["parties"][PARTY]["shops"][SHOP])
+        s["receipts"].update(receipts)
+        doc["parties"][PARTY]["shops"][shop] = s
+        return doc
+    edit_config(k, add, "black-box tests: a shop for receipts")
+    return shop
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("receipts")
+    k = Kassa(wd, ["--dev-trust-own-key"])
+    api = Receipts(k, issue_token(wd), None)
+    api.shop = own_shop(k)
+    api.wd = wd
+    yield api
+    problems = k.stop()
+    if problems:
+        pytest.fail("kassa serve: " + "\n".join(problems), pytrace=False)
+
+
+def test_a_receipt_is_accepted_with_its_amounts_as_sent(env):
+    e = ext()
+    r = env.create(external_id=e)
+    assert r["status"] in ("wait", "done", "fail") and r["external_id"] == e
+    assert r["operation"] == "sell" and r["shopID"] == env.shop and r["group_code"] == "emulator"
+    assert r["receipt"]["total"] == 201.03 and r["receipt"]["items"][1]["price"] == 0.1
+    assert r["receipt"]["items"][1]["quantity"] == 0.333
+    # the company came from the shop's configuration
+    assert r["receipt"]["company"]["inn"] == "7700000000"
+    again = env.get(r["uuid"])
+    assert again["uuid"] == r["uuid"] and again["receipt"] == r["receipt"]
+
+
+BAD = [
+    # (what, change(body), status, field)
+    ("no body at all", None, 400, None),
+    ("not an object", [], 400, None),
+    ("unknown operation", lambda b: b.update(operation="gift"), 400, "operation"),
+    ("no external_id", lambda b: b.pop("external_id"), 400, "external_id"),
+    ("external_id too long", lambda b: b.update(external_id="x" * 129), 400, "external_id"),
+    ("unknown field", lambda b: b.update(colour="green"), 400, "colour"),
+    ("bad timestamp", lambda b: b.update(timestamp="2026-12-07"), 400, "timestamp"),
+    ("bad callback", lambda b: b.update(service={"callback_url": "ftp://x"}), 400,
+     "service.callback_url"),
+    ("no receipt", lambda b: b.pop("receipt"), 400, "receipt"),
+    ("correction for a sale", lambda b: b.update(correction={}), 400, "correction"),
+    ("sum is not price x quantity", lambda b: b["receipt"]["items"][0].update(sum=201.01), 400,
+     "receipt.items[0].sum"),
+    ("VAT does not match", lambda b: b["receipt"]["items"][0]["vat"].update(sum=36.00), 400,
+     "receipt.items[0].vat.sum"),
+    ("unknown VAT rate", lambda b: b["receipt"]["items"][0]["vat"].update(type="vat18"), 400,
+     "receipt.items[0].vat.type"),
+    ("20% on a 2026 sale", lambda b: b["receipt"]["items"][0].update(vat={"type": "vat20"}),
+     400, "receipt.items[0].vat.type"),
+    ("total does not add up", lambda b: b["receipt"].update(total=201.04), 400,
+     "receipt.total"),
+    ("payments do not add up", lambda b: b["receipt"]["payments"][0].update(sum=200), 400,
+     "receipt.payments"),
+    ("three decimals of rubles", lambda b: b["receipt"]["items"][1].update(price=0.101), 400,
+     "receipt.items[1].price"),
+    ("an exponent", lambda b: b["receipt"]["items"][1].update(price=1e-1), 400,
+     "receipt.items[1].price"),
+    ("a name of 129 characters", lambda b: b["receipt"]["items"][0].update(name="Я" * 129),
+     400, "receipt.items[0].name"),
+    ("no client contact", lambda b: b["receipt"].update(client={}), 400, "receipt.client"),
+    ("no items", lambda b: b["receipt"].update(items=[]), 400, "receipt.items"),
+    ("101 items", lambda b: b["receipt"].update(items=b["receipt"]["items"][:1] * 101), 400,
+     "receipt.items"),
+    ("unknown shop", lambda b: b.update(shopID="NOPE"), 400, "shopID"),
+]
+
+
+@pytest.mark.parametrize("what,change,status,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_naming_the_field_and_changes_nothing(env, what, change, status,
+                                                                  field):
+    e = ext()
+    body = {"operation": "sell", "shopID": env.shop, "external_id": e,
+            "receipt": copy.deepcopy(RECEIPT)}
+    if change is None:
+        raw = ""
+    elif isinstance(change, list):
+        raw = json.dumps(change)
+    else:
+        change(body)
+        raw = json.dumps(body)
+    code, out = env.call("POST", "/v1/receipts", raw=raw)
+    assert code == status, (what, out)
+    assert out["code"] and out["message"]
+    if field:
+        assert out.get("field") == field, (what, out)
+    # nothing was made: the external id is still free (a good body under it is a new receipt)
+    env.create(external_id=e, expect=201)
+
+
+def test_an_external_id_binds_one_receipt(env):
+    e = ext()
+    first = env.create(external_id=e)
+    code, again = env.call("POST", "/v1/receipts",
+                           {"operation": "sell", "shopID": env.shop, "external_id": e,
+                            "receipt": RECEIPT})
+    assert code == 200 and again["uuid"] == first["uuid"]
+    other = copy.deepcopy(RECEIPT)
+    other["client"] = {"email": "someone@example.com"}
+    code, out = env.call("POST", "/v1/receipts", {"operation": "sell", "shopID": env.shop,
+                                                  "external_id": e, "receipt": other})
+    assert code == 409 and out["uuid"] == first["uuid"] and out["field"] == "external_id"
+
+
+def test_roles_and_other_parties(env):
+    r = env.create()
+    read_only = issue_token(env.wd, extra=["--role", "receipts:read"])
+    code, out = env.call("POST", "/v1/receipts", {"operation": "sell"}, token=read_only)
+    assert code == 401 and "receipts:write" in out["message"]
+    env.call("GET", "/v1/receipts/" + r["uuid"], token=read_only, expect=200)
+    payments_only = issue_token(env.wd, extra=["--role", "invoices:read"])
+    code, _ = env.call("GET", "/v1/receipts/" + r["uuid"], token=payments_only)
+    assert code == 401
+    other = issue_token(env.wd, party="other-party")
+    code, out = env.call("GET", "/v1/receipts/" + r["uuid"], token=other)
+    assert code == 404 and out["code"] == "receiptNotFound"
+    code, _ = env.call("GET", "/v1/receipts/" + r["uuid"] + "/events", token=other)
+    assert code == 404
+    code, out = env.call("GET", "/v1/receipts?limit=1000", token=other)
+    assert code == 200 and out["result"] == []
+    code, _ = env.call("GET", "/v1/receipts/" + "x" * 300)
+    assert code == 404
+    anon = requests.get(env.k.base + "/v1/receipts/" + r["uuid"], timeout=HTTP_S)
+    assert anon.status_code == 401
+
+
+def test_list_finds_receipts_by_shop_status_and_external_id_page_by_page(env):
+    shop = own_shop(env.k)
+    made = [env.create(shopID=shop)["uuid"] for _ in range(5)]
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the list is fed by a relay: it may lag a moment behind
+        _, out = env.call("GET", "/v1/receipts?shopID=%s&limit=1000" % shop, expect=200)
+        if len(out["result"]) == 5:
+            break
+        assert time.monotonic() < deadline, out
+        time.sleep(0.05)
+    assert [r["uuid"] for r in out["result"]] == made[::-1]  # newest first
+    seen, token = [], None
+    for _ in range(10):
+        q = "/v1/receipts?shopID=%s&limit=2" % shop + (
+            "&continuationToken=" + token if token else "")
+        _, page = env.call("GET", q, expect=200)
+        seen += [r["uuid"] for r in page["result"]]
+        token = page.get("continuationToken")
+        if not token:
+            break
+    assert seen == made[::-1]
+    e = env.get(made[2])["external_id"]
+    _, out = env.call("GET", "/v1/receipts?external_id=" + e, expect=200)
+    assert [r["uuid"] for r in out["result"]] == [made[2]]
+    for q in ("status=maybe", "from=yesterday", "limit=0", "limit=1001", "colour=green",
+              "continuationToken=zzz"):
+        code, _ = env.call("GET", "/v1/receipts?" + q)
+        assert code == 400, q
+
+
+def test_events_can_be_polled_from_an_event_id(env):
+    r = env.create()
+    _, events = env.call("GET", "/v1/receipts/%s/events" % r["uuid"], expect=200)
+    assert events[0]["type"] == "ReceiptCreated" and events[0]["id"] >= 1
+    assert all(not ev["type"].startswith("internal.") for ev in events)
+    assert "group" not in events[0]
+    last = events[-1]["id"]
+    _, later = env.call("GET", "/v1/receipts/%s/events?eventID=%d" % (r["uuid"], last),
+                        expect=200)
+    assert all(ev["id"] > last for ev in later)
+    code, _ = env.call("GET", "/v1/receipts/%s/events?eventID=-1" % r["uuid"])
+    assert code == 400
+
+
+# --- ATOL Online v5's token flow and paths ---------------------------------------------------
+
+def atol_login(k, *args):
+    out = subprocess.run([kassa_bin(), "receipts", "atol-login"] + list(args) +
+                         ["--store", k.store_url], capture_output=True, text=True, timeout=60)
+    return out
+
+
+def test_atol_plugins_work_with_kassa_by_changing_the_base_url(env):
+    login = "plugin-" + os.urandom(3).hex()
+    out = atol_login(env.k, "add", login, PARTY, env.shop)
+    assert out.returncode == 0, out.stderr
+    password = out.stdout.split("password ")[1].split()[0]
+    base = env.k.base + "/atol/v5"
+    # a wrong password and an unknown login get the same answer
+    for who, pw in ((login, "wrong"), ("nobody", password)):
+        r = requests.post(base + "/getToken", json={"login": who, "pass": pw}, timeout=HTTP_S)
+        assert r.status_code == 401 and r.json()["error"]["code"] == 12
+    r = requests.post(base + "/getToken", json={"login": login, "pass": password}, timeout=HTTP_S)
+    assert r.status_code == 200 and r.json()["error"] is None
+    token = r.json()["token"]
+    assert token not in env.k.stderr_text() and password not in env.k.stderr_text()
+    e = ext()
+    body = {"external_id": e, "timestamp": "07.12.2026 12:00:00", "receipt": RECEIPT}
+    r = requests.post("%s/%s/sell" % (base, env.shop), json=body, headers={"Token": token},
+                      timeout=HTTP_S)
+    assert r.status_code == 200, r.text
+    sent = r.json()
+    assert sent["status"] == "wait" and sent["error"] is None and len(sent["uuid"]) == 36
+    # the same document again is the same receipt; another one under its id is error 33
+    r = requests.post("%s/%s/sell" % (base, env.shop), json=body, headers={"Token": token},
+                      timeout=HTTP_S)
+    assert r.status_code == 200 and r.json()["uuid"] == sent["uuid"]
+    other = dict(body, timestamp="07.12.2026 12:00:01")
+    r = requests.post("%s/%s/sell" % (base, env.shop), json=other, headers={"Token": token},
+                      timeout=HTTP_S)
+    assert r.status_code == 409 and r.json()["error"]["code"] == 33
+    assert r.json()["uuid"] == sent["uuid"]
+    r = requests.get("%s/%s/report/%s" % (base, env.shop, sent["uuid"]),
+                     headers={"Token": token}, timeout=HTTP_S)
+    assert r.status_code == 200
+    rep = r.json()
+    assert rep["uuid"] == sent["uuid"] and rep["external_id"] == e
+    assert rep["group_code"] == env.shop and rep["status"] in ("wait", "done", "fail")
+    # the same receipt through kassa's own API
+    assert env.get(sent["uuid"])["timestamp"] == "07.12.2026 12:00:00"
+    # refusals in ATOL's shape
+    bad = copy.deepcopy(body)
+    bad["external_id"] = ext()
+    bad["receipt"]["total"] = 1
+    r = requests.post("%s/%s/sell" % (base, env.shop), json=bad, headers={"Token": token},
+                      timeout=HTTP_S)
+    assert r.status_code == 400 and r.json()["error"]["code"] == 32
+    assert "receipt.total" in r.json()["error"]["text"]
+    r = requests.post("%s/%s/sell" % (base, env.shop), json=body, timeout=HTTP_S)
+    assert r.status_code == 401 and r.json()["error"]["code"] == 10
+    r = requests.post("%s/%s/sell" % (base, env.shop), json=body,
+                      headers={"Token": "x" * 40}, timeout=HTTP_S)
+    assert r.status_code == 401 and r.json()["error"]["code"] == 11
+    r = requests.post("%s/%s/sell" % (base, SHOP), json=body, headers={"Token": token},
+                      timeout=HTTP_S)
+    assert r.status_code == 400  # the login is bound to its own shop
+    r = requests.post("%s/%s/gift" % (base, env.shop), json=body, headers={"Token": token},
+                      timeout=HTTP_S)
+    assert r.status_code == 404
+    r = requests.get("%s/%s/report/%s" % (base, env.shop, uuid.uuid4()),
+                     headers={"Token": token}, timeout=HTTP_S)
+    assert r.status_code == 404
+    # a deleted login's tokens stop working at once
+    out = atol_login(env.k, "delete", login)
+    assert out.returncode == 0, out.stderr
+    r = requests.get("%s/%s/report/%s" % (base, env.shop, sent["uuid"]),
+                     headers={"Token": token}, timeout=HTTP_S)
+    assert r.status_code == 401
+
+
+def test_atol_login_command_refuses_bad_usage(env):
+    assert atol_login(env.k, "add", "x").returncode == 2
+    assert atol_login(env.k, "add", "bad login", PARTY).returncode == 2
+    assert atol_login(env.k, "rename", "x").returncode == 2
+    login = "dup-" + os.urandom(3).hex()
+    assert atol_login(env.k, "add", login, PARTY).returncode == 0
+    out = atol_login(env.k, "add", login, PARTY)
+    assert out.returncode == 1 and "exists already" in out.stderr
+    out = atol_login(env.k, "list")
+    assert out.returncode == 0 and login in out.stdout and "password" not in out.stdout
