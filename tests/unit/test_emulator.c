@@ -348,6 +348,27 @@ Test(emulator, options_name_the_register_and_the_receipt_url)
     }
 }
 
+Test(emulator, the_first_document_fixes_the_register_numbers)
+{
+    /* A mode set first creates the register with derived numbers... */
+    set_mode(KS_EMULATOR_ONLINE, -1, NULL, NULL);
+    struct ks_emulator_state s = state();
+    cr_assert_eq(strncmp(s.fn_number, "9999", 4), 0);
+    cr_assert_eq(s.last_document, 0);
+    /* ...which the first document replaces with the group's options, for good. */
+    json_t *p =
+        registered(&(struct call){.options = "{\"fnNumber\": \"9999000000000042\"}"}, NULL, 0);
+    cr_assert_str_eq(str(p, "fn_number"), "9999000000000042");
+    json_decref(p);
+    p = registered(
+        &(struct call){.session = "r2", .options = "{\"fnNumber\": \"9999000000000043\"}"}, NULL,
+        0);
+    cr_assert_str_eq(str(p, "fn_number"), "9999000000000042");
+    cr_assert_eq(num(p, "fiscal_document_number"), 2);
+    json_decref(p);
+    cr_assert_str_eq(state().fn_number, "9999000000000042");
+}
+
 /* --- idempotency ----------------------------------------------------------------------------- */
 
 Test(emulator, the_same_session_gets_the_same_document)
