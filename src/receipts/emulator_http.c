@@ -105,8 +105,12 @@ static int post_of(const struct ks_http_req *req, struct ks_http_resp *resp,
         bool known = false;
         for (size_t i = 0; allowed[i] && !known; i++)
             known = strcmp(key, allowed[i]) == 0;
+        /* Only a name that looks like one is echoed: the message never carries arbitrary
+         * request text. */
+        if (!known && ks_text_valid(key, 64, KS_CHARS_LOWER | KS_CHARS_UPPER, "_"))
+            return ks_http_error(resp, 400, "invalidRequest", "unknown member %s", key);
         if (!known)
-            return ks_http_error(resp, 400, "invalidRequest", "unknown member %.64s", key);
+            return bad(resp, "the body has an unknown member");
     }
     return KS_OK;
 }
