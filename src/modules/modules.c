@@ -18,6 +18,7 @@ extern const struct ks_module ks_ledger_module;
 extern const struct ks_module ks_sandbox_module;
 extern const struct ks_module ks_remote_module;
 extern const struct ks_module ks_payments_module;
+extern const struct ks_module ks_fiscal_emulator_module;
 extern const struct ks_module ks_receipts_module;
 extern const struct ks_module ks_webhooks_module;
 extern const struct ks_module ks_search_module;
@@ -27,7 +28,7 @@ extern const struct ks_module *const ks_extra_modules[]; /* NULL-terminated */
 
 static const struct ks_module *const kassa_modules[] = {
     &ks_config_module, &ks_vault_module,  &ks_ledger_module,
-    &ks_sandbox_module, &ks_remote_module, &ks_payments_module, &ks_receipts_module,
+    &ks_sandbox_module, &ks_remote_module, &ks_payments_module, &ks_fiscal_emulator_module, &ks_receipts_module,
     &ks_webhooks_module, &ks_search_module, &ks_export_module, &ks_kafka_module,
 };
 

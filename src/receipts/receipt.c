@@ -133,8 +133,9 @@ static void finished(struct tx *t, const json_t *res)
     if (json_is_true(json_object_get(res, "success"))) {
         const json_t *trx = json_object_get(res, "trx");
         const json_t *payload = json_object_get(json_object_get(trx, "extra"), "payload");
-        emit(t, json_pack("{s:s, s:O, s:s?, s:o}", "type", "ReceiptRegistered", "payload",
-                          payload ? payload : json_object(), "documentID", str(trx, "id"),
+        emit(t, json_pack("{s:s, s:o, s:s?, s:o}", "type", "ReceiptRegistered", "payload",
+                          payload ? json_incref((json_t *)payload) : json_object(), "documentID",
+                          str(trx, "id"),
                           "registeredAt", time_json(t->ctx->now_ms)));
     } else {
         const json_t *failure = json_object_get(res, "failure");

@@ -13,11 +13,11 @@
 json_t *ks_receipt_group_pin(const char *id, const json_t *g)
 {
     json_t *offline = json_object_get(json_object_get(g, "offline"), "operations");
-    json_t *pin = json_pack("{s:s, s:s, s:O, s:O}", "id", id, "adapter",
+    json_t *options = json_object_get(g, "options");
+    json_t *pin = json_pack("{s:s, s:s, s:o, s:o}", "id", id, "adapter",
                             ks_json_get_str(g, "adapter"), "options",
-                            json_object_get(g, "options") ? json_object_get(g, "options")
-                                                          : json_object(),
-                            "offline", offline ? offline : json_array());
+                            options ? json_incref(options) : json_object(), "offline",
+                            offline ? json_incref(offline) : json_array());
     if (pin && ks_json_get_str(g, "credentialsRef"))
         json_object_set_new(pin, "credentialsRef",
                             json_string(ks_json_get_str(g, "credentialsRef")));

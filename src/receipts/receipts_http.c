@@ -321,6 +321,7 @@ static int create(struct ks_receipts *r, const struct caller *who, const json_t 
     ks_reply_release(&reply);
 out:
     json_decref(args);
+    json_decref(norm);
     json_decref(shop_cfg);
     json_decref(doc);
     return rc;

@@ -11,7 +11,7 @@ import requests
 from conftest import HTTP_TIMEOUT_S, ROOT, kassa_bin
 
 RUN_TIMEOUT_S = 60
-MODULES = ("config", "vault", "ledger", "sandbox", "payments", "receipts", "webhooks", "search", "export",
+MODULES = ("config", "vault", "ledger", "sandbox", "payments", "fiscal_emulator", "receipts", "webhooks", "search", "export",
            "kafka")
 
 

@@ -148,7 +148,7 @@ BAD = [
      "receipt.payments"),
     ("three decimals of rubles", lambda b: b["receipt"]["items"][1].update(price=0.101), 400,
      "receipt.items[1].price"),
-    ("an exponent", lambda b: b["receipt"]["items"][1].update(price=1e-1), 400,
+    ("an exponent", lambda b: b["receipt"]["items"][1].update(price="__EXP__"), 400,
      "receipt.items[1].price"),
     ("a name of 129 characters", lambda b: b["receipt"]["items"][0].update(name="Я" * 129),
      400, "receipt.items[0].name"),
@@ -172,7 +172,7 @@ def test_bad_input_is_refused_naming_the_field_and_changes_nothing(env, what, ch
         raw = json.dumps(change)
     else:
         change(body)
-        raw = json.dumps(body)
+        raw = json.dumps(body).replace('"__EXP__"', "1e-1")  # json.dumps never writes one
     code, out = env.call("POST", "/v1/receipts", raw=raw)
     assert code == status, (what, out)
     assert out["code"] and out["message"]
