@@ -773,7 +773,9 @@ static int public_change(const char *type)
     static const char *types[] = {"InvoiceCreated",          "InvoiceStatusChanged",
                                   "PaymentStarted",          "PaymentStatusChanged",
                                   "PaymentInteractionRequested", "PaymentInteractionCompleted",
-                                  "RefundStarted",           "RefundStatusChanged"};
+                                  "RefundStarted",           "RefundStatusChanged",
+                                  /* kassa's: automatic receipts (docs/receipts.md) */
+                                  "ReceiptRequested",        "ReceiptStatusChanged"};
     for (size_t i = 0; type && i < sizeof(types) / sizeof(types[0]); i++)
         if (strcmp(type, types[i]) == 0)
             return 1;

@@ -348,3 +348,145 @@ def test_atol_login_command_refuses_bad_usage(env):
     assert out.returncode == 1 and "exists already" in out.stderr
     out = atol_login(env.k, "list")
     assert out.returncode == 0 and login in out.stdout and "password" not in out.stdout
+
+
+# --- registered by the emulator: fiscal attributes, failures, slowness -----------------------
+
+def own_register(k, offline=("sell", "sell_refund"), **shop_receipts):
+    """A register group of the emulator and a shop bound to it, for one test."""
+    group = "EMU-" + os.urandom(4).hex()
+
+    def add(doc):
+        doc.setdefault("cashRegisters", {})[group] = {
+            "adapter": "emulator", "status": "active", "options": {},
+            "offline": {"operations": list(offline), "maxOfflineHours": 72}}
+        return doc
+    edit_config(k, add, "black-box tests: a register group")
+    return group, own_shop(k, registerGroup=group, **shop_receipts)
+
+
+def emulator(k, group, **mode):
+    url = "%s/admin/v1/receipts/emulator/%s" % (k.admin, group)
+    r = requests.post(url, json=mode, headers=k.auth(), timeout=HTTP_S) if mode else \
+        requests.get(url, headers=k.auth(), timeout=HTTP_S)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_registered_receipt_carries_its_fiscal_attributes_in_sequence(env):
+    group, shop = own_register(env.k)
+    done = []
+    for _ in range(3):
+        r = env.create(shopID=shop)
+        done.append(env.wait_status(r["uuid"]))
+    numbers = [d["payload"]["fiscal_document_number"] for d in done]
+    assert [d["status"] for d in done] == ["done"] * 3 and numbers == [1, 2, 3]
+    p = done[0]["payload"]
+    assert len(p["fn_number"]) == 16 and p["fn_number"].isdigit()
+    assert p["shift_number"] == 1 and p["fiscal_receipt_number"] == 1
+    assert 0 <= p["fiscal_document_attribute"] < 2 ** 32
+    assert "fn=%s" % p["fn_number"] in p["ofd_receipt_url"]
+    assert p["fns_site"] == "www.nalog.gov.ru" and p["total"] == 201.03
+    assert time.strptime(p["receipt_datetime"], "%d.%m.%Y %H:%M:%S")
+    assert done[0]["registeredAt"] and done[0]["error"] is None
+    state = emulator(env.k, group)
+    assert state["lastDocumentNumber"] == 3 and state["shift"]["receipts"] == 3
+    _, events = env.call("GET", "/v1/receipts/%s/events" % done[0]["uuid"], expect=200)
+    assert [e["type"] for e in events] == ["ReceiptCreated", "ReceiptRegistered"]
+    # an ATOL plugin's report of the same receipt shows the same attributes
+    r = env.call("GET", "/v1/receipts?group=%s&status=done&limit=10" % group, expect=200)[1]
+    assert {x["uuid"] for x in r["result"]} <= {d["uuid"] for d in done}
+
+
+def test_a_register_refusal_fails_the_receipt_with_its_code(env):
+    group, shop = own_register(env.k)
+    emulator(env.k, group, mode="fail", failCode="234", failText="the FN is full")
+    r = env.wait_status(env.create(shopID=shop)["uuid"])
+    assert r["status"] == "fail" and r["payload"] is None
+    assert r["error"]["code"] == "fiscal_failed:234" and r["error"]["text"] == "the FN is full"
+    emulator(env.k, group, mode="online")
+    assert env.wait_status(env.create(shopID=shop)["uuid"])["status"] == "done"
+    assert emulator(env.k, group)["lastDocumentNumber"] == 1  # the refused one has no number
+
+
+def test_a_slow_register_keeps_the_receipt_waiting_then_done(env):
+    group, shop = own_register(env.k)
+    emulator(env.k, group, mode="slow", delayMs=1500)
+    r = env.create(shopID=shop)
+    assert env.get(r["uuid"])["status"] == "wait"
+    assert env.wait_status(r["uuid"])["status"] == "done"
+
+
+def test_a_correction_waits_for_an_unreachable_register(env):
+    """Corrections may not go offline (the group lists only sales and refunds): they wait for
+    the register to come back, retried, never journaled."""
+    group, shop = own_register(env.k)
+    emulator(env.k, group, mode="unreachable")
+    corr = copy.deepcopy(RECEIPT)
+    corr["correction_info"] = {"type": "self", "base_date": "01.12.2026"}
+    corr.pop("client")
+    r = env.create(corr, operation="sell_correction", shopID=shop)
+    time.sleep(1.0)
+    assert env.get(r["uuid"])["status"] == "wait" and "offline" not in env.get(r["uuid"])
+    emulator(env.k, group, mode="online")
+    done = env.wait_status(r["uuid"], timeout=60)
+    assert done["status"] == "done" and done["operation"] == "sell_correction"
+    assert done["correction"]["correction_info"]["type"] == "self"
+
+
+# --- automatic receipts of payments and refunds ----------------------------------------------
+
+def test_a_captured_payment_and_its_refund_each_get_one_receipt(env):
+    from test_payments import CARDS, Api
+    group, shop = own_register(env.k, auto=True)
+    api = Api(env.k, env.token)
+    cart = [{"product": "Green tea", "price": 25000, "quantity": 2,
+             "taxMode": {"type": "InvoiceLineTaxVAT", "rate": "22%"}},
+            {"product": "Cup", "price": 10000, "quantity": 1,
+             "taxMode": {"type": "InvoiceLineTaxVAT", "rate": "10%"}}]
+    inv, tok = api.invoice(amount=60000, shopID=shop, cart=cart)
+    pay = api.pay(inv, tok, CARDS["visa"])
+    api.wait_payment(inv["id"], pay["id"], ("captured",))
+    sell_id = "%s.sell-%s" % (inv["id"], pay["id"])
+    sell = env.wait_status(sell_id)
+    assert sell["status"] == "done" and sell["operation"] == "sell"
+    assert sell["invoice"] == {"invoiceID": inv["id"], "paymentID": pay["id"]}
+    items = sell["receipt"]["items"]
+    assert [(i["name"], i["price"], i["quantity"], i["sum"], i["vat"]["type"]) for i in items] \
+        == [("Green tea", 250.0, 2, 500.0, "vat22"), ("Cup", 100.0, 1, 100.0, "vat10")]
+    assert sell["receipt"]["client"] == {"email": "payer@example.com"}
+    assert sell["receipt"]["total"] == 600.0
+    ref = api.refund(inv["id"], pay["id"], amount=10000, currency="RUB", reason="cup broken")
+    api.wait_refund(inv["id"], pay["id"], ref["id"], ("succeeded",))
+    refund_id = "%s.refund-%s-%s" % (inv["id"], pay["id"], ref["id"])
+    back = env.wait_status(refund_id)
+    assert back["status"] == "done" and back["operation"] == "sell_refund"
+    assert back["receipt"]["total"] == 100.0 and len(back["receipt"]["items"]) == 1
+    # visible in the invoice's events, each receipt once
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        changes = [c for e in api.events(inv["id"]) for c in e["changes"]]
+        done = [c for c in changes if c["changeType"] == "ReceiptStatusChanged"]
+        if len(done) == 2:
+            break
+        assert time.monotonic() < deadline, changes
+        time.sleep(0.05)
+    asked = [c for c in changes if c["changeType"] == "ReceiptRequested"]
+    assert [(c["receiptID"], c["operation"]) for c in asked] == \
+        [(sell_id, "sell"), (refund_id, "sell_refund")]
+    assert {(c["receiptID"], c["status"]) for c in done} == {(sell_id, "done"), (refund_id, "done")}
+    _, listed = env.call("GET", "/v1/receipts?shopID=%s&limit=10" % shop, expect=200)
+    assert emulator(env.k, group)["lastDocumentNumber"] == 2
+
+
+def test_a_shop_without_automatic_receipts_gets_none(env):
+    from test_payments import CARDS, Api
+    group, shop = own_register(env.k)
+    api = Api(env.k, env.token)
+    inv, tok = api.invoice(amount=6000, shopID=shop)
+    pay = api.pay(inv, tok, CARDS["visa"])
+    api.wait_payment(inv["id"], pay["id"], ("captured",))
+    code, _ = env.call("GET", "/v1/receipts/%s.sell-%s" % (inv["id"], pay["id"]))
+    assert code == 404
+    changes = [c["changeType"] for e in api.events(inv["id"]) for c in e["changes"]]
+    assert "ReceiptRequested" not in changes
