@@ -13,6 +13,7 @@
  */
 #include "receipts/atol.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <curl/curl.h>
 #include <pthread.h>
@@ -97,11 +98,10 @@ int ks_atol_url_allowed(const char *url)
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0])
         goto out;
-    if (strcasecmp(scheme, "https") == 0)
-        ok = 1;
-    else if (strcasecmp(scheme, "http") == 0)
-        ok = strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
-             strcasecmp(host, "localhost") == 0;
+    struct in_addr v4;
+    int loopback = (inet_pton(AF_INET, host, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) ||
+                   strcmp(host, "[::1]") == 0 || strcasecmp(host, "localhost") == 0;
+    ok = strcasecmp(scheme, "https") == 0 || (strcasecmp(scheme, "http") == 0 && loopback);
 out:
     curl_free(scheme);
     curl_free(host);
