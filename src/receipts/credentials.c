@@ -334,7 +334,7 @@ int ks_fiscal_credentials_cli(int argc, char **argv)
     if (rc != KS_EXIT_OK)
         return rc;
     struct ks_node *node = NULL;
-    if ((rc = ks_cli_open(argc, argv, name ? 3 : 2, KS_CLI_STORE, &node)) != KS_EXIT_OK)
+    if ((rc = ks_cli_open(argc, argv, name ? 2 : 1, KS_CLI_STORE, &node)) != KS_EXIT_OK)
         return rc;
     struct ks_store *store = ks_node_store(node);
     struct ks_vault *vault = NULL;

@@ -807,3 +807,58 @@ Test(atol_credentials, a_row_moved_to_another_name_does_not_open)
     cr_assert_eq(ks_fiscal_credentials_delete(cx.store, a), KS_OK);
     cr_assert_eq(ks_fiscal_credentials_delete(cx.store, b), KS_OK);
 }
+
+/* --- the command ----------------------------------------------------------------------------
+ * On a private SQLite store: the command opens the vault on --store, whose data keys belong to
+ * the master key it is given. */
+
+/* Runs `kassa receipts credentials ARGS...` with `input` on standard input; returns its exit
+ * code. argv gets --store and --vault-master-key-file of the fixture. */
+static int cli(const char *input, const char *w1, const char *w2)
+{
+    char store[160], key[160];
+    snprintf(store, sizeof(store), "--store=%s", cx.vault_url);
+    snprintf(key, sizeof(key), "--vault-master-key-file=%s", cx.key_path);
+    char *argv[8];
+    int argc = 0;
+    argv[argc++] = "credentials";
+    argv[argc++] = (char *)w1;
+    if (w2)
+        argv[argc++] = (char *)w2;
+    argv[argc++] = store;
+    argv[argc++] = key;
+    argv[argc++] = "--log-level=error";
+    argv[argc] = NULL;
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    ssize_t w = write(fds[1], input, strlen(input));
+    cr_assert_eq(w, (ssize_t)strlen(input));
+    close(fds[1]);
+    int saved = dup(STDIN_FILENO);
+    cr_assert_eq(dup2(fds[0], STDIN_FILENO), STDIN_FILENO);
+    close(fds[0]);
+    clearerr(stdin);
+    int rc = ks_fiscal_credentials_cli(argc, argv);
+    cr_assert_eq(dup2(saved, STDIN_FILENO), STDIN_FILENO);
+    close(saved);
+    clearerr(stdin);
+    return rc;
+}
+
+Test(atol_credentials, the_command_puts_lists_and_deletes)
+{
+    cr_assert_eq(cli(PASSWORD "\n", "put", "atol-main"), 0);
+    cr_assert_eq(cli("", "list", NULL), 0);
+    char buf[128];
+    size_t len = 0;
+    cr_assert_eq(ks_fiscal_credentials_migrate(cx.vault_store, buf, sizeof(buf)), KS_OK);
+    cr_assert_eq(ks_fiscal_credentials_get(cx.vault_store, cx.vault, "atol-main", buf,
+                                           sizeof(buf), &len),
+                 KS_OK);
+    cr_assert_str_eq(buf, PASSWORD, "the line end is not part of the secret");
+    cr_assert_eq(cli("", "put", "atol-main"), 2, "no secret on stdin");
+    cr_assert_eq(cli("x\n", "put", "bad/name"), 2);
+    cr_assert_eq(cli("", "rotate", NULL), 2);
+    cr_assert_eq(cli("", "delete", "atol-main"), 0);
+    cr_assert_eq(cli("", "delete", "atol-main"), 1, "nothing left to delete");
+}
