@@ -713,6 +713,17 @@ static json_t *document(const struct ks_adapter_session *s, const char *callback
     return doc;
 }
 
+/* The receipt kinds of fiscal.h, as ATOL's paths name them. */
+static int operation_known(const char *op)
+{
+    static const char *const ops[] = {"sell",       "sell_refund",     "buy",
+                                      "buy_refund", "sell_correction", "buy_correction"};
+    for (size_t i = 0; op && i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strcmp(op, ops[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int start(struct ks_atol *a, const struct ks_adapter_session *s, const struct atol_cfg *cfg,
                  struct ks_adapter_intent *out, char *err, size_t errlen)
 {
@@ -723,8 +734,9 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
         return KS_ERR_INVALID;
     }
     const char *op = s->operation;
-    if (!op || !op[0] || strchr(op, '/') || strlen(op) >= KS_ADAPTER_NAME_BYTES_MAX) {
-        snprintf(err, errlen, "register group %s: no operation", cfg->provider);
+    if (!operation_known(op)) {
+        snprintf(err, errlen, "register group %s: %s is not an ATOL Online v5 operation",
+                 cfg->provider, op && strlen(op) < KS_ADAPTER_NAME_BYTES_MAX ? op : "(none)");
         return KS_ERR_INVALID;
     }
     char url[KS_ATOL_URL_BYTES_MAX];

@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -861,4 +862,67 @@ Test(atol_credentials, the_command_puts_lists_and_deletes)
     cr_assert_eq(cli("", "rotate", NULL), 2);
     cr_assert_eq(cli("", "delete", "atol-main"), 0);
     cr_assert_eq(cli("", "delete", "atol-main"), 1, "nothing left to delete");
+}
+
+/* --- many workers, one adapter --------------------------------------------------------------- */
+
+#define WORKERS_N 4
+
+struct worker {
+    struct ks_atol *a;
+    int ok;
+};
+
+static void *worker_run(void *p)
+{
+    struct worker *w = p;
+    struct sess s;
+    sess_init(&s, w->a);
+    struct ks_adapter_intent in;
+    char err[512];
+    w->ok = run(&s, "start", NULL, &in, err, sizeof(err)) == KS_OK && in.kind == KS_INTENT_SLEEP;
+    ks_adapter_intent_release(&in);
+    for (int i = 0; w->ok && i < STEPS_MAX; i++) {
+        w->ok = run(&s, "inquire", NULL, &in, err, sizeof(err)) == KS_OK;
+        int done = in.kind == KS_INTENT_FINISH && in.success;
+        ks_adapter_intent_release(&in);
+        if (done)
+            break;
+    }
+    sess_release(&s);
+    return NULL;
+}
+
+Test(atol_fake, workers_share_the_adapter_and_its_token)
+{
+    struct ks_atol *a = atol_new();
+    struct sess warm; /* one token first, so that every worker finds it cached */
+    cr_assert_eq(begin(&warm, a), KS_INTENT_SLEEP);
+    end(&warm, 0);
+    struct worker w[WORKERS_N];
+    pthread_t th[WORKERS_N];
+    for (int i = 0; i < WORKERS_N; i++) {
+        w[i] = (struct worker){.a = a};
+        cr_assert_eq(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+    }
+    for (int i = 0; i < WORKERS_N; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect(w[i].ok, "worker %d", i);
+    }
+    cr_assert_eq(seen_int("token_calls"), 1);
+    cr_assert_eq(seen_documents(), WORKERS_N + 1);
+    ks_atol_free(a);
+}
+
+Test(atol_fake, an_unknown_operation_is_refused_before_any_request)
+{
+    struct sess s;
+    sess_init(&s, atol_new());
+    s.operation = "sell/../x";
+    struct ks_adapter_intent in;
+    char err[512];
+    cr_assert_eq(run(&s, "start", NULL, &in, err, sizeof(err)), KS_ERR_INVALID);
+    ks_adapter_intent_release(&in);
+    cr_assert_eq(seen_int("token_calls"), 0);
+    end(&s, 1);
 }
