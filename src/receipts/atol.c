@@ -431,7 +431,6 @@ void ks_atol_forget_tokens(struct ks_atol *a)
 
 /* What one step concluded, before it becomes an intent. */
 struct outcome {
-    int rc;             /* KS_OK: the verdict stands; else the step's error */
     enum ks_atol_verdict verdict;
     struct ks_atol_reply reply;
 };
@@ -582,6 +581,9 @@ static int authed_call(struct ks_atol *a, const struct atol_cfg *cfg, const char
             return KS_OK;
         }
         o->verdict = ks_atol_classify(&o->reply);
+        if (o->verdict == KS_ATOL_UNREACHABLE)
+            snprintf(err, errlen, "register group %s: ATOL answered HTTP %ld", cfg->provider,
+                     h.status);
         if (o->verdict != KS_ATOL_TOKEN_EXPIRED)
             return KS_OK;
         if (a->log)
@@ -650,8 +652,9 @@ static int report_intent(const struct atol_cfg *cfg, const char *token, const st
         fail_text(cfg, token, o->reply.text, text, sizeof(text));
         finish_failure(out, code, text[0] ? text : "ATOL refused the receipt");
         return KS_OK;
-    case KS_ATOL_UNREACHABLE:
-        finish_failure(out, KS_FISCAL_UNREACHABLE, "ATOL Online could not be reached");
+    case KS_ATOL_UNREACHABLE: /* `why` is libcurl's word on the transport or the status */
+        finish_failure(out, KS_FISCAL_UNREACHABLE,
+                       why && why[0] ? why : "ATOL Online could not be reached");
         return KS_OK;
     case KS_ATOL_DUPLICATE:
     case KS_ATOL_TOKEN_EXPIRED:
