@@ -205,12 +205,9 @@ enum ks_atol_verdict ks_atol_classify(const struct ks_atol_reply *r)
         return KS_ATOL_RETRY;
     if (r->has_error) {
         switch (r->code) {
-        case KS_ATOL_ERR_TOKEN_EXPIRED:
-            return KS_ATOL_TOKEN_EXPIRED;
-        case KS_ATOL_ERR_EXTERNAL_ID_EXISTS:
-            return KS_ATOL_DUPLICATE;
-        case KS_ATOL_ERR_NOT_READY:
-            return KS_ATOL_WAIT;
+        case KS_ATOL_ERR_TOKEN_EXPIRED: return KS_ATOL_TOKEN_EXPIRED;
+        case KS_ATOL_ERR_EXTERNAL_ID_EXISTS: return KS_ATOL_DUPLICATE;
+        case KS_ATOL_ERR_NOT_READY: return KS_ATOL_WAIT;
         default:
             /* a document that failed carries its error with status "fail"; an error without
              * status (a refused request) is as final */
@@ -325,8 +322,8 @@ static int http_call(const struct atol_cfg *cfg, const char *url, const char *to
     if (body) {
         bad |= curl_easy_setopt(c, CURLOPT_POST, 1L) != CURLE_OK;
         bad |= curl_easy_setopt(c, CURLOPT_POSTFIELDS, body) != CURLE_OK;
-        bad |= curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body)) !=
-               CURLE_OK;
+        bad |=
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body)) != CURLE_OK;
     } else {
         bad |= curl_easy_setopt(c, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     }
@@ -454,23 +451,22 @@ static int read_cfg(const struct ks_adapter_session *s, struct atol_cfg *cfg, ch
     cfg->password = ks_json_get_str(s->options, "credentials");
     if (!url || !ks_atol_url_allowed(url)) {
         snprintf(err, errlen,
-                "register group %s: options.url is missing or not https (http only to a "
-                "loopback host)",
-                pid);
+                 "register group %s: options.url is missing or not https (http only to a "
+                 "loopback host)",
+                 pid);
         return KS_ERR_INVALID;
     }
     if (!cfg->group || !cfg->group[0] || strlen(cfg->group) > KS_ATOL_NAME_BYTES_MAX ||
         strchr(cfg->group, '/') || !cfg->login || !cfg->login[0] ||
         strlen(cfg->login) > KS_ATOL_NAME_BYTES_MAX) {
         snprintf(err, errlen, "register group %s: options.groupCode and options.login are needed",
-                pid);
+                 pid);
         return KS_ERR_INVALID;
     }
-    if (!cfg->password || !cfg->password[0] ||
-        strlen(cfg->password) > KS_ATOL_PASSWORD_BYTES_MAX) {
+    if (!cfg->password || !cfg->password[0] || strlen(cfg->password) > KS_ATOL_PASSWORD_BYTES_MAX) {
         snprintf(err, errlen,
-                "register group %s: no password (name the stored credentials in credentialsRef)",
-                pid);
+                 "register group %s: no password (name the stored credentials in credentialsRef)",
+                 pid);
         return KS_ERR_INVALID;
     }
     snprintf(cfg->base, sizeof(cfg->base), "%s", url);
@@ -539,7 +535,7 @@ static int fetch_token(const struct atol_cfg *cfg, char *out, size_t cap, struct
         v = o->reply.has_error ? KS_ATOL_FAILED : KS_ATOL_RETRY; /* no token: not ours to read */
     o->verdict = v;
     snprintf(err, errlen, "register group %s: getToken answered HTTP %ld without a token%s%s",
-            cfg->provider, h.status, rc == KS_OK ? "" : ": ", rc == KS_OK ? "" : why);
+             cfg->provider, h.status, rc == KS_OK ? "" : ": ", rc == KS_OK ? "" : why);
     return KS_OK;
 }
 
@@ -588,13 +584,12 @@ static int authed_call(struct ks_atol *a, const struct atol_cfg *cfg, const char
             return KS_OK;
         if (a->log)
             ks_logf(a->log, KS_LOG_INFO, NULL,
-                    "atol: register group %s: the token expired, fetching another",
-                    cfg->provider);
+                    "atol: register group %s: the token expired, fetching another", cfg->provider);
         cache_drop(a, cfg, token);
         explicit_bzero(token, token_cap);
     }
     snprintf(err, errlen, "register group %s: ATOL refused a token it had just issued",
-            cfg->provider);
+             cfg->provider);
     return KS_ERR_RETRY;
 }
 
@@ -633,8 +628,8 @@ static int report_intent(const struct atol_cfg *cfg, const char *token, const st
     switch (o->verdict) {
     case KS_ATOL_DONE: {
         json_t *payload = json_deep_copy(o->reply.payload);
-        out->trx = payload ? json_pack("{s:s, s:{s:o}}", "id", uuid, "extra", "payload", payload)
-                           : NULL;
+        out->trx =
+            payload ? json_pack("{s:s, s:{s:o}}", "id", uuid, "extra", "payload", payload) : NULL;
         if (!out->trx) {
             snprintf(err, errlen, "out of memory");
             return KS_ERR_RETRY;
@@ -658,11 +653,10 @@ static int report_intent(const struct atol_cfg *cfg, const char *token, const st
         return KS_OK;
     case KS_ATOL_DUPLICATE:
     case KS_ATOL_TOKEN_EXPIRED:
-    case KS_ATOL_RETRY:
-        break;
+    case KS_ATOL_RETRY: break;
     }
-    snprintf(err, errlen, "register group %s: ATOL's report cannot be read yet%s%s",
-            cfg->provider, why && why[0] ? ": " : "", why ? why : "");
+    snprintf(err, errlen, "register group %s: ATOL's report cannot be read yet%s%s", cfg->provider,
+             why && why[0] ? ": " : "", why ? why : "");
     return KS_ERR_RETRY;
 }
 
@@ -733,7 +727,7 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
     const char *ext = ks_json_get_str(s->payload, "external_id");
     if (!json_is_object(s->payload) || !ext || !ext[0]) {
         snprintf(err, errlen, "register group %s: the step's payload has no external_id",
-                cfg->provider);
+                 cfg->provider);
         return KS_ERR_INVALID;
     }
     const char *op = s->operation;
@@ -743,8 +737,7 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
         return KS_ERR_INVALID;
     }
     char url[KS_ATOL_URL_BYTES_MAX];
-    if ((size_t)snprintf(url, sizeof(url), "%s/%s/%s", cfg->base, cfg->group, op) >=
-        sizeof(url)) {
+    if ((size_t)snprintf(url, sizeof(url), "%s/%s/%s", cfg->base, cfg->group, op) >= sizeof(url)) {
         snprintf(err, errlen, "register group %s: the operation URL is too long", cfg->provider);
         return KS_ERR_INVALID;
     }
@@ -773,7 +766,7 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
     case KS_ATOL_WAIT:
         if (!uuid[0]) {
             snprintf(err, errlen, "register group %s: ATOL accepted the receipt without a uuid",
-                    cfg->provider);
+                     cfg->provider);
             rc = KS_ERR_RETRY;
             break;
         }
@@ -793,8 +786,8 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
          * its uuid in the answer; its report says what became of it. */
         if (!uuid[0]) {
             snprintf(err, errlen,
-                    "register group %s: ATOL says the receipt exists (33) without its uuid",
-                    cfg->provider);
+                     "register group %s: ATOL says the receipt exists (33) without its uuid",
+                     cfg->provider);
             rc = KS_ERR_RETRY;
             break;
         }
@@ -808,7 +801,7 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
     default:
         if (o.verdict == KS_ATOL_DONE && !uuid[0]) {
             snprintf(err, errlen, "register group %s: ATOL registered without a uuid",
-                    cfg->provider);
+                     cfg->provider);
             rc = KS_ERR_RETRY;
             break;
         }
@@ -834,7 +827,7 @@ static int callback(const struct ks_adapter_session *s, const struct atol_cfg *c
     free(text);
     if (rc != KS_OK) {
         snprintf(err, errlen, "register group %s: the callback is not ATOL's report: %s",
-                cfg->provider, why[0] ? why : "empty");
+                 cfg->provider, why[0] ? why : "empty");
         ks_atol_reply_release(&o.reply);
         return KS_ERR_INVALID;
     }
@@ -843,7 +836,7 @@ static int callback(const struct ks_adapter_session *s, const struct atol_cfg *c
     if ((known && o.reply.uuid[0] && strcmp(known, o.reply.uuid) != 0) ||
         (ext && s->session_id && strcmp(ext, s->session_id) != 0)) {
         snprintf(err, errlen, "register group %s: the callback is about another document",
-                cfg->provider);
+                 cfg->provider);
         ks_atol_reply_release(&o.reply);
         return KS_ERR_CONFLICT;
     }
@@ -852,8 +845,7 @@ static int callback(const struct ks_adapter_session *s, const struct atol_cfg *c
     if (o.verdict == KS_ATOL_DUPLICATE || o.verdict == KS_ATOL_TOKEN_EXPIRED)
         o.verdict = KS_ATOL_RETRY;
     if (!uuid) {
-        snprintf(err, errlen, "register group %s: the callback names no document",
-                cfg->provider);
+        snprintf(err, errlen, "register group %s: the callback names no document", cfg->provider);
         rc = KS_ERR_INVALID;
     } else {
         rc = report_intent(cfg, NULL, &o, uuid, "", out, err, errlen);

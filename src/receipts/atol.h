@@ -29,14 +29,14 @@
 #define KS_ATOL_ADAPTER_NAME "atol"
 
 /* Bounds (units last). */
-#define KS_ATOL_URL_BYTES_MAX 1024          /* options.url and every URL built from it */
-#define KS_ATOL_NAME_BYTES_MAX 128          /* options.groupCode, options.login */
-#define KS_ATOL_PASSWORD_BYTES_MAX 256      /* options.credentials */
-#define KS_ATOL_TOKEN_BYTES_MAX 1024        /* a token ATOL hands out */
-#define KS_ATOL_UUID_BYTES_MAX 64           /* a document's uuid */
-#define KS_ATOL_REPLY_BYTES_MAX (64 * 1024) /* one answer; a longer one is refused */
-#define KS_ATOL_TEXT_BYTES_MAX 200          /* ATOL's error text quoted in a failure */
-#define KS_ATOL_TOKENS_MAX 64               /* (url, login) pairs whose token is cached */
+#define KS_ATOL_URL_BYTES_MAX 1024                /* options.url and every URL built from it */
+#define KS_ATOL_NAME_BYTES_MAX 128                /* options.groupCode, options.login */
+#define KS_ATOL_PASSWORD_BYTES_MAX 256            /* options.credentials */
+#define KS_ATOL_TOKEN_BYTES_MAX 1024              /* a token ATOL hands out */
+#define KS_ATOL_UUID_BYTES_MAX 64                 /* a document's uuid */
+#define KS_ATOL_REPLY_BYTES_MAX (64 * 1024)       /* one answer; a longer one is refused */
+#define KS_ATOL_TEXT_BYTES_MAX 200                /* ATOL's error text quoted in a failure */
+#define KS_ATOL_TOKENS_MAX 64                     /* (url, login) pairs whose token is cached */
 #define KS_ATOL_TOKEN_TTL_MS (23LL * 3600 * 1000) /* ATOL's tokens live 24 h: renew before */
 #define KS_ATOL_REQUEST_TIMEOUT_MS_DEFAULT 10000
 #define KS_ATOL_REQUEST_TIMEOUT_MS_MIN 100
@@ -69,15 +69,15 @@ void ks_atol_forget_tokens(struct ks_atol *a);
 
 /* An ATOL answer (getToken, an operation, a report or a callback body), read. */
 struct ks_atol_reply {
-    long http_status;               /* 0 for a callback body */
-    int has_error;                  /* "error" is an object */
-    int64_t code;                   /* error.code (0 when none) */
+    long http_status;                      /* 0 for a callback body */
+    int has_error;                         /* "error" is an object */
+    int64_t code;                          /* error.code (0 when none) */
     char text[KS_ATOL_TEXT_BYTES_MAX + 1]; /* error.text, printable ASCII or UTF-8, bounded */
-    char status[8];                 /* "wait" | "done" | "fail" | "" */
+    char status[8];                        /* "wait" | "done" | "fail" | "" */
     char uuid[KS_ATOL_UUID_BYTES_MAX + 1];
-    const json_t *payload;          /* the report's payload object (borrowed from `doc`) */
-    const char *token;              /* getToken's token (borrowed from `doc`), or NULL */
-    json_t *doc;                    /* the parsed answer, owned */
+    const json_t *payload; /* the report's payload object (borrowed from `doc`) */
+    const char *token;     /* getToken's token (borrowed from `doc`), or NULL */
+    json_t *doc;           /* the parsed answer, owned */
 };
 
 /* Reads `len` bytes of `body` (an answer with HTTP status `http_status`; 0 for a callback).
@@ -90,13 +90,13 @@ void ks_atol_reply_release(struct ks_atol_reply *r);
 
 /* What an answer means for the session. */
 enum ks_atol_verdict {
-    KS_ATOL_DONE = 0,          /* registered: payload present */
-    KS_ATOL_WAIT,              /* accepted or not ready yet ("wait", error 34) */
-    KS_ATOL_DUPLICATE,         /* error 33: the document exists under `uuid` */
-    KS_ATOL_TOKEN_EXPIRED,     /* error 11: fetch a token again */
-    KS_ATOL_FAILED,            /* refused for good: "fail" or a permanent error */
-    KS_ATOL_UNREACHABLE,       /* 5xx: the service is not there */
-    KS_ATOL_RETRY,             /* transient trouble (408, 429, a malformed 2xx) */
+    KS_ATOL_DONE = 0,      /* registered: payload present */
+    KS_ATOL_WAIT,          /* accepted or not ready yet ("wait", error 34) */
+    KS_ATOL_DUPLICATE,     /* error 33: the document exists under `uuid` */
+    KS_ATOL_TOKEN_EXPIRED, /* error 11: fetch a token again */
+    KS_ATOL_FAILED,        /* refused for good: "fail" or a permanent error */
+    KS_ATOL_UNREACHABLE,   /* 5xx: the service is not there */
+    KS_ATOL_RETRY,         /* transient trouble (408, 429, a malformed 2xx) */
 };
 
 /* The verdict of a parsed answer. Pure. */

@@ -345,10 +345,10 @@ int ks_fiscal_credentials_cli(int argc, char **argv)
         goto out;
     }
     if (put) {
-        struct ks_vault_options vo = {
-            .store = store,
-            .master_key_path = ks_node_flag(node, "vault-master-key-file"),
-            .log = ks_node_log(node)};
+        struct ks_vault_options vo = {.store = store,
+                                      .master_key_path =
+                                          ks_node_flag(node, "vault-master-key-file"),
+                                      .log = ks_node_log(node)};
         /* `why` names the key's path, never key material (vault.h) */
         if (ks_vault_open(&vo, &vault, why, sizeof(why)) != KS_OK) {
             fprintf(stderr, "kassa: receipts credentials: cannot open the vault: %s\n", why);

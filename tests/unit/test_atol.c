@@ -88,8 +88,13 @@ Test(atol, answers_map_to_verdicts)
 
 Test(atol, malformed_answers_are_refused_without_quoting_them)
 {
-    const char *bad[] = {"", "[1]", "not json " PASSWORD, "{\"status\":\"maybe\"}",
-                         "{\"error\":\"x\"}", "{\"uuid\":\"a/b\"}", "{\"payload\":[1]}",
+    const char *bad[] = {"",
+                         "[1]",
+                         "not json " PASSWORD,
+                         "{\"status\":\"maybe\"}",
+                         "{\"error\":\"x\"}",
+                         "{\"uuid\":\"a/b\"}",
+                         "{\"payload\":[1]}",
                          "{\"uuid\":7}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct ks_atol_reply r;
@@ -126,8 +131,7 @@ Test(atol, scrub_hides_secrets_and_bounds_text)
 {
     const char *secrets[] = {PASSWORD, "tok123", NULL};
     char out[64];
-    ks_atol_scrub("login failed for pass " PASSWORD " with tok123.", secrets, 3, out,
-                  sizeof(out));
+    ks_atol_scrub("login failed for pass " PASSWORD " with tok123.", secrets, 3, out, sizeof(out));
     cr_assert_str_eq(out, "login failed for pass *** with ***.");
     char tiny[8];
     ks_atol_scrub("abcdefghijkl", NULL, 0, tiny, sizeof(tiny));
@@ -175,8 +179,7 @@ static void fake_start(void)
         close(fds[0]);
         close(fds[1]);
         execl("/usr/bin/python3", "python3", "tests/harness/fake_atol.py", "--login", LOGIN,
-              "--password", PASSWORD, "--group", GROUP, "--callback-delay-ms", "50",
-              (char *)NULL);
+              "--password", PASSWORD, "--group", GROUP, "--callback-delay-ms", "50", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -324,17 +327,17 @@ static void no_password(const struct ks_adapter_intent *in, const char *err)
 static int run(struct sess *s, const char *step, const json_t *callback,
                struct ks_adapter_intent *in, char *err, size_t errlen)
 {
-    json_t *options = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "url", s->url ? s->url : fk.base,
-                                "groupCode", GROUP, "login", LOGIN, "credentials", s->password,
-                                "requestTimeoutMs", (json_int_t)s->request_timeout_ms,
-                                "reportTimeoutMs", 60000);
+    json_t *options =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "url", s->url ? s->url : fk.base, "groupCode",
+                  GROUP, "login", LOGIN, "credentials", s->password, "requestTimeoutMs",
+                  (json_int_t)s->request_timeout_ms, "reportTimeoutMs", 60000);
     json_t *payload = json_pack(
         "{s:s, s:s, s:{s:{s:s}, s:{s:s, s:s, s:s}, s:[{s:s, s:i, s:i, s:i}], "
         "s:[{s:i, s:i}], s:i}}",
         "external_id", s->id, "timestamp", "07.12.2026 12:00:00", "receipt", "client", "email",
         "payer@example.com", "company", "email", "shop@example.com", "inn", "7700000000",
-        "payment_address", "https://shop.example", "items", "name", "tea", "price", 250,
-        "quantity", 2, "sum", 500, "payments", "type", 1, "sum", 500, "total", 500);
+        "payment_address", "https://shop.example", "items", "name", "tea", "price", 250, "quantity",
+        2, "sum", 500, "payments", "type", 1, "sum", 500, "total", 500);
     json_t *within = json_object();
     snprintf(s->tag, sizeof(s->tag), "receipt~%s~n%d", s->id, rand() % 1000);
     struct ks_adapter_session ss = {
@@ -669,8 +672,8 @@ static void cred_setup(void)
     cr_assert_not_null(mkdtemp(cx.vdir));
     snprintf(cx.vault_url, sizeof(cx.vault_url), "sqlite:%s/vault.db", cx.vdir);
     snprintf(cx.key_path, sizeof(cx.key_path), "%s/master.key", cx.vdir);
-    cr_assert_eq(ks_store_open(cx.vault_url, NULL, &cx.vault_store, why, sizeof(why)), KS_OK,
-                 "%s", why);
+    cr_assert_eq(ks_store_open(cx.vault_url, NULL, &cx.vault_store, why, sizeof(why)), KS_OK, "%s",
+                 why);
     struct ks_vault_options vo = {.store = cx.vault_store, .master_key_path = cx.key_path};
     cr_assert_eq(ks_vault_open(&vo, &cx.vault, why, sizeof(why)), KS_OK, "%s", why);
     char rnd[9];
@@ -770,12 +773,12 @@ Test(atol_credentials, put_get_list_delete)
 Test(atol_credentials, names_and_secrets_are_checked)
 {
     cr_assert(ks_fiscal_credentials_name_ok("atol.main_1-x"));
-    const char *bad[] = {"", "a b", "a/b", "ä", NULL,
-                         "12345678901234567890123456789012345678901234567890123456789012345"};
+    const char *bad[] = {
+        "",  "a b", "a/b",
+        "ä", NULL,  "12345678901234567890123456789012345678901234567890123456789012345"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cr_expect_not(ks_fiscal_credentials_name_ok(bad[i]));
-        cr_expect_eq(ks_fiscal_credentials_put(cx.store, cx.vault, bad[i], "x", 1),
-                     KS_ERR_INVALID);
+        cr_expect_eq(ks_fiscal_credentials_put(cx.store, cx.vault, bad[i], "x", 1), KS_ERR_INVALID);
     }
     char name[80];
     snprintf(name, sizeof(name), "%s.x", cx.prefix);
@@ -799,9 +802,9 @@ Test(atol_credentials, a_row_moved_to_another_name_does_not_open)
     size_t len = 0;
     unsigned char *plain = NULL;
     size_t n = 0;
-    cr_assert_neq(ks_vault_secret_open(cx.vault, KS_FISCAL_CREDENTIALS_PURPOSE, b, sa.sealed,
-                                       &plain, &n),
-                  KS_OK, "sealed for a, opened as b");
+    cr_assert_neq(
+        ks_vault_secret_open(cx.vault, KS_FISCAL_CREDENTIALS_PURPOSE, b, sa.sealed, &plain, &n),
+        KS_OK, "sealed for a, opened as b");
     free(plain);
     cr_assert_eq(ks_fiscal_credentials_get(cx.store, cx.vault, b, buf, sizeof(buf), &len), KS_OK);
     cr_assert_str_eq(buf, "secret-b");
@@ -853,9 +856,9 @@ Test(atol_credentials, the_command_puts_lists_and_deletes)
     char buf[128];
     size_t len = 0;
     cr_assert_eq(ks_fiscal_credentials_migrate(cx.vault_store, buf, sizeof(buf)), KS_OK);
-    cr_assert_eq(ks_fiscal_credentials_get(cx.vault_store, cx.vault, "atol-main", buf,
-                                           sizeof(buf), &len),
-                 KS_OK);
+    cr_assert_eq(
+        ks_fiscal_credentials_get(cx.vault_store, cx.vault, "atol-main", buf, sizeof(buf), &len),
+        KS_OK);
     cr_assert_str_eq(buf, PASSWORD, "the line end is not part of the secret");
     cr_assert_eq(cli("", "put", "atol-main"), 2, "no secret on stdin");
     cr_assert_eq(cli("x\n", "put", "bad/name"), 2);
