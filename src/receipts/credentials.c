@@ -143,6 +143,31 @@ int ks_fiscal_credentials_get(struct ks_store *s, struct ks_vault *vault, const 
     return rc;
 }
 
+int ks_fiscal_credentials_options(struct ks_store *s, struct ks_vault *vault, const json_t *options,
+                                  const char *ref, json_t **out)
+{
+    assert(out != NULL);
+    *out = NULL;
+    if (options && !json_is_object(options))
+        return KS_ERR_INVALID;
+    char secret[KS_FISCAL_CREDENTIAL_BYTES_MAX + 1];
+    size_t len = 0;
+    int rc = ks_fiscal_credentials_get(s, vault, ref, secret, sizeof(secret), &len);
+    if (rc != KS_OK)
+        return rc;
+    json_t *copy = options ? json_deep_copy(options) : json_object();
+    json_t *value = json_stringn(secret, len);
+    explicit_bzero(secret, sizeof(secret));
+    if (!json_is_object(copy) || !value || json_object_set_new(copy, "credentials", value) != 0) {
+        if (!json_is_object(copy))
+            json_decref(value);
+        json_decref(copy);
+        return KS_ERR_NOMEM;
+    }
+    *out = copy;
+    return KS_OK;
+}
+
 /* --- delete, list ---------------------------------------------------------------------------- */
 
 struct del_arg {

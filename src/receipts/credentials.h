@@ -14,6 +14,7 @@
 #ifndef KS_RECEIPTS_CREDENTIALS_H
 #define KS_RECEIPTS_CREDENTIALS_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -50,6 +51,13 @@ KS_MUST_USE int ks_fiscal_credentials_put(struct ks_store *s, struct ks_vault *v
  * the vault without the value). The caller wipes `buf` after use. */
 KS_MUST_USE int ks_fiscal_credentials_get(struct ks_store *s, struct ks_vault *vault,
                                           const char *name, char *buf, size_t cap, size_t *len);
+
+/* For the fiscal unit: a copy of a group's `options` (an object, or NULL for {}) with
+ * "credentials" set to the secret stored under `ref`, as a new reference in `*out` (the caller
+ * decrefs it; kassa's JSON allocator wipes it when freed). Errors as ks_fiscal_credentials_get;
+ * KS_ERR_NOMEM. */
+KS_MUST_USE int ks_fiscal_credentials_options(struct ks_store *s, struct ks_vault *vault,
+                                              const json_t *options, const char *ref, json_t **out);
 
 /* Deletes the secret of `name`. KS_ERR_NOT_FOUND when none is stored. */
 KS_MUST_USE int ks_fiscal_credentials_delete(struct ks_store *s, const char *name);

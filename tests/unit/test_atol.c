@@ -770,6 +770,30 @@ Test(atol_credentials, put_get_list_delete)
     cr_assert_eq(ks_fiscal_credentials_delete(cx.store, b), KS_OK);
 }
 
+Test(atol_credentials, options_get_the_credentials_added)
+{
+    char name[80];
+    snprintf(name, sizeof(name), "%s.opts", cx.prefix);
+    json_t *options = J("{\"url\":\"https://online.atol.ru/possystem/v5\",\"login\":\"l\"}");
+    json_t *with = NULL;
+    cr_assert_eq(ks_fiscal_credentials_options(cx.store, cx.vault, options, name, &with),
+                 KS_ERR_NOT_FOUND);
+    cr_assert_null(with);
+    cr_assert_eq(ks_fiscal_credentials_put(cx.store, cx.vault, name, PASSWORD, strlen(PASSWORD)),
+                 KS_OK);
+    cr_assert_eq(ks_fiscal_credentials_options(cx.store, cx.vault, options, name, &with), KS_OK);
+    cr_assert_str_eq(json_string_value(json_object_get(with, "credentials")), PASSWORD);
+    cr_assert_str_eq(json_string_value(json_object_get(with, "login")), "l");
+    cr_assert_null(json_object_get(options, "credentials"), "the group's options stay as they are");
+    json_decref(with);
+    json_t *array = J("[]");
+    cr_assert_eq(ks_fiscal_credentials_options(cx.store, cx.vault, array, name, &with),
+                 KS_ERR_INVALID);
+    json_decref(array);
+    json_decref(options);
+    cr_assert_eq(ks_fiscal_credentials_delete(cx.store, name), KS_OK);
+}
+
 Test(atol_credentials, names_and_secrets_are_checked)
 {
     cr_assert(ks_fiscal_credentials_name_ok("atol.main_1-x"));
