@@ -54,7 +54,8 @@ MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations
                          sandbox=src/units/adapters/sandbox_migrations \
                          webhooks=src/webhooks/migrations search=src/search/migrations \
                          export=src/export/migrations receipts=src/receipts/migrations \
-                         fiscal_emulator=src/receipts/emulator_migrations
+                         fiscal_emulator=src/receipts/emulator_migrations \
+                         receipts_credentials=src/receipts/credentials_migrations
 MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
                        -name '*.sql' | sort)
 
