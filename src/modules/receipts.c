@@ -4,12 +4,16 @@
  * keeps an offline journal (receipts/fiscal_unit.h), the receipts API (/v1/receipts and ATOL
  * Online v5's paths under /atol/v5) and the list index's relay. Design: docs/receipts.md.
  *
- * Runs the adapters provided as "adapter.fiscal.<name>" by the modules before it, and its own.
+ * Runs the adapters provided as "adapter.fiscal.<name>" by the modules before it (the emulator),
+ * and its own ATOL Online v5 client. Needs the "vault" service: register groups' credentials
+ * (`kassa receipts credentials put NAME`) are sealed by it.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "platform/platform.h"
+#include "receipts/atol.h"
+#include "receipts/credentials.h"
 #include "receipts/receipts_int.h"
 #include "store/sql.h"
 #include "units/session.h"
@@ -24,8 +28,20 @@ static const struct ks_flag receipts_flags[] = {
      .dflt_doc = "8"},
 };
 
+/* The fiscal unit's hook for a group's credentialsRef: the secret stored under that name. */
+static int credentials_of(void *hooks, const char *ref, char *buf, size_t cap, size_t *len)
+{
+    struct ks_receipts *r = hooks;
+    return ks_fiscal_credentials_get(r->store, r->vault, ref, buf, cap, len);
+}
+
 static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t whylen)
 {
+    struct ks_vault *vault = ks_node_service(node, "vault");
+    if (!vault) {
+        snprintf(why, whylen, "needs the vault module, opened before it");
+        return KS_ERR_INVALID;
+    }
     struct ks_receipts *r = calloc(1, sizeof(*r));
     if (!r)
         return KS_ERR_NOMEM;
@@ -33,7 +49,10 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
     r->engine = ks_node_engine(node);
     r->store = ks_node_store(node);
     r->log = ks_node_log(node);
+    r->vault = vault;
     int rc = ks_sql_migrate(r->store, &ks_receipts_schema, why, whylen);
+    if (rc == KS_OK)
+        rc = ks_fiscal_credentials_migrate(r->store, why, whylen);
     if (rc != KS_OK)
         return rc;
     if ((rc = ks_receipt_register(r->engine)) != KS_OK)
@@ -41,7 +60,8 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
     struct ks_fiscal_unit_options fo = {.workers = (int)ks_node_flag_int(node, "fiscal-workers"),
                                         .log = r->log,
                                         .public_url = ks_node_flag(node, "public-url"),
-                                        .hooks = r};
+                                        .hooks = r,
+                                        .credentials = credentials_of};
     if ((rc = ks_fiscal_unit_create(&fo, &r->unit)) != KS_OK)
         return rc;
     void *adapters[KS_SESSION_ADAPTERS_MAX];
@@ -54,6 +74,9 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
     for (size_t i = 0; i < n; i++)
         if ((rc = ks_fiscal_unit_add_adapter(r->unit, adapters[i])) != KS_OK)
             return rc;
+    if ((rc = ks_atol_create(r->log, &r->atol)) != KS_OK ||
+        (rc = ks_fiscal_unit_add_adapter(r->unit, ks_atol_adapter(r->atol))) != KS_OK)
+        return rc;
     struct ks_unit u;
     ks_fiscal_unit_descriptor(r->unit, &u);
     if ((rc = ks_engine_register_unit(r->engine, &u)) != KS_OK ||
@@ -82,6 +105,7 @@ static void receipts_close(void *ctx)
     if (!r)
         return;
     ks_fiscal_unit_free(r->unit);
+    ks_atol_free(r->atol);
     free(r);
 }
 
@@ -91,7 +115,9 @@ static int receipts_command(int argc, char **argv)
     const char *sub = argc > 1 ? argv[1] : "";
     if (strcmp(sub, "atol-login") == 0)
         return ks_receipts_atol_login_cli(argc - 1, argv + 1);
-    fprintf(stderr, "kassa: receipts: expected atol-login, got '%s'\n\n", sub);
+    if (strcmp(sub, "credentials") == 0)
+        return ks_fiscal_credentials_cli(argc - 1, argv + 1);
+    fprintf(stderr, "kassa: receipts: expected atol-login or credentials, got '%s'\n\n", sub);
     ks_platform_usage(stderr);
     return KS_EXIT_USAGE;
 }
@@ -99,7 +125,8 @@ static int receipts_command(int argc, char **argv)
 static const struct ks_command receipts_commands[] = {
     {"receipts",
      "  receipts atol-login add LOGIN PARTY [SHOP...]  a login for ATOL Online v5's token flow\n"
-     "  receipts atol-login list | delete LOGIN        the logins; remove one and its tokens\n",
+     "  receipts atol-login list | delete LOGIN        the logins; remove one and its tokens\n"
+     "  receipts credentials put NAME | list | delete NAME  a register group's secret (stdin)\n",
      receipts_command},
 };
 

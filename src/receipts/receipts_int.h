@@ -36,7 +36,9 @@ struct ks_receipts {
     struct ks_engine *engine;
     struct ks_store *store;
     struct ks_log *log;
+    struct ks_vault *vault;
     struct ks_fiscal_unit *unit;
+    struct ks_atol *atol; /* the ATOL Online v5 client, one of the unit's adapters */
 };
 
 /* The public routes' roles (api/roles.h), for the listener's authorizer. */
