@@ -127,9 +127,9 @@ $(NPM_STAMP): package.json package-lock.json
 $(DOCS_UI_VENDOR): $(NPM_STAMP) ;
 
 $(BUILD)/gen/docs_ui.c: web/docs/index.html web/docs/init.js $(DOCS_UI_VENDOR) \
-                        scripts/embed-assets.sh scripts/embed-text.sh
+                        scripts/embed-assets.sh scripts/embed-text.sh Makefile
 	@mkdir -p $(dir $@)
-	bash scripts/embed-assets.sh $(DOCS_UI_ASSETS) > $@
+	bash scripts/embed-assets.sh --header api/docs_ui_int.h $(DOCS_UI_ASSETS) > $@
 
 $(BUILD)/obj/gen/docs_ui.o: $(BUILD)/gen/docs_ui.c
 	@mkdir -p $(dir $@)
