@@ -146,10 +146,14 @@ def test_errors_are_kassas_except_atols(merged, fragment):
                 continue
             schema = openapi_check.resolve(doc, openapi_check.resolve(doc, resp)["content"]
                                            ["application/json"]["schema"])
-            if template.startswith("/atol/"):
-                assert set(schema["required"]) == {"error", "timestamp"}, (template, status)
+            shapes = [set(openapi_check.resolve(doc, s)["required"])
+                      for s in schema.get("oneOf", [schema])]
+            if template.startswith("/atol/") and status not in ("413", "415"):
+                # ATOL's shape; kassa's HTTP layer may refuse a body that is not JSON before
+                assert {"error", "timestamp"} in shapes, (template, status)
+                assert all(s in ({"error", "timestamp"}, {"code", "message"}) for s in shapes)
             elif status != "409":
-                assert set(schema["required"]) == {"code", "message"}, (template, status)
+                assert shapes == [{"code", "message"}], (template, status)
 
 
 # --- sample requests and replies ---------------------------------------------------------------
