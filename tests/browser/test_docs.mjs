@@ -6,7 +6,8 @@
 // render every operation of kassa's OpenAPI document, and checks that the page shows exactly
 // the documented operations (the payments API's, and the receipts API's once documented), that
 // no request went to another host, and that nothing was logged as an error (console, uncaught
-// exceptions, failed or refused requests, Content-Security-Policy violations).
+// exceptions, failed or refused requests, Content-Security-Policy violations); then reloads it
+// from the browser's cache (a 304 for the page) and checks it renders again.
 //
 // Usage: node tests/browser/test_docs.mjs [KASSA_BIN]  (default $KASSA_BIN, else build/san/kassa)
 // Exits 0 when every check passes, 1 otherwise; it gives up after TEST_TIMEOUT_MS.
@@ -103,6 +104,21 @@ async function stopKassa(kassa) {
   return problems;
 }
 
+// Whether a line of kassa's JSON log satisfying `pred` appears within a few seconds (the access
+// log line is written when a request completes, maybe after the browser has moved on).
+async function waitForLog(kassa, pred) {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    for (const line of readFileSync(kassa.err, "utf8").split("\n")) {
+      try {
+        if (pred(JSON.parse(line))) return true;
+      } catch { /* not a JSON line */ }
+    }
+    await sleep(100);
+  }
+  return false;
+}
+
 // "METHOD /template" of every operation in the OpenAPI document kassa serves.
 async function documentedOperations(base) {
   const doc = await (await fetch(base + "/v2/openapi.json")).json();
@@ -113,7 +129,8 @@ async function documentedOperations(base) {
   return ops.sort();
 }
 
-async function checkPage(browser, base) {
+async function checkPage(browser, kassa) {
+  const base = kassa.base;
   const origin = new URL(base).origin;
   const page = await browser.newPage();
   const requests = [];
@@ -151,6 +168,17 @@ async function checkPage(browser, base) {
   for (const path of ["/docs", "/docs/swagger-ui-bundle.js", "/docs/init.js", "/v2/openapi.json"])
     assert.ok(requests.includes(origin + path), `the page loaded ${path}`);
   assert.deepEqual(errors, [], "errors while loading the page");
+
+  // Again from the browser's cache: the page and its script are revalidated (304 on their
+  // ETags), Swagger UI's files are fresh for a day. It must render just the same.
+  // The browser shows a revalidated reply as its cached 200: kassa's access log tells the truth.
+  await page.reload({ waitUntil: "load" });
+  await page.waitForFunction((n) => document.querySelectorAll(".opblock").length >= n,
+    expected.length, { timeout: RENDER_TIMEOUT_MS });
+  assert.deepEqual(errors, [], "errors while reloading the page");
+  const revalidated = await waitForLog(kassa, (rec) => rec.msg === "http request" &&
+    rec.path === "/docs" && rec.status === 304);
+  assert.ok(revalidated, "kassa answered the reload of /docs with 304");
   await page.close();
   return { operations: shown.length, requests: requests.length };
 }
@@ -164,7 +192,7 @@ async function main() {
     kassa = await startKassa(dir);
     browser = await chromium.launch({ executablePath: CHROMIUM,
       args: ["--headless", "--no-sandbox", "--disable-gpu"] });
-    const got = await checkPage(browser, kassa.base);
+    const got = await checkPage(browser, kassa);
     console.log(`/docs: ${got.operations} operations rendered, ${got.requests} requests, all to kassa`);
   } catch (e) {
     problems.push(e.stack || String(e));
