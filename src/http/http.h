@@ -4,7 +4,8 @@
  *
  * The server (server.h) owns every request and response: a handler borrows `req` for the
  * duration of the call and fills `resp`, whose body the server then owns and frees. Response
- * bodies are JSON, except the few small pages kassa serves to payers (ks_http_reply_raw); every
+ * bodies are JSON, except the few small pages kassa serves to payers (ks_http_reply_raw) and the
+ * files of the API documentation page, built into the binary (ks_http_reply_static); every
  * error is {"code": "...", "message": "..."} with a 4xx/5xx status.
  * Error messages are written by kassa and never echo the request body (it may hold card data).
  *
