@@ -21,9 +21,9 @@
 /* Only kassa itself: scripts and styles from files it serves, the document and "Try it out"
  * requests to the same origin. Images may also be data: URIs, because Swagger UI's stylesheet
  * draws its icons with inline SVG; that lets no byte leave for another host. */
-#define DOCS_CSP                                                                                 \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "           \
-    "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "         \
+#define DOCS_CSP                                                                                   \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "            \
     "base-uri 'none'"
 #define REVALIDATE "no-cache"
 #define ONE_DAY "public, max-age=86400"
@@ -42,7 +42,11 @@ struct docs_asset {
 };
 
 static const struct docs_asset page = {
-    "", TYPE_HTML, REVALIDATE, ks_docs_ui_page_html, &ks_docs_ui_page_html_len,
+    "",
+    TYPE_HTML,
+    REVALIDATE,
+    ks_docs_ui_page_html,
+    &ks_docs_ui_page_html_len,
     ks_docs_ui_page_html_etag,
 };
 
@@ -50,8 +54,7 @@ static const struct docs_asset page = {
 static const struct docs_asset assets[] = {
     {"init.js", TYPE_JS, REVALIDATE, ks_docs_ui_init_js, &ks_docs_ui_init_js_len,
      ks_docs_ui_init_js_etag},
-    {"swagger-ui.css", TYPE_CSS, ONE_DAY, ks_docs_ui_css, &ks_docs_ui_css_len,
-     ks_docs_ui_css_etag},
+    {"swagger-ui.css", TYPE_CSS, ONE_DAY, ks_docs_ui_css, &ks_docs_ui_css_len, ks_docs_ui_css_etag},
     {"swagger-ui-bundle.js", TYPE_JS, ONE_DAY, ks_docs_ui_bundle_js, &ks_docs_ui_bundle_js_len,
      ks_docs_ui_bundle_js_etag},
 };

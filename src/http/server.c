@@ -257,8 +257,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
     } else if (!resp->body && resp->raw_static) {
         /* Borrowed bytes that outlive the server (ks_http_reply_static): never copied. */
         len = resp->raw_len;
-        mr = MHD_create_response_from_buffer(len, (void *)resp->raw_static,
-                                             MHD_RESPMEM_PERSISTENT);
+        mr = MHD_create_response_from_buffer(len, (void *)resp->raw_static, MHD_RESPMEM_PERSISTENT);
         raw = 1;
     } else if (text) {
         len = strlen(text);
@@ -286,8 +285,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL,
-                            raw && resp->raw_cache_control ? resp->raw_cache_control
-                                                           : "no-store");
+                            raw && resp->raw_cache_control ? resp->raw_cache_control : "no-store");
     MHD_add_response_header(mr, "X-Trace-ID", r->trace);
     if (resp->allow[0])
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);

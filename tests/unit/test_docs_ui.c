@@ -26,8 +26,7 @@ Test(docs_ui, built_in_assets_have_length_and_etag)
     check_asset(ks_docs_ui_page_html, ks_docs_ui_page_html_len, ks_docs_ui_page_html_etag, 100);
     check_asset(ks_docs_ui_init_js, ks_docs_ui_init_js_len, ks_docs_ui_init_js_etag, 100);
     check_asset(ks_docs_ui_css, ks_docs_ui_css_len, ks_docs_ui_css_etag, 10000);
-    check_asset(ks_docs_ui_bundle_js, ks_docs_ui_bundle_js_len, ks_docs_ui_bundle_js_etag,
-                500000);
+    check_asset(ks_docs_ui_bundle_js, ks_docs_ui_bundle_js_len, ks_docs_ui_bundle_js_etag, 500000);
     cr_assert_str_neq(ks_docs_ui_css_etag, ks_docs_ui_bundle_js_etag);
     /* the page loads what the routes serve, and no inline script */
     cr_assert_not_null(strstr(ks_docs_ui_page_html, "<script src=\"/docs/init.js\"></script>"));
