@@ -41,7 +41,8 @@ ifneq ($(filter san bench,$(VARIANT)),)
 endif
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/migrations.o \
             $(BUILD)/obj/gen/sandbox_config.o $(BUILD)/obj/gen/openapi_json.o \
-            $(BUILD)/obj/gen/extra_modules.o $(BUILD)/obj/gen/module_migrations.o
+            $(BUILD)/obj/gen/extra_modules.o $(BUILD)/obj/gen/module_migrations.o \
+            $(BUILD)/obj/gen/docs_ui.o
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort) bench/loadgen_stats.c \
             bench/loadgen_http.c bench/loadgen_json.c
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC))
@@ -108,6 +109,31 @@ $(BUILD)/gen/openapi_json.c: docs/openapi.json scripts/embed-text.sh
 	bash scripts/embed-text.sh ks_api_openapi_json docs/openapi.json > $@
 
 $(BUILD)/obj/gen/openapi_json.o: $(BUILD)/gen/openapi_json.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# GET /docs (src/api/docs_ui.c): kassa's page and Swagger UI's files from npm's swagger-ui-dist,
+# which `make deps` installs into node_modules (scripts/install-deps.sh: npm ci). A build on a
+# fresh clone installs them first: the vendor files are remade by the npm stamp's rule.
+NPM_STAMP := node_modules/.package-lock.json
+DOCS_UI_VENDOR := node_modules/swagger-ui-dist/swagger-ui.css \
+                  node_modules/swagger-ui-dist/swagger-ui-bundle.js
+DOCS_UI_ASSETS := ks_docs_ui_page_html=web/docs/index.html ks_docs_ui_init_js=web/docs/init.js \
+                  ks_docs_ui_css=node_modules/swagger-ui-dist/swagger-ui.css \
+                  ks_docs_ui_bundle_js=node_modules/swagger-ui-dist/swagger-ui-bundle.js
+
+$(NPM_STAMP): package.json package-lock.json
+	bash scripts/install-deps.sh
+	@touch $@
+
+$(DOCS_UI_VENDOR): $(NPM_STAMP) ;
+
+$(BUILD)/gen/docs_ui.c: web/docs/index.html web/docs/init.js $(DOCS_UI_VENDOR) \
+                        scripts/embed-assets.sh scripts/embed-text.sh Makefile
+	@mkdir -p $(dir $@)
+	bash scripts/embed-assets.sh --header api/docs_ui_int.h $(DOCS_UI_ASSETS) > $@
+
+$(BUILD)/obj/gen/docs_ui.o: $(BUILD)/gen/docs_ui.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -8,7 +8,9 @@
 #      against a fresh `make run` in a throwaway copy, using build/release)
 #   6. the smoke test of `make bench`: bench/run.sh on build/bench with one-second runs, so the
 #      harness and the bench build keep working (the figures printed are not measurements)
-# Set KASSA_TEST_ONLY=unit|blackbox|crash|smoke to run one part (smoke: 5 and 6).
+#   7. the browser test of the API documentation page (tests/browser/test_docs.mjs: /docs in
+#      Debian's headless chromium through playwright-core), bounded in time
+# Set KASSA_TEST_ONLY=unit|blackbox|crash|smoke|browser to run one part (smoke: 5 and 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/san}
@@ -38,7 +40,7 @@ if [ "$only" = all ] || [ "$only" = unit ]; then
   KASSA_TEST_STORE="" "$build/unit-tests" -j2 --short-filename
 fi
 
-if [ "$only" != smoke ]; then
+if [ "$only" != smoke ] && [ "$only" != browser ]; then
   step "starting a throwaway PostgreSQL cluster"
   pg_url=$(tests/harness/pg.sh start "$pgdir")
   echo "PostgreSQL at ${pg_url}"
@@ -75,6 +77,11 @@ if [ "$only" = all ] || [ "$only" = smoke ]; then
     exit 1
   fi
   echo "bench/run.sh completed ($(grep -c '^|' "$bench_log") table rows)"
+fi
+
+if [ "$only" = all ] || [ "$only" = browser ]; then
+  step "browser test of /docs (Swagger UI in headless chromium)"
+  timeout --kill-after=10 240 node tests/browser/test_docs.mjs "$build/kassa"
 fi
 
 step "all tests passed in $(( $(date +%s) - t0 ))s"

@@ -4,7 +4,8 @@
  *
  * The server (server.h) owns every request and response: a handler borrows `req` for the
  * duration of the call and fills `resp`, whose body the server then owns and frees. Response
- * bodies are JSON, except the few small pages kassa serves to payers (ks_http_reply_raw); every
+ * bodies are JSON, except the few small pages kassa serves to payers (ks_http_reply_raw) and the
+ * files of the API documentation page, built into the binary (ks_http_reply_static); every
  * error is {"code": "...", "message": "..."} with a 4xx/5xx status.
  * Error messages are written by kassa and never echo the request body (it may hold card data).
  *
@@ -56,6 +57,13 @@ struct ks_http_resp {
     char *raw;
     size_t raw_len;
     char raw_type[64]; /* its Content-Type */
+    /* Set by ks_http_reply_static instead of `raw`: bytes the server borrows, not frees. */
+    const char *raw_static;
+    /* Headers of a raw reply set by ks_http_reply_static, replacing the strict defaults; static
+     * strings, or NULL for the default (CSP) or none (ETag). */
+    const char *raw_csp;
+    const char *raw_cache_control;
+    const char *raw_etag;
 };
 
 /*
@@ -79,6 +87,24 @@ int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body);
  * KS_ERR_INVALID (bad type) after setting a 500 JSON error instead. */
 KS_MUST_USE int ks_http_reply_raw(struct ks_http_resp *resp, int status, const char *content_type,
                                   const char *body, size_t len);
+
+/* The headers a static reply sends in place of the strict defaults of ks_http_reply_raw. Each
+ * is a string that outlives the server (static, or owned by the route's context), or NULL:
+ * `csp` NULL keeps the strict policy, `cache_control` NULL keeps "no-store", `etag` NULL sends
+ * none. `nosniff` is always sent. */
+struct ks_http_static_headers {
+    const char *csp;
+    const char *cache_control;
+    const char *etag;
+};
+
+/* Sets a non-JSON reply like ks_http_reply_raw, but borrows the `len` bytes at `body` instead of
+ * copying them (for large assets built into the binary: they must outlive the server) and sends
+ * the headers of `h` (may be NULL). `content_type` as for ks_http_reply_raw. Returns KS_OK, or
+ * KS_ERR_INVALID (bad type) after setting a 500 JSON error instead. */
+KS_MUST_USE int ks_http_reply_static(struct ks_http_resp *resp, int status,
+                                     const char *content_type, const char *body, size_t len,
+                                     const struct ks_http_static_headers *h);
 
 /* Sets an error reply {"code","message"} with `status`. `code` is a stable camelCase name;
  * `fmt` is kassa's own text and must not include request data that could be secret. Returns

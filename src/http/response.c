@@ -17,6 +17,10 @@ static void raw_release(struct ks_http_resp *resp)
     resp->raw = NULL;
     resp->raw_len = 0;
     resp->raw_type[0] = '\0';
+    resp->raw_static = NULL;
+    resp->raw_csp = NULL;
+    resp->raw_cache_control = NULL;
+    resp->raw_etag = NULL;
 }
 
 int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body)
@@ -30,16 +34,23 @@ int ks_http_reply(struct ks_http_resp *resp, int status, json_t *body)
     return KS_OK;
 }
 
+/* Whether `content_type` fits resp->raw_type and is printable ASCII (no header injection). */
+static int content_type_ok(const struct ks_http_resp *resp, const char *content_type)
+{
+    size_t tl = strlen(content_type);
+    int ok = tl > 0 && tl < sizeof(resp->raw_type);
+    for (size_t i = 0; ok && i < tl; i++)
+        ok = content_type[i] >= 0x20 && content_type[i] < 0x7f;
+    return ok;
+}
+
 int ks_http_reply_raw(struct ks_http_resp *resp, int status, const char *content_type,
                       const char *body, size_t len)
 {
     assert(resp != NULL && content_type != NULL && (body != NULL || len == 0));
     assert(status >= 100 && status <= 599);
     size_t tl = strlen(content_type);
-    int type_ok = tl > 0 && tl < sizeof(resp->raw_type);
-    for (size_t i = 0; type_ok && i < tl; i++)
-        type_ok = content_type[i] >= 0x20 && content_type[i] < 0x7f; /* no header injection */
-    if (!type_ok) {
+    if (!content_type_ok(resp, content_type)) {
         ks_http_error(resp, 500, "internalError", "internal error");
         return KS_ERR_INVALID;
     }
@@ -58,6 +69,30 @@ int ks_http_reply_raw(struct ks_http_resp *resp, int status, const char *content
     resp->raw = copy;
     resp->raw_len = len;
     memcpy(resp->raw_type, content_type, tl + 1);
+    resp->status = status;
+    return KS_OK;
+}
+
+int ks_http_reply_static(struct ks_http_resp *resp, int status, const char *content_type,
+                         const char *body, size_t len, const struct ks_http_static_headers *h)
+{
+    assert(resp != NULL && content_type != NULL && (body != NULL || len == 0));
+    assert(status >= 100 && status <= 599);
+    if (!content_type_ok(resp, content_type)) {
+        ks_http_error(resp, 500, "internalError", "internal error");
+        return KS_ERR_INVALID;
+    }
+    json_decref(resp->body);
+    resp->body = NULL;
+    raw_release(resp);
+    resp->raw_static = body ? body : "";
+    resp->raw_len = len;
+    memcpy(resp->raw_type, content_type, strlen(content_type) + 1);
+    if (h) {
+        resp->raw_csp = h->csp;
+        resp->raw_cache_control = h->cache_control;
+        resp->raw_etag = h->etag;
+    }
     resp->status = status;
     return KS_OK;
 }

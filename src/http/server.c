@@ -239,7 +239,7 @@ int ks_http_req_query_int(const struct ks_http_req *req, const char *name, int64
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_request *r,
                                      struct ks_http_resp *resp, int www_authenticate)
 {
-    if (!resp->body && !resp->raw)
+    if (!resp->body && !resp->raw && !resp->raw_static)
         ks_http_error(resp, 500, "internalError", "internal error");
     char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     static const char fallback[] = "{\"code\":\"internalError\",\"message\":\"out of memory\"}";
@@ -253,6 +253,11 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
         if (!mr)
             return MHD_NO; /* resp->raw is still ours: the caller's cleanup frees it */
         resp->raw = NULL;
+        raw = 1;
+    } else if (!resp->body && resp->raw_static) {
+        /* Borrowed bytes that outlive the server (ks_http_reply_static): never copied. */
+        len = resp->raw_len;
+        mr = MHD_create_response_from_buffer(len, (void *)resp->raw_static, MHD_RESPMEM_PERSISTENT);
         raw = 1;
     } else if (text) {
         len = strlen(text);
@@ -270,12 +275,17 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->raw_type);
         MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
         MHD_add_response_header(mr, "Content-Security-Policy",
-                                "default-src 'none'; style-src 'unsafe-inline'; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+                                resp->raw_csp ? resp->raw_csp
+                                              : "default-src 'none'; style-src 'unsafe-inline'; "
+                                                "form-action 'self'; frame-ancestors 'none'; "
+                                                "base-uri 'none'");
+        if (resp->raw_etag)
+            MHD_add_response_header(mr, MHD_HTTP_HEADER_ETAG, resp->raw_etag);
     } else {
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            raw && resp->raw_cache_control ? resp->raw_cache_control : "no-store");
     MHD_add_response_header(mr, "X-Trace-ID", r->trace);
     if (resp->allow[0])
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);
@@ -398,9 +408,9 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, struct http_request
     }
 
     rc = route->handler(route->ctx, &req, &resp);
-    if (rc != KS_OK && !resp.body && !resp.raw)
+    if (rc != KS_OK && !resp.body && !resp.raw && !resp.raw_static)
         ks_http_error_from(&resp, rc, NULL, NULL);
-    if (!resp.body && !resp.raw) {
+    if (!resp.body && !resp.raw && !resp.raw_static) {
         ks_logf(srv->log, KS_LOG_ERROR, r->trace, "handler for %s %s set no response",
                 route->method, route->pattern);
         ks_http_error(&resp, 500, "internalError", "internal error");

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "api/api.h"
+#include "api/docs_ui.h"
 #include "api/payments_api.h"
 #include "api/roles.h"
 #include "domain/invoice/invoice.h"
@@ -98,6 +99,8 @@ static int payments_routes(void *ctx, struct ks_node *node, struct ks_http_route
 {
     struct payments_module *p = ctx;
     int rc = ks_api_openapi_routes(pub);
+    if (rc == KS_OK)
+        rc = ks_api_docs_ui_routes(pub);
     if (rc == KS_OK)
         rc = ks_api_payments_routes(pub, &p->api);
     return rc;
