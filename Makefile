@@ -53,7 +53,8 @@ MIGRATIONS := $(shell find src/store/migrations -name '*.sql' | sort)
 MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations \
                          sandbox=src/units/adapters/sandbox_migrations \
                          webhooks=src/webhooks/migrations search=src/search/migrations \
-                         export=src/export/migrations
+                         export=src/export/migrations \
+                         receipts_journal=src/receipts/journal_migrations
 MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
                        -name '*.sql' | sort)
 
