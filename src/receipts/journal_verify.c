@@ -317,6 +317,10 @@ int ks_journal_verify(struct ks_journal *j, const char *group, int64_t *entries,
 {
     *entries = *bad_seq = 0;
     why[0] = '\0';
+    if (!jr_id_valid(group)) {
+        snprintf(why, whylen, "not a register group id");
+        return KS_ERR_INVALID;
+    }
     struct verify_arg a = {
         .c = {.group = group, .expect = 1, .bad_seq = bad_seq, .why = why, .whylen = whylen}};
     int rc = keyed_snapshot(j, group, &a.c.key, verify_rx, &a);
