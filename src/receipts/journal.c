@@ -107,8 +107,8 @@ struct key_arg {
 static int key_read(struct ks_sql *db, struct key_arg *a)
 {
     struct ks_sql_stmt *q;
-    int rc = ks_sql_prepare(db, "SELECT key_sealed FROM receipt_journal_keys WHERE group_id = ?1",
-                            &q);
+    int rc =
+        ks_sql_prepare(db, "SELECT key_sealed FROM receipt_journal_keys WHERE group_id = ?1", &q);
     if (rc != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, a->group);
@@ -164,8 +164,7 @@ static int key_create(struct ks_journal *j, struct key_arg *a)
     a->sealed_new = NULL;
     free(sealed);
     if (rc == KS_OK)
-        ks_logf(j->log, KS_LOG_INFO, NULL, "receipt journal: group %s has a journal key",
-                a->group);
+        ks_logf(j->log, KS_LOG_INFO, NULL, "receipt journal: group %s has a journal key", a->group);
     return rc;
 }
 
@@ -221,9 +220,8 @@ static int seq_of_receipt(struct ks_sql *db, const char *group, const char *rece
                           int64_t *seq)
 {
     struct ks_sql_stmt *q;
-    int rc = ks_sql_prepare(db,
-                            "SELECT seq FROM receipt_journal WHERE group_id = ?1 AND receipt_id = ?2",
-                            &q);
+    int rc = ks_sql_prepare(
+        db, "SELECT seq FROM receipt_journal WHERE group_id = ?1 AND receipt_id = ?2", &q);
     if (rc != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, group);
@@ -400,8 +398,8 @@ struct mark_arg {
 static int entry_exists(struct ks_sql *db, const char *group, int64_t seq, bool *found)
 {
     struct ks_sql_stmt *q;
-    int rc = ks_sql_prepare(db, "SELECT 1 FROM receipt_journal WHERE group_id = ?1 AND seq = ?2",
-                            &q);
+    int rc =
+        ks_sql_prepare(db, "SELECT 1 FROM receipt_journal WHERE group_id = ?1 AND seq = ?2", &q);
     if (rc != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, group);
@@ -432,10 +430,11 @@ static int sync_state(struct ks_sql *db, const struct mark_arg *a, int64_t *head
         ks_sql_col_copy(q, 0, outcome, cap);
     if ((rc = ks_sql_done(q)) != KS_OK || step < 0)
         return step < 0 ? step : rc;
-    if ((rc = ks_sql_prepare(db,
-                             "SELECT seq FROM receipt_journal WHERE group_id = ?1 AND"
-                             JR_AFTER_SYNCED " ORDER BY seq LIMIT 1",
-                             &q)) != KS_OK)
+    if ((rc = ks_sql_prepare(
+             db,
+             "SELECT seq FROM receipt_journal WHERE group_id = ?1 AND" JR_AFTER_SYNCED
+             " ORDER BY seq LIMIT 1",
+             &q)) != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, a->group);
     step = ks_sql_step(q);

@@ -37,15 +37,15 @@ struct ks_journal;
 
 /* --- bounds (units last) ---------------------------------------------------------------------- */
 
-#define KS_JOURNAL_GROUP_BYTES_MAX 64            /* a group id: [A-Za-z0-9._-]{1,64} */
-#define KS_JOURNAL_RECEIPT_ID_BYTES_MAX 64       /* a receipt id: [A-Za-z0-9._-]{1,64} */
-#define KS_JOURNAL_ENTRY_BYTES_MAX (64 * 1024)   /* one entry's canonical JSON */
-#define KS_JOURNAL_LINE_BYTES_MAX (72 * 1024)    /* one line of an exported file */
-#define KS_JOURNAL_ENTRIES_MAX 10000000LL        /* entries of one group's journal (and file) */
-#define KS_JOURNAL_LIST_MAX 1000                 /* entries one ks_journal_list returns */
-#define KS_JOURNAL_HASH_BYTES 32                 /* SHA-256 and HMAC-SHA256 */
-#define KS_JOURNAL_KEY_BYTES 32                  /* a group's journal key */
-#define KS_JOURNAL_WHY_BYTES 256                 /* room a verification reason needs */
+#define KS_JOURNAL_GROUP_BYTES_MAX 64          /* a group id: [A-Za-z0-9._-]{1,64} */
+#define KS_JOURNAL_RECEIPT_ID_BYTES_MAX 64     /* a receipt id: [A-Za-z0-9._-]{1,64} */
+#define KS_JOURNAL_ENTRY_BYTES_MAX (64 * 1024) /* one entry's canonical JSON */
+#define KS_JOURNAL_LINE_BYTES_MAX (72 * 1024)  /* one line of an exported file */
+#define KS_JOURNAL_ENTRIES_MAX 10000000LL      /* entries of one group's journal (and file) */
+#define KS_JOURNAL_LIST_MAX 1000               /* entries one ks_journal_list returns */
+#define KS_JOURNAL_HASH_BYTES 32               /* SHA-256 and HMAC-SHA256 */
+#define KS_JOURNAL_KEY_BYTES 32                /* a group's journal key */
+#define KS_JOURNAL_WHY_BYTES 256               /* room a verification reason needs */
 
 /* The vault purpose a group's key is sealed under (the name is the group id). */
 #define KS_JOURNAL_VAULT_PURPOSE "receipt-journal"
@@ -120,7 +120,7 @@ KS_MUST_USE int ks_journal_groups_pending(struct ks_journal *j, char groups[][65
 KS_MUST_USE int ks_journal_list(struct ks_journal *j, const char *group, int64_t after_seq,
                                 size_t limit, struct ks_journal_entry *out, size_t *n);
 
-/* --- verification ------------------------------------------------------------------------------ */
+/* --- verification ----------------------------------------------------------------------------- */
 
 /* Checks `group`'s stored journal: every entry numbered in order from 1 without gaps, each
  * entry's prev_hash the previous entry's hash, each hash recomputed from the entry's fields and
@@ -159,7 +159,7 @@ KS_MUST_USE int ks_journal_entry_hash(const char *group, int64_t seq, const char
                                       const unsigned char prev_hash[KS_JOURNAL_HASH_BYTES],
                                       unsigned char out[KS_JOURNAL_HASH_BYTES]);
 
-/* --- command line ------------------------------------------------------------------------------ */
+/* --- command line ----------------------------------------------------------------------------- */
 
 /* `kassa receipts journal ...`: `argv` starts at "journal". Usage: KS_JOURNAL_CLI_USAGE.
  * Returns 0 when the journal is valid (or exported), 1 naming the first bad entry or on a

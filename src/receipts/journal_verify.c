@@ -28,8 +28,7 @@
 #define HEADER_BYTES_MAX                                                                           \
     (4 + sizeof(HEADER_TAG) + 4 + KS_JOURNAL_GROUP_BYTES_MAX + 8 + KS_JOURNAL_HASH_BYTES + 8)
 
-__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t whylen, const char *fmt,
-                                                     ...)
+__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t whylen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -141,7 +140,7 @@ static int header_mac(const unsigned char key[KS_JOURNAL_KEY_BYTES], const char 
 struct chain {
     const char *group;
     const unsigned char *key;
-    int64_t expect;                        /* the seq the next entry must have */
+    int64_t expect;                            /* the seq the next entry must have */
     unsigned char prev[KS_JOURNAL_HASH_BYTES]; /* the hash of entry expect - 1 (zeros first) */
     int64_t *bad_seq;
     char *why;
@@ -155,8 +154,10 @@ static int misplaced(struct chain *c, int64_t seq, int64_t next_seq)
     int64_t e = c->expect;
     *c->bad_seq = e;
     if (next_seq == e && seq == e + 1)
-        return bad(c->why, c->whylen, "entry %lld: out of order: found after entry %lld (two "
-                   "entries swapped)", (long long)e, (long long)seq);
+        return bad(c->why, c->whylen,
+                   "entry %lld: out of order: found after entry %lld (two "
+                   "entries swapped)",
+                   (long long)e, (long long)seq);
     if (next_seq == e)
         return bad(c->why, c->whylen, "entry %lld: an entry numbered %lld was inserted before it",
                    (long long)e, (long long)seq);
@@ -166,8 +167,10 @@ static int misplaced(struct chain *c, int64_t seq, int64_t next_seq)
     if (seq > e)
         return bad(c->why, c->whylen, "entry %lld: missing: entry %lld is followed by entry %lld",
                    (long long)e, (long long)(e - 1), (long long)seq);
-    return bad(c->why, c->whylen, "entry %lld: an entry numbered %lld (inserted or repeated) "
-               "follows entry %lld", (long long)e, (long long)seq, (long long)(e - 1));
+    return bad(c->why, c->whylen,
+               "entry %lld: an entry numbered %lld (inserted or repeated) "
+               "follows entry %lld",
+               (long long)e, (long long)seq, (long long)(e - 1));
 }
 
 /* Checks entry `r` where entry c->expect belongs and moves on: KS_OK, KS_ERR_INVALID naming the
@@ -184,10 +187,11 @@ static int chain_check(struct chain *c, const struct jr_row *r, int64_t next_seq
         return bad(c->why, c->whylen, "entry %lld: belongs to group %.64s, not %s", (long long)e,
                    r->group, c->group);
     if (!jr_unhex(r->prev_hex, prev) || CRYPTO_memcmp(prev, c->prev, sizeof(prev)) != 0)
-        return bad(c->why, c->whylen, e == 1 ? "entry %lld: broken chain: its prev_hash is not "
-                                               "zero, as the first entry's must be"
-                                             : "entry %lld: broken chain: its prev_hash is not "
-                                               "the hash of entry %lld",
+        return bad(c->why, c->whylen,
+                   e == 1 ? "entry %lld: broken chain: its prev_hash is not "
+                            "zero, as the first entry's must be"
+                          : "entry %lld: broken chain: its prev_hash is not "
+                            "the hash of entry %lld",
                    (long long)e, (long long)(e - 1));
     if (!jr_unhex(r->hash_hex, want))
         return bad(c->why, c->whylen, "entry %lld: its hash is not 64 lowercase hex digits",
@@ -197,13 +201,17 @@ static int chain_check(struct chain *c, const struct jr_row *r, int64_t next_seq
     if (rc != KS_OK)
         return rc;
     if (CRYPTO_memcmp(hash, want, sizeof(hash)) != 0)
-        return bad(c->why, c->whylen, "entry %lld: hash mismatch: its fields were changed after "
-                   "it was written", (long long)e);
+        return bad(c->why, c->whylen,
+                   "entry %lld: hash mismatch: its fields were changed after "
+                   "it was written",
+                   (long long)e);
     if ((rc = jr_entry_mac(c->key, hash, mac)) != KS_OK)
         return rc;
     if (!jr_unhex(r->mac_hex, want) || CRYPTO_memcmp(mac, want, sizeof(mac)) != 0)
-        return bad(c->why, c->whylen, "entry %lld: MAC mismatch: not written with group %s's "
-                   "journal key", (long long)e, c->group);
+        return bad(c->why, c->whylen,
+                   "entry %lld: MAC mismatch: not written with group %s's "
+                   "journal key",
+                   (long long)e, c->group);
     memcpy(c->prev, hash, sizeof(hash));
     c->expect++;
     *c->bad_seq = 0;
@@ -230,8 +238,8 @@ typedef int (*row_fn)(void *ctx, const struct jr_row *r);
 /* Every entry of `group` in seq order, a page per statement, at most KS_JOURNAL_ENTRIES_MAX. */
 static int walk_entries(struct ks_sql *db, const char *group, row_fn fn, void *ctx)
 {
-    int64_t after = 0, seen = 0;
-    for (;;) {
+    int64_t after = INT64_MIN, seen = 0; /* a row numbered 0 or less is seen, and named */
+    for (int64_t pages = 0; pages <= KS_JOURNAL_ENTRIES_MAX / JR_PAGE_ENTRIES; pages++) {
         struct ks_sql_stmt *q;
         int rc = ks_sql_prepare(db,
                                 "SELECT " JR_COLUMNS " FROM receipt_journal WHERE group_id = ?1"
@@ -263,6 +271,7 @@ static int walk_entries(struct ks_sql *db, const char *group, row_fn fn, void *c
         if (page < JR_PAGE_ENTRIES)
             return KS_OK;
     }
+    return KS_ERR_LIMIT;
 }
 
 static int verify_row(void *ctx, const struct jr_row *r)
@@ -327,9 +336,10 @@ int ks_journal_verify(struct ks_journal *j, const char *group, int64_t *entries,
     *entries = a.c.expect - 1;
     if (rc == KS_OK && a.synced_max > *entries) {
         *bad_seq = *entries + 1;
-        rc = bad(why, whylen, "entry %lld: missing: entries up to %lld were synced, the journal "
-                 "ends at entry %lld", (long long)*bad_seq, (long long)a.synced_max,
-                 (long long)*entries);
+        rc = bad(why, whylen,
+                 "entry %lld: missing: entries up to %lld were synced, the journal "
+                 "ends at entry %lld",
+                 (long long)*bad_seq, (long long)a.synced_max, (long long)*entries);
     }
     if (rc != KS_OK && rc != KS_ERR_INVALID)
         *bad_seq = 0;
@@ -363,11 +373,11 @@ static int export_row(void *ctx, const struct jr_row *r)
     json_t *entry = json_loads(r->entry_json, 0, &jerr);
     if (!entry) /* kept as text: the file's verification then names this entry */
         entry = json_string(r->entry_json);
-    return write_line(a->out, json_pack("{s:I, s:s, s:s, s:I, s:o, s:s, s:s, s:s}", "seq",
-                                        (json_int_t)r->seq, "group", r->group, "receiptID",
-                                        r->receipt_id, "appendedAt",
-                                        (json_int_t)r->appended_at_ms, "entry", entry, "prevHash",
-                                        r->prev_hex, "hash", r->hash_hex, "mac", r->mac_hex));
+    return write_line(a->out,
+                      json_pack("{s:I, s:s, s:s, s:I, s:o, s:s, s:s, s:s}", "seq",
+                                (json_int_t)r->seq, "group", r->group, "receiptID", r->receipt_id,
+                                "appendedAt", (json_int_t)r->appended_at_ms, "entry", entry,
+                                "prevHash", r->prev_hex, "hash", r->hash_hex, "mac", r->mac_hex));
 }
 
 static int export_rx(struct ks_sql *db, void *arg)
@@ -467,8 +477,8 @@ static bool line_row(const json_t *l, struct jr_row *r, char **canonical)
     r->hash_hex = str_member(l, "hash");
     r->mac_hex = str_member(l, "mac");
     if (json_object_size(l) != ENTRY_LINE_MEMBERS || !int_member(l, "seq", &r->seq) ||
-        !int_member(l, "appendedAt", &r->appended_at_ms) || !json_is_object(entry) ||
-        !r->group || !r->receipt_id || !r->prev_hex || !r->hash_hex || !r->mac_hex)
+        !int_member(l, "appendedAt", &r->appended_at_ms) || !json_is_object(entry) || !r->group ||
+        !r->receipt_id || !r->prev_hex || !r->hash_hex || !r->mac_hex)
         return false;
     *canonical = ks_json_canonical(entry);
     r->entry_json = *canonical;
@@ -532,13 +542,17 @@ static int file_entries(struct file_reader *r, struct chain *c, const struct hea
         char *canonical = NULL;
         if (!line_row(r->line, &row, &canonical)) {
             free(canonical);
-            return bad(c->why, c->whylen, "entry %lld: not a journal entry line: a member is "
-                       "missing, extra or malformed", (long long)c->expect);
+            return bad(c->why, c->whylen,
+                       "entry %lld: not a journal entry line: a member is "
+                       "missing, extra or malformed",
+                       (long long)c->expect);
         }
         if (c->expect > h->last_seq) {
             free(canonical);
-            return bad(c->why, c->whylen, "entry %lld: past the header's last entry %lld "
-                       "(appended to the file)", (long long)c->expect, (long long)h->last_seq);
+            return bad(c->why, c->whylen,
+                       "entry %lld: past the header's last entry %lld "
+                       "(appended to the file)",
+                       (long long)c->expect, (long long)h->last_seq);
         }
         /* a misplaced entry: the line after it tells a swap or an insertion from a removal */
         int64_t next = -1;
@@ -556,9 +570,10 @@ static int file_entries(struct file_reader *r, struct chain *c, const struct hea
     int64_t got = c->expect - 1;
     if (got < h->last_seq) {
         *c->bad_seq = got + 1;
-        return bad(c->why, c->whylen, "entry %lld: missing: the file ends after entry %lld, its "
-                   "header's last entry is %lld", (long long)(got + 1), (long long)got,
-                   (long long)h->last_seq);
+        return bad(c->why, c->whylen,
+                   "entry %lld: missing: the file ends after entry %lld, its "
+                   "header's last entry is %lld",
+                   (long long)(got + 1), (long long)got, (long long)h->last_seq);
     }
     *c->bad_seq = got;
     if (CRYPTO_memcmp(c->prev, h->last_hash, sizeof(c->prev)) != 0)
@@ -581,9 +596,10 @@ int ks_journal_verify_file(struct ks_journal *j, FILE *in,
     bool have_key = false;
     int rc = r.buf ? next_line(&r, lwhy, sizeof(lwhy)) : KS_ERR_NOMEM;
     if (rc == KS_ERR_LIMIT || rc == KS_ERR_INVALID || (rc == KS_OK && !r.line)) {
-        rc = bad(why, whylen, "header: %s", rc == KS_ERR_LIMIT ? "the line is too long"
-                                            : r.line               ? lwhy
-                                                                   : "the file is empty");
+        rc = bad(why, whylen, "header: %s",
+                 rc == KS_ERR_LIMIT ? "the line is too long"
+                 : r.line           ? lwhy
+                                    : "the file is empty");
         goto out;
     }
     if (rc != KS_OK || (rc = header_read(r.line, &h, why, whylen)) != KS_OK)
@@ -595,11 +611,17 @@ int ks_journal_verify_file(struct ks_journal *j, FILE *in,
     if ((rc = header_mac(key, h.group, h.last_seq, h.last_hash, h.exported_at_ms, mac)) != KS_OK)
         goto out;
     if (CRYPTO_memcmp(mac, h.mac, sizeof(mac)) != 0) {
-        rc = bad(why, whylen, "header: MAC mismatch: not written with group %s's journal key, or "
-                 "changed since", h.group);
+        rc = bad(why, whylen,
+                 "header: MAC mismatch: not written with group %s's journal key, or "
+                 "changed since",
+                 h.group);
         goto out;
     }
-    struct chain c = {.group = h.group, .key = key, .expect = 1, .bad_seq = bad_seq, .why = why,
+    struct chain c = {.group = h.group,
+                      .key = key,
+                      .expect = 1,
+                      .bad_seq = bad_seq,
+                      .why = why,
                       .whylen = whylen};
     rc = file_entries(&r, &c, &h);
     *entries = c.expect - 1;

@@ -87,11 +87,11 @@ static void setup(void)
     ks_log_init(&fx.log, fx.log_file, KS_LOG_DEBUG);
     char why[512] = "";
     cr_assert_eq(ks_store_open(fx.url, NULL, &fx.store, why, sizeof(why)), KS_OK, "%s", why);
-    struct ks_vault_options vo = {.store = fx.store, .master_key_path = fx.key_path,
-                                  .log = &fx.log};
+    struct ks_vault_options vo = {
+        .store = fx.store, .master_key_path = fx.key_path, .log = &fx.log};
     cr_assert_eq(ks_vault_open(&vo, &fx.vault, why, sizeof(why)), KS_OK, "%s", why);
-    cr_assert_eq(ks_journal_open(fx.store, fx.vault, &fx.log, &fx.j, why, sizeof(why)), KS_OK,
-                 "%s", why);
+    cr_assert_eq(ks_journal_open(fx.store, fx.vault, &fx.log, &fx.j, why, sizeof(why)), KS_OK, "%s",
+                 why);
 }
 
 static void teardown(void)
@@ -415,15 +415,14 @@ Test(journal, only_the_head_is_synced_and_strictly_in_order)
     cr_assert_eq(rows[1].seq, 2);
     for (size_t i = 0; i < n; i++)
         ks_journal_entry_release(&rows[i]);
-    cr_assert_eq(ks_journal_list(fx.j, "reg", 0, KS_JOURNAL_LIST_MAX + 1, rows, &n),
-                 KS_ERR_LIMIT);
+    cr_assert_eq(ks_journal_list(fx.j, "reg", 0, KS_JOURNAL_LIST_MAX + 1, rows, &n), KS_ERR_LIMIT);
     verify_ok("reg", 4); /* sync state is not chained */
 }
 
 /* --- verification of the stored journal ------------------------------------------------------- */
 
 struct edit_arg {
-    const char *sql;
+    const char *group, *sql;
     int64_t seq;
 };
 
@@ -434,14 +433,15 @@ static int edit_tx(struct ks_sql *db, void *arg)
     int rc = ks_sql_prepare(db, a->sql, &q);
     if (rc != KS_OK)
         return rc;
-    ks_sql_bind_text(q, 1, "store");
+    ks_sql_bind_text(q, 1, a->group);
     ks_sql_bind_i64(q, 2, a->seq);
     return ks_sql_exec(q);
 }
 
-static void store_edit(const char *sql, int64_t seq)
+/* Runs `sql` with ?1 = `group` and ?2 = `seq`, behind the journal's back. */
+static void store_edit(const char *group, const char *sql, int64_t seq)
 {
-    struct edit_arg a = {sql, seq};
+    struct edit_arg a = {group, sql, seq};
     cr_assert_eq(ks_sql_tx(fx.store, edit_tx, &a), KS_OK, "%s", sql);
 }
 
@@ -462,20 +462,112 @@ Test(journal, verify_names_the_first_bad_entry_of_the_stored_journal)
     cr_assert_eq(ks_journal_mark_synced(fx.j, "store", 1, "done", T0_MS), KS_OK);
     cr_assert_eq(ks_journal_mark_synced(fx.j, "store", 2, "done", T0_MS), KS_OK);
     /* one byte of entry 5's JSON */
-    store_edit("UPDATE receipt_journal SET entry = replace(entry, 'tea', 'tee')"
+    store_edit("store",
+               "UPDATE receipt_journal SET entry = replace(entry, 'tea', 'tee')"
                " WHERE group_id = ?1 AND seq = ?2",
                5);
     store_bad_at(5, "hash mismatch");
     /* entry 4's prev_hash: the chain breaks there first */
-    store_edit("UPDATE receipt_journal SET prev_hash = hash WHERE group_id = ?1 AND seq = ?2", 4);
+    store_edit("store",
+               "UPDATE receipt_journal SET prev_hash = hash WHERE group_id = ?1 AND seq = ?2", 4);
     store_bad_at(4, "broken chain");
     /* entry 3 removed: a gap */
-    store_edit("DELETE FROM receipt_journal WHERE group_id = ?1 AND seq = ?2", 3);
+    store_edit("store", "DELETE FROM receipt_journal WHERE group_id = ?1 AND seq = ?2", 3);
     store_bad_at(3, "missing: entry 2 is followed by entry 4");
     /* the synced entries removed, the rest renumbered: the sync state remembers them */
-    store_edit("DELETE FROM receipt_journal WHERE group_id = ?1 AND seq > ?2", 1);
-    store_edit("DELETE FROM receipt_journal WHERE group_id = ?1 AND seq = ?2", 1);
+    store_edit("store", "DELETE FROM receipt_journal WHERE group_id = ?1 AND seq > ?2", 1);
+    store_edit("store", "DELETE FROM receipt_journal WHERE group_id = ?1 AND seq = ?2", 1);
     store_bad_at(1, "missing: entries up to 2 were synced");
+}
+
+/* The first column of the first row of `sql` (?1 = `group`) into `out`, behind the journal's
+ * back. */
+struct text_arg {
+    const char *sql, *group;
+    char *out;
+    size_t cap;
+};
+
+static int text_rx(struct ks_sql *db, void *arg)
+{
+    struct text_arg *a = arg;
+    struct ks_sql_stmt *q;
+    int rc = ks_sql_prepare(db, a->sql, &q);
+    if (rc != KS_OK)
+        return rc;
+    ks_sql_bind_text(q, 1, a->group);
+    bool row = ks_sql_step(q) == KS_SQL_ROW && ks_sql_col_copy(q, 0, a->out, a->cap);
+    rc = ks_sql_done(q);
+    return rc == KS_OK && !row ? KS_ERR_NOT_FOUND : rc;
+}
+
+/* The group's sealed key and, opened by the vault, the key in hex (to look for both where they
+ * must not be). */
+static void group_key_hex(const char *group, char sealed[512], char hex[65])
+{
+    struct text_arg a = {"SELECT key_sealed FROM receipt_journal_keys WHERE group_id = ?1", group,
+                         sealed, 512};
+    cr_assert_eq(ks_sql_read(fx.store, text_rx, &a), KS_OK);
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    cr_assert_eq(
+        ks_vault_secret_open(fx.vault, KS_JOURNAL_VAULT_PURPOSE, group, sealed, &plain, &len),
+        KS_OK);
+    cr_assert_eq(len, KS_JOURNAL_KEY_BYTES);
+    ks_hex(plain, len, hex);
+    hex[64] = '\0';
+    free(plain);
+}
+
+static char *file_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+Test(journal, the_key_is_sealed_per_group_and_never_shown)
+{
+    append("k1", 1);
+    append("k2", 1);
+    char sealed1[512], sealed2[512], hex1[65], hex2[65];
+    group_key_hex("k1", sealed1, hex1);
+    group_key_hex("k2", sealed2, hex2);
+    cr_assert_str_neq(hex1, hex2, "each group has its own key");
+    cr_assert_null(strstr(sealed1, hex1));
+    /* not in an export, a verification's reason or the log */
+    struct file f;
+    file_export("k1", &f);
+    for (size_t i = 0; i < f.n; i++) {
+        cr_assert_null(strstr(f.line[i], hex1));
+        cr_assert_null(strstr(f.line[i], sealed1));
+    }
+    file_release(&f);
+    /* a sealed key moved to another group's row does not open there (the vault binds the
+     * name): appends and checks of that group fail, and the log says so without the key */
+    store_edit("k1",
+               "UPDATE receipt_journal_keys SET key_sealed = (SELECT key_sealed FROM"
+               " receipt_journal_keys WHERE group_id = 'k2') WHERE group_id = ?1 AND ?2 = 0",
+               0);
+    int64_t seq = 0, n = 0, bad = 0;
+    char why[KS_JOURNAL_WHY_BYTES] = "";
+    json_t *e = receipt_entry(2);
+    cr_assert_eq(ks_journal_append(fx.j, "k1", "r2", e, T0_MS, &seq), KS_ERR_INTERNAL);
+    json_decref(e);
+    cr_assert_eq(ks_journal_verify(fx.j, "k1", &n, &bad, why, sizeof(why)), KS_ERR_INTERNAL);
+    cr_assert_eq(bad, 0);
+    fflush(fx.log_file);
+    char log_path[128];
+    snprintf(log_path, sizeof(log_path), "%s/journal.log", fx.dir);
+    const char *log = file_text(log_path);
+    cr_assert_not_null(strstr(log, "group k1: its journal key does not open"));
+    cr_assert_null(strstr(log, hex1));
+    cr_assert_null(strstr(log, hex2));
+    cr_assert_null(strstr(log, sealed2));
 }
 
 /* --- exported files --------------------------------------------------------------------------- */
@@ -534,17 +626,18 @@ Test(journal, an_exported_file_verifies_and_every_tampering_names_its_entry)
         unsigned char prev_hash[KS_JOURNAL_HASH_BYTES], hash[KS_JOURNAL_HASH_BYTES];
         const char *ph = json_string_value(json_object_get(prev, "hash"));
         for (int i = 0; i < KS_JOURNAL_HASH_BYTES; i++)
-            prev_hash[i] = (unsigned char)(ks_hex_value(ph[2 * i]) << 4 | ks_hex_value(ph[2 * i + 1]));
+            prev_hash[i] =
+                (unsigned char)(ks_hex_value(ph[2 * i]) << 4 | ks_hex_value(ph[2 * i + 1]));
         const char *entry = "{\"operation\":\"sell\"}";
         cr_assert_eq(ks_journal_entry_hash("f", 6, "forged", T0_MS, entry, prev_hash, hash), KS_OK);
         char hash_hex[65], prev_hex[65];
         ks_hex(hash, sizeof(hash), hash_hex);
         hash_hex[64] = '\0';
         snprintf(prev_hex, sizeof(prev_hex), "%s", ph);
-        json_t *forged = json_pack("{s:I, s:s, s:s, s:I, s:{s:s}, s:s, s:s, s:s}", "seq",
-                                   (json_int_t)6, "group", "f", "receiptID", "forged",
-                                   "appendedAt", (json_int_t)T0_MS, "entry", "operation", "sell",
-                                   "prevHash", prev_hex, "hash", hash_hex, "mac", hash_hex);
+        json_t *forged =
+            json_pack("{s:I, s:s, s:s, s:I, s:{s:s}, s:s, s:s, s:s}", "seq", (json_int_t)6, "group",
+                      "f", "receiptID", "forged", "appendedAt", (json_int_t)T0_MS, "entry",
+                      "operation", "sell", "prevHash", prev_hex, "hash", hash_hex, "mac", hash_hex);
         char *text = ks_json_canonical(forged);
         line_insert(&t, 6, text);
         free(text);
@@ -625,10 +718,10 @@ Test(journal, a_file_checked_with_another_groups_key_fails)
         json_error_t err;
         json_t *o = json_loads(f.line[i], 0, &err);
         char *entry = ks_json_canonical(json_object_get(o, "entry"));
-        cr_assert_eq(ks_journal_entry_hash(
-                         "group-b", json_integer_value(json_object_get(o, "seq")),
-                         json_string_value(json_object_get(o, "receiptID")),
-                         json_integer_value(json_object_get(o, "appendedAt")), entry, prev, hash),
+        cr_assert_eq(ks_journal_entry_hash("group-b", json_integer_value(json_object_get(o, "seq")),
+                                           json_string_value(json_object_get(o, "receiptID")),
+                                           json_integer_value(json_object_get(o, "appendedAt")),
+                                           entry, prev, hash),
                      KS_OK);
         char hex[65], prev_hex[65];
         ks_hex(hash, sizeof(hash), hex);
