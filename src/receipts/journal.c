@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -62,6 +63,22 @@ void ks_journal_entry_release(struct ks_journal_entry *e)
         return;
     json_decref(e->entry);
     memset(e, 0, sizeof(*e));
+}
+
+json_t *ks_journal_entry_json(const struct ks_journal_entry *e)
+{
+    char appended[40], synced[40];
+    ks_time_rfc3339(e->appended_at_ms, appended, sizeof(appended));
+    json_t *v = json_pack("{s:I, s:s, s:s, s:s}", "seq", (json_int_t)e->seq, "receiptID",
+                          e->receipt_id, "appendedAt", appended, "hash", e->hash);
+    if (v && e->outcome[0]) {
+        ks_time_rfc3339(e->synced_at_ms, synced, sizeof(synced));
+        json_object_set_new(v, "syncedAt", json_string(synced));
+        json_object_set_new(v, "outcome", json_string(e->outcome));
+    }
+    if (v && e->entry)
+        json_object_set(v, "entry", e->entry);
+    return v;
 }
 
 /* --- open and close --------------------------------------------------------------------------- */

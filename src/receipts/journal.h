@@ -72,6 +72,11 @@ struct ks_journal_entry {
 /* Frees what `e` owns and clears it. NULL is fine. */
 void ks_journal_entry_release(struct ks_journal_entry *e);
 
+/* An entry as an admin page shows it: {"seq", "receiptID", "appendedAt", "hash"} with
+ * "syncedAt" and "outcome" once synced and "entry" when `e` has it; times in RFC 3339 UTC. A new
+ * reference (the caller owns it), NULL when out of memory. */
+json_t *ks_journal_entry_json(const struct ks_journal_entry *e);
+
 /* Opens the journal on `store` (borrowed), brings its tables up to date (ks_sql_migrate with
  * ks_receipts_journal_schema) and keeps `vault` (borrowed: it seals the groups' keys) and `log`
  * (borrowed, may be NULL). All three must outlive the journal. On failure `why` says what failed

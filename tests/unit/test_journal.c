@@ -408,6 +408,20 @@ Test(journal, only_the_head_is_synced_and_strictly_in_order)
     cr_assert_eq(rows[2].synced_at_ms, 0);
     cr_assert_null(rows[2].entry);
     cr_assert_eq(strlen(rows[2].hash), 64);
+    json_t *page = ks_journal_entry_json(&rows[0]);
+    cr_assert_eq(json_integer_value(json_object_get(page, "seq")), 2);
+    cr_assert_str_eq(json_string_value(json_object_get(page, "receiptID")), "r2");
+    cr_assert_str_eq(json_string_value(json_object_get(page, "appendedAt")),
+                     "2026-03-15T12:00:00.002Z");
+    cr_assert_str_eq(json_string_value(json_object_get(page, "syncedAt")),
+                     "2026-03-15T12:00:00.012Z");
+    cr_assert_str_eq(json_string_value(json_object_get(page, "outcome")), "fail");
+    json_decref(page);
+    page = ks_journal_entry_json(&rows[2]);
+    cr_assert_null(json_object_get(page, "outcome"));
+    cr_assert_null(json_object_get(page, "syncedAt"));
+    cr_assert_null(json_object_get(page, "entry"));
+    json_decref(page);
     for (size_t i = 0; i < n; i++)
         ks_journal_entry_release(&rows[i]);
     cr_assert_eq(ks_journal_list(fx.j, "reg", 0, 2, rows, &n), KS_OK);
