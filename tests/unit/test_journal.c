@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/ids.h"
 #include "core/json.h"
@@ -794,7 +795,21 @@ Test(journal, the_command_line_verifies_and_exports)
     cr_assert_eq(fseek(f, p - buf, SEEK_SET), 0);
     fputc('R', f);
     fclose(f);
-    cr_assert_eq(cli("verify", "--file", path, NULL), 1);
+    char err_path[200];
+    snprintf(err_path, sizeof(err_path), "%s/stderr.txt", fx.dir);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *err = fopen(err_path, "w");
+    cr_assert(saved >= 0 && err);
+    dup2(fileno(err), 2);
+    int rc = cli("verify", "--file", path, NULL);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fclose(err);
+    cr_assert_eq(rc, 1);
+    const char *said = file_text(err_path);
+    cr_assert_not_null(strstr(said, "cli.jsonl, group cli: entry 1: hash mismatch"), "%s", said);
     cr_assert_eq(cli("verify", "--group", "nobody", NULL), 1);
     cr_assert_eq(cli("verify", NULL, NULL, NULL), 2, "neither --group nor --file");
     cr_assert_eq(cli("verify", "--group", "cli", "--file=x"), 2, "both");
