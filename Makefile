@@ -56,7 +56,8 @@ MODULE_MIGRATION_DIRS := ledger=src/ledger/migrations vault=src/vault/migrations
                          webhooks=src/webhooks/migrations search=src/search/migrations \
                          export=src/export/migrations receipts=src/receipts/migrations \
                          fiscal_emulator=src/receipts/emulator_migrations \
-                         receipts_credentials=src/receipts/credentials_migrations
+                         receipts_credentials=src/receipts/credentials_migrations \
+                         receipts_journal=src/receipts/journal_migrations
 MODULE_MIGRATIONS := $(shell find $(foreach d,$(MODULE_MIGRATION_DIRS),$(lastword $(subst =, ,$(d)))) \
                        -name '*.sql' | sort)
 
