@@ -135,8 +135,7 @@ int ks_auth_cli_token(int argc, char **argv)
             if (roles_n >= KS_AUTH_MERCHANT_ROLES_N)
                 return usage_error("too many --role flags%s", NULL);
             if (!role_known(optarg))
-                return usage_error("--role %s is not one of invoices:read, invoices:write, "
-                                   "payments:write, refunds:write",
+                return usage_error("--role %s is not a merchant role (docs/auth.md lists them)",
                                    optarg);
             roles[roles_n++] = optarg;
             break;

@@ -14,6 +14,7 @@
 #include "platform/platform.h"
 #include "receipts/atol.h"
 #include "receipts/credentials.h"
+#include "receipts/journal.h"
 #include "receipts/receipts_int.h"
 #include "store/sql.h"
 #include "units/session.h"
@@ -27,6 +28,21 @@ static const struct ks_flag receipts_flags[] = {
      .doc = "threads registering receipts with cash registers (the \"fiscal\" unit)",
      .dflt_doc = "8"},
 };
+
+/* The fiscal unit's hooks into the offline journal. */
+static int journal_append_of(void *hooks, const char *group, const char *receipt_id,
+                             const json_t *entry, int64_t now_ms, int64_t *seq)
+{
+    struct ks_receipts *r = hooks;
+    return ks_journal_append(r->journal, group, receipt_id, entry, now_ms, seq);
+}
+
+static int journal_pending_of(void *hooks, const char *group, int64_t *count)
+{
+    struct ks_receipts *r = hooks;
+    int64_t oldest;
+    return ks_journal_pending(r->journal, group, count, &oldest);
+}
 
 /* The fiscal unit's hook for a group's credentialsRef: the secret stored under that name. */
 static int credentials_of(void *hooks, const char *ref, char *buf, size_t cap, size_t *len)
@@ -53,6 +69,8 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
     int rc = ks_sql_migrate(r->store, &ks_receipts_schema, why, whylen);
     if (rc == KS_OK)
         rc = ks_fiscal_credentials_migrate(r->store, why, whylen);
+    if (rc == KS_OK)
+        rc = ks_journal_open(r->store, r->vault, r->log, &r->journal, why, whylen);
     if (rc != KS_OK)
         return rc;
     if ((rc = ks_receipt_register(r->engine)) != KS_OK)
@@ -61,6 +79,8 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
                                         .log = r->log,
                                         .public_url = ks_node_flag(node, "public-url"),
                                         .hooks = r,
+                                        .journal_append = journal_append_of,
+                                        .journal_pending = journal_pending_of,
                                         .credentials = credentials_of};
     if ((rc = ks_fiscal_unit_create(&fo, &r->unit)) != KS_OK)
         return rc;
@@ -85,6 +105,25 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
     return ks_node_add_route_roles(node, ks_receipts_route_roles, ks_receipts_route_roles_n);
 }
 
+/* The offline journals are synchronised once the engine runs. */
+static int receipts_start(void *ctx, struct ks_node *node, char *why, size_t whylen)
+{
+    struct ks_receipts *r = ctx;
+    int rc = ks_journal_sync_start(r, &r->sync);
+    if (rc != KS_OK)
+        snprintf(why, whylen, "cannot start the offline journals' synchroniser");
+    return rc;
+}
+
+static void receipts_stopping(void *ctx)
+{
+    struct ks_receipts *r = ctx;
+    if (!r)
+        return;
+    ks_journal_sync_stop(r->sync);
+    r->sync = NULL;
+}
+
 static int receipts_routes(void *ctx, struct ks_node *node, struct ks_http_router *pub,
                            struct ks_http_router *admin, char *why, size_t whylen)
 {
@@ -104,8 +143,10 @@ static void receipts_close(void *ctx)
     struct ks_receipts *r = ctx;
     if (!r)
         return;
+    ks_journal_sync_stop(r->sync);
     ks_fiscal_unit_free(r->unit);
     ks_atol_free(r->atol);
+    ks_journal_close(r->journal);
     free(r);
 }
 
@@ -117,7 +158,10 @@ static int receipts_command(int argc, char **argv)
         return ks_receipts_atol_login_cli(argc - 1, argv + 1);
     if (strcmp(sub, "credentials") == 0)
         return ks_fiscal_credentials_cli(argc - 1, argv + 1);
-    fprintf(stderr, "kassa: receipts: expected atol-login or credentials, got '%s'\n\n", sub);
+    if (strcmp(sub, "journal") == 0)
+        return ks_journal_cli(argc - 1, argv + 1);
+    fprintf(stderr, "kassa: receipts: expected atol-login, credentials or journal, got '%s'\n\n",
+            sub);
     ks_platform_usage(stderr);
     return KS_EXIT_USAGE;
 }
@@ -126,7 +170,8 @@ static const struct ks_command receipts_commands[] = {
     {"receipts",
      "  receipts atol-login add LOGIN PARTY [SHOP...]  a login for ATOL Online v5's token flow\n"
      "  receipts atol-login list | delete LOGIN        the logins; remove one and its tokens\n"
-     "  receipts credentials put NAME | list | delete NAME  a register group's secret (stdin)\n",
+     "  receipts credentials put NAME | list | delete NAME  a register group's secret (stdin)\n"
+     KS_JOURNAL_CLI_USAGE,
      receipts_command},
 };
 
@@ -140,7 +185,9 @@ const struct ks_module ks_receipts_module = {
     .commands = receipts_commands,
     .commands_n = 1,
     .open = receipts_open,
+    .start = receipts_start,
     .routes = receipts_routes,
+    .stopping = receipts_stopping,
     .serving = receipts_serving,
     .close = receipts_close,
 };

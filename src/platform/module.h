@@ -10,6 +10,9 @@
  *   start    the engine runs: work that needs it (installing the initial configuration)
  *   routes   add routes to the public and admin listeners (admin is NULL when it is off)
  *   serving  the listeners are bound (their URLs are known)
+ *   stopping the listeners have stopped and the engine is about to: stop the module's own
+ *            threads that call the engine (in reverse order, for every opened module, whether
+ *            or not its `start` ran)
  *   close    the listeners and the engine have stopped: release the context (also called
  *            when `open` failed, with whatever context it had set, maybe NULL)
  *
@@ -91,6 +94,7 @@ struct ks_module {
     int (*routes)(void *ctx, struct ks_node *node, struct ks_http_router *public_router,
                   struct ks_http_router *admin_router, char *why, size_t whylen);
     void (*serving)(void *ctx, struct ks_node *node);
+    void (*stopping)(void *ctx);
     void (*close)(void *ctx);
 };
 

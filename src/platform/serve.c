@@ -287,6 +287,9 @@ static void serve_close(struct serve_run *r)
     struct ks_node *n = r->node;
     ks_http_server_stop(r->admin_srv);
     ks_http_server_stop(r->public_srv);
+    for (size_t i = r->opened; i > 0; i--)
+        if (r->modules[i - 1]->stopping)
+            r->modules[i - 1]->stopping(r->ctx[i - 1]);
     if (n->engine) /* before the modules: its workers use them */
         ks_engine_free(n->engine);
     n->engine = NULL;

@@ -12,6 +12,10 @@
  *   POST /atol/v5/getToken                   (POST only: a password never rides in a URL)
  *   POST /atol/v5/{group_code}/{operation}
  *   GET  /atol/v5/{group_code}/report/{uuid}
+ * Admin listener (the admin token):
+ *   GET  /admin/v1/receipts/groups                      every register group: its journal's
+ *                                                       backlog, offline for how long, alert
+ *   GET  /admin/v1/receipts/groups/{groupID}/journal    its journal (after, limit)
  *
  * A receipt's body is read exactly (receipt.h: no amount passes through a double), validated
  * (400 naming the field), and started as a receipt machine bound to the shop's register group;
@@ -33,6 +37,7 @@
 #include "core/json.h"
 #include "http/http.h"
 #include "http/router.h"
+#include "receipts/journal.h"
 #include "receipts/receipts_int.h"
 
 #define EXTERNAL_ID_TTL_MS (100LL * 365 * 24 * 3600 * 1000) /* an external_id binds for good */
@@ -653,6 +658,27 @@ static int h_atol_register(void *ctx, const struct ks_http_req *req, struct ks_h
     return ks_http_reply(resp, 200, b);
 }
 
+/* A receipt's error in ATOL's shape: its integer code ("fiscal_failed:33" -> 33; kassa's own
+ * failures, which have none, are 1), or null. */
+static json_t *atol_error_of(const json_t *err)
+{
+    if (!json_is_object(err))
+        return json_null();
+    const char *code = ks_json_get_str(err, "code");
+    const char *colon = code ? strrchr(code, ':') : NULL;
+    long n = 1;
+    if (colon && colon[1]) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (!*end && v > 0 && v < 100000)
+            n = v;
+    }
+    const char *type = ks_json_get_str(err, "type");
+    return json_pack("{s:i, s:s, s:s}", "code", (int)n, "text",
+                     ks_json_get_str(err, "text") ? ks_json_get_str(err, "text") : "", "type",
+                     type ? type : "system");
+}
+
 static int h_atol_report(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_receipts *r = ctx;
@@ -678,9 +704,9 @@ static int h_atol_report(void *ctx, const struct ks_http_req *req, struct ks_htt
     json_t *pub = ks_receipt_public(st);
     char stamp[24];
     atol_now(stamp);
-    json_t *b = json_pack("{s:O, s:O, s:O, s:O, s:s, s:s, s:s, s:s, s:O, s:s}", "uuid",
+    json_t *b = json_pack("{s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:O, s:s}", "uuid",
                           json_object_get(pub, "uuid"), "status", json_object_get(pub, "status"),
-                          "error", json_object_get(pub, "error"), "payload",
+                          "error", atol_error_of(json_object_get(pub, "error")), "payload",
                           json_object_get(pub, "payload"), "timestamp", stamp, "group_code",
                           shop, "daemon_code", "kassa", "device_code",
                           ks_json_get_str(json_object_get(st, "group"), "id"), "external_id",
@@ -690,6 +716,82 @@ static int h_atol_report(void *ctx, const struct ks_http_req *req, struct ks_htt
     json_decref(pub);
     json_decref(st);
     return ks_http_reply(resp, 200, b);
+}
+
+/* --- operators: register groups and their journals --------------------------------------- */
+
+static int h_admin_groups(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
+{
+    struct ks_receipts *r = ctx;
+    static const char *const allowed[] = {NULL};
+    int rc = ks_http_req_query_check(req, allowed, resp);
+    if (rc != KS_OK)
+        return rc;
+    json_t *doc = NULL;
+    int64_t revision;
+    if ((rc = ks_config_current(r->engine, &doc, &revision)) != KS_OK)
+        return ks_http_error_from(resp, rc, NULL, NULL);
+    json_t *list = json_array();
+    int64_t now = ks_now_ms();
+    const char *id;
+    json_t *g;
+    json_object_foreach(json_object_get(doc, "cashRegisters"), id, g) {
+        int64_t pending = 0, oldest = 0;
+        if ((rc = ks_journal_pending(r->journal, id, &pending, &oldest)) != KS_OK)
+            break;
+        int hours = ks_receipts_group_offline_hours(doc, id);
+        json_t *row = json_pack(
+            "{s:s, s:s, s:s, s:{s:I}, s:i, s:b}", "groupID", id, "adapter",
+            ks_json_get_str(g, "adapter"), "status",
+            ks_json_get_str(g, "status") ? ks_json_get_str(g, "status") : "active", "journal",
+            "pending", (json_int_t)pending, "maxOfflineHours", hours, "alert",
+            pending > 0 && now - oldest > (int64_t)hours * 3600000);
+        if (row && pending > 0) {
+            char at[40];
+            ks_time_rfc3339(oldest, at, sizeof(at));
+            json_object_set_new(json_object_get(row, "journal"), "oldestAt", json_string(at));
+            json_object_set_new(row, "offlineForMs", json_integer(now - oldest));
+        }
+        json_array_append_new(list, row);
+    }
+    json_decref(doc);
+    if (rc != KS_OK) {
+        json_decref(list);
+        return ks_http_error_from(resp, rc, NULL, NULL);
+    }
+    return ks_http_reply(resp, 200, json_pack("{s:o}", "groups", list));
+}
+
+static int h_admin_journal(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
+{
+    struct ks_receipts *r = ctx;
+    static const char *const allowed[] = {"after", "limit", NULL};
+    int64_t after, limit;
+    int rc;
+    if ((rc = ks_http_req_query_check(req, allowed, resp)) != KS_OK ||
+        (rc = ks_http_req_query_int(req, "after", 0, INT64_MAX, 0, &after, resp)) != KS_OK ||
+        (rc = ks_http_req_query_int(req, "limit", 1, KS_JOURNAL_LIST_MAX, 100, &limit, resp)) !=
+            KS_OK)
+        return rc;
+    const char *group = req->params[0];
+    if (!ks_config_id_valid(group))
+        return ks_http_error(resp, 404, "notFound", "no such register group");
+    struct ks_journal_entry *rows = calloc((size_t)limit, sizeof(*rows));
+    size_t n = 0;
+    if (!rows)
+        return ks_http_error_from(resp, KS_ERR_NOMEM, NULL, NULL);
+    rc = ks_journal_list(r->journal, group, after, (size_t)limit, rows, &n);
+    json_t *list = json_array();
+    for (size_t i = 0; rc == KS_OK && i < n; i++)
+        json_array_append_new(list, ks_journal_entry_json(&rows[i]));
+    for (size_t i = 0; i < n; i++)
+        ks_journal_entry_release(&rows[i]);
+    free(rows);
+    if (rc != KS_OK) {
+        json_decref(list);
+        return ks_http_error_from(resp, rc, NULL, NULL);
+    }
+    return ks_http_reply(resp, 200, json_pack("{s:s, s:o}", "groupID", group, "entries", list));
 }
 
 /* --- registration ------------------------------------------------------------------------- */
@@ -719,6 +821,16 @@ int ks_receipts_routes(struct ks_receipts *r, struct ks_http_router *pub,
         if (rc != KS_OK)
             return rc;
     }
-    (void)admin;
+    static const struct route admin_routes[] = {
+        {"GET", "/admin/v1/receipts/groups", KS_HTTP_ROUTE_AUTH, h_admin_groups},
+        {"GET", "/admin/v1/receipts/groups/{groupID}/journal", KS_HTTP_ROUTE_AUTH,
+         h_admin_journal},
+    };
+    for (size_t i = 0; admin && i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++) {
+        int rc = ks_http_router_add(admin, admin_routes[i].method, admin_routes[i].pattern,
+                                    admin_routes[i].flags, admin_routes[i].h, r);
+        if (rc != KS_OK)
+            return rc;
+    }
     return KS_OK;
 }

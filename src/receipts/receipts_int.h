@@ -39,6 +39,8 @@ struct ks_receipts {
     struct ks_vault *vault;
     struct ks_fiscal_unit *unit;
     struct ks_atol *atol; /* the ATOL Online v5 client, one of the unit's adapters */
+    struct ks_journal *journal;           /* the register groups' offline journals */
+    struct ks_journal_sync *sync;         /* their synchroniser (after start) */
 };
 
 /* The public routes' roles (api/roles.h), for the listener's authorizer. */
@@ -49,6 +51,16 @@ extern const size_t ks_receipts_route_roles_n;
  * admin router (NULL when off). */
 KS_MUST_USE int ks_receipts_routes(struct ks_receipts *r, struct ks_http_router *pub,
                                    struct ks_http_router *admin);
+
+/* --- the offline journals' synchroniser (journal_sync.c) --------------------------------- */
+
+struct ks_journal_sync;
+/* Starts the synchroniser's thread (the engine must be running). */
+KS_MUST_USE int ks_journal_sync_start(struct ks_receipts *r, struct ks_journal_sync **out);
+/* Stops and frees it (NULL is fine); returns once its thread has ended. */
+void ks_journal_sync_stop(struct ks_journal_sync *s);
+/* A register group's maxOfflineHours in configuration `doc` (720 when it sets none). */
+int ks_receipts_group_offline_hours(const json_t *doc, const char *group);
 
 /* --- the list index (receipts_index.c) ---------------------------------------------------- */
 

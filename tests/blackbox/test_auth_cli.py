@@ -142,7 +142,7 @@ def test_token_issue_default_key_path_is_under_var(tmp_path):
     ["token", "issue", "--party", "p", "--signing-key-file", ""],
     ["token", "issue", "--party", "p"] + ["--shop", "s"] * 9,
     ["token", "issue", "--party", "p"] + ["--role", "r"] * 17,
-    ["token", "issue", "--party", "p"] + ["--role", "invoices:read"] * 7,
+    ["token", "issue", "--party", "p"] + ["--role", "invoices:read"] * 9,
 ])
 def test_token_bad_usage_exits_2(args, tmp_path):
     r = run(*args, env={"KASSA_SIGNING_KEY_FILE": str(tmp_path / "k")})

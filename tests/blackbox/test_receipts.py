@@ -490,3 +490,81 @@ def test_a_shop_without_automatic_receipts_gets_none(env):
     assert code == 404
     changes = [c["changeType"] for e in api.events(inv["id"]) for c in e["changes"]]
     assert "ReceiptRequested" not in changes
+
+
+# --- offline: the journal keeps receipts while the register is out of reach ------------------
+
+def journal_cli(k, *args):
+    """`kassa receipts journal ...` on server `k`'s store, with its vault master key."""
+    env = dict(os.environ)
+    key = os.environ.get("KASSA_VAULT_MASTER_KEY_FILE") or os.path.join(k.workdir, "var",
+                                                                         "vault-master.key")
+    return subprocess.run([kassa_bin(), "receipts", "journal"] + list(args) +
+                          ["--store", k.store_url, "--vault-master-key-file", key],
+                          capture_output=True, text=True, timeout=60, cwd=k.workdir, env=env)
+
+
+def admin_group(k, group):
+    r = requests.get(k.admin + "/admin/v1/receipts/groups", headers=k.auth(), timeout=HTTP_S)
+    assert r.status_code == 200, r.text
+    return next(g for g in r.json()["groups"] if g["groupID"] == group)
+
+
+def test_an_unreachable_register_journals_receipts_and_registers_them_in_order_later(env,
+                                                                                    tmp_path):
+    group, shop = own_register(env.k)
+    before = [env.create(shopID=shop)["uuid"] for _ in range(3)]
+    for rid in before:
+        assert env.wait_status(rid)["status"] == "done"
+    emulator(env.k, group, mode="unreachable")
+    offline = [env.create(shopID=shop)["uuid"] for _ in range(12)]
+    journaled = []
+    for rid in offline:  # accepted at once, and each kept in the journal, in order
+        deadline = time.monotonic() + WAIT_S
+        while "offline" not in env.get(rid):
+            assert time.monotonic() < deadline, env.get(rid)
+            time.sleep(0.05)
+        r = env.get(rid)
+        assert r["status"] == "wait"
+        journaled.append(r["offline"]["seq"])
+    assert sorted(journaled) == list(range(1, 13))
+    # a refund may go offline too; a correction may not (the group lists sell, sell_refund)
+    g = admin_group(env.k, group)
+    assert g["journal"]["pending"] == 12 and g["alert"] is False
+    _, events = env.call("GET", "/v1/receipts/%s/events" % offline[0], expect=200)
+    assert [e["type"] for e in events] == ["ReceiptCreated", "ReceiptJournaled"]
+    # the journal verifies; a copy with one byte changed, or an entry gone, does not
+    out = journal_cli(env.k, "verify", "--group", group)
+    assert out.returncode == 0, out.stderr
+    copy_path = tmp_path / "journal.jsonl"
+    out = journal_cli(env.k, "export", "--group", group, "--out", str(copy_path))
+    assert out.returncode == 0, out.stderr
+    lines = copy_path.read_text().splitlines()
+    assert len(lines) == 13  # the header and 12 entries
+    bent = list(lines)
+    bent[5] = bent[5].replace('"receiptID":"', '"receiptID":"x', 1)
+    (tmp_path / "bent.jsonl").write_text("\n".join(bent) + "\n")
+    out = journal_cli(env.k, "verify", "--file", str(tmp_path / "bent.jsonl"))
+    assert out.returncode == 1 and "entry 5" in out.stderr, out.stderr
+    (tmp_path / "gap.jsonl").write_text("\n".join(lines[:4] + lines[5:]) + "\n")
+    out = journal_cli(env.k, "verify", "--file", str(tmp_path / "gap.jsonl"))
+    assert out.returncode == 1 and "entry 4" in out.stderr, out.stderr
+    out = journal_cli(env.k, "verify", "--file", str(copy_path))
+    assert out.returncode == 0, out.stderr
+    # new receipts wait behind the journal even once the register is back: order holds
+    emulator(env.k, group, mode="online")
+    for rid in offline:
+        assert env.wait_status(rid, timeout=60)["status"] == "done"
+    g = admin_group(env.k, group)
+    assert g["journal"]["pending"] == 0
+    # each registered once, in journal order, after the three registered before
+    docs = requests.get("%s/admin/v1/receipts/emulator/%s/documents?limit=100"
+                        % (env.k.admin, group), headers=env.k.auth(), timeout=HTTP_S).json()
+    sessions = [d["session"] for d in docs["documents"]]
+    by_seq = [rid for _, rid in sorted(zip(journaled, offline))]
+    assert sessions == before + by_seq
+    assert [env.get(r)["payload"]["fiscal_document_number"] for r in by_seq] == \
+        list(range(4, 16))
+    _, events = env.call("GET", "/v1/receipts/%s/events" % offline[0], expect=200)
+    assert [e["type"] for e in events] == ["ReceiptCreated", "ReceiptJournaled",
+                                           "ReceiptRegistered"]
