@@ -21,7 +21,8 @@
 #   their lag to a receiver on loopback, bench_payments.py --webhook), and again with every event
 #   published to Kafka (librdkafka's mock cluster, build/<variant>/kafka-mock; events/s read back
 #   and the relay's lag), and times merchants' searches over a read model of
-#   KASSA_BENCH_SEARCH_PAYMENTS payments (bench/bench_search.py).
+#   KASSA_BENCH_SEARCH_PAYMENTS payments (bench/bench_search.py), and fiscal receipts registered
+#   through the emulator (bench/bench_receipts.py).
 #   The ledger alone (postings/s, plans held and committed) runs in 1 and 2 beside the engine:
 #   batched (4 callers x 512 ops per call) and 64 single-op callers (the ledger's group commit).
 # Prints the table that BENCHMARKS.md keeps. Exits non-zero only if a measurement itself failed
@@ -251,7 +252,7 @@ echo "   raw SQLite limit used: $(num "$sq_raw")/s (runs: $(num "$(field "$sq_ra
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 
-pay_pg="" pay_sq="" pay_wh="" pay_kf="" search_res="" lg_pg="" lg_sq=""
+pay_pg="" pay_sq="" pay_wh="" pay_kf="" search_res="" rc_res="" lg_pg="" lg_sq=""
 pg_tps="" pg_e1="" pg_e64="" pg_lb="" pg_l1="" pg_note=""
 if [ "${KASSA_BENCH_SKIP_PG:-0}" = 1 ]; then
   pg_note="skipped (KASSA_BENCH_SKIP_PG=1)"
@@ -381,6 +382,14 @@ if [ "$skip_pay" != 1 ] && [ -x "$kassa" ]; then
     echo "   FAILED: bench/bench_search.py" >&2
     failed=1
   fi
+  # fiscal receipts through the emulator (bench/bench_receipts.py)
+  echo "== fiscal receipts on SQLite through the emulator: 16 clients, ${secs}s" >&2
+  if ! rc_res=$(/usr/bin/python3 "$root/bench/bench_receipts.py" --kassa "$kassa" \
+                  --dir "$tmp/receipts" --seconds "$secs" 2> >(sed 's/^/   /' >&2) |
+                grep '^RESULT'); then
+    echo "   FAILED: bench/bench_receipts.py" >&2
+    failed=1
+  fi
   if [ "$skip_lg" != 1 ]; then
     run_loadgen SQLite "sqlite:$tmp/lg-sqlite/kassa.db" "$tmp/lg-sqlite"
     lg_sq=$res
@@ -496,6 +505,15 @@ detail() { # LABEL RESULT
       "$(ms "$(field "$search_res" p50_us)") ms, p99 $(ms "$(field "$search_res" p99_us)") ms" \
       "(aim < 50 ms), beside a static HTTP reply's p99 of $(ms "$(field "$http_static" p99_us)")" \
       "ms in the same run"
+  fi
+  if [ -n "$rc_res" ]; then
+    echo
+    echo "fiscal receipts (SQLite, synchronous=FULL, 16 clients, the emulator registering):" \
+      "$(persec "$(field "$rc_res" accept_rate)") accepted (p50" \
+      "$(ms "$(field "$rc_res" accept_p50_us)") ms, p99 $(ms "$(field "$rc_res" accept_p99_us)")" \
+      "ms), $(persec "$(field "$rc_res" registered_rate)") registered, kassa CPU" \
+      "$(field "$rc_res" cpu_ms_per_receipt) ms a receipt; beside the engine at 64 callers" \
+      "$(persec "$(field "$sq_e64" rate)") transitions/s in the same run"
   fi
   if [ -n "$pay_kf" ]; then
     echo

@@ -99,11 +99,13 @@ def own_shop(k, **receipts):
 def env(tmp_path_factory):
     wd = tmp_path_factory.mktemp("receipts")
     k = Kassa(wd, ["--dev-trust-own-key"])
-    api = Receipts(k, issue_token(wd), None)
-    api.shop = own_shop(k)
-    api.wd = wd
-    yield api
-    problems = k.stop()
+    try:
+        api = Receipts(k, issue_token(wd), None)
+        api.shop = own_shop(k)
+        api.wd = wd
+        yield api
+    finally:
+        problems = k.stop()
     if problems:
         pytest.fail("kassa serve: " + "\n".join(problems), pytrace=False)
 

@@ -7,6 +7,9 @@ restarted on the same store. Afterwards:
   - the sandbox acquirer's own record shows exactly one authorization per payment attempt, at
     most one capture, and refunds that never exceed the capture (nothing charged twice);
   - the ledger verifies (postings sum to zero, no plan half-applied);
+  - the shop issues receipts automatically: every captured payment has exactly one sell receipt
+    and every succeeded refund one sell-refund receipt, registered once each by the register
+    (the emulator's documents), none for a payment never captured;
   - no sanitizer report in any incarnation's log.
 Runs on SQLite and on PostgreSQL (KASSA_TEST_PG_URL, or a cluster of its own).
 """
@@ -51,7 +54,7 @@ class Shop:
             getattr(self, attr).append(item)
 
 
-def client(server, token, shop, rng, deadline):
+def client(server, token, shop, rng, deadline, shop_id="TEST"):
     s = requests.Session()
 
     def call(method, path, tok, body=None):
@@ -64,7 +67,7 @@ def client(server, token, shop, rng, deadline):
         try:
             amount = rng.choice([1000, 6000, 25000])
             code, out = call("POST", "/v2/processing/invoices", token,
-                             {"shopID": "TEST", "dueDate": future(), "amount": amount,
+                             {"shopID": shop_id, "dueDate": future(), "amount": amount,
                               "currency": "RUB", "product": "crash", "metadata": {}})
             if code != 201:
                 continue
@@ -143,7 +146,8 @@ def start_server(store_url, workdir, extra=()):
     return server, token
 
 
-def pay_under_kills(server, token, workload_s=WORKLOAD_S, kills_max=KILLS, gap_s=(0.5, 2.0)):
+def pay_under_kills(server, token, workload_s=WORKLOAD_S, kills_max=KILLS, gap_s=(0.5, 2.0),
+                    shop_id="TEST"):
     """CLIENTS clients pay for `workload_s` while the server is killed and restarted every
     `gap_s` seconds (up to `kills_max` times); then waits until every acknowledged payment and
     refund is final. Returns the Shop."""
@@ -151,7 +155,8 @@ def pay_under_kills(server, token, workload_s=WORKLOAD_S, kills_max=KILLS, gap_s
     rng = random.Random(int(os.environ.get("KASSA_CRASH_SEED", "0")) or time.time_ns())
     deadline = time.monotonic() + workload_s
     threads = [threading.Thread(target=client, args=(server, token, shop,
-                                                      random.Random(rng.random()), deadline))
+                                                      random.Random(rng.random()), deadline,
+                                                      shop_id))
                for _ in range(CLIENTS)]
     for t in threads:
         t.start()
@@ -176,9 +181,68 @@ def pay_under_kills(server, token, workload_s=WORKLOAD_S, kills_max=KILLS, gap_s
     return shop
 
 
+def auto_receipts_shop(server):
+    """A register group of the emulator and a shop (a copy of TEST) with automatic receipts,
+    named for this run: the store may be shared with other tests."""
+    tag = uuid.uuid4().hex[:8]
+    group, shop = "crash-emu-" + tag, "CRASH-" + tag
+    admin = {"Authorization": "Bearer " + server.token}
+    cur = requests.get(server.admin_base + "/admin/v1/config", headers=admin,
+                       timeout=HTTP_TIMEOUT_S).json()
+    doc = cur["document"]
+    doc.setdefault("cashRegisters", {})[group] = {"adapter": "emulator", "options": {}}
+    s = dict(doc["parties"]["sandbox"]["shops"]["TEST"])
+    s["receipts"] = dict(s["receipts"], registerGroup=group, auto=True)
+    doc["parties"]["sandbox"]["shops"][shop] = s
+    r = requests.put(server.admin_base + "/admin/v1/config", headers=admin, timeout=HTTP_TIMEOUT_S,
+                     json={"baseRevision": cur["revision"], "document": doc,
+                           "reason": "crash test: automatic receipts"})
+    assert r.status_code == 200, r.text
+    return group, shop
+
+
+def check_receipts(server, token, shop, group):
+    """Exactly one receipt per captured payment and per succeeded refund, each registered once."""
+    s = requests.Session()
+    h = {"Authorization": "Bearer " + token}
+    expected = set()
+    for inv, pid, _ in shop.payments:
+        p = s.get(server.base + "/v2/processing/invoices/%s/payments/%s" % (inv, pid),
+                  headers=h, timeout=HTTP_TIMEOUT_S).json()
+        rid = "%s.sell-%s" % (inv, pid)
+        if p["status"] in ("captured", "refunded"):
+            expected.add(rid)
+        else:
+            r = s.get(server.base + "/v1/receipts/" + rid, headers=h, timeout=HTTP_TIMEOUT_S)
+            assert r.status_code == 404, (rid, p["status"], r.text)
+    for inv, pid, ref, _ in shop.refunds:
+        r = s.get(server.base + "/v2/processing/invoices/%s/payments/%s/refunds/%s"
+                  % (inv, pid, ref), headers=h, timeout=HTTP_TIMEOUT_S).json()
+        if r["status"] == "succeeded":
+            expected.add("%s.refund-%s-%s" % (inv, pid, ref))
+    settle = time.monotonic() + SETTLE_S
+    for rid in sorted(expected):
+        while True:
+            r = s.get(server.base + "/v1/receipts/" + rid, headers=h, timeout=HTTP_TIMEOUT_S)
+            if r.status_code == 200 and r.json()["status"] == "done":
+                break
+            assert time.monotonic() < settle, (rid, r.status_code, r.text)
+            time.sleep(0.2)
+    docs = requests.get("%s/admin/v1/receipts/emulator/%s/documents?limit=1000"
+                        % (server.admin_base, group),
+                        headers={"Authorization": "Bearer " + server.token},
+                        timeout=HTTP_TIMEOUT_S).json()["documents"]
+    sessions = [d["session"] for d in docs]
+    assert len(sessions) == len(set(sessions)), "a receipt registered twice"
+    assert set(sessions) == expected, (set(sessions) ^ expected)
+    assert [d["number"] for d in docs] == list(range(1, len(docs) + 1))
+
+
 def run_crash(store_url, workdir):
     server, token = start_server(store_url, workdir)
-    shop = pay_under_kills(server, token)
+    group, shop_id = auto_receipts_shop(server)
+    shop = pay_under_kills(server, token, shop_id=shop_id)
+    check_receipts(server, token, shop, group)
 
     # The acquirer's own record: nothing authorized or captured twice.
     admin = {"Authorization": "Bearer " + server.token}

@@ -33,6 +33,7 @@ START_TIMEOUT_S = 30
 BLOCK_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 20
 MARKER = "<!-- smoke:first-payment -->"
+RECEIPT_MARKER = "<!-- smoke:first-receipt -->"
 
 
 class SmokeFailure(Exception):
@@ -56,14 +57,14 @@ def copy_checkout(dest):
     shutil.copytree(release, os.path.join(dest, "build", "release"), symlinks=True)
 
 
-def readme_block():
+def readme_block(marker=MARKER):
     text = open(os.path.join(ROOT, "README.md")).read()
-    at = text.find(MARKER)
+    at = text.find(marker)
     if at < 0:
-        raise SmokeFailure("README.md has no %s block" % MARKER)
+        raise SmokeFailure("README.md has no %s block" % marker)
     m = re.compile(r"```sh\n(.*?)```", re.S).search(text, at)
     if not m:
-        raise SmokeFailure("no ```sh block after %s in README.md" % MARKER)
+        raise SmokeFailure("no ```sh block after %s in README.md" % marker)
     return m.group(1)
 
 
@@ -122,6 +123,7 @@ def smoke(workdir):
     t0 = time.monotonic()
     copy_checkout(workdir)
     block = readme_block()
+    receipt_block = readme_block(RECEIPT_MARKER)  # runs after the payment, with the demo token
     out_path = os.path.join(workdir, "make-run.out")
     err_path = os.path.join(workdir, "make-run.err")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -156,6 +158,17 @@ def smoke(workdir):
         if "4242424242424242" in walk.stdout:
             raise SmokeFailure("a card number came back in a reply")
         t_paid = time.monotonic()
+        script = "set -euo pipefail\nTOKEN=$(cat var/demo.token)\n" + receipt_block.replace(
+            "localhost:8080", host_port)
+        walk = subprocess.run(["bash", "-c", script], cwd=workdir, env=clean_env(),
+                              capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S * 2)
+        print(walk.stdout.rstrip().splitlines()[-1] if walk.stdout.strip() else "")
+        if walk.returncode != 0:
+            raise SmokeFailure("the README's receipt block failed (exit %d):\n%s"
+                               % (walk.returncode, walk.stderr[-3000:]))
+        last = walk.stdout.strip().splitlines()[-1] if walk.stdout.strip() else ""
+        if not re.fullmatch(r"receipt [0-9a-f-]{36}: done", last):
+            raise SmokeFailure("the README's receipt did not reach done: %r" % last)
 
         pid = kassa_pid(workdir)
         if pid is None:
