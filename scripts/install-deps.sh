@@ -12,7 +12,7 @@ packages=(
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libssl-dev
   libcjose-dev libcurl4-openssl-dev librdkafka-dev
   libcriterion-dev
-  postgresql-15 postgresql-contrib-15
+  postgresql-15
   python3 python3-pytest python3-requests python3-jsonschema
   curl sqlite3 jq
   kcat python3-confluent-kafka
