@@ -241,7 +241,10 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
 {
     if (!resp->body && !resp->raw && !resp->raw_static)
         ks_http_error(resp, 500, "internalError", "internal error");
-    char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    /* Reals are only the protocol encoding of exact decimals (receipts' rubles, receipt.h): 15
+     * significant digits write them as the decimals they are. */
+    char *text =
+        resp->body ? json_dumps(resp->body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     static const char fallback[] = "{\"code\":\"internalError\",\"message\":\"out of memory\"}";
     struct MHD_Response *mr;
     size_t len;

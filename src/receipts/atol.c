@@ -745,7 +745,8 @@ static int start(struct ks_atol *a, const struct ks_adapter_session *s, const st
     int has_cb = s->public_url && s->public_url[0] && s->callback_tag &&
                  ks_adapter_callback_url(s->public_url, s->callback_tag, cb, sizeof(cb)) == KS_OK;
     json_t *doc = document(s, has_cb ? cb : NULL);
-    char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    /* 15 significant digits write each amount as its decimal (receipt.h), not 0.10000000000000001 */
+    char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(doc);
     if (!body) {
         snprintf(err, errlen, "out of memory");

@@ -570,3 +570,81 @@ def test_an_unreachable_register_journals_receipts_and_registers_them_in_order_l
     _, events = env.call("GET", "/v1/receipts/%s/events" % offline[0], expect=200)
     assert [e["type"] for e in events] == ["ReceiptCreated", "ReceiptJournaled",
                                            "ReceiptRegistered"]
+
+
+# --- a register group behind ATOL Online v5 (the fake ATOL service of the test tree) ---------
+
+def credentials_put(k, name, secret):
+    key = os.environ.get("KASSA_VAULT_MASTER_KEY_FILE") or os.path.join(k.workdir, "var",
+                                                                         "vault-master.key")
+    out = subprocess.run([kassa_bin(), "receipts", "credentials", "put", name, "--store",
+                          k.store_url, "--vault-master-key-file", key],
+                         input=secret + "\n", capture_output=True, text=True, timeout=60,
+                         cwd=k.workdir)
+    assert out.returncode == 0, out.stderr
+    assert secret not in out.stdout + out.stderr
+
+
+@pytest.fixture
+def atol(env):
+    from test_fake_atol import FakeAtol
+    fake = FakeAtol(group="grp-" + os.urandom(3).hex())
+    group = "ATOL-" + os.urandom(4).hex()
+    ref = "atol-pass-" + os.urandom(3).hex()
+    credentials_put(env.k, ref, fake.password)
+
+    def add(doc):
+        doc.setdefault("cashRegisters", {})[group] = {
+            "adapter": "atol", "credentialsRef": ref,
+            "options": {"url": fake.base, "groupCode": fake.group, "login": fake.login,
+                        "reportTimeoutMs": 300},
+            "offline": {"operations": ["sell"], "maxOfflineHours": 24}}
+        return doc
+    edit_config(env.k, add, "black-box tests: an ATOL register group")
+    fake.shop = own_shop(env.k, registerGroup=group)
+    fake.group_id = group
+    yield fake
+    fake.stop()
+
+
+def test_an_atol_group_registers_through_atol_online_and_refreshes_its_token(env, atol):
+    r = env.wait_status(env.create(shopID=atol.shop)["uuid"])
+    assert r["status"] == "done", r
+    seen = atol.seen()
+    doc = seen["documents"][-1]
+    assert doc["external_id"] == r["uuid"] and doc["operation"] == "sell"
+    # the register got ATOL's body: decimals as written, the company from the shop
+    assert doc["body"]["receipt"]["total"] == 201.03
+    assert doc["body"]["receipt"]["items"][1]["price"] == 0.1
+    assert doc["body"]["receipt"]["company"]["inn"] == "7700000000"
+    assert r["payload"]["fiscal_document_number"] and r["payload"]["fn_number"]
+    calls = seen["token_calls"]
+    # an expired token is fetched again once, and the receipt goes through
+    atol.control(action="expire_tokens")
+    r2 = env.wait_status(env.create(shopID=atol.shop)["uuid"])
+    assert r2["status"] == "done" and atol.seen()["token_calls"] == calls + 1
+    # "not ready" for a few polls, then done
+    atol.control(action="wait", polls=3, style="error34")
+    assert env.wait_status(env.create(shopID=atol.shop)["uuid"])["status"] == "done"
+    # a permanent refusal fails the receipt with ATOL's code and text
+    atol.control(action="fail_next", code=32, text="bad receipt", at="report")
+    failed = env.wait_status(env.create(shopID=atol.shop)["uuid"])
+    assert failed["status"] == "fail" and failed["error"]["code"] == "fiscal_failed:32"
+    assert failed["error"]["text"] == "bad receipt"
+    assert atol.password not in env.k.stderr_text()
+
+
+def test_an_unreachable_atol_group_journals_then_registers_each_receipt_once(env, atol):
+    atol.control(action="down", mode="refuse")
+    made = [env.create(shopID=atol.shop)["uuid"] for _ in range(4)]
+    for rid in made:
+        deadline = time.monotonic() + WAIT_S
+        while "offline" not in env.get(rid):
+            assert time.monotonic() < deadline, env.get(rid)
+            time.sleep(0.05)
+    atol.control(action="down", mode="up")
+    for rid in made:
+        assert env.wait_status(rid, timeout=60)["status"] == "done"
+    sent = [d["external_id"] for d in atol.seen()["documents"]]
+    by_seq = sorted(made, key=lambda rid: env.get(rid)["offline"]["seq"])
+    assert sent == by_seq  # in journal order, each once
