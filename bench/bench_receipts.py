@@ -62,13 +62,14 @@ def start(args):
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=d)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        m = re.search(r"public API\s+(http://\S+)",
-                      open(os.path.join(d, "serve.out"), errors="replace").read())
-        if m:
+        text = open(os.path.join(d, "serve.out"), errors="replace").read()
+        m = re.search(r"public API\s+(http://\S+)", text)
+        a = re.search(r"admin API\s+(http://\S+)", text)
+        if m and a:
             base = m.group(1).rstrip("/")
             try:
                 if requests.get(base + "/health/ready", timeout=2).status_code == 200:
-                    return proc, base
+                    return proc, base, a.group(1).rstrip("/")
             except requests.RequestException:
                 pass
         if proc.poll() is not None:
@@ -87,7 +88,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     args = ap.parse_args()
     args.store = args.store or "sqlite:" + os.path.join(args.dir, "kassa.db")
-    proc, base = start(args)
+    proc, base, admin_base = start(args)
     token = subprocess.run([args.kassa, "token", "issue", "--party", "sandbox",
                             "--signing-key-file", os.path.join(args.dir, "signing.key")],
                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
@@ -132,7 +133,7 @@ def main():
     settle = time.monotonic() + SETTLE_S
     done = 0
     while time.monotonic() < settle:
-        r = s.get(base + "/admin/v1/receipts/emulator/emulator", headers=admin, timeout=30)
+        r = s.get(admin_base + "/admin/v1/receipts/emulator/emulator", headers=admin, timeout=30)
         done = r.json().get("lastDocumentNumber", 0) if r.status_code == 200 else 0
         if done >= len(accepted):
             break
