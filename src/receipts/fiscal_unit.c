@@ -123,9 +123,9 @@ static enum ks_task_outcome run(void *ctx, const struct ks_task_view *task, json
     struct ks_fiscal_unit *u = ctx;
     *result = NULL;
     const char *kind = ks_json_get_str(task->args, "kind");
-    bool may_journal = kind && strcmp(kind, "start") == 0 && offline_allowed(task->args) &&
-                       u->opt.journal_append && u->opt.journal_pending;
-    if (may_journal) {
+    bool in_order = kind && strcmp(kind, "start") == 0 && offline_allowed(task->args) &&
+                    u->opt.journal_append && u->opt.journal_pending;
+    if (in_order) {
         int64_t waiting = 0;
         int rc = u->opt.journal_pending(u->opt.hooks, ks_json_get_str(task->args, "group"),
                                         &waiting);
@@ -139,15 +139,24 @@ static enum ks_task_outcome run(void *ctx, const struct ks_task_view *task, json
     enum ks_task_outcome out = ks_session_unit_run(u->session, task, result, error, errlen);
     if (out != KS_TASK_OK || !unreachable(*result))
         return out;
-    if (may_journal) {
-        json_decref(*result);
-        *result = NULL;
-        return journal(u, task, result, error, errlen);
-    }
-    /* Not an operation the group may keep offline: try again later, with the engine's
-     * backoff, until the unit's attempts run out (then the receipt fails). */
     json_decref(*result);
     *result = NULL;
+    /* Any step of an operation the group may keep offline goes to the journal: its replay is a
+     * "start" with the same session id, which a register that has the receipt answers with its
+     * document (so an inquiry cut off by an outage is never guessed at). */
+    if (offline_allowed(task->args) && u->opt.journal_append)
+        return journal(u, task, result, error, errlen);
+    if (kind && strcmp(kind, "start") != 0) {
+        /* The register may have it: ask again later, as long as the receipt's inquiries last. */
+        *result = json_pack("{s:s, s:I}", "intent", "sleep", "sleepMs",
+                            (json_int_t)KS_FISCAL_UNREACHABLE_INQUIRY_MS);
+        json_t *astate = json_object_get(task->args, "adapterState");
+        if (*result && astate && !json_is_null(astate))
+            json_object_set(*result, "adapterState", astate);
+        return *result ? KS_TASK_OK : KS_TASK_RETRY;
+    }
+    /* A start the group may not keep offline: try again later, with the engine's backoff,
+     * until the unit's attempts run out (then the receipt fails). */
     snprintf(error, errlen, "the register group cannot be reached");
     return KS_TASK_RETRY;
 }

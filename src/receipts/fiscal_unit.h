@@ -11,7 +11,9 @@
  * and its result is the adapter's intent (adapter.h), or {"journaled": true, "seq": N} when the
  * receipt went into the journal instead. A "start" of an operation the group may journal goes
  * to the journal when the group already has entries waiting (so the register sees receipts in
- * the order they were accepted), or when the adapter answers KS_FISCAL_UNREACHABLE. The journal
+ * the order they were accepted); any step of such an operation goes there when the adapter
+ * answers KS_FISCAL_UNREACHABLE. Other operations retry a start with the engine's backoff and
+ * answer an unreachable inquiry with a sleep (the receipt asks again later). The journal
  * itself and the credentials store are reached through the hooks, so this file depends on
  * neither's storage.
  *
@@ -29,6 +31,9 @@
 #include "units/adapter.h"
 
 #define KS_FISCAL_CREDENTIALS_BYTES_MAX 1024
+/* An inquiry (or callback) that cannot reach the register, for an operation the group may not
+ * journal, is asked again after this long (the receipt bounds how many times). */
+#define KS_FISCAL_UNREACHABLE_INQUIRY_MS 30000
 
 struct ks_fiscal_unit_options {
     int workers;             /* threads; 0 = 8 */

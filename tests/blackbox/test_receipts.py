@@ -597,7 +597,7 @@ def atol(env):
         doc.setdefault("cashRegisters", {})[group] = {
             "adapter": "atol", "credentialsRef": ref,
             "options": {"url": fake.base, "groupCode": fake.group, "login": fake.login,
-                        "reportTimeoutMs": 300},
+                        "reportTimeoutMs": 1000},
             "offline": {"operations": ["sell"], "maxOfflineHours": 24}}
         return doc
     edit_config(env.k, add, "black-box tests: an ATOL register group")
@@ -648,3 +648,28 @@ def test_an_unreachable_atol_group_journals_then_registers_each_receipt_once(env
     sent = [d["external_id"] for d in atol.seen()["documents"]]
     by_seq = sorted(made, key=lambda rid: env.get(rid)["offline"]["seq"])
     assert sent == by_seq  # in journal order, each once
+
+
+def test_an_inquiry_cut_off_by_an_outage_goes_to_the_journal_never_guessed(env, atol):
+    """ATOL took the receipt ("wait"), then went down before kassa learned the outcome: the
+    receipt goes to the journal, and its replay finds the same document (error 33), not a new one."""
+    atol.control(action="callbacks", on=False)  # kassa must ask for the report itself
+    atol.control(action="wait", polls=4, style="status")
+    rid = env.create(shopID=atol.shop)["uuid"]
+    deadline = time.monotonic() + WAIT_S
+    while not any(d["external_id"] == rid for d in atol.seen()["documents"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    atol.control(action="down", mode="refuse")
+    while "offline" not in env.get(rid):
+        assert time.monotonic() < deadline, requests.get(
+            "%s/admin/v1/machines/receipt/%s" % (env.k.admin, rid), headers=env.k.auth(),
+            timeout=HTTP_S).text[-3000:]
+        time.sleep(0.05)
+    atol.control(action="down", mode="up")
+    done = env.wait_status(rid, timeout=60)
+    assert done["status"] == "done" and done["offline"]["seq"] >= 1
+    assert [d["external_id"] for d in atol.seen()["documents"]].count(rid) == 1
+    _, events = env.call("GET", "/v1/receipts/%s/events" % rid, expect=200)
+    assert [e["type"] for e in events] == ["ReceiptCreated", "ReceiptJournaled",
+                                           "ReceiptRegistered"]

@@ -46,6 +46,8 @@ Control (not ATOL's; for tests), POST /control with a JSON body, one action:
   {"action": "down", "mode": "refuse" | "hang" | "503" | "up"}
                                                  ATOL's paths close the connection at once,
                                                  answer nothing for 30 s, answer 503, or work
+  {"action": "callbacks", "on": false}           documents accepted from now on get no callback
+                                                 (so kassa must poll their reports)
   {"action": "reset"}                            forget everything
 GET /control -> {"documents": [{"uuid", "external_id", "operation", "group", "body",
   "status"}...] in the order received, "token_calls": N, "report_calls": N,
@@ -96,6 +98,7 @@ class State:
         self.callbacks = []
         self.wait_polls = 0
         self.wait_style = "status"
+        self.callbacks_on = True
         self.fail_next = None
         self.down = "up"
         self.fiscal_number = 0
@@ -259,6 +262,8 @@ class Handler(BaseHTTPRequestHandler):
                                 "at": body.get("at", "report")}
             elif action == "down":
                 st.down = body.get("mode", "up")
+            elif action == "callbacks":
+                st.callbacks_on = bool(body.get("on", True))
             elif action == "reset":
                 st.reset()
             else:
@@ -314,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
             st.documents.append(doc)
             st.by_uuid[doc["uuid"]] = doc
             st.by_external[(group, doc["external_id"])] = doc
-        if doc["callback_url"]:
+        if doc["callback_url"] and st.callbacks_on:
             threading.Thread(target=post_callback, args=(st, doc), daemon=True).start()
         return self.reply(200, {"uuid": doc["uuid"], "status": "wait", "error": None,
                                 "timestamp": now_text()})
