@@ -148,7 +148,7 @@ static int scope_check(struct ks_webhooks *w, const struct ks_principal *who, co
     json_array_foreach(types, i, t) {
         if (!json_is_string(t) || !ks_webhook_topic_type_known(*topic, json_string_value(t)))
             return ks_http_error(resp, 400, "invalidRequest",
-                                 "scope.eventTypes[%zu] is not a %s event type", i, name);
+                                 "scope.eventTypes[%zu] is not an event type of %s", i, name);
         for (size_t k = 0; k < i; k++)
             if (json_equal(t, json_array_get(types, k)))
                 return ks_http_error(resp, 400, "invalidRequest",
