@@ -1,8 +1,9 @@
 """ReceiptsTopic webhooks through the real binary (docs/webhooks.md "Receipts"): a shop's fiscal
 receipts delivered signed with the receipt as it was right after each event — registered with
 its fiscal attributes, refused by the register, kept in the offline journal and registered
-later, in order — only the chosen types, only that shop's receipts, never to an InvoicesTopic
-webhook (nor invoice events to a ReceiptsTopic one), and bad scopes refused.
+later, in order — automatic receipts of payments as well; only the chosen types, only that
+shop's receipts, never to an InvoicesTopic webhook (nor invoice events to a ReceiptsTopic one);
+bad scopes refused.
 
 Each test runs its own kassa (test_webhooks.start) with a register group of the emulator and a
 shop bound to it (test_receipts.own_register); the receivers check every signature as a merchant
@@ -15,6 +16,7 @@ import time
 import pytest
 from cryptography.exceptions import InvalidSignature
 
+from test_payments import CARDS
 from test_receipts import Receipts, emulator, own_register
 from test_webhooks import (ALL_TYPES, WAIT_S, Receiver, admin, mine, receiver, start,  # noqa: F401
                            stop, verify)
@@ -166,6 +168,25 @@ def test_a_journaled_receipt_is_delivered_then_its_registration_in_order(tmp_pat
         with receiver.lock:
             statuses = [r["status"] for r in receiver.requests]
         assert statuses == [500, 500, 200, 200], statuses
+    finally:
+        stop(k, api)
+
+
+def test_an_automatic_receipt_of_a_payment_is_delivered_too(tmp_path, receiver):
+    k, api = start(tmp_path)
+    try:
+        _, api.shop = own_register(k, auto=True)
+        rc = Receipts(k, api.token, api.shop)
+        set_up(api, receiver.url, types=["ReceiptRegistered"])
+        inv, tok = api.invoice()
+        pay = api.pay(inv, tok, CARDS["visa"])
+        api.wait_payment(inv["id"], pay["id"], ("captured",))
+        rid = "%s.sell-%s" % (inv["id"], pay["id"])
+        done = rc.wait_status(rid)
+        got = receiver.wait(lambda d: of_receipt(d, rid))
+        b = of_receipt(got, rid)[0]
+        assert b["eventType"] == "ReceiptRegistered" and b["receipt"] == done
+        assert b["receipt"]["invoice"] == {"invoiceID": inv["id"], "paymentID": pay["id"]}
     finally:
         stop(k, api)
 
