@@ -1,11 +1,12 @@
 /*
  * modules/webhooks.c — the webhooks module (webhooks/webhooks.h): merchant webhooks for invoice
- * events, the relay that turns events into deliveries, the dispatcher that sends them, the
+ * and fiscal receipt events, the relay that turns events into deliveries, the dispatcher that sends them, the
  * merchant routes (/v2/processing/webhooks) and the operators' (/admin/v1/webhooks). Design:
  * docs/webhooks.md.
  *
  * Needs the "vault" service (signing keys are sealed by it). Comes after payments: it reads the
- * invoice machines.
+ * invoice machines (and the receipt machines, which it reads from the store whether or not the
+ * receipts module runs on this node).
  */
 #include <stdio.h>
 
@@ -107,7 +108,8 @@ static void webhooks_close(void *ctx)
 
 const struct ks_module ks_webhooks_module = {
     .name = "webhooks",
-    .summary = "merchant webhooks: signed deliveries of invoice events, retried, in order",
+    .summary = "merchant webhooks: signed deliveries of invoice and receipt events, retried, in "
+               "order",
     .schema = &ks_webhooks_schema,
     .flags = webhooks_flags,
     .flags_n = sizeof(webhooks_flags) / sizeof(webhooks_flags[0]),

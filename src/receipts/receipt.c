@@ -338,6 +338,8 @@ static int rc_signal(const struct ks_proc_ctx *ctx, const json_t *state, const j
 static void apply_into(json_t *s, const json_t *ev)
 {
     const char *type = str(ev, "type");
+    if (!type)
+        return;
     if (strcmp(type, "ReceiptCreated") == 0) {
         json_object_update(s, json_object_get(ev, "receipt"));
         json_object_set(s, "group", json_object_get(ev, "group"));
@@ -387,6 +389,14 @@ static json_t *rc_apply(const json_t *state, const json_t *ev)
     if (s)
         apply_into(s, ev);
     return s;
+}
+
+json_t *ks_receipt_apply(json_t *state, const json_t *event)
+{
+    if (!state && !(state = json_object()))
+        return NULL;
+    apply_into(state, event);
+    return state;
 }
 
 json_t *ks_receipt_public(const json_t *s)

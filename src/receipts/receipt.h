@@ -114,4 +114,11 @@ KS_MUST_USE int ks_receipt_auto_args(const json_t *settings, const char *operati
 /* The public receipt (the API's reply) of a receipt machine's state. New reference. */
 json_t *ks_receipt_public(const json_t *state);
 
+/* Folds one event of a receipt machine into `state`, which the caller owns (NULL: the state
+ * before the first event), and returns it (NULL on memory trouble); an event without a type
+ * changes nothing. Replaying a machine's events this way gives its state right after any one of
+ * them, as the processor had it (the ReceiptsTopic webhook bodies use it, with
+ * ks_receipt_public). Pure; not safe on one `state` from two threads. */
+json_t *ks_receipt_apply(json_t *state, const json_t *event);
+
 #endif

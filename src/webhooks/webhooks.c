@@ -1,12 +1,14 @@
 /*
- * webhooks.c — the webhooks' life cycle and their relay (webhooks.h): invoice events in the
- * outbox become deliveries, one per webhook that hears the event, with the body fixed then.
+ * webhooks.c — the webhooks' life cycle and their relay (webhooks.h): invoice and receipt events
+ * in the outbox become deliveries, one per webhook of the event's topic that hears it, with the
+ * body fixed then.
  *
- * The body shows the invoice (and the payment, refund) as they were right after the event: the
- * relay rebuilds the invoice's state by folding its events up to that one (ks_invoice_apply),
- * continuing from the last state it rebuilt when the next event is the same invoice's. It does
+ * The body shows the machine as it was right after the event — the invoice (and the payment,
+ * refund) for InvoicesTopic, the public receipt for ReceiptsTopic: the relay rebuilds the
+ * machine's state by folding its events up to that one (ks_invoice_apply, ks_receipt_apply),
+ * continuing from the last state it rebuilt when the next event is the same machine's. It does
  * so only for events some webhook hears, so an installation without webhooks pays one small
- * read per public invoice event.
+ * read per public event.
  */
 #include "webhooks/webhooks_int.h"
 
@@ -21,6 +23,7 @@
 #include "domain/invoice/invoice.h"
 #include "engine/engine.h"
 #include "engine/relay.h"
+#include "receipts/receipt.h"
 
 #define RELAY_NAME "webhooks"
 #define RELAY_BATCH 64
@@ -37,26 +40,58 @@
 
 /* --- the state after an event ---------------------------------------------------------------- */
 
-/* Rebuilds invoice `id`'s state right after event `seq` into w->fold_state. */
-static int fold_to(struct ks_webhooks *w, const char *id, int64_t seq)
+/* What the relay does differently for each topic. */
+struct topic_ops {
+    /* the shop of a machine's current state (borrowed), NULL when it has none */
+    const char *(*shop_of)(const json_t *state);
+    /* folds one event into the state, which it owns (ks_invoice_apply's contract) */
+    json_t *(*apply)(json_t *state, const json_t *event);
+    /* adds the machine's part to a delivery body `b`, with `st` the state after `event`:
+     * KS_OK, or KS_ERR_NOMEM when it could not be made */
+    int (*add_to_body)(json_t *b, const json_t *st, const json_t *event);
+};
+
+static const char *invoice_shop(const json_t *state)
 {
-    if (!w->fold_state || strcmp(w->fold_id, id) != 0 || w->fold_seq > seq) {
+    return ks_json_get_str(json_object_get(state, "invoice"), "shopID");
+}
+
+static const char *receipt_shop(const json_t *state)
+{
+    return ks_json_get_str(state, "shopID");
+}
+
+static int invoice_body(json_t *b, const json_t *st, const json_t *event);
+static int receipt_body(json_t *b, const json_t *st, const json_t *event);
+
+static const struct topic_ops topic_ops[KS_WEBHOOK_TOPICS_N] = {
+    [KS_WEBHOOK_TOPIC_INVOICES] = {invoice_shop, ks_invoice_apply, invoice_body},
+    [KS_WEBHOOK_TOPIC_RECEIPTS] = {receipt_shop, ks_receipt_apply, receipt_body},
+};
+
+/* Rebuilds the state of machine `ns`/`id` (of the topic `t` carries) right after event `seq`
+ * into w->fold_state. */
+static int fold_to(struct ks_webhooks *w, const struct topic_ops *t, const char *ns,
+                   const char *id, int64_t seq)
+{
+    if (!w->fold_state || strcmp(w->fold_ns, ns) != 0 || strcmp(w->fold_id, id) != 0 ||
+        w->fold_seq > seq) {
         json_decref(w->fold_state);
         w->fold_state = NULL;
         w->fold_seq = 0;
+        snprintf(w->fold_ns, sizeof(w->fold_ns), "%s", ns);
         snprintf(w->fold_id, sizeof(w->fold_id), "%s", id);
     }
     while (w->fold_seq < seq) {
         struct ks_event_row *ev;
         size_t n;
-        int rc = ks_engine_events(w->opt.engine, KS_INVOICE_NS, id, w->fold_seq, FOLD_PAGE, &ev,
-                                  &n);
+        int rc = ks_engine_events(w->opt.engine, ns, id, w->fold_seq, FOLD_PAGE, &ev, &n);
         if (rc != KS_OK)
             return rc;
         for (size_t i = 0; i < n && w->fold_seq < seq; i++) {
             json_error_t jerr;
             json_t *e = json_loads(ev[i].body, 0, &jerr);
-            json_t *next = e ? ks_invoice_apply(w->fold_state, e) : NULL;
+            json_t *next = e ? t->apply(w->fold_state, e) : NULL;
             json_decref(e);
             if (!next) {
                 ks_event_rows_free(ev, n);
@@ -74,17 +109,12 @@ static int fold_to(struct ks_webhooks *w, const char *id, int64_t seq)
     return KS_OK;
 }
 
-/* The delivery body of `event` (the webhook event `type`) with `st` the state after it. */
-static json_t *body_of(const json_t *st, const json_t *event, const char *type, int64_t seq,
-                       int64_t at_ms)
+/* InvoicesTopic: the invoice, the payment the event is about and its refund, 3-D Secure's
+ * interaction. */
+static int invoice_body(json_t *b, const json_t *st, const json_t *event)
 {
-    char at[40];
-    ks_time_rfc3339(at_ms, at, sizeof(at));
-    json_t *b = json_pack("{s:I, s:s, s:s, s:s, s:O}", "eventID", (json_int_t)seq, "occuredAt", at,
-                          "topic", "InvoicesTopic", "eventType", type, "invoice",
-                          json_object_get(st, "invoice"));
-    if (!b)
-        return NULL;
+    if (json_object_set(b, "invoice", json_object_get(st, "invoice")) != 0)
+        return KS_ERR_NOMEM;
     const char *pid = ks_json_get_str(event, "paymentID");
     if (!pid)
         pid = ks_json_get_str(json_object_get(event, "payment"), "id");
@@ -100,6 +130,31 @@ static json_t *body_of(const json_t *st, const json_t *event, const char *type, 
     json_t *ui = json_object_get(event, "userInteraction");
     if (ui)
         json_object_set(b, "userInteraction", ui);
+    return KS_OK;
+}
+
+/* ReceiptsTopic: the public receipt (what GET /v1/receipts/{uuid} showed then). */
+static int receipt_body(json_t *b, const json_t *st, const json_t *event)
+{
+    (void)event;
+    return json_object_set_new(b, "receipt", ks_receipt_public(st)) == 0 ? KS_OK : KS_ERR_NOMEM;
+}
+
+/* The delivery body of `event` (the webhook event `type` of `topic`) with `st` the state after
+ * it; NULL when out of memory. */
+static json_t *body_of(enum ks_webhook_topic topic, const json_t *st, const json_t *event,
+                       const char *type, int64_t seq, int64_t at_ms)
+{
+    char at[40];
+    ks_time_rfc3339(at_ms, at, sizeof(at));
+    json_t *b = json_pack("{s:I, s:s, s:s, s:s}", "eventID", (json_int_t)seq, "occuredAt", at,
+                          "topic", ks_webhook_topic_name(topic), "eventType", type);
+    if (!b)
+        return NULL;
+    if (topic_ops[topic].add_to_body(b, st, event) != KS_OK) {
+        json_decref(b);
+        return NULL;
+    }
     return b;
 }
 
@@ -132,29 +187,31 @@ static int row_deliveries(struct ks_webhooks *w, const struct ks_outbox_row *row
                           char (*ids)[KS_WEBHOOK_ID_BYTES + 1], struct gathered *g, bool *flushed)
 {
     *flushed = false;
-    if (strcmp(row->ns, KS_INVOICE_NS) != 0)
-        return KS_OK;
+    enum ks_webhook_topic topic;
+    if (ks_webhook_topic_of_ns(row->ns, &topic) != KS_OK)
+        return KS_OK; /* no webhook hears this kind of machine */
+    const struct topic_ops *ops = &topic_ops[topic];
     json_error_t jerr;
     json_t *event = json_loads(row->body, 0, &jerr);
-    const char *type = ks_webhook_event_type(event);
+    const char *type = ks_webhook_topic_event_type(topic, event);
     if (!type) {
         json_decref(event);
         return KS_OK;
     }
     json_t *now_state = NULL;
-    int rc = ks_engine_state(w->opt.engine, KS_INVOICE_NS, row->id, &now_state, NULL);
-    const char *shop = ks_json_get_str(json_object_get(now_state, "invoice"), "shopID");
+    int rc = ks_engine_state(w->opt.engine, row->ns, row->id, &now_state, NULL);
+    const char *shop = ops->shop_of(now_state);
     size_t hearing = 0;
     if (rc == KS_OK && shop)
-        rc = wh_for_event(w->opt.store, shop, type, row->at_ms, ids, WEBHOOKS_PER_EVENT_MAX,
-                          &hearing);
+        rc = wh_for_event(w->opt.store, topic, shop, type, row->at_ms, ids,
+                          WEBHOOKS_PER_EVENT_MAX, &hearing);
     json_decref(now_state);
     if (rc == KS_ERR_NOT_FOUND)
-        rc = KS_OK; /* no such invoice any more: nobody to tell */
+        rc = KS_OK; /* no such machine any more: nobody to tell */
     if (rc == KS_OK && hearing > 0)
-        rc = fold_to(w, row->id, row->seq);
+        rc = fold_to(w, ops, row->ns, row->id, row->seq);
     json_t *body = rc == KS_OK && hearing > 0
-                       ? body_of(w->fold_state, event, type, row->seq, row->at_ms)
+                       ? body_of(topic, w->fold_state, event, type, row->seq, row->at_ms)
                        : NULL;
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -174,7 +231,7 @@ static int row_deliveries(struct ks_webhooks *w, const struct ks_outbox_row *row
         size_t k = g->n + i;
         memcpy(g->webhook_ids[k], ids[i], sizeof(g->webhook_ids[k]));
         g->bodies[k] = i == 0 ? text : NULL;
-        g->d[k] = (struct wh_new){.webhook_id = g->webhook_ids[k], .invoice_id = row->id,
+        g->d[k] = (struct wh_new){.webhook_id = g->webhook_ids[k], .machine_id = row->id,
                                   .pos = row->pos, .event_id = row->seq, .event_type = type,
                                   .body = text};
     }

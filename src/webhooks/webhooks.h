@@ -1,14 +1,16 @@
 /*
  * webhooks.h — merchant webhooks (DESIGN.md "Events out"; docs/webhooks.md).
  *
- * A party sets up a webhook for one shop's invoice events (the reference API's
- * POST /processing/webhooks with an InvoicesTopic scope). A relay reads the outbox, turns each
- * invoice event that a webhook listens to into a durable DELIVERY (one row per webhook and
- * event, body fixed then), and a dispatcher thread POSTs the due deliveries with libcurl's multi
- * interface, never a thread per delivery:
+ * A party sets up a webhook for one shop's events of one TOPIC: its invoices (the reference
+ * API's POST /processing/webhooks with an InvoicesTopic scope) or its fiscal receipts
+ * (ReceiptsTopic, kassa's own addition). A relay reads the outbox, turns each event of an
+ * invoice or receipt machine that a webhook listens to into a durable DELIVERY (one row per
+ * webhook and event, body fixed then), and a dispatcher thread POSTs the due deliveries with
+ * libcurl's multi interface, never a thread per delivery:
  *
  *   - the body is the event as the spec's Event has it (eventID, occuredAt) with the invoice,
- *     payment and refund as they were right after the event;
+ *     payment and refund as they were right after the event; for ReceiptsTopic, with the public
+ *     receipt as it was right after the event;
  *   - each delivery is signed with the webhook's own RSA-2048 key (`Content-Signature: alg=RS256;
  *     digest=<base64url signature of the body>`) and carries `webhook-id` (the delivery id, the
  *     same on every attempt) and `webhook-timestamp` (this attempt, Unix seconds);
@@ -16,8 +18,8 @@
  *     30 s, 5 min, 15 min, 1 h, then hourly) until the horizon (default 24 h), then the delivery
  *     is dead-lettered and shown to operators, who may redeliver it; `Retry-After` is honoured;
  *     `410 Gone` disables the webhook;
- *   - order is kept per invoice: a later event of an invoice waits until the earlier ones for
- *     the same webhook are delivered (or dead-lettered);
+ *   - order is kept per machine (invoice or receipt): a later event of a machine waits until
+ *     the earlier ones for the same webhook are delivered (or dead-lettered);
  *   - URLs that resolve to loopback, private or link-local addresses are refused, when the
  *     webhook is set up and again at every connection, unless configuration allows them.
  *
@@ -47,6 +49,7 @@ struct ks_sql_schema;
 #define KS_WEBHOOK_ID_BYTES 24                /* "wh" + 22 base62 characters */
 #define KS_WEBHOOK_URL_BYTES_MAX 1000         /* Webhook.url maxLength */
 #define KS_WEBHOOK_EVENT_TYPES_N 15           /* InvoicesTopic.eventTypes */
+#define KS_WEBHOOK_RECEIPT_EVENT_TYPES_N 3    /* ReceiptsTopic.eventTypes */
 #define KS_WEBHOOK_SIGNATURE_BYTES_MAX 512    /* base64url of an RSA-2048 signature, and more */
 
 /* The webhooks' own tables (src/webhooks/migrations/). */
@@ -58,6 +61,16 @@ extern const size_t ks_webhooks_route_roles_n;
 
 /* The InvoicesTopic event types, in the spec's order. */
 extern const char *const ks_webhook_event_types[KS_WEBHOOK_EVENT_TYPES_N];
+/* The ReceiptsTopic event types: the receipt machine's public events of the same names, but
+ * ReceiptCreated (the merchant made the receipt and has it in the reply). */
+extern const char *const ks_webhook_receipt_event_types[KS_WEBHOOK_RECEIPT_EVENT_TYPES_N];
+
+/* What a webhook hears: the events of one kind of machine, of one shop. */
+enum ks_webhook_topic {
+    KS_WEBHOOK_TOPIC_INVOICES = 0, /* "InvoicesTopic": invoice machines (KS_INVOICE_NS) */
+    KS_WEBHOOK_TOPIC_RECEIPTS = 1, /* "ReceiptsTopic": receipt machines (KS_RECEIPT_NS) */
+};
+#define KS_WEBHOOK_TOPICS_N 2
 
 struct ks_webhooks_options {
     struct ks_store *store;  /* borrowed */
@@ -99,6 +112,21 @@ KS_MUST_USE int ks_webhooks_routes(struct ks_webhooks *w, struct ks_http_router 
 const char *ks_webhook_event_type(const json_t *event);
 /* True if `type` is one of ks_webhook_event_types. */
 bool ks_webhook_event_type_known(const char *type);
+
+/* The scope name of `topic` ("InvoicesTopic", "ReceiptsTopic"); a static string. */
+const char *ks_webhook_topic_name(enum ks_webhook_topic topic);
+/* The topic a scope names: KS_OK with `*out`, or KS_ERR_NOT_FOUND for NULL or an unknown name. */
+KS_MUST_USE int ks_webhook_topic_parse(const char *name, enum ks_webhook_topic *out);
+/* The topic whose events are those of machines of namespace `ns`: KS_OK with `*out`, or
+ * KS_ERR_NOT_FOUND when no topic carries that namespace's events. */
+KS_MUST_USE int ks_webhook_topic_of_ns(const char *ns, enum ks_webhook_topic *out);
+/* How many event types `topic` has: the most a scope of it may list. */
+size_t ks_webhook_topic_types_n(enum ks_webhook_topic topic);
+/* True if `type` is an event type of `topic` (NULL is none). */
+bool ks_webhook_topic_type_known(enum ks_webhook_topic topic, const char *type);
+/* The event type of `topic` that `event` (an event of a machine of the topic's namespace) stands
+ * for, or NULL when no webhook of the topic hears about it. A static string. */
+const char *ks_webhook_topic_event_type(enum ks_webhook_topic topic, const json_t *event);
 
 /* Parses a retry schedule, "30s,5m,15m,1h" (units ms, s, m, h; 1..KS_WEBHOOK_RETRY_STEPS_MAX
  * entries, each 1 ms .. 24 h), into `ms`. KS_ERR_INVALID with `why` on a bad one. */

@@ -122,29 +122,33 @@ out:
     return rc;
 }
 
-/* Validates Webhook.scope into `shop` and the JSON text of its event types. */
+/* Validates Webhook.scope into its `topic`, `shop` and the JSON text of its event types. */
 static int scope_check(struct ks_webhooks *w, const struct ks_principal *who, const json_t *scope,
-                       const char **shop, char **types_text, struct ks_http_resp *resp)
+                       enum ks_webhook_topic *topic, const char **shop, char **types_text,
+                       struct ks_http_resp *resp)
 {
     *types_text = NULL;
-    const char *topic = json_is_object(scope) ? ks_json_get_str(scope, "topic") : NULL;
-    if (!topic)
+    const char *name = json_is_object(scope) ? ks_json_get_str(scope, "topic") : NULL;
+    if (!name)
         return bad(resp, "invalidRequest", "scope must be an object with a topic");
-    if (strcmp(topic, "InvoicesTopic") != 0)
-        return bad(resp, "invalidRequest", "scope.topic must be InvoicesTopic");
+    if (ks_webhook_topic_parse(name, topic) != KS_OK)
+        return bad(resp, "invalidRequest", "scope.topic must be InvoicesTopic or ReceiptsTopic");
     *shop = ks_json_get_str(scope, "shopID");
     if (!*shop || !**shop || strlen(*shop) > WH_SHOP_BYTES_MAX)
         return bad(resp, "invalidShopID", "scope.shopID must be 1 to 40 characters");
     json_t *types = json_object_get(scope, "eventTypes");
+    size_t types_max = ks_webhook_topic_types_n(*topic);
     if (!json_is_array(types) || json_array_size(types) == 0 ||
-        json_array_size(types) > KS_WEBHOOK_EVENT_TYPES_N)
-        return bad(resp, "invalidRequest", "scope.eventTypes must list 1 to 15 event types");
+        json_array_size(types) > types_max)
+        return ks_http_error(resp, 400, "invalidRequest",
+                             "scope.eventTypes must list 1 to %zu event types of %s", types_max,
+                             name);
     size_t i;
     json_t *t;
     json_array_foreach(types, i, t) {
-        if (!json_is_string(t) || !ks_webhook_event_type_known(json_string_value(t)))
+        if (!json_is_string(t) || !ks_webhook_topic_type_known(*topic, json_string_value(t)))
             return ks_http_error(resp, 400, "invalidRequest",
-                                 "scope.eventTypes[%zu] is not an InvoicesTopic event type", i);
+                                 "scope.eventTypes[%zu] is not an event type of %s", i, name);
         for (size_t k = 0; k < i; k++)
             if (json_equal(t, json_array_get(types, k)))
                 return ks_http_error(resp, 400, "invalidRequest",
@@ -187,13 +191,15 @@ static int h_create(void *ctx, const struct ks_http_req *req, struct ks_http_res
         return bad(resp, "invalidRequest", "url is required");
     const char *shop = NULL;
     char *types = NULL;
-    if ((rc = scope_check(w, &who, json_object_get(b, "scope"), &shop, &types, resp)) != KS_OK)
+    enum ks_webhook_topic topic = KS_WEBHOOK_TOPIC_INVOICES;
+    if ((rc = scope_check(w, &who, json_object_get(b, "scope"), &topic, &shop, &types, resp)) !=
+        KS_OK)
         return rc;
     if ((rc = url_check(w, url, resp)) != KS_OK) {
         free(types);
         return rc;
     }
-    struct wh_row r = {.url = (char *)url, .event_types = types, .active = true,
+    struct wh_row r = {.topic = topic, .url = (char *)url, .event_types = types, .active = true,
                        .created_at_ms = ks_now_ms()};
     char rnd[KS_WEBHOOK_ID_BYTES - 1];
     char *private_pem = NULL;
@@ -317,14 +323,16 @@ static int h_admin_list(void *ctx, const struct ks_http_req *req, struct ks_http
     return ks_http_reply(resp, 200, list);
 }
 
-/* The webhook {webhookID} of any party exists (admin). */
+/* The webhook {webhookID} of any party exists (admin); `topic`, when not NULL, is its topic. */
 static int any_webhook(struct ks_webhooks *w, const struct ks_http_req *req,
-                       struct ks_http_resp *resp)
+                       struct ks_http_resp *resp, enum ks_webhook_topic *topic)
 {
     struct wh_row r;
     if (strlen(req->params[0]) > KS_WEBHOOK_ID_BYTES)
         return not_found(resp);
     int rc = wh_get(w->opt.store, req->params[0], NULL, &r);
+    if (rc == KS_OK && topic)
+        *topic = r.topic;
     wh_row_release(&r);
     if (rc == KS_ERR_NOT_FOUND)
         return not_found(resp);
@@ -348,11 +356,13 @@ static int h_admin_deliveries(void *ctx, const struct ks_http_req *req, struct k
         strcmp(status, "dead") != 0 && strcmp(status, "cancelled") != 0)
         return bad(resp, "invalidRequest",
                    "status must be pending, delivered, dead or cancelled");
-    if ((rc = any_webhook(w, req, resp)) != KS_OK)
+    enum ks_webhook_topic topic = KS_WEBHOOK_TOPIC_INVOICES;
+    if ((rc = any_webhook(w, req, resp, &topic)) != KS_OK)
         return rc;
     json_t *list = NULL;
-    if ((rc = wh_deliveries_list(w->opt.store, req->params[0], status, after, (size_t)limit,
-                                 &list)) != KS_OK)
+    const char *machine_key = topic == KS_WEBHOOK_TOPIC_RECEIPTS ? "receiptID" : "invoiceID";
+    if ((rc = wh_deliveries_list(w->opt.store, req->params[0], status, machine_key, after,
+                                 (size_t)limit, &list)) != KS_OK)
         return ks_http_error_from(resp, rc, NULL, NULL);
     json_t *body = json_pack("{s:o}", "deliveries", list);
     size_t n = json_array_size(list);
@@ -366,7 +376,7 @@ static int h_admin_deliveries(void *ctx, const struct ks_http_req *req, struct k
 static int redeliver(struct ks_webhooks *w, const struct ks_http_req *req,
                      struct ks_http_resp *resp, const char *delivery_id)
 {
-    int rc = any_webhook(w, req, resp);
+    int rc = any_webhook(w, req, resp, NULL);
     if (rc != KS_OK)
         return rc;
     int64_t n = 0;
@@ -397,7 +407,7 @@ static int h_admin_redeliver_all(void *ctx, const struct ks_http_req *req,
 static int h_admin_enable(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_webhooks *w = ctx;
-    int rc = any_webhook(w, req, resp);
+    int rc = any_webhook(w, req, resp, NULL);
     if (rc != KS_OK)
         return rc;
     if ((rc = wh_set_active(w->opt.store, req->params[0], true, NULL)) != KS_OK)

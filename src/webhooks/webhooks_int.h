@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "core/limits.h"
 #include "webhooks/webhooks.h"
 
 #define WH_PARTY_BYTES_MAX 64
@@ -27,8 +28,9 @@ struct wh_row {
     char id[KS_WEBHOOK_ID_BYTES + 1];
     char party_id[WH_PARTY_BYTES_MAX + 1];
     char shop_id[WH_SHOP_BYTES_MAX + 1];
+    enum ks_webhook_topic topic;
     char *url;
-    char *event_types; /* JSON array text */
+    char *event_types; /* JSON array text, of the topic's types */
     bool active;
     char *public_key;
     char *private_sealed;
@@ -52,7 +54,7 @@ void wh_claims_free(struct wh_claim *c, size_t n);
 /* A delivery to record (the relay). Borrowed strings. */
 struct wh_new {
     const char *webhook_id;
-    const char *invoice_id;
+    const char *machine_id; /* the invoice's or receipt's id: deliveries keep its order */
     int64_t pos, event_id;
     const char *event_type;
     const char *body;
@@ -67,7 +69,8 @@ struct ks_webhooks {
     struct ks_webhooks_options opt; /* defaults filled in */
     char owner[40];                 /* this node's lease name */
 
-    /* the relay's fold cache: the last invoice state it rebuilt (relay thread only) */
+    /* the relay's fold cache: the last machine state it rebuilt (relay thread only) */
+    char fold_ns[KS_NS_BYTES_MAX + 1];
     char fold_id[80];
     int64_t fold_seq;
     json_t *fold_state;
@@ -98,18 +101,18 @@ KS_MUST_USE int wh_list(struct ks_store *s, const char *party, json_t **out);
 KS_MUST_USE int wh_delete(struct ks_store *s, const char *id, const char *party);
 /* Sets a webhook active or not (with the reason it was stopped). */
 KS_MUST_USE int wh_set_active(struct ks_store *s, const char *id, bool active, const char *reason);
-/* The active webhooks of `shop` created at or before `at_ms` that hear `type`: their ids into
- * `ids` (at most `cap`), `*n` how many. */
-KS_MUST_USE int wh_for_event(struct ks_store *s, const char *shop, const char *type,
-                             int64_t at_ms, char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t cap,
-                             size_t *n);
+/* The active webhooks of `topic` for `shop` created at or before `at_ms` that hear `type`:
+ * their ids into `ids` (at most `cap`), `*n` how many. */
+KS_MUST_USE int wh_for_event(struct ks_store *s, enum ks_webhook_topic topic, const char *shop,
+                             const char *type, int64_t at_ms,
+                             char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t cap, size_t *n);
 /* Whether any webhook is active (the relay passes batches over quickly when none is). */
 KS_MUST_USE int wh_any_active(struct ks_store *s, bool *any);
 /* Records deliveries (a delivery already recorded is left as it is). */
 KS_MUST_USE int wh_deliveries_add(struct ks_store *s, const struct wh_new *d, size_t n,
                                   int64_t now_ms);
 /* Claims up to `limit` due deliveries for `owner` until now_ms + lease_ms: pending, due, of an
- * active webhook, and the earliest pending one of its (webhook, invoice). */
+ * active webhook, and the earliest pending one of its (webhook, machine). */
 KS_MUST_USE int wh_claim(struct ks_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
                          size_t limit, struct wh_claim **out, size_t *n);
 /* An attempt's outcome, to record. */
@@ -126,9 +129,11 @@ struct wh_result {
  * disables the webhook. */
 KS_MUST_USE int wh_finish(struct ks_store *s, const char *owner, const struct wh_result *r,
                           size_t n);
-/* A page of a webhook's deliveries (status NULL: all), by position after `after`. */
+/* A page of a webhook's deliveries (status NULL: all), by position after `after`; the id of
+ * each delivery's machine is shown under `machine_key` ("invoiceID", "receiptID"). */
 KS_MUST_USE int wh_deliveries_list(struct ks_store *s, const char *webhook_id, const char *status,
-                                   int64_t after, size_t limit, json_t **out);
+                                   const char *machine_key, int64_t after, size_t limit,
+                                   json_t **out);
 /* Makes dead deliveries of `webhook_id` pending again, due now (`delivery_id` NULL: all of them);
  * `*n` how many. */
 KS_MUST_USE int wh_redeliver(struct ks_store *s, const char *webhook_id, const char *delivery_id,

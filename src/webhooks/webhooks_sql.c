@@ -1,6 +1,6 @@
 /*
  * webhooks_sql.c — the webhooks' SQL, once for both stores, on the SQL layer (store/sql.h).
- * Tables: migrations/001_webhooks.sql; contract: webhooks_int.h.
+ * Tables: migrations/001_webhooks.sql and 002_webhook_topics.sql; contract: webhooks_int.h.
  *
  * Several nodes may share the tables (PostgreSQL): the webhook limits are checked under an
  * advisory lock on the party, claims take their rows FOR UPDATE SKIP LOCKED and then set a lease
@@ -46,7 +46,7 @@ static char *dup_col(struct ks_sql_stmt *q, int col)
 
 #define WH_COLUMNS                                                                                 \
     "id, party_id, shop_id, url, event_types, active, public_key, private_key_sealed, created_at," \
-    " disabled_reason"
+    " disabled_reason, topic"
 
 static bool row_read(struct ks_sql_stmt *q, struct wh_row *r)
 {
@@ -61,6 +61,7 @@ static bool row_read(struct ks_sql_stmt *q, struct wh_row *r)
     r->private_sealed = dup_col(q, 7);
     r->created_at_ms = ks_sql_col_i64(q, 8);
     r->disabled_reason = dup_col(q, 9);
+    ok = ok && ks_webhook_topic_parse(ks_sql_col_str(q, 10), &r->topic) == KS_OK;
     return ok && r->url && r->event_types && r->public_key && r->private_sealed;
 }
 
@@ -102,7 +103,7 @@ static int insert_tx(struct ks_sql *db, void *arg)
         return KS_ERR_LIMIT;
     struct ks_sql_stmt *q;
     if ((rc = ks_sql_prepare(db, "INSERT INTO webhooks (" WH_COLUMNS ")"
-                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)",
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
                              &q)) != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, r->id);
@@ -114,6 +115,7 @@ static int insert_tx(struct ks_sql *db, void *arg)
     ks_sql_bind_text(q, 7, r->public_key);
     ks_sql_bind_text(q, 8, r->private_sealed);
     ks_sql_bind_i64(q, 9, r->created_at_ms);
+    ks_sql_bind_text(q, 10, ks_webhook_topic_name(r->topic));
     return ks_sql_exec(q);
 }
 
@@ -168,7 +170,8 @@ json_t *wh_row_json(const struct wh_row *r)
     json_error_t jerr;
     json_t *types = json_loads(r->event_types, 0, &jerr);
     json_t *v = json_pack("{s:s, s:b, s:{s:s, s:s, s:o}, s:s, s:s, s:s}", "id", r->id, "active",
-                          r->active, "scope", "topic", "InvoicesTopic", "shopID", r->shop_id,
+                          r->active, "scope", "topic", ks_webhook_topic_name(r->topic), "shopID",
+                          r->shop_id,
                           "eventTypes", types ? types : json_array(), "partyID", r->party_id,
                           "url", r->url, "publicKey", r->public_key);
     return v;
@@ -275,7 +278,7 @@ int wh_set_active(struct ks_store *s, const char *id, bool active, const char *r
 }
 
 struct for_event_arg {
-    const char *shop, *type;
+    const char *topic, *shop, *type;
     int64_t at_ms;
     char (*ids)[KS_WEBHOOK_ID_BYTES + 1];
     size_t cap, n;
@@ -287,12 +290,13 @@ static int for_event_rx(struct ks_sql *db, void *arg)
     struct ks_sql_stmt *q;
     int rc = ks_sql_prepare(db,
                             "SELECT id, event_types FROM webhooks WHERE shop_id = ?1 AND active"
-                            " AND created_at <= ?2 ORDER BY id",
+                            " AND created_at <= ?2 AND topic = ?3 ORDER BY id",
                             &q);
     if (rc != KS_OK)
         return rc;
     ks_sql_bind_text(q, 1, a->shop);
     ks_sql_bind_i64(q, 2, a->at_ms);
+    ks_sql_bind_text(q, 3, a->topic);
     int step;
     while ((step = ks_sql_step(q)) == KS_SQL_ROW && a->n < a->cap) {
         json_error_t jerr;
@@ -312,10 +316,12 @@ static int for_event_rx(struct ks_sql *db, void *arg)
     return step < 0 ? step : rc;
 }
 
-int wh_for_event(struct ks_store *s, const char *shop, const char *type, int64_t at_ms,
-                 char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t cap, size_t *n)
+int wh_for_event(struct ks_store *s, enum ks_webhook_topic topic, const char *shop,
+                 const char *type, int64_t at_ms, char (*ids)[KS_WEBHOOK_ID_BYTES + 1], size_t cap,
+                 size_t *n)
 {
-    struct for_event_arg a = {.shop = shop, .type = type, .at_ms = at_ms, .ids = ids, .cap = cap};
+    struct for_event_arg a = {.topic = ks_webhook_topic_name(topic), .shop = shop, .type = type,
+                              .at_ms = at_ms, .ids = ids, .cap = cap};
     int rc = ks_sql_read(s, for_event_rx, &a);
     *n = a.n;
     return rc;
@@ -365,7 +371,7 @@ static int add_tx(struct ks_sql *db, void *arg)
         snprintf(id, sizeof(id), "%s.%lld", d->webhook_id, (long long)d->pos);
         ks_sql_bind_text(q, 1, id);
         ks_sql_bind_text(q, 2, d->webhook_id);
-        ks_sql_bind_text(q, 3, d->invoice_id);
+        ks_sql_bind_text(q, 3, d->machine_id);
         ks_sql_bind_i64(q, 4, d->pos);
         ks_sql_bind_i64(q, 5, d->event_id);
         ks_sql_bind_text(q, 6, d->event_type);
@@ -396,8 +402,9 @@ static int claim_tx(struct ks_sql *db, void *arg)
 {
     struct claim_arg *a = arg;
     struct ks_sql_stmt *q, *u;
-    /* The earliest pending delivery of each (webhook, invoice) only: a later one waits for it,
-     * also while it is in flight or backing off. */
+    /* The earliest pending delivery of each (webhook, machine) only: a later one waits for it,
+     * also while it is in flight or backing off. (A webhook hears one topic, so the ids in its
+     * deliveries' invoice_id column are all of one namespace.) */
     int rc = ks_sql_prepare(
         db,
         "SELECT d.id, d.webhook_id, d.body, d.attempts, d.first_at, w.url, w.private_key_sealed"
@@ -527,7 +534,7 @@ int wh_finish(struct ks_store *s, const char *owner, const struct wh_result *r, 
 }
 
 struct dlist_arg {
-    const char *webhook_id, *status;
+    const char *webhook_id, *status, *machine_key;
     int64_t after;
     size_t limit;
     json_t *out;
@@ -554,7 +561,7 @@ static int dlist_rx(struct ks_sql *db, void *arg)
         const char *st = ks_sql_col_str(q, 5);
         json_t *d = json_pack(
             "{s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "id", ks_sql_col_str(q, 0),
-            "invoiceID", ks_sql_col_str(q, 1), "position", (json_int_t)ks_sql_col_i64(q, 2),
+            a->machine_key, ks_sql_col_str(q, 1), "position", (json_int_t)ks_sql_col_i64(q, 2),
             "eventID", (json_int_t)ks_sql_col_i64(q, 3), "eventType", ks_sql_col_str(q, 4),
             "status", st, "attempts", (json_int_t)ks_sql_col_i64(q, 6), "firstAtMs",
             (json_int_t)ks_sql_col_i64(q, 8), "lastAttemptAtMs", (json_int_t)ks_sql_col_i64(q, 9),
@@ -572,10 +579,10 @@ static int dlist_rx(struct ks_sql *db, void *arg)
 }
 
 int wh_deliveries_list(struct ks_store *s, const char *webhook_id, const char *status,
-                       int64_t after, size_t limit, json_t **out)
+                       const char *machine_key, int64_t after, size_t limit, json_t **out)
 {
-    struct dlist_arg a = {.webhook_id = webhook_id, .status = status, .after = after,
-                          .limit = limit, .out = json_array()};
+    struct dlist_arg a = {.webhook_id = webhook_id, .status = status, .machine_key = machine_key,
+                          .after = after, .limit = limit, .out = json_array()};
     int rc = a.out ? ks_sql_read(s, dlist_rx, &a) : KS_ERR_NOMEM;
     if (rc != KS_OK) {
         json_decref(a.out);

@@ -1,11 +1,12 @@
 /*
- * webhooks_util.c — the pure parts of the webhooks (webhooks.h): which invoice events are which
- * webhook event types, retry schedules and Retry-After, address classes, RS256 keys and
- * signatures.
+ * webhooks_util.c — the pure parts of the webhooks (webhooks.h): the topics, which invoice and
+ * receipt events are which webhook event types, retry schedules and Retry-After, address
+ * classes, RS256 keys and signatures.
  */
 #include "webhooks/webhooks_int.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <netinet/in.h>
 #include <openssl/bio.h>
@@ -19,6 +20,8 @@
 #include <time.h>
 
 #include "core/json.h"
+#include "domain/invoice/invoice.h"
+#include "receipts/fiscal.h"
 
 #define RSA_BITS 2048
 #define RETRY_STEP_MS_MAX (24LL * 3600 * 1000)
@@ -36,10 +39,88 @@ const char *const ks_webhook_event_types[KS_WEBHOOK_EVENT_TYPES_N] = {
 
 bool ks_webhook_event_type_known(const char *type)
 {
-    for (size_t i = 0; type && i < KS_WEBHOOK_EVENT_TYPES_N; i++)
-        if (strcmp(type, ks_webhook_event_types[i]) == 0)
+    return ks_webhook_topic_type_known(KS_WEBHOOK_TOPIC_INVOICES, type);
+}
+
+const char *const ks_webhook_receipt_event_types[KS_WEBHOOK_RECEIPT_EVENT_TYPES_N] = {
+    "ReceiptRegistered",
+    "ReceiptFailed",
+    "ReceiptJournaled",
+};
+
+/* A ReceiptsTopic type is the name of the receipt event it stands for. */
+static const char *receipt_event_type(const json_t *event)
+{
+    const char *type = json_is_object(event) ? ks_json_get_str(event, "type") : NULL;
+    for (size_t i = 0; type && i < KS_WEBHOOK_RECEIPT_EVENT_TYPES_N; i++)
+        if (strcmp(type, ks_webhook_receipt_event_types[i]) == 0)
+            return ks_webhook_receipt_event_types[i];
+    return NULL;
+}
+
+static const struct topic {
+    const char *name;
+    const char *ns;                /* the machines whose events it carries */
+    const char *const *types;
+    size_t types_n;
+    const char *(*event_type)(const json_t *event);
+} topics[KS_WEBHOOK_TOPICS_N] = {
+    [KS_WEBHOOK_TOPIC_INVOICES] = {"InvoicesTopic", KS_INVOICE_NS, ks_webhook_event_types,
+                                   KS_WEBHOOK_EVENT_TYPES_N, ks_webhook_event_type},
+    [KS_WEBHOOK_TOPIC_RECEIPTS] = {"ReceiptsTopic", KS_RECEIPT_NS, ks_webhook_receipt_event_types,
+                                   KS_WEBHOOK_RECEIPT_EVENT_TYPES_N, receipt_event_type},
+};
+
+static const struct topic *topic_at(enum ks_webhook_topic t)
+{
+    assert((size_t)t < KS_WEBHOOK_TOPICS_N); /* a topic comes from ks_webhook_topic_parse */
+    return &topics[t];
+}
+
+const char *ks_webhook_topic_name(enum ks_webhook_topic topic)
+{
+    return topic_at(topic)->name;
+}
+
+int ks_webhook_topic_parse(const char *name, enum ks_webhook_topic *out)
+{
+    for (size_t i = 0; name && i < KS_WEBHOOK_TOPICS_N; i++) {
+        if (strcmp(name, topics[i].name) == 0) {
+            *out = (enum ks_webhook_topic)i;
+            return KS_OK;
+        }
+    }
+    return KS_ERR_NOT_FOUND;
+}
+
+int ks_webhook_topic_of_ns(const char *ns, enum ks_webhook_topic *out)
+{
+    for (size_t i = 0; ns && i < KS_WEBHOOK_TOPICS_N; i++) {
+        if (strcmp(ns, topics[i].ns) == 0) {
+            *out = (enum ks_webhook_topic)i;
+            return KS_OK;
+        }
+    }
+    return KS_ERR_NOT_FOUND;
+}
+
+size_t ks_webhook_topic_types_n(enum ks_webhook_topic topic)
+{
+    return topic_at(topic)->types_n;
+}
+
+bool ks_webhook_topic_type_known(enum ks_webhook_topic topic, const char *type)
+{
+    const struct topic *t = topic_at(topic);
+    for (size_t i = 0; type && i < t->types_n; i++)
+        if (strcmp(type, t->types[i]) == 0)
             return true;
     return false;
+}
+
+const char *ks_webhook_topic_event_type(enum ks_webhook_topic topic, const json_t *event)
+{
+    return topic_at(topic)->event_type(event);
 }
 
 /* A status change's webhook type: `pairs` is {status, type, status, type, ..., NULL}. */

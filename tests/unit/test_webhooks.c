@@ -1,12 +1,15 @@
 /*
- * test_webhooks.c — the pure parts of the webhooks (webhooks.h): which invoice events are which
- * webhook types, retry schedules and Retry-After, address classes, RS256 signatures.
+ * test_webhooks.c — the pure parts of the webhooks (webhooks.h): the topics, which invoice and
+ * receipt events are which webhook types, the receipt a ReceiptsTopic body shows, retry
+ * schedules and Retry-After, address classes, RS256 signatures.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
+#include "receipts/receipt.h"
 #include "webhooks/webhooks.h"
 
 static json_t *J(const char *text)
@@ -49,6 +52,125 @@ Test(webhooks, invoice_events_map_to_the_spec_types)
         cr_assert(ks_webhook_event_type_known(ks_webhook_event_types[i]));
     cr_assert_not(ks_webhook_event_type_known("PaymentExploded"));
     cr_assert_not(ks_webhook_event_type_known(NULL));
+}
+
+Test(webhooks, topics_are_parsed_and_each_hears_its_own_machines)
+{
+    enum ks_webhook_topic t = KS_WEBHOOK_TOPIC_INVOICES;
+    cr_assert_eq(ks_webhook_topic_parse("ReceiptsTopic", &t), KS_OK);
+    cr_assert_eq(t, KS_WEBHOOK_TOPIC_RECEIPTS);
+    cr_assert_str_eq(ks_webhook_topic_name(t), "ReceiptsTopic");
+    cr_assert_eq(ks_webhook_topic_parse("InvoicesTopic", &t), KS_OK);
+    cr_assert_eq(t, KS_WEBHOOK_TOPIC_INVOICES);
+    cr_assert_eq(ks_webhook_topic_parse("CustomersTopic", &t), KS_ERR_NOT_FOUND);
+    cr_assert_eq(ks_webhook_topic_parse("receiptstopic", &t), KS_ERR_NOT_FOUND);
+    cr_assert_eq(ks_webhook_topic_parse(NULL, &t), KS_ERR_NOT_FOUND);
+    cr_assert_eq(ks_webhook_topic_of_ns("receipt", &t), KS_OK);
+    cr_assert_eq(t, KS_WEBHOOK_TOPIC_RECEIPTS);
+    cr_assert_eq(ks_webhook_topic_of_ns("invoice", &t), KS_OK);
+    cr_assert_eq(t, KS_WEBHOOK_TOPIC_INVOICES);
+    cr_assert_eq(ks_webhook_topic_of_ns("payout", &t), KS_ERR_NOT_FOUND);
+    cr_assert_eq(ks_webhook_topic_types_n(KS_WEBHOOK_TOPIC_INVOICES), KS_WEBHOOK_EVENT_TYPES_N);
+    cr_assert_eq(ks_webhook_topic_types_n(KS_WEBHOOK_TOPIC_RECEIPTS),
+                 KS_WEBHOOK_RECEIPT_EVENT_TYPES_N);
+    /* a type of one topic is never one of the other's */
+    for (size_t i = 0; i < KS_WEBHOOK_RECEIPT_EVENT_TYPES_N; i++) {
+        const char *type = ks_webhook_receipt_event_types[i];
+        cr_assert(ks_webhook_topic_type_known(KS_WEBHOOK_TOPIC_RECEIPTS, type));
+        cr_assert_not(ks_webhook_topic_type_known(KS_WEBHOOK_TOPIC_INVOICES, type));
+    }
+    cr_assert_not(ks_webhook_topic_type_known(KS_WEBHOOK_TOPIC_RECEIPTS, "InvoicePaid"));
+    cr_assert_not(ks_webhook_topic_type_known(KS_WEBHOOK_TOPIC_RECEIPTS, "ReceiptCreated"));
+    cr_assert_not(ks_webhook_topic_type_known(KS_WEBHOOK_TOPIC_RECEIPTS, NULL));
+    const char *cases[][2] = {
+        {"{\"type\":\"ReceiptRegistered\",\"payload\":{}}", "ReceiptRegistered"},
+        {"{\"type\":\"ReceiptFailed\"}", "ReceiptFailed"},
+        {"{\"type\":\"ReceiptJournaled\",\"seq\":3}", "ReceiptJournaled"},
+        {"{\"type\":\"ReceiptCreated\"}", NULL},
+        {"{\"type\":\"internal.session\"}", NULL},
+        {"{\"type\":\"InvoiceCreated\"}", NULL},
+        {"{}", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *e = J(cases[i][0]);
+        const char *got = ks_webhook_topic_event_type(KS_WEBHOOK_TOPIC_RECEIPTS, e);
+        if (cases[i][1])
+            cr_assert_str_eq(got, cases[i][1], "%s", cases[i][0]);
+        else
+            cr_assert_null(got, "%s", cases[i][0]);
+        json_decref(e);
+    }
+    cr_assert_null(ks_webhook_topic_event_type(KS_WEBHOOK_TOPIC_RECEIPTS, NULL));
+    json_t *inv = J("{\"type\":\"InvoiceCreated\"}");
+    cr_assert_str_eq(ks_webhook_topic_event_type(KS_WEBHOOK_TOPIC_INVOICES, inv),
+                     "InvoiceCreated");
+    json_decref(inv);
+}
+
+/* Folds `events` (a JSON array of a receipt machine's events) with ks_receipt_apply, checking
+ * the public receipt after each against `statuses` (one per event). */
+static json_t *fold_receipt(const char *events, const char *const *statuses)
+{
+    json_t *list = J(events), *st = NULL;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(list, i, ev) {
+        st = ks_receipt_apply(st, ev);
+        cr_assert_not_null(st);
+        json_t *pub = ks_receipt_public(st);
+        cr_assert_not_null(pub, "event %zu", i);
+        cr_assert_str_eq(ks_json_get_str(pub, "status"), statuses[i], "event %zu", i);
+        json_decref(pub);
+    }
+    json_decref(list);
+    return st;
+}
+
+Test(webhooks, a_receipt_body_shows_the_receipt_right_after_its_event)
+{
+    static const char created[] =
+        "{\"type\":\"ReceiptCreated\",\"receipt\":{\"id\":\"r-1\",\"operation\":\"sell\","
+        "\"shopID\":\"S\",\"timestamp\":\"07.12.2026 12:00:00\",\"createdAt\":"
+        "\"2026-12-07T09:00:00Z\",\"document\":{\"total\":\"201.03\"}},"
+        "\"group\":{\"id\":\"emulator\",\"adapter\":\"emulator\"},\"revision\":1}";
+    char events[2048];
+    snprintf(events, sizeof(events),
+             "[%s, {\"type\":\"internal.session\",\"kind\":\"start\",\"tag\":\"t\","
+             "\"inquiries\":0}, {\"type\":\"ReceiptJournaled\",\"seq\":7,\"at\":"
+             "\"2026-12-07T09:00:01Z\"}, {\"type\":\"ReceiptRegistered\",\"payload\":"
+             "{\"fiscal_document_number\":4},\"registeredAt\":\"2026-12-07T09:05:00Z\"}]",
+             created);
+    static const char *const statuses[] = {"wait", "wait", "wait", "done"};
+    json_t *st = fold_receipt(events, statuses);
+    json_t *pub = ks_receipt_public(st);
+    cr_assert_str_eq(ks_json_get_str(pub, "uuid"), "r-1");
+    cr_assert_str_eq(ks_json_get_str(pub, "shopID"), "S");
+    cr_assert_str_eq(ks_json_get_str(pub, "group_code"), "emulator");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(pub, "payload"),
+                                                    "fiscal_document_number")),
+                 4);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(pub, "offline"), "seq")), 7);
+    cr_assert_null(json_object_get(pub, "group"), "the group's options are not public");
+    json_decref(pub);
+    /* an event without a type changes nothing */
+    json_t *before = json_deep_copy(st), *odd = J("{\"seq\":1}");
+    st = ks_receipt_apply(st, odd);
+    cr_assert(json_equal(st, before));
+    json_decref(odd);
+    json_decref(before);
+    json_decref(st);
+
+    snprintf(events, sizeof(events),
+             "[%s, {\"type\":\"ReceiptFailed\",\"error\":{\"code\":\"fiscal_failed:234\","
+             "\"text\":\"the FN is full\",\"type\":\"agent\"}}]",
+             created);
+    static const char *const failed[] = {"wait", "fail"};
+    st = fold_receipt(events, failed);
+    pub = ks_receipt_public(st);
+    cr_assert_str_eq(ks_json_get_str(json_object_get(pub, "error"), "code"), "fiscal_failed:234");
+    cr_assert(json_is_null(json_object_get(pub, "payload")));
+    json_decref(pub);
+    json_decref(st);
 }
 
 Test(webhooks, retry_schedules_parse_and_repeat_their_last_step)
