@@ -87,6 +87,8 @@ def main():
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10)
     args = ap.parse_args()
+    args.kassa = os.path.abspath(args.kassa)  # serve runs in --dir
+    args.dir = os.path.abspath(args.dir)
     args.store = args.store or "sqlite:" + os.path.join(args.dir, "kassa.db")
     proc, base, admin_base = start(args)
     token = subprocess.run([args.kassa, "token", "issue", "--party", "sandbox",

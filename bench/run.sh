@@ -513,7 +513,7 @@ detail() { # LABEL RESULT
       "$(ms "$(field "$rc_res" accept_p50_us)") ms, p99 $(ms "$(field "$rc_res" accept_p99_us)")" \
       "ms), $(persec "$(field "$rc_res" registered_rate)") registered, kassa CPU" \
       "$(field "$rc_res" cpu_ms_per_receipt) ms a receipt; beside the engine at 64 callers" \
-      "$(persec "$(field "$sq_e64" rate)") transitions/s in the same run"
+      "$(persec "$(field "$sq_e64" rate)") transitions in the same run"
   fi
   if [ -n "$pay_kf" ]; then
     echo
