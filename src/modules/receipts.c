@@ -99,8 +99,10 @@ static int receipts_open(struct ks_node *node, void **ctx, char *why, size_t why
         return rc;
     struct ks_unit u;
     ks_fiscal_unit_descriptor(r->unit, &u);
+    r->callbacks_allow_loopback = ks_node_flag_on(node, "webhook-allow-loopback");
+    r->callbacks_allow_private = ks_node_flag_on(node, "webhook-allow-private");
     if ((rc = ks_engine_register_unit(r->engine, &u)) != KS_OK ||
-        (rc = ks_receipts_index_open(r)) != KS_OK)
+        (rc = ks_receipts_index_open(r)) != KS_OK || (rc = ks_receipts_callbacks_open(r)) != KS_OK)
         return rc;
     return ks_node_add_route_roles(node, ks_receipts_route_roles, ks_receipts_route_roles_n);
 }

@@ -19,13 +19,14 @@ static const struct ks_flag webhooks_flags[] = {
      .help = "webhook URLs may lead to loopback addresses (127.0.0.0/8, ::1)",
      .doc = "webhook URLs may lead to loopback addresses (`127.0.0.0/8`, `::1`): a receiver on "
             "the same host, as in tests. Off, such a URL is refused when the webhook is set up "
-            "and at every connection"},
+            "and at every connection. Receipts' `callback_url` follows the same rule"},
     {.name = "webhook-allow-private", .env = "KASSA_WEBHOOK_ALLOW_PRIVATE", .dflt = "0",
      .kind = KS_FLAG_SWITCH,
      .help = "webhook URLs may lead to private, link-local and other non-public addresses",
      .doc = "webhook URLs may lead to any address, private (`10/8`, `172.16/12`, `192.168/16`, "
             "`fc00::/7`), link-local (`169.254/16`, `fe80::/10`), loopback and other non-public "
-            "ones. Off, they are refused (no webhook may reach into kassa's own network)"},
+            "ones. Off, they are refused (no webhook, nor a receipt's `callback_url`, may reach "
+            "into kassa's own network)"},
     {.name = "webhook-timeout-ms", .env = "KASSA_WEBHOOK_TIMEOUT_MS", .dflt = "10000",
      .kind = KS_FLAG_INT, .min = 100, .max = 60000,
      .help = "a delivery counts only if the receiver answers 2xx within this time",

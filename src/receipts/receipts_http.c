@@ -658,27 +658,6 @@ static int h_atol_register(void *ctx, const struct ks_http_req *req, struct ks_h
     return ks_http_reply(resp, 200, b);
 }
 
-/* A receipt's error in ATOL's shape: its integer code ("fiscal_failed:33" -> 33; kassa's own
- * failures, which have none, are 1), or null. */
-static json_t *atol_error_of(const json_t *err)
-{
-    if (!json_is_object(err))
-        return json_null();
-    const char *code = ks_json_get_str(err, "code");
-    const char *colon = code ? strrchr(code, ':') : NULL;
-    long n = 1;
-    if (colon && colon[1]) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (!*end && v > 0 && v < 100000)
-            n = v;
-    }
-    const char *type = ks_json_get_str(err, "type");
-    return json_pack("{s:i, s:s, s:s}", "code", (int)n, "text",
-                     ks_json_get_str(err, "text") ? ks_json_get_str(err, "text") : "", "type",
-                     type ? type : "system");
-}
-
 static int h_atol_report(void *ctx, const struct ks_http_req *req, struct ks_http_resp *resp)
 {
     struct ks_receipts *r = ctx;
@@ -701,19 +680,7 @@ static int h_atol_report(void *ctx, const struct ks_http_req *req, struct ks_htt
         json_decref(st);
         return atol_error(resp, 404, 30, "system", "no such document", NULL);
     }
-    json_t *pub = ks_receipt_public(st);
-    char stamp[24];
-    atol_now(stamp);
-    json_t *b = json_pack("{s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:O, s:s}", "uuid",
-                          json_object_get(pub, "uuid"), "status", json_object_get(pub, "status"),
-                          "error", atol_error_of(json_object_get(pub, "error")), "payload",
-                          json_object_get(pub, "payload"), "timestamp", stamp, "group_code",
-                          shop, "daemon_code", "kassa", "device_code",
-                          ks_json_get_str(json_object_get(st, "group"), "id"), "external_id",
-                          json_object_get(pub, "external_id"), "callback_url",
-                          ks_json_get_str(st, "callbackUrl") ? ks_json_get_str(st, "callbackUrl")
-                                                             : "");
-    json_decref(pub);
+    json_t *b = ks_receipts_atol_report(st, ks_now_ms());
     json_decref(st);
     return ks_http_reply(resp, 200, b);
 }

@@ -41,6 +41,8 @@ struct ks_receipts {
     struct ks_atol *atol; /* the ATOL Online v5 client, one of the unit's adapters */
     struct ks_journal *journal;           /* the register groups' offline journals */
     struct ks_journal_sync *sync;         /* their synchroniser (after start) */
+    bool callbacks_allow_loopback;        /* callback_url checks: the webhooks' flags */
+    bool callbacks_allow_private;
 };
 
 /* The public routes' roles (api/roles.h), for the listener's authorizer. */
@@ -51,6 +53,15 @@ extern const size_t ks_receipts_route_roles_n;
  * admin router (NULL when off). */
 KS_MUST_USE int ks_receipts_routes(struct ks_receipts *r, struct ks_http_router *pub,
                                    struct ks_http_router *admin);
+
+/* --- ATOL's callback_url (receipts_callbacks.c) ----------------------------------------- */
+
+/* Registers the "receipts.callbacks" relay: a done or failed receipt's ATOL report is POSTed to
+ * its callback_url, once. */
+KS_MUST_USE int ks_receipts_callbacks_open(struct ks_receipts *r);
+/* The ATOL Online v5 report of a receipt machine's state `st` (new reference; NULL when out of
+ * memory): GET /atol/v5/{group_code}/report/{uuid}'s reply and the callbacks' body. */
+json_t *ks_receipts_atol_report(const json_t *st, int64_t now_ms);
 
 /* --- the offline journals' synchroniser (journal_sync.c) --------------------------------- */
 

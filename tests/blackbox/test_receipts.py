@@ -673,3 +673,47 @@ def test_an_inquiry_cut_off_by_an_outage_goes_to_the_journal_never_guessed(env, 
     _, events = env.call("GET", "/v1/receipts/%s/events" % rid, expect=200)
     assert [e["type"] for e in events] == ["ReceiptCreated", "ReceiptJournaled",
                                            "ReceiptRegistered"]
+
+
+# --- ATOL's callback_url ----------------------------------------------------------------------
+
+def test_a_callback_url_gets_the_atol_report_once_the_receipt_is_done(tmp_path, env,
+                                                                     monkeypatch):
+    from test_webhooks import Receiver
+    rcv = Receiver()
+    # a store of its own: on a shared one another node could hold the callbacks relay's cursor
+    monkeypatch.delenv("KASSA_TEST_STORE_URL", raising=False)
+    k = Kassa(tmp_path, ["--dev-trust-own-key", "--webhook-allow-loopback"])
+    try:
+        api = Receipts(k, issue_token(tmp_path), None)
+        api.shop = own_shop(k)
+        r = api.create(service={"callback_url": rcv.url})
+        deadline = time.monotonic() + WAIT_S
+        while not rcv.delivered():
+            assert time.monotonic() < deadline, "no callback"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        got = rcv.delivered()
+        assert len(got) == 1, got
+        report = got[0][1]
+        assert report["uuid"] == r["uuid"] and report["status"] == "done"
+        assert report["error"] is None and report["payload"]["fiscal_document_number"] >= 1
+        assert report["callback_url"] == rcv.url and report["group_code"] == api.shop
+        # the same report as the one a client polls
+        assert api.get(r["uuid"])["payload"] == report["payload"]
+    finally:
+        rcv.close()
+        assert not k.stop()
+    # without --webhook-allow-loopback a callback to loopback is refused at connect
+    rcv2 = Receiver()
+    try:
+        r = env.create(service={"callback_url": rcv2.url})
+        assert env.wait_status(r["uuid"])["status"] == "done"
+        deadline = time.monotonic() + WAIT_S
+        while not any(line.get("msg") == "receipt callback not delivered" and
+                      line.get("receipt") == r["uuid"] for line in env.k.log_lines()):
+            assert time.monotonic() < deadline, "no warning"
+            time.sleep(0.05)
+        assert rcv2.delivered() == []
+    finally:
+        rcv2.close()

@@ -84,4 +84,4 @@ def test_relays_endpoint_needs_the_admin_token_and_no_query(start_kassa):
     r = requests.get(k.admin + "/admin/v1/relays?x=1", headers=k.auth(), timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 400
     # the built-in relays only (docs/webhooks.md); the probe's file relay is off without its flag
-    assert set(relays(k)) == {"receipts", "webhooks", "search"}
+    assert set(relays(k)) == {"receipts", "receipts.callbacks", "webhooks", "search"}
