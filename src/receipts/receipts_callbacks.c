@@ -25,7 +25,8 @@
 #include "webhooks/webhooks.h"
 
 #define RELAY_NAME "receipts.callbacks"
-#define RELAY_BATCH 64
+#define RELAY_BATCH 256
+#define RELAY_LINGER_MS 100 /* a callback may wait this much; the relay's cursor writes stay few */
 #define CALLBACK_TIMEOUT_MS 5000
 #define CALLBACK_CONNECT_MS 2000
 
@@ -160,6 +161,6 @@ static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, s
 int ks_receipts_callbacks_open(struct ks_receipts *r)
 {
     struct ks_relay relay = {.name = RELAY_NAME, .ctx = r, .batch_max = RELAY_BATCH,
-                             .handle = relay_handle};
+                             .linger_ms = RELAY_LINGER_MS, .handle = relay_handle};
     return ks_engine_register_relay(r->engine, &relay);
 }
