@@ -189,6 +189,23 @@ KS_MUST_USE int ks_engine_relays(struct ks_engine *e, struct ks_relay_status *ou
 /* One step of each relay in the calling thread (the relay threads do this when the engine runs
  * in the background; tests call it directly). `*delivered` counts the rows confirmed. */
 KS_MUST_USE int ks_engine_run_relays(struct ks_engine *e, int64_t *delivered);
+/* The machines of namespace `ns` that a relay batch touches, each once, as they are now: what a
+ * read model's relay writes (an idempotent upsert of the current state, so a batch handed over
+ * again changes nothing twice). Rows of other namespaces and machines that no longer exist are
+ * skipped. `ids[i]` borrows from `rows`; `states[i]` are shared states (read only). Release with
+ * ks_engine_batch_states_release. KS_ERR_NOMEM, or the store's error with `why` naming the
+ * machine it could not read. */
+struct ks_engine_batch_states {
+    const char **ids;
+    json_t **states;
+    size_t n;
+};
+KS_MUST_USE int ks_engine_batch_states(struct ks_engine *e, const char *ns,
+                                       const struct ks_outbox_row *rows, size_t n,
+                                       struct ks_engine_batch_states *out, char *why,
+                                       size_t whylen);
+void ks_engine_batch_states_release(struct ks_engine_batch_states *b);
+
 /* Starts the committer and, if `background` is set, the timer poller, unit workers and relay
  * threads. The committer always runs: without it nothing commits. */
 KS_MUST_USE int ks_engine_run(struct ks_engine *e, int background);

@@ -10,6 +10,7 @@
 #include "engine/relay_int.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 
 #include "core/ids.h"
+#include "engine/engine.h"
 
 #define OWNER_RANDOM_BYTES 16
 
@@ -386,4 +388,47 @@ void ks_relays_free(struct ks_relays *rs)
     pthread_mutex_destroy(&rs->mu);
     pthread_cond_destroy(&rs->cv);
     free(rs);
+}
+
+int ks_engine_batch_states(struct ks_engine *e, const char *ns, const struct ks_outbox_row *rows,
+                           size_t n, struct ks_engine_batch_states *out, char *why,
+                           size_t whylen)
+{
+    out->n = 0;
+    out->ids = calloc(n ? n : 1, sizeof(*out->ids));
+    out->states = calloc(n ? n : 1, sizeof(*out->states));
+    if (!out->ids || !out->states) {
+        ks_engine_batch_states_release(out);
+        return KS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].ns, ns) != 0)
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < out->n && !seen; k++)
+            seen = strcmp(out->ids[k], rows[i].id) == 0;
+        if (seen)
+            continue;
+        json_t *st = NULL;
+        int rc = ks_engine_state(e, ns, rows[i].id, &st, NULL);
+        if (rc == KS_ERR_NOT_FOUND)
+            continue;
+        if (rc != KS_OK) {
+            snprintf(why, whylen, "cannot read %s %s: %s", ns, rows[i].id, ks_err_name(rc));
+            ks_engine_batch_states_release(out);
+            return rc;
+        }
+        out->ids[out->n] = rows[i].id;
+        out->states[out->n++] = st;
+    }
+    return KS_OK;
+}
+
+void ks_engine_batch_states_release(struct ks_engine_batch_states *b)
+{
+    for (size_t k = 0; k < b->n && b->states; k++)
+        json_decref(b->states[k]);
+    free(b->ids);
+    free(b->states);
+    memset(b, 0, sizeof(*b));
 }

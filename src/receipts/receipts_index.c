@@ -18,15 +18,9 @@
 #define RELAY_BATCH 256
 #define RELAY_LINGER_MS 100
 
-struct batch {
-    const char **ids;
-    json_t **states;
-    size_t n;
-};
-
 static int write_tx(struct ks_sql *db, void *arg)
 {
-    struct batch *b = arg;
+    const struct ks_engine_batch_states *b = arg;
     int rc = KS_OK;
     for (size_t i = 0; rc == KS_OK && i < b->n; i++) {
         const json_t *st = b->states[i];
@@ -61,35 +55,13 @@ static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, s
 {
     struct ks_receipts *r = ctx;
     *done = 0;
-    struct batch b = {.ids = calloc(n, sizeof(char *)), .states = calloc(n, sizeof(json_t *))};
-    int rc = b.ids && b.states ? KS_OK : KS_ERR_NOMEM;
-    for (size_t i = 0; rc == KS_OK && i < n; i++) {
-        if (strcmp(rows[i].ns, KS_RECEIPT_NS) != 0)
-            continue;
-        bool seen = false;
-        for (size_t k = 0; k < b.n && !seen; k++)
-            seen = strcmp(b.ids[k], rows[i].id) == 0;
-        if (seen)
-            continue;
-        json_t *st = NULL;
-        rc = ks_engine_state(r->engine, KS_RECEIPT_NS, rows[i].id, &st, NULL);
-        if (rc == KS_ERR_NOT_FOUND) {
-            rc = KS_OK;
-            continue;
-        }
-        if (rc == KS_OK) {
-            b.ids[b.n] = rows[i].id;
-            b.states[b.n++] = st; /* shared: read only */
-        } else {
-            snprintf(why, whylen, "cannot read receipt %s: %s", rows[i].id, ks_err_name(rc));
-        }
-    }
-    if (rc == KS_OK && b.n > 0 && (rc = ks_sql_tx(r->store, write_tx, &b)) != KS_OK)
+    struct ks_engine_batch_states b;
+    int rc = ks_engine_batch_states(r->engine, KS_RECEIPT_NS, rows, n, &b, why, whylen);
+    if (rc != KS_OK)
+        return rc;
+    if (b.n > 0 && (rc = ks_sql_tx(r->store, write_tx, &b)) != KS_OK)
         snprintf(why, whylen, "cannot write %zu receipts to the index: %s", b.n, ks_err_name(rc));
-    for (size_t k = 0; k < b.n; k++)
-        json_decref(b.states[k]);
-    free(b.ids);
-    free(b.states);
+    ks_engine_batch_states_release(&b);
     if (rc == KS_OK)
         *done = n;
     return rc;

@@ -179,15 +179,9 @@ static int write_invoice(struct ks_sql *db, const char *id, const json_t *st)
     return rc;
 }
 
-struct batch {
-    const char **ids;
-    json_t **states;
-    size_t n;
-};
-
 static int write_tx(struct ks_sql *db, void *arg)
 {
-    struct batch *b = arg;
+    const struct ks_engine_batch_states *b = arg;
     int rc = KS_OK;
     for (size_t i = 0; rc == KS_OK && i < b->n; i++)
         rc = write_invoice(db, b->ids[i], b->states[i]);
@@ -200,36 +194,14 @@ static int relay_handle(void *ctx, const struct ks_outbox_row *rows, size_t n, s
 {
     struct ks_search *s = ctx;
     *done = 0;
-    struct batch b = {.ids = calloc(n, sizeof(char *)), .states = calloc(n, sizeof(json_t *))};
-    int rc = b.ids && b.states ? KS_OK : KS_ERR_NOMEM;
-    for (size_t i = 0; rc == KS_OK && i < n; i++) {
-        if (strcmp(rows[i].ns, KS_INVOICE_NS) != 0)
-            continue;
-        bool seen = false;
-        for (size_t k = 0; k < b.n && !seen; k++)
-            seen = strcmp(b.ids[k], rows[i].id) == 0;
-        if (seen)
-            continue;
-        json_t *st = NULL;
-        rc = ks_engine_state(s->engine, KS_INVOICE_NS, rows[i].id, &st, NULL);
-        if (rc == KS_ERR_NOT_FOUND) {
-            rc = KS_OK;
-            continue;
-        }
-        if (rc == KS_OK) {
-            b.ids[b.n] = rows[i].id;
-            b.states[b.n++] = st; /* shared: read only */
-        } else {
-            snprintf(why, whylen, "cannot read invoice %s: %s", rows[i].id, ks_err_name(rc));
-        }
-    }
-    if (rc == KS_OK && b.n > 0 && (rc = ks_sql_tx(s->store, write_tx, &b)) != KS_OK)
+    struct ks_engine_batch_states b;
+    int rc = ks_engine_batch_states(s->engine, KS_INVOICE_NS, rows, n, &b, why, whylen);
+    if (rc != KS_OK)
+        return rc;
+    if (b.n > 0 && (rc = ks_sql_tx(s->store, write_tx, &b)) != KS_OK)
         snprintf(why, whylen, "cannot write %zu invoices to the search tables: %s", b.n,
                  ks_err_name(rc));
-    for (size_t k = 0; k < b.n; k++)
-        json_decref(b.states[k]);
-    free(b.ids);
-    free(b.states);
+    ks_engine_batch_states_release(&b);
     if (rc == KS_OK)
         *done = n;
     return rc;
