@@ -25,36 +25,20 @@
 #include "store/store.h"
 #include "vault/vault.h"
 
+#include "unit_store.h"
+
 #define T0_MS 1900000000000LL /* 2030-03-17T17:46:40Z: 20:46:40 in Moscow */
 #define HOUR_MS (3600LL * 1000)
 
 static struct {
     char dir[64];
-    char pg_url[768];
-    char schema[48];
+    struct unit_schema pg; /* PostgreSQL only: the test's own schema */
     struct ks_store *store;
     struct ks_vault *vault;
     struct ks_emulator *em;
     const struct ks_adapter *ad;
     char group[32]; /* this test's register group */
 } fx;
-
-static void quiet(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* DROP SCHEMA ... CASCADE lists every table it drops */
-}
-
-static void pg_exec(const char *sql)
-{
-    PGconn *c = PQconnectdb(fx.pg_url);
-    cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
-    PQsetNoticeProcessor(c, quiet, NULL);
-    PGresult *r = PQexec(c, sql);
-    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-}
 
 static void setup(void)
 {
@@ -63,21 +47,7 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(fx.dir));
     char url[1024], why[256] = "", rnd[13];
     cr_assert_eq(ks_id_random(rnd, 12), KS_OK);
-    const char *env = getenv("KASSA_TEST_STORE");
-    if (env && *env && strncmp(env, "sqlite:", 7) != 0) {
-        snprintf(fx.pg_url, sizeof(fx.pg_url), "%s", env);
-        snprintf(fx.schema, sizeof(fx.schema), "emulator_test_%s", rnd);
-        for (char *p = fx.schema; *p; p++)
-            if (*p >= 'A' && *p <= 'Z')
-                *p = (char)(*p - 'A' + 'a');
-        char sql[96];
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", fx.schema);
-        pg_exec(sql);
-        snprintf(url, sizeof(url), "%s%soptions=-csearch_path%%3D%s", env,
-                 strchr(env, '?') ? "&" : "?", fx.schema);
-    } else {
-        snprintf(url, sizeof(url), "sqlite:%s/k.db", fx.dir);
-    }
+    unit_schema_store_url(&fx.pg, "emulator_test", fx.dir, url, sizeof(url));
     cr_assert_eq(ks_store_open(url, NULL, &fx.store, why, sizeof(why)), KS_OK, "%s", why);
     char key_path[128];
     snprintf(key_path, sizeof(key_path), "%s/master.key", fx.dir);
@@ -95,11 +65,7 @@ static void teardown(void)
     ks_emulator_close(fx.em);
     ks_vault_close(fx.vault);
     ks_store_close(fx.store);
-    if (fx.schema[0]) {
-        char sql[96];
-        snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", fx.schema);
-        pg_exec(sql);
-    }
+    unit_schema_drop(&fx.pg);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx.dir);
     cr_assert_eq(system(cmd), 0);

@@ -23,14 +23,15 @@
 #include "store/store.h"
 #include "vault/vault.h"
 
+#include "unit_store.h"
+
 #define T0_MS 1773576000000LL /* 2026-03-15T12:00:00Z */
 #define LINES_MAX 64          /* lines of an exported file a test edits */
 
 struct fixture {
     char dir[64];
     char url[1024];
-    char pg_url[768];
-    char schema[40]; /* PostgreSQL only */
+    struct unit_schema pg; /* PostgreSQL only: the test's own schema */
     char key_path[128];
     FILE *log_file;
     struct ks_log log;
@@ -41,45 +42,12 @@ struct fixture {
 
 static struct fixture fx;
 
-static void quiet(void *arg, const char *msg)
-{
-    (void)arg;
-    (void)msg;
-}
-
-static void pg_admin(const char *sql)
-{
-    PGconn *pg = PQconnectdb(fx.pg_url);
-    cr_assert_eq(PQstatus(pg), CONNECTION_OK, "%s", PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, quiet, NULL);
-    PGresult *r = PQexec(pg, sql);
-    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(pg));
-    PQclear(r);
-    PQfinish(pg);
-}
-
 static void setup(void)
 {
     memset(&fx, 0, sizeof(fx));
     snprintf(fx.dir, sizeof(fx.dir), "/tmp/kassa-journal-XXXXXX");
     cr_assert_not_null(mkdtemp(fx.dir));
-    const char *env = getenv("KASSA_TEST_STORE");
-    if (env && *env && strncmp(env, "sqlite:", 7) != 0) {
-        unsigned char rnd[8];
-        char hex[17];
-        cr_assert_eq(ks_random_bytes(rnd, sizeof(rnd)), KS_OK);
-        ks_hex(rnd, sizeof(rnd), hex);
-        hex[16] = '\0';
-        snprintf(fx.schema, sizeof(fx.schema), "journal_test_%s", hex);
-        snprintf(fx.pg_url, sizeof(fx.pg_url), "%s", env);
-        char sql[128];
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", fx.schema);
-        pg_admin(sql);
-        snprintf(fx.url, sizeof(fx.url), "%s%soptions=-csearch_path%%3D%s", env,
-                 strchr(env, '?') ? "&" : "?", fx.schema);
-    } else {
-        snprintf(fx.url, sizeof(fx.url), "sqlite:%s/k.db", fx.dir);
-    }
+    unit_schema_store_url(&fx.pg, "journal_test", fx.dir, fx.url, sizeof(fx.url));
     snprintf(fx.key_path, sizeof(fx.key_path), "%s/vault-master.key", fx.dir);
     char log_path[128];
     snprintf(log_path, sizeof(log_path), "%s/journal.log", fx.dir);
@@ -102,11 +70,7 @@ static void teardown(void)
     ks_store_close(fx.store);
     ks_log_release(&fx.log);
     fclose(fx.log_file);
-    if (fx.schema[0]) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", fx.schema);
-        pg_admin(sql);
-    }
+    unit_schema_drop(&fx.pg);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx.dir);
     cr_assert_eq(system(cmd), 0);

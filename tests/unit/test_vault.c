@@ -27,6 +27,7 @@
 #include "store/sql.h"
 #include "vault/vault.h"
 #include "vault/vault_int.h"
+#include "unit_store.h"
 
 #define NOW_MS 1773576000000LL /* 2026-03-15T12:00:00Z */
 #define HOUR_MS (3600LL * 1000)
@@ -34,8 +35,7 @@
 struct fixture {
     char dir[64];
     char url[1024];
-    char pg_url[768]; /* the shared database, for the schema's own connection */
-    char schema[40];  /* PostgreSQL only */
+    struct unit_schema pg; /* PostgreSQL only: the test's own schema */
     char key_path[128];
     char log_path[128];
     FILE *log_file;
@@ -48,24 +48,7 @@ static struct fixture fx;
 
 static bool is_pg(void)
 {
-    return fx.schema[0] != '\0';
-}
-
-static void silent_notice(void *arg, const char *msg)
-{
-    (void)arg;
-    (void)msg;
-}
-
-static void pg_admin(const char *sql)
-{
-    PGconn *pg = PQconnectdb(fx.pg_url);
-    cr_assert_eq(PQstatus(pg), CONNECTION_OK, "%s", PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, silent_notice, NULL);
-    PGresult *r = PQexec(pg, sql);
-    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(pg));
-    PQclear(r);
-    PQfinish(pg);
+    return fx.pg.schema[0] != '\0';
 }
 
 static struct ks_vault *vault_open_at(const char *key_path, int64_t ttl_ms, int64_t sweep_ms)
@@ -86,22 +69,7 @@ static void setup(void)
     memset(&fx, 0, sizeof(fx));
     snprintf(fx.dir, sizeof(fx.dir), "/tmp/kassa-vault-XXXXXX");
     cr_assert_not_null(mkdtemp(fx.dir));
-    const char *env = getenv("KASSA_TEST_STORE");
-    if (env && *env && strncmp(env, "sqlite:", 7) != 0) {
-        unsigned char rnd[8];
-        char hex[17];
-        cr_assert_eq(ks_random_bytes(rnd, sizeof(rnd)), KS_OK);
-        ks_hex(rnd, sizeof(rnd), hex);
-        snprintf(fx.schema, sizeof(fx.schema), "vault_test_%s", hex);
-        snprintf(fx.pg_url, sizeof(fx.pg_url), "%s", env);
-        char sql[128];
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", fx.schema);
-        pg_admin(sql);
-        snprintf(fx.url, sizeof(fx.url), "%s%soptions=-csearch_path%%3D%s", env,
-                 strchr(env, '?') ? "&" : "?", fx.schema);
-    } else {
-        snprintf(fx.url, sizeof(fx.url), "sqlite:%s/k.db", fx.dir);
-    }
+    unit_schema_store_url(&fx.pg, "vault_test", fx.dir, fx.url, sizeof(fx.url));
     snprintf(fx.key_path, sizeof(fx.key_path), "%s/keys/vault-master.key", fx.dir);
     snprintf(fx.log_path, sizeof(fx.log_path), "%s/vault.log", fx.dir);
     fx.log_file = fopen(fx.log_path, "w");
@@ -120,11 +88,7 @@ static void teardown(void)
     ks_store_close(fx.store);
     ks_log_release(&fx.log);
     fclose(fx.log_file);
-    if (is_pg()) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", fx.schema);
-        pg_admin(sql);
-    }
+    unit_schema_drop(&fx.pg);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx.dir);
     cr_assert_eq(system(cmd), 0);
